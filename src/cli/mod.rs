@@ -1,0 +1,401 @@
+//! The `baton` command line. `up` runs the daemon; every other subcommand
+//! is a thin client of the daemon's control API.
+//!
+//! Exit codes: 0 done, 1 failed, 2 bad usage or configuration.
+
+pub mod client;
+pub mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use http::Method;
+
+use self::client::{ApiClient, ClientError};
+use crate::config::{self, Loaded};
+use crate::daemon::protocol::{Progress, ReleaseReport, StatusReport};
+
+/// Deploy, reload and roll back web apps with zero failed requests.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The app's configuration file.
+    #[arg(short, long, global = true, default_value = "baton.toml")]
+    pub config: PathBuf,
+    /// The daemon's state directory (default: `.baton` beside baton.toml).
+    #[arg(long, global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: start the app and the proxy (foreground by default).
+    Up {
+        /// Run in the background and return once the daemon answers.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Validate baton.toml without starting anything.
+    Check {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every instance: release, pid, port, state, uptime, restarts.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every instance gracefully, then the daemon.
+    Stop,
+    /// Deploy a new release with zero downtime.
+    Deploy {
+        /// A directory to release (default: the app directory in place).
+        source: Option<PathBuf>,
+        /// Wait for a running deploy instead of being refused.
+        #[arg(long)]
+        wait: bool,
+        /// Print progress as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Same code, fresh processes; baton.toml is read again.
+    Reload {
+        /// Wait for a running deploy instead of being refused.
+        #[arg(long)]
+        wait: bool,
+        /// Print progress as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Go back to the previous release (or the one named).
+    Rollback {
+        /// Release id (see `baton releases`).
+        id: Option<String>,
+        /// Wait for a running deploy instead of being refused.
+        #[arg(long)]
+        wait: bool,
+        /// Print progress as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the instance count: `baton scale web=4`.
+    Scale {
+        /// `web=N`
+        spec: String,
+        /// Wait for a running deploy instead of being refused.
+        #[arg(long)]
+        wait: bool,
+        /// Print progress as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List known releases.
+    Releases {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the app's log.
+    Logs {
+        /// How many past lines.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+/// A failure with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn failed(message: impl ToString) -> Failure {
+        Failure {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+
+    fn usage(message: impl ToString) -> Failure {
+        Failure {
+            code: 2,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure::failed(e)
+    }
+}
+
+/// Parses the arguments, runs the command, and turns the outcome into an
+/// exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("baton: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))
+}
+
+fn load(cli: &Cli) -> Result<Loaded, Failure> {
+    let mut loaded = config::load(&cli.config).map_err(Failure::usage)?;
+    if let Some(dir) = &cli.state_dir {
+        loaded.config.daemon.state_dir = Some(std::path::absolute(dir).unwrap_or(dir.clone()));
+    }
+    Ok(loaded)
+}
+
+fn state_dir(cli: &Cli) -> Result<PathBuf, Failure> {
+    match &cli.state_dir {
+        Some(d) => Ok(d.clone()),
+        None => Ok(load(cli)?.state_dir()),
+    }
+}
+
+/// Runs one command.
+///
+/// # Errors
+/// A [`Failure`] carrying the message and exit code.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Up { detach: false } => up_foreground(&cli),
+        Command::Up { detach: true } => up_detached(&cli),
+        Command::Check { json } => check(&cli, *json),
+        _ => {
+            let client = ApiClient::new(&state_dir(&cli)?);
+            runtime()?.block_on(remote(&cli, &client))
+        }
+    }
+}
+
+fn up_foreground(cli: &Cli) -> Result<(), Failure> {
+    let loaded = load(cli)?;
+    init_tracing();
+    runtime()?
+        .block_on(crate::daemon::run(loaded))
+        .map_err(Failure::failed)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn up_detached(cli: &Cli) -> Result<(), Failure> {
+    let loaded = load(cli)?;
+    let state_dir = loaded.state_dir();
+    let logs = state_dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| Failure::failed(format!("creating {}: {e}", logs.display())))?;
+    let log_path = logs.join("daemon.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Failure::failed(format!("opening {}: {e}", log_path.display())))?;
+    let exe = std::env::current_exe().map_err(Failure::failed)?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("up")
+        .arg("--config")
+        .arg(&loaded.path)
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(Failure::failed)?)
+        .stderr(log);
+    // The daemon must not die with this terminal's session.
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| Failure::failed(format!("cannot start the daemon: {e}")))?;
+    let client = ApiClient::new(&state_dir);
+    let rt = runtime()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last: Vec<&str> = text.lines().rev().take(5).collect();
+            let last: Vec<&str> = last.into_iter().rev().collect();
+            return Err(Failure::failed(format!(
+                "the daemon exited ({status}) at start; {}:\n  {}",
+                log_path.display(),
+                last.join("\n  ")
+            )));
+        }
+        if rt.block_on(client.get::<StatusReport>("/status")).is_ok() {
+            println!("baton daemon started (pid {}); logs in {}", child.id(), log_path.display());
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::failed("the daemon did not answer within 30s"));
+        }
+        // Polling the socket until the daemon answers; there is no event to wait on.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn check(cli: &Cli, json: bool) -> Result<(), Failure> {
+    match config::load(&cli.config) {
+        Ok(l) => {
+            let c = &l.config;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "file": l.path, "app": c.app.name, "instances": c.web.instance_count(), "listen": c.proxy.listen_addrs()})
+                );
+            } else {
+                println!(
+                    "{}: ok (app {}, {} web instance{}, listening on {})",
+                    l.path.display(),
+                    c.app.name,
+                    c.web.instance_count(),
+                    if c.web.instance_count() == 1 { "" } else { "s" },
+                    c.proxy.listen_addrs().iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "file": e.file, "line": e.line, "field": e.field, "message": e.message})
+                );
+            }
+            Err(Failure::usage(e))
+        }
+    }
+}
+
+async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Status { json } => {
+            let s: StatusReport = client.get("/status").await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else {
+                print!("{}", output::status_table(&s));
+            }
+            Ok(())
+        }
+        Command::Releases { json } => {
+            let r: Vec<ReleaseReport> = client.get("/releases").await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                print!("{}", output::releases_table(&r));
+            }
+            Ok(())
+        }
+        Command::Stop => {
+            client.send(Method::POST, "/stop", None).await?;
+            // Stopped once the socket stops answering.
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while client.get::<StatusReport>("/status").await.is_ok() {
+                if Instant::now() > deadline {
+                    return Err(Failure::failed("the daemon is still running after 10 minutes"));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            println!("stopped");
+            Ok(())
+        }
+        Command::Logs { lines, follow } => {
+            let path = format!("/logs?lines={lines}&follow={follow}");
+            client
+                .stream_lines(Method::GET, &path, None, |l| println!("{l}"))
+                .await?;
+            Ok(())
+        }
+        Command::Deploy { source, wait, json } => {
+            let source = source
+                .as_ref()
+                .map(|s| std::path::absolute(s).unwrap_or(s.clone()).display().to_string());
+            let body = serde_json::json!({ "source": source, "wait": wait });
+            watch_deploy(client, "/deploy", body, *json).await
+        }
+        Command::Reload { wait, json } => {
+            watch_deploy(client, "/reload", serde_json::json!({ "wait": wait }), *json).await
+        }
+        Command::Rollback { id, wait, json } => {
+            watch_deploy(client, "/rollback", serde_json::json!({ "to": id, "wait": wait }), *json).await
+        }
+        Command::Scale { spec, wait, json } => {
+            let (process, count) = spec
+                .split_once('=')
+                .ok_or_else(|| Failure::usage(format!("expected PROCESS=COUNT like web=4, got {spec:?}")))?;
+            if process != "web" {
+                return Err(Failure::usage(format!("unknown process {process:?}; Baton runs `web`")));
+            }
+            let count: u32 = count
+                .parse()
+                .map_err(|_| Failure::usage(format!("{count:?} is not a whole number")))?;
+            watch_deploy(client, "/scale", serde_json::json!({ "instances": count, "wait": wait }), *json).await
+        }
+        Command::Up { .. } | Command::Check { .. } => unreachable!("handled before connecting"),
+    }
+}
+
+/// Prints a deploy's progress until its end; exit 0 only once the new
+/// release serves all traffic.
+async fn watch_deploy(client: &ApiClient, path: &str, body: serde_json::Value, json: bool) -> Result<(), Failure> {
+    let mut outcome: Option<Result<(), String>> = None;
+    client
+        .stream_lines(Method::POST, path, Some(body), |line| {
+            if json {
+                println!("{line}");
+            }
+            match serde_json::from_str::<Progress>(line) {
+                Ok(Progress::Step { message, .. }) if !json => println!("  {message}"),
+                Ok(Progress::Done { release, switch_ms, total_ms }) => {
+                    if !json {
+                        println!("release {release} serves all traffic (switched after {switch_ms} ms, done in {total_ms} ms)");
+                    }
+                    outcome = Some(Ok(()));
+                }
+                Ok(Progress::Failed { message }) => outcome = Some(Err(message)),
+                _ => {}
+            }
+        })
+        .await?;
+    match outcome {
+        Some(Ok(())) => Ok(()),
+        Some(Err(message)) => Err(Failure::failed(message)),
+        None => Err(Failure::failed("the daemon closed the progress stream before the end")),
+    }
+}

@@ -1,0 +1,83 @@
+//! Human-readable tables for `status` and `releases`.
+
+use std::fmt::Write;
+
+use crate::daemon::protocol::{ReleaseReport, StatusReport};
+
+/// `5s`, `3m`, `2h`, `4d`.
+pub fn short_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn table(rows: Vec<Vec<String>>) -> String {
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+/// The `baton status` table.
+pub fn status_table(s: &StatusReport) -> String {
+    let mut out = format!(
+        "{}: release {}, listening on {}, daemon pid {} up {}\n",
+        s.app,
+        s.release.as_deref().unwrap_or("-"),
+        s.listen.join(", "),
+        s.pid,
+        short_duration(s.uptime_secs)
+    );
+    if let Some(d) = &s.deploying {
+        let _ = writeln!(out, "deploying: {d}");
+    }
+    let mut rows = vec![[
+        "PROCESS", "INSTANCE", "RELEASE", "PID", "PORT", "STATE", "UPTIME", "RESTARTS", "IN-FLIGHT", "CONNS",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for i in &s.instances {
+        let state = serde_json::to_value(i.state)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        rows.push(vec![
+            i.process.clone(),
+            i.instance.clone(),
+            i.release.clone(),
+            i.pid.map_or("-".into(), |p| p.to_string()),
+            i.port.to_string(),
+            state,
+            i.uptime_secs.map_or("-".into(), short_duration),
+            i.restarts.to_string(),
+            i.counts.in_flight.to_string(),
+            i.counts.connections.to_string(),
+        ]);
+    }
+    out.push_str(&table(rows));
+    for i in s.instances.iter().filter(|i| i.reason.is_some()) {
+        let _ = writeln!(out, "{}: {}", i.instance, i.reason.as_deref().unwrap_or_default());
+    }
+    out
+}
+
+/// The `baton releases` table.
+pub fn releases_table(r: &[ReleaseReport]) -> String {
+    let mut rows = vec![["ID", "CREATED", "STATUS", "SOURCE"].map(String::from).to_vec()];
+    for rel in r {
+        rows.push(vec![rel.id.clone(), rel.created.clone(), rel.status.clone(), rel.source.clone()]);
+    }
+    table(rows)
+}

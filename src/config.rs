@@ -1,0 +1,611 @@
+//! `baton.toml`: the schema, its defaults, and validation whose errors name
+//! the file, the line and the field.
+//!
+//! A minimal file is three lines:
+//!
+//! ```toml
+//! [app]
+//! name = "hello"
+//! [web]
+//! command = "node server.js"
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use toml::Spanned;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[app]`: what the app is called.
+    pub app: AppConfig,
+    /// `[proxy]`: the public side.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    /// `[web]`: the HTTP process group that the proxy routes to.
+    pub web: WebConfig,
+    /// `[daemon]`: where Baton keeps its state.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+}
+
+/// `[app]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// A name for logs and status.
+    pub name: String,
+}
+
+/// `[daemon]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// State directory (control socket, logs, releases). Relative paths are
+    /// taken from the directory holding baton.toml. Default `.baton`.
+    pub state_dir: Option<PathBuf>,
+    /// Optional admin listener serving Prometheus metrics on `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// How the proxy picks an instance for a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// The ready instance with the fewest requests in flight.
+    #[default]
+    LeastOutstanding,
+    /// Each ready instance in turn.
+    RoundRobin,
+}
+
+/// `[proxy]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Public addresses, IPv4 or IPv6. A single string is accepted too.
+    pub listen: Spanned<Addresses>,
+    /// Balancing policy.
+    pub balance: Balance,
+    /// How long a request waits for a ready instance before a 503.
+    #[serde(with = "humantime_serde")]
+    pub hold_timeout: Duration,
+    /// How many requests may wait at once; more get 503 at once.
+    pub hold_capacity: usize,
+    /// How many times a replayable request is retried on another instance.
+    pub retries: u32,
+    /// Trust X-Forwarded-* headers that arrive from clients.
+    pub trust_forwarded: bool,
+    /// A client must send its whole request head within this time (slowloris).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Largest request head in bytes; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most request headers; more gets 431.
+    pub max_headers: usize,
+    /// Idle pooled upstream connections are closed after this. Keep it below
+    /// the app's own keep-alive timeout (Node's is 5 s).
+    #[serde(with = "humantime_serde")]
+    pub upstream_idle_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: Spanned::new(0..0, Addresses::One("127.0.0.1:8080".into())),
+            balance: Balance::default(),
+            hold_timeout: Duration::from_secs(30),
+            hold_capacity: 10_000,
+            retries: 2,
+            trust_forwarded: false,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            upstream_idle_timeout: Duration::from_secs(4),
+        }
+    }
+}
+
+/// How many instances to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instances {
+    /// Exactly this many.
+    Count(u32),
+    /// One per CPU.
+    Max,
+}
+
+impl Instances {
+    /// The number of instances this resolves to on this machine.
+    pub fn resolve(self) -> u32 {
+        match self {
+            Instances::Count(n) => n,
+            Instances::Max => std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Instances {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(i64),
+            S(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::N(n)) if (0..=u32::MAX as i64).contains(&n) => Ok(Instances::Count(n as u32)),
+            Ok(Raw::N(n)) => Err(serde::de::Error::custom(format!(
+                "{n} is not a valid instance count"
+            ))),
+            Ok(Raw::S(s)) if s == "max" => Ok(Instances::Max),
+            _ => Err(serde::de::Error::custom(
+                "expected a whole number or \"max\"",
+            )),
+        }
+    }
+}
+
+impl Serialize for Instances {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Instances::Count(n) => s.serialize_u32(*n),
+            Instances::Max => s.serialize_str("max"),
+        }
+    }
+}
+
+/// How Baton learns that a fresh instance can take traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadinessKind {
+    /// `GET <path>` answers 2xx, `successes` times in a row.
+    #[default]
+    Http,
+    /// The port accepts a TCP connection.
+    Tcp,
+    /// The child calls `process.send('ready')` (pm2's `wait_ready`).
+    NodeIpc,
+    /// The child sends `READY=1` to `$NOTIFY_SOCKET` (systemd's sd_notify).
+    Notify,
+}
+
+/// `[web.readiness]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Readiness {
+    /// Which check.
+    pub kind: ReadinessKind,
+    /// Health path for `http`.
+    pub path: String,
+    /// Time between two checks for `http` and `tcp`.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Consecutive passing checks needed for `http`.
+    pub successes: u32,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            kind: ReadinessKind::Http,
+            path: "/".into(),
+            interval: Duration::from_millis(50),
+            successes: 1,
+        }
+    }
+}
+
+/// How a deploy replaces the serving instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Start the whole new set, swap once, drain the old set.
+    #[default]
+    BlueGreen,
+    /// Replace `max_surge` instances at a time.
+    Rolling,
+}
+
+/// `[web]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Shell command that starts one instance; it must listen on `$PORT`.
+    pub command: Spanned<String>,
+    /// Instance count, or `"max"` for one per CPU.
+    #[serde(default = "default_instances")]
+    pub instances: Spanned<Instances>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory, relative to baton.toml's folder.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Readiness check.
+    #[serde(default)]
+    pub readiness: Readiness,
+    /// A start that is not ready within this is failed.
+    #[serde(default = "default_start_timeout", with = "humantime_serde")]
+    pub start_timeout: Duration,
+    /// Signal sent to the process group to stop it.
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: Spanned<String>,
+    /// SIGKILL follows `stop_signal` after this.
+    #[serde(default = "default_kill_timeout", with = "humantime_serde")]
+    pub kill_timeout: Duration,
+    /// How long a deploy waits for old instances' requests to finish.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Deploy strategy.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// For `rolling`: how many new instances may run beyond `instances`.
+    #[serde(default = "default_max_surge")]
+    pub max_surge: Spanned<u32>,
+    /// An instance that exits sooner than this after starting counts as an
+    /// unstable restart (pm2's `min_uptime`).
+    #[serde(default = "default_min_uptime", with = "humantime_serde")]
+    pub min_uptime: Duration,
+    /// After this many unstable restarts in a row the instance is `failed`.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+}
+
+fn default_instances() -> Spanned<Instances> {
+    Spanned::new(0..0, Instances::Count(1))
+}
+fn default_start_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_stop_signal() -> Spanned<String> {
+    Spanned::new(0..0, "SIGTERM".into())
+}
+fn default_kill_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_surge() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+fn default_min_uptime() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_restarts() -> u32 {
+    10
+}
+
+/// One address or a list of them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Addresses {
+    /// `listen = "127.0.0.1:8080"`
+    One(String),
+    /// `listen = ["127.0.0.1:8080", "[::1]:8080"]`
+    Many(Vec<String>),
+}
+
+impl Addresses {
+    /// Every address as written.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Addresses::One(s) => std::slice::from_ref(s),
+            Addresses::Many(v) => v,
+        }
+    }
+}
+
+impl WebConfig {
+    /// The stop signal, parsed (validated at load time).
+    pub fn stop_signal(&self) -> nix::sys::signal::Signal {
+        parse_signal(self.stop_signal.get_ref()).expect("validated when the config was loaded")
+    }
+
+    /// The instance count on this machine.
+    pub fn instance_count(&self) -> u32 {
+        self.instances.get_ref().resolve()
+    }
+}
+
+impl ProxyConfig {
+    /// The listen addresses, parsed (validated at load time).
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listen
+            .get_ref()
+            .as_slice()
+            .iter()
+            .map(|s| s.parse().expect("validated when the config was loaded"))
+            .collect()
+    }
+}
+
+fn parse_signal(name: &str) -> Option<nix::sys::signal::Signal> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse().ok()
+}
+
+/// A configuration error that points at the place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted field name, when known (`web.instances`).
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, ": ")?;
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A loaded configuration together with where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The parsed, validated configuration.
+    pub config: Config,
+    /// The baton.toml path.
+    pub path: PathBuf,
+    /// The folder that holds baton.toml; relative paths start here.
+    pub base_dir: PathBuf,
+}
+
+impl Loaded {
+    /// The state directory: `[daemon] state_dir` or `.baton` beside baton.toml.
+    pub fn state_dir(&self) -> PathBuf {
+        match &self.config.daemon.state_dir {
+            Some(p) => self.base_dir.join(p),
+            None => self.base_dir.join(".baton"),
+        }
+    }
+
+    /// The web process's working directory.
+    pub fn web_cwd(&self) -> PathBuf {
+        match &self.config.web.cwd {
+            Some(p) => self.base_dir.join(p),
+            None => self.base_dir.clone(),
+        }
+    }
+}
+
+/// Reads and validates a baton.toml.
+///
+/// # Errors
+/// A [`ConfigError`] naming the file, line and field of the first problem.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        field: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    let config = parse(&text, path)?;
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok(Loaded {
+        config,
+        path,
+        base_dir,
+    })
+}
+
+/// Parses and validates configuration text; `file` is used in errors only.
+///
+/// # Errors
+/// A [`ConfigError`] naming the file, line and field of the first problem.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let span = e.span();
+        let (line, field) = match &span {
+            Some(span) => (Some(line_of(text, span.start)), field_at(text, span.clone())),
+            None => (None, None),
+        };
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            field,
+            message: e.message().trim().to_string(),
+        }
+    })?;
+    validate(&config, text, file)?;
+    Ok(config)
+}
+
+fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
+    let err = |span: Range<usize>, field: &str, message: String| ConfigError {
+        file: file.to_path_buf(),
+        line: (span.end > 0).then(|| line_of(text, span.start)),
+        field: Some(field.to_string()),
+        message,
+    };
+    let listen = &c.proxy.listen;
+    if listen.get_ref().as_slice().is_empty() {
+        return Err(err(listen.span(), "proxy.listen", "needs at least one address".into()));
+    }
+    for addr in listen.get_ref().as_slice() {
+        if addr.parse::<SocketAddr>().is_err() {
+            return Err(err(
+                listen.span(),
+                "proxy.listen",
+                format!("{addr:?} is not an address with a port (like \"127.0.0.1:8080\" or \"[::1]:8080\")"),
+            ));
+        }
+    }
+    if c.web.command.get_ref().trim().is_empty() {
+        return Err(err(c.web.command.span(), "web.command", "must not be empty".into()));
+    }
+    if *c.web.instances.get_ref() == Instances::Count(0) {
+        return Err(err(
+            c.web.instances.span(),
+            "web.instances",
+            "must be at least 1".into(),
+        ));
+    }
+    if *c.web.max_surge.get_ref() == 0 {
+        return Err(err(
+            c.web.max_surge.span(),
+            "web.max_surge",
+            "must be at least 1".into(),
+        ));
+    }
+    if parse_signal(c.web.stop_signal.get_ref()).is_none() {
+        return Err(err(
+            c.web.stop_signal.span(),
+            "web.stop_signal",
+            format!("{:?} is not a signal name", c.web.stop_signal.get_ref()),
+        ));
+    }
+    if c.web.readiness.kind == ReadinessKind::Http && !c.web.readiness.path.starts_with('/') {
+        return Err(err(
+            find_key(text, "readiness", "path"),
+            "web.readiness.path",
+            "must start with '/'".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The dotted name of the key on the line holding `span`, with the table
+/// header above it: `web.instances`.
+fn field_at(text: &str, span: Range<usize>) -> Option<String> {
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line = text[line_start..line_end].trim();
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    if line.starts_with('[') {
+        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    }
+    let key = line.split('=').next()?.trim().trim_matches('"');
+    if key.is_empty() {
+        return table;
+    }
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+/// The span of `key = ...` inside a table whose header ends with `table`.
+fn find_key(text: &str, table: &str, key: &str) -> Range<usize> {
+    let mut offset = 0;
+    let mut in_table = false;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_table = t.trim_matches(|c| c == '[' || c == ']').ends_with(table);
+        } else if in_table && t.split('=').next().map(str::trim) == Some(key) {
+            return offset..offset + line.len();
+        }
+        offset += line.len();
+    }
+    0..0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> ConfigError {
+        parse(text, Path::new("baton.toml")).expect_err("config should be rejected")
+    }
+
+    /// The three-line file from the README is enough.
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(
+            "[app]\nname = \"hello\"\n[web]\ncommand = \"node server.js\"\n",
+            Path::new("baton.toml"),
+        )
+        .expect("minimal config parses");
+        assert_eq!(c.web.instance_count(), 1);
+        assert_eq!(c.proxy.listen_addrs(), vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(c.web.kill_timeout, Duration::from_secs(5));
+        assert_eq!(c.web.readiness.kind, ReadinessKind::Http);
+    }
+
+    /// An unknown field names its line and dotted field.
+    #[test]
+    fn unknown_field_is_located() {
+        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\ninstancez = 2\n");
+        assert_eq!(e.line, Some(5));
+        assert_eq!(e.field.as_deref(), Some("web.instancez"));
+        assert!(e.message.contains("unknown field"), "{}", e.message);
+    }
+
+    /// A value of the wrong type names its line and field.
+    #[test]
+    fn wrong_type_is_located() {
+        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\nkill_timeout = 5\n");
+        assert_eq!(e.line, Some(5));
+        assert_eq!(e.field.as_deref(), Some("web.kill_timeout"));
+    }
+
+    /// Impossible values are refused with their line.
+    #[test]
+    fn impossible_values_are_located() {
+        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\ninstances = 0\n");
+        assert_eq!((e.line, e.field.as_deref()), (Some(5), Some("web.instances")));
+        let e = parse_err("[app]\nname = \"x\"\n[proxy]\nlisten = \"nowhere\"\n[web]\ncommand = \"x\"\n");
+        assert_eq!((e.line, e.field.as_deref()), (Some(4), Some("proxy.listen")));
+        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\nstop_signal = \"SIGNOPE\"\n");
+        assert_eq!((e.line, e.field.as_deref()), (Some(5), Some("web.stop_signal")));
+        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\ninstances = \"lots\"\n");
+        assert_eq!((e.line, e.field.as_deref()), (Some(5), Some("web.instances")));
+    }
+
+    /// `"max"` means one instance per CPU and durations read as humantime.
+    #[test]
+    fn max_instances_and_durations() {
+        let c = parse(
+            "[app]\nname = \"x\"\n[web]\ncommand = \"x\"\ninstances = \"max\"\nkill_timeout = \"500ms\"\n",
+            Path::new("baton.toml"),
+        )
+        .unwrap();
+        assert!(c.web.instance_count() >= 1);
+        assert_eq!(c.web.kill_timeout, Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,92 @@
+//! The control API: HTTP+JSON on a Unix socket only its owner can open.
+//! Every CLI subcommand is a thin client of one route here.
+//!
+//! | route | file |
+//! |---|---|
+//! | `GET /status`, `GET /releases`, `GET /metrics` | [`status`] |
+//! | `POST /deploy`, `/reload`, `/rollback`, `/scale` | [`deploy`] |
+//! | `GET /logs` | [`logs`] |
+//! | `POST /stop` | here |
+
+pub mod deploy;
+pub mod logs;
+pub mod status;
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::ErrorBody;
+use super::Daemon;
+
+/// Binds the control socket with mode 0600. The umask makes the socket
+/// private from its creation, not only after a chmod.
+///
+/// # Errors
+/// When the socket cannot be bound.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if path.exists() {
+        // The state lock is held, so a socket here is a dead daemon's.
+        std::fs::remove_file(path)?;
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+fn routes(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/status", get(status::status))
+        .route("/releases", get(status::releases))
+        .route("/metrics", get(status::metrics))
+        .route("/deploy", post(deploy::deploy))
+        .route("/reload", post(deploy::reload))
+        .route("/rollback", post(deploy::rollback))
+        .route("/scale", post(deploy::scale))
+        .route("/logs", get(logs::logs))
+        .route("/stop", post(stop))
+        .with_state(daemon)
+}
+
+/// Serves the control API until `shutdown`.
+pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, shutdown: CancellationToken) {
+    let app = routes(daemon);
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+}
+
+/// Serves `GET /metrics` alone on the opt-in admin listener.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, daemon: Arc<Daemon>, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/metrics", get(status::metrics))
+        .with_state(daemon);
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+}
+
+async fn stop(axum::extract::State(daemon): axum::extract::State<Arc<Daemon>>) -> Json<serde_json::Value> {
+    daemon.shutdown.cancel();
+    Json(serde_json::json!({ "stopping": true }))
+}
+
+/// An error answer: a status code and a message for a person.
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}

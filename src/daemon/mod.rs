@@ -1,0 +1,157 @@
+//! The long-running daemon: owns the proxy, the instances, the deploy lock
+//! and the control socket.
+//!
+//! - [`protocol`]: the control API's messages.
+//! - [`api`]: the HTTP+JSON control API on the 0600 Unix socket.
+//! - [`state`]: the serving set, release history and route publishing.
+//! - [`lock`]: one daemon per state directory.
+
+pub mod api;
+pub mod lock;
+pub mod protocol;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Loaded;
+use crate::proxy::{listener, Proxy};
+use crate::supervisor::logs::LogSink;
+use crate::supervisor::ports::PortPool;
+use crate::supervisor::reaper::Reaper;
+use crate::supervisor::Context;
+
+pub use state::Daemon;
+
+/// How long open client connections get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Another daemon holds the state directory.
+    #[error("another baton daemon (pid {pid}) is already running on {dir}")]
+    AlreadyRunning {
+        /// Its pid, as it wrote it.
+        pid: String,
+        /// The state directory.
+        dir: String,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Something else on disk.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// The control socket's path in a state directory.
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("baton.sock")
+}
+
+/// Runs the daemon in the foreground until `baton stop`, SIGINT or SIGTERM.
+/// SIGHUP reloads.
+///
+/// # Errors
+/// [`StartError`] when it cannot start; once running it only logs.
+pub async fn run(loaded: Loaded) -> Result<(), StartError> {
+    let state_dir = loaded.state_dir();
+    std::fs::create_dir_all(&state_dir).map_err(io_err(format!("creating {}", state_dir.display())))?;
+    let _lock = lock::StateLock::acquire(&state_dir)?;
+    let run_dir = state_dir.join("run");
+    std::fs::create_dir_all(&run_dir).map_err(io_err("creating the run folder"))?;
+
+    let proxy = Proxy::new(loaded.config.proxy.clone());
+    let mut listeners = Vec::new();
+    for addr in loaded.config.proxy.listen_addrs() {
+        let l = listener::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
+        listeners.push(l);
+    }
+    let reaper = Reaper::start().map_err(io_err("starting the orphan reaper"))?;
+    let ctx = Context {
+        ports: PortPool::default(),
+        reaper: reaper.clone(),
+        logs: LogSink::new(&state_dir.join("logs"), "web", true),
+        run_dir,
+        changed: Default::default(),
+    };
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::new(loaded, proxy.clone(), ctx, shutdown.clone());
+
+    let socket = socket_path(&state_dir);
+    let api_listener = api::bind(&socket).map_err(io_err(format!("binding {}", socket.display())))?;
+    tokio::spawn(api::serve(api_listener, daemon.clone(), shutdown.clone()));
+    tokio::spawn(daemon.clone().publish_routes_forever());
+
+    let listen_shutdown = CancellationToken::new();
+    let mut servers = Vec::new();
+    for l in listeners {
+        servers.push(tokio::spawn(listener::serve(l, proxy.clone(), listen_shutdown.clone(), SHUTDOWN_GRACE)));
+    }
+    if let Some(addr) = daemon.config().config.daemon.metrics_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                tokio::spawn(api::serve_metrics(l, daemon.clone(), shutdown.clone()));
+            }
+            Err(source) => return Err(StartError::Listen { addr, source }),
+        }
+    }
+    tracing::info!(
+        app = %daemon.config().config.app.name,
+        listen = ?daemon.config().config.proxy.listen_addrs(),
+        "baton daemon started (pid {})", std::process::id()
+    );
+
+    daemon.clone().start_initial();
+
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM"))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP"))?;
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = shutdown.cancelled() => break,
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                let d = daemon.clone();
+                tokio::spawn(async move {
+                    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+                    let _ = crate::deploy::run(&d, crate::deploy::Kind::Reload, tx, false).await;
+                });
+            }
+        }
+    }
+    tracing::info!("stopping: no new connections; stopping instances");
+    shutdown.cancel();
+    // Requests already accepted finish before their instances go.
+    listen_shutdown.cancel();
+    for s in servers {
+        let _ = s.await;
+    }
+    proxy.closing.cancel();
+    daemon.stop_all().await;
+    reaper.shutdown();
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The control API's messages, shared by the daemon and the CLI.
+
+use serde::{Deserialize, Serialize};
+
+use crate::proxy::upstream::Counts;
+use crate::supervisor::State;
+
+/// `GET /status`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// App name.
+    pub app: String,
+    /// Daemon pid.
+    pub pid: u32,
+    /// Daemon start time (RFC 3339).
+    pub started: String,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// Public addresses.
+    pub listen: Vec<String>,
+    /// The release serving traffic.
+    pub release: Option<String>,
+    /// A deploy in progress, described.
+    pub deploying: Option<String>,
+    /// Every instance: serving, draining, failed.
+    pub instances: Vec<InstanceReport>,
+}
+
+/// One instance in [`StatusReport`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceReport {
+    /// Process name (`web`).
+    pub process: String,
+    /// Instance id (`web#3`).
+    pub instance: String,
+    /// Release it runs.
+    pub release: String,
+    /// Current pid.
+    pub pid: Option<u32>,
+    /// Private port.
+    pub port: u16,
+    /// Lifecycle state.
+    pub state: State,
+    /// Seconds since its process started.
+    pub uptime_secs: Option<u64>,
+    /// Restarts after crashes.
+    pub restarts: u32,
+    /// Live proxy counts.
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// When draining began (RFC 3339).
+    pub draining_since: Option<String>,
+    /// Why it failed or restarts.
+    pub reason: Option<String>,
+}
+
+/// `POST /deploy`, `/reload`, `/rollback`, `/scale`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// For deploy: a directory to release (default: the app in place).
+    pub source: Option<String>,
+    /// For rollback: the release to go back to (default: the previous one).
+    pub to: Option<String>,
+    /// For scale: the new instance count.
+    pub instances: Option<u32>,
+    /// Wait for a running deploy instead of being refused.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+/// One line of a deploy's progress stream (newline-delimited JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum Progress {
+    /// A step happened.
+    Step {
+        /// Short phase name: starting, ready, switched, draining, stopped.
+        phase: String,
+        /// Human text.
+        message: String,
+    },
+    /// The deploy finished and the new release serves all traffic.
+    Done {
+        /// The release now serving.
+        release: String,
+        /// Milliseconds from the request to the switch.
+        switch_ms: u64,
+        /// Milliseconds in all.
+        total_ms: u64,
+    },
+    /// The deploy failed; the previous release still serves.
+    Failed {
+        /// Why, with the new instance's last lines.
+        message: String,
+    },
+}
+
+/// A release known to the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseReport {
+    /// Release id.
+    pub id: String,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Where it came from.
+    pub source: String,
+    /// Its folder.
+    pub dir: String,
+    /// current, previous, or failed.
+    pub status: String,
+}
+
+/// Body of every error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The message for a person.
+    pub error: String,
+}

@@ -1,0 +1,311 @@
+//! The daemon's shared state: configuration, the serving set, instances
+//! being drained, release history, and publishing the route table.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{InstanceReport, ReleaseReport, StatusReport};
+use crate::config::Loaded;
+use crate::proxy::Proxy;
+use crate::supervisor::{Context, Instance, InstanceSpec, State};
+
+/// One release: a folder of code and the configuration it runs with.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// Sortable id: UTC time plus a short hash.
+    pub id: String,
+    /// Where it came from (a path, or "app directory").
+    pub source: String,
+    /// The folder the web process runs in.
+    pub dir: PathBuf,
+    /// The configuration it runs with.
+    pub config: Loaded,
+    /// When it was made.
+    pub created: SystemTime,
+    /// It failed to deploy.
+    pub failed: bool,
+}
+
+/// The instances that take traffic, and those on their way out.
+#[derive(Default)]
+struct Serving {
+    release: Option<Release>,
+    instances: Vec<Instance>,
+    draining: Vec<(Instance, SystemTime)>,
+}
+
+/// The daemon. Shared as `Arc<Daemon>` by the API, the deploy code and the
+/// route publisher.
+pub struct Daemon {
+    config: RwLock<Loaded>,
+    /// The data plane.
+    pub proxy: Arc<Proxy>,
+    /// What every instance shares.
+    pub ctx: Context,
+    serving: Mutex<Serving>,
+    releases: Mutex<Vec<Release>>,
+    /// Held by the one deploy that runs.
+    pub deploy_lock: Arc<tokio::sync::Mutex<()>>,
+    deploying: Mutex<Option<String>>,
+    next_number: AtomicU64,
+    /// Cancelled when the daemon stops.
+    pub shutdown: CancellationToken,
+    started: SystemTime,
+}
+
+impl Daemon {
+    /// A daemon with nothing running yet.
+    pub fn new(config: Loaded, proxy: Arc<Proxy>, ctx: Context, shutdown: CancellationToken) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            config: RwLock::new(config),
+            proxy,
+            ctx,
+            serving: Mutex::default(),
+            releases: Mutex::default(),
+            deploy_lock: Arc::default(),
+            deploying: Mutex::default(),
+            next_number: AtomicU64::new(1),
+            shutdown,
+            started: SystemTime::now(),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Loaded {
+        self.config.read().expect("config lock poisoned").clone()
+    }
+
+    /// Replaces the configuration in force (after a successful deploy).
+    pub fn set_config(&self, loaded: Loaded) {
+        *self.config.write().expect("config lock poisoned") = loaded;
+    }
+
+    /// The release serving traffic.
+    pub fn current_release(&self) -> Option<Release> {
+        self.serving.lock().expect("serving lock poisoned").release.clone()
+    }
+
+    /// The serving instances.
+    pub fn serving(&self) -> Vec<Instance> {
+        self.serving.lock().expect("serving lock poisoned").instances.clone()
+    }
+
+    /// Describes the deploy in progress, for status and for refusals.
+    pub fn set_deploying(&self, what: Option<String>) {
+        *self.deploying.lock().expect("deploying lock poisoned") = what;
+    }
+
+    /// The deploy in progress, described.
+    pub fn deploying(&self) -> Option<String> {
+        self.deploying.lock().expect("deploying lock poisoned").clone()
+    }
+
+    /// Starts one instance of `release`'s web process.
+    ///
+    /// # Errors
+    /// When no private port can be had.
+    pub fn start_instance(&self, release: &Release, restart_before_ready: bool) -> std::io::Result<Instance> {
+        let web = &release.config.config.web;
+        let cwd = match &web.cwd {
+            Some(p) => release.dir.join(p),
+            None => release.dir.clone(),
+        };
+        let spec = InstanceSpec {
+            process: "web".into(),
+            number: self.next_number.fetch_add(1, Ordering::Relaxed),
+            release: release.id.clone(),
+            command: web.command.get_ref().clone(),
+            cwd,
+            env: web.env.clone(),
+            readiness: web.readiness.clone(),
+            start_timeout: web.start_timeout,
+            stop_signal: web.stop_signal(),
+            kill_timeout: web.kill_timeout,
+            min_uptime: web.min_uptime,
+            max_restarts: web.max_restarts,
+            restart_before_ready,
+        };
+        Instance::start(spec, self.ctx.clone())
+    }
+
+    /// Starts the configured release at daemon start. Its instances restart
+    /// with backoff until ready; they take traffic as each becomes ready.
+    pub fn start_initial(self: Arc<Self>) {
+        let loaded = self.config();
+        let release = Release {
+            id: super::super::deploy::new_release_id(),
+            source: "app directory".into(),
+            dir: loaded.base_dir.clone(),
+            config: loaded.clone(),
+            created: SystemTime::now(),
+            failed: false,
+        };
+        let mut started = Vec::new();
+        for _ in 0..loaded.config.web.instance_count() {
+            match self.start_instance(&release, true) {
+                Ok(i) => started.push(i),
+                Err(e) => tracing::error!("cannot start an instance: {e}"),
+            }
+        }
+        self.record_release(release.clone());
+        let mut serving = self.serving.lock().expect("serving lock poisoned");
+        serving.release = Some(release);
+        serving.instances = started;
+    }
+
+    /// Makes `instances` (of `release`) the serving set and publishes the
+    /// route table at once. Returns the instances that left the set; they
+    /// are listed as draining until [`Daemon::forget_drained`].
+    pub fn swap(&self, release: Release, instances: Vec<Instance>) -> Vec<Instance> {
+        let retired = {
+            let mut serving = self.serving.lock().expect("serving lock poisoned");
+            let keep: Vec<Arc<str>> = instances.iter().map(|i| i.id.clone()).collect();
+            let old = std::mem::replace(&mut serving.instances, instances);
+            serving.release = Some(release);
+            let retired: Vec<Instance> = old.into_iter().filter(|i| !keep.contains(&i.id)).collect();
+            let now = SystemTime::now();
+            for i in &retired {
+                i.upstream.set_draining();
+                i.set_draining();
+                serving.draining.push((i.clone(), now));
+            }
+            retired
+        };
+        self.publish_routes();
+        retired
+    }
+
+    /// Drops drained instances from the status listing.
+    pub fn forget_drained(&self, gone: &[Instance]) {
+        let mut serving = self.serving.lock().expect("serving lock poisoned");
+        serving.draining.retain(|(i, _)| !gone.iter().any(|g| g.id == i.id));
+    }
+
+    /// Publishes the serving instances that are ready.
+    pub fn publish_routes(&self) {
+        let serving = self.serving.lock().expect("serving lock poisoned");
+        let ready = serving
+            .instances
+            .iter()
+            .filter(|i| i.status().state == State::Ready)
+            .map(|i| i.upstream.clone())
+            .collect();
+        self.proxy.router.publish(ready);
+    }
+
+    /// Re-publishes on every instance state change, for the daemon's life.
+    pub async fn publish_routes_forever(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.ctx.changed.notified() => self.publish_routes(),
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Remembers a release for rollback and `baton releases`.
+    pub fn record_release(&self, release: Release) {
+        let mut releases = self.releases.lock().expect("releases lock poisoned");
+        releases.retain(|r| r.id != release.id);
+        releases.push(release);
+    }
+
+    /// Marks a release as failed.
+    pub fn mark_failed(&self, id: &str) {
+        let mut releases = self.releases.lock().expect("releases lock poisoned");
+        if let Some(r) = releases.iter_mut().find(|r| r.id == id) {
+            r.failed = true;
+        }
+    }
+
+    /// A release by id, or the last good one before the current one.
+    pub fn rollback_target(&self, id: Option<&str>) -> Option<Release> {
+        let releases = self.releases.lock().expect("releases lock poisoned");
+        let current = self.current_release().map(|r| r.id);
+        if let Some(id) = id {
+            return releases.iter().find(|r| r.id == id).cloned();
+        }
+        let before_current = releases
+            .iter()
+            .position(|r| Some(&r.id) == current.as_ref())
+            .unwrap_or(releases.len());
+        releases[..before_current].iter().rev().find(|r| !r.failed).cloned()
+    }
+
+    /// Every known release, oldest first.
+    pub fn releases(&self) -> Vec<ReleaseReport> {
+        let current = self.current_release().map(|r| r.id);
+        let releases = self.releases.lock().expect("releases lock poisoned");
+        releases
+            .iter()
+            .map(|r| ReleaseReport {
+                id: r.id.clone(),
+                created: humantime::format_rfc3339_seconds(r.created).to_string(),
+                source: r.source.clone(),
+                dir: r.dir.display().to_string(),
+                status: if Some(&r.id) == current.as_ref() {
+                    "current".into()
+                } else if r.failed {
+                    "failed".into()
+                } else {
+                    "previous".into()
+                },
+            })
+            .collect()
+    }
+
+    /// The status report.
+    pub fn status(&self) -> StatusReport {
+        let loaded = self.config();
+        let serving = self.serving.lock().expect("serving lock poisoned");
+        let now = SystemTime::now();
+        let report = |i: &Instance, draining_since: Option<SystemTime>| {
+            let s = i.status();
+            InstanceReport {
+                process: i.process.to_string(),
+                instance: i.id.to_string(),
+                release: i.release.to_string(),
+                pid: s.pid,
+                port: i.upstream.addr.port(),
+                state: s.state,
+                uptime_secs: s
+                    .started
+                    .filter(|_| s.pid.is_some())
+                    .and_then(|t| now.duration_since(t).ok())
+                    .map(|d| d.as_secs()),
+                restarts: s.restarts,
+                counts: i.upstream.counts(),
+                draining_since: draining_since.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                reason: s.reason,
+            }
+        };
+        let mut instances: Vec<InstanceReport> = serving.instances.iter().map(|i| report(i, None)).collect();
+        instances.extend(serving.draining.iter().map(|(i, t)| report(i, Some(*t))));
+        StatusReport {
+            app: loaded.config.app.name.clone(),
+            pid: std::process::id(),
+            started: humantime::format_rfc3339_seconds(self.started).to_string(),
+            uptime_secs: now.duration_since(self.started).map_or(0, |d| d.as_secs()),
+            listen: loaded.config.proxy.listen_addrs().iter().map(ToString::to_string).collect(),
+            release: serving.release.as_ref().map(|r| r.id.clone()),
+            deploying: self.deploying(),
+            instances,
+        }
+    }
+
+    /// Stops every instance, serving and draining, at once.
+    pub async fn stop_all(&self) {
+        let all: Vec<Instance> = {
+            let mut serving = self.serving.lock().expect("serving lock poisoned");
+            let mut all = std::mem::take(&mut serving.instances);
+            all.extend(serving.draining.drain(..).map(|(i, _)| i));
+            all
+        };
+        self.proxy.router.publish(Vec::new());
+        futures_util::future::join_all(all.iter().map(Instance::stop)).await;
+    }
+}

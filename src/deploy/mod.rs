@@ -1,0 +1,500 @@
+//! Deploy, reload, rollback and scale: one state machine ([`phase`]) driven
+//! by the daemon. The CLI only watches the progress stream, so a killed CLI
+//! never leaves a half-switched daemon.
+//!
+//! Blue-green: start the whole new set beside the old one, wait until every
+//! new instance is ready, swap the route table once, drain the old set (the
+//! proxy's own in-flight count reaching 0, or `drain_timeout`), then stop it.
+//! Rolling: the same, `max_surge` instances at a time.
+
+pub mod phase;
+pub mod source;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+use self::phase::{Machine, Phase};
+use crate::config::{self, Instances, Strategy};
+use crate::daemon::protocol::Progress;
+use crate::daemon::state::Release;
+use crate::daemon::Daemon;
+use crate::supervisor::Instance;
+
+/// How often the drain looks at the in-flight counts.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+/// Lines of a failed instance's log quoted in the deploy error.
+const FAILURE_LINES: usize = 10;
+
+/// What to do.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// A new release: from a directory, or the app folder in place.
+    Deploy {
+        /// A directory to copy into a release folder.
+        source: Option<PathBuf>,
+    },
+    /// The same release, fresh processes, baton.toml read again.
+    Reload,
+    /// An earlier release, by id or the previous one.
+    Rollback {
+        /// Release id.
+        to: Option<String>,
+    },
+    /// The current release with another instance count.
+    Scale {
+        /// New count.
+        instances: u32,
+    },
+}
+
+impl Kind {
+    fn verb(&self) -> &'static str {
+        match self {
+            Kind::Deploy { .. } => "deploy",
+            Kind::Reload => "reload",
+            Kind::Rollback { .. } => "rollback",
+            Kind::Scale { .. } => "scale",
+        }
+    }
+}
+
+/// Why a deploy did not happen. In every case the old release still serves.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// Another deploy runs and `--wait` was not given.
+    #[error("a deploy is already running ({0}); wait for it or pass --wait")]
+    Busy(String),
+    /// The new configuration is invalid; nothing was touched.
+    #[error("invalid configuration, nothing was changed: {0}")]
+    Config(#[from] config::ConfigError),
+    /// There is nothing to roll back to, or the id is unknown.
+    #[error("{0}")]
+    NoTarget(String),
+    /// The release folder could not be made.
+    #[error("cannot prepare the release: {0}")]
+    Prepare(String),
+    /// A new instance did not become ready.
+    #[error("{0}")]
+    NotReady(String),
+    /// The daemon is stopping.
+    #[error("the daemon is stopping")]
+    ShuttingDown,
+}
+
+/// A sortable release id: UTC time to the second, then a short hash of the
+/// exact time and a counter, so two ids in one second still differ.
+pub fn new_release_id() -> String {
+    use std::hash::{Hash, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now();
+    let stamp: String = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    now.hash(&mut h);
+    COUNTER.fetch_add(1, Ordering::Relaxed).hash(&mut h);
+    std::process::id().hash(&mut h);
+    format!("{stamp}-{:06x}", h.finish() & 0xff_ffff)
+}
+
+/// Sends progress to whoever watches; a watcher that left is fine.
+struct Reporter {
+    tx: mpsc::UnboundedSender<Progress>,
+}
+
+impl Reporter {
+    fn step(&self, phase: Phase, message: String) {
+        tracing::info!("{phase}: {message}");
+        let _ = self.tx.send(Progress::Step {
+            phase: phase.to_string(),
+            message,
+        });
+    }
+}
+
+/// Runs one deploy of `kind` to its end, reporting on `progress`. Returns
+/// the release that serves afterwards.
+///
+/// # Errors
+/// [`DeployError`]; in every case the previous release keeps serving.
+pub async fn run(
+    daemon: &Arc<Daemon>,
+    kind: Kind,
+    progress: mpsc::UnboundedSender<Progress>,
+    wait: bool,
+) -> Result<String, DeployError> {
+    let began = Instant::now();
+    let report = Reporter { tx: progress };
+    let _guard = match daemon.deploy_lock.clone().try_lock_owned() {
+        Ok(g) => g,
+        Err(_) if wait => {
+            report.step(
+                Phase::Preparing,
+                format!("waiting for the running deploy ({}) to finish", daemon.deploying().unwrap_or_default()),
+            );
+            daemon.deploy_lock.clone().lock_owned().await
+        }
+        Err(_) => return Err(DeployError::Busy(daemon.deploying().unwrap_or_else(|| "starting".into()))),
+    };
+    if daemon.shutdown.is_cancelled() {
+        return Err(DeployError::ShuttingDown);
+    }
+    daemon.set_deploying(Some(format!(
+        "{} since {}",
+        kind.verb(),
+        humantime::format_rfc3339_seconds(SystemTime::now())
+    )));
+    let result = Deploy {
+        daemon: daemon.clone(),
+        report,
+        machine: Machine::default(),
+        began,
+    }
+    .run(kind)
+    .await;
+    daemon.set_deploying(None);
+    result
+}
+
+struct Deploy {
+    daemon: Arc<Daemon>,
+    report: Reporter,
+    machine: Machine,
+    began: Instant,
+}
+
+impl Deploy {
+    fn to(&mut self, phase: Phase, message: String) {
+        self.machine.advance(phase);
+        self.report.step(phase, message);
+    }
+
+    async fn run(mut self, kind: Kind) -> Result<String, DeployError> {
+        let target = match self.prepare(&kind) {
+            Ok(t) => t,
+            Err(e) => {
+                self.machine.advance(Phase::Failed);
+                return Err(e);
+            }
+        };
+        let strategy = target.config.config.web.strategy;
+        let result = match (&kind, strategy) {
+            (Kind::Scale { .. }, _) => self.scale(target.clone()).await,
+            (_, Strategy::BlueGreen) => self.blue_green(target.clone()).await,
+            (_, Strategy::Rolling) => self.rolling(target.clone()).await,
+        };
+        match &result {
+            Ok(_) => {
+                self.daemon.set_config(target.config.clone());
+                self.daemon.record_release(target.clone());
+            }
+            Err(_) => {
+                if matches!(kind, Kind::Deploy { .. }) {
+                    let mut failed = target.clone();
+                    failed.failed = true;
+                    self.daemon.record_release(failed);
+                    self.daemon.mark_failed(&target.id);
+                }
+            }
+        }
+        result
+    }
+
+    /// Decides the target release. Nothing runs or changes for clients here.
+    fn prepare(&mut self, kind: &Kind) -> Result<Release, DeployError> {
+        let current = self.daemon.current_release();
+        let loaded = self.daemon.config();
+        match kind {
+            Kind::Deploy { source: None } => {
+                let fresh = config::load(&loaded.path)?;
+                Ok(Release {
+                    id: new_release_id(),
+                    source: "app directory".into(),
+                    dir: fresh.base_dir.clone(),
+                    config: fresh,
+                    created: SystemTime::now(),
+                    failed: false,
+                })
+            }
+            Kind::Deploy { source: Some(dir) } => {
+                let id = new_release_id();
+                let dest = loaded.state_dir().join("releases").join(&id);
+                self.report.step(
+                    Phase::Preparing,
+                    format!("copying {} into release {id}", dir.display()),
+                );
+                if !dir.is_dir() {
+                    return Err(DeployError::Prepare(format!("{} is not a directory", dir.display())));
+                }
+                source::copy_dir(dir, &dest).map_err(|e| {
+                    let _ = std::fs::remove_dir_all(&dest);
+                    DeployError::Prepare(format!("copying {}: {e}", dir.display()))
+                })?;
+                let own = dest.join("baton.toml");
+                let mut config = if own.exists() {
+                    config::load(&own).inspect_err(|_| {
+                        let _ = std::fs::remove_dir_all(&dest);
+                    })?
+                } else {
+                    config::load(&loaded.path)?
+                };
+                // Relative paths in the config now start in the release folder,
+                // but the state directory stays where the daemon keeps it.
+                config.config.daemon.state_dir = Some(loaded.state_dir());
+                config.base_dir = dest.clone();
+                Ok(Release {
+                    id,
+                    source: std::path::absolute(dir).unwrap_or(dir.clone()).display().to_string(),
+                    dir: dest,
+                    config,
+                    created: SystemTime::now(),
+                    failed: false,
+                })
+            }
+            Kind::Reload => {
+                let current = current.ok_or_else(|| DeployError::NoTarget("nothing is running yet".into()))?;
+                let fresh = config::load(&current.config.path)?;
+                let mut fresh_config = fresh;
+                fresh_config.base_dir = current.config.base_dir.clone();
+                fresh_config.config.daemon.state_dir = Some(loaded.state_dir());
+                Ok(Release {
+                    config: fresh_config,
+                    ..current
+                })
+            }
+            Kind::Rollback { to } => {
+                let target = self.daemon.rollback_target(to.as_deref()).ok_or_else(|| {
+                    DeployError::NoTarget(match to {
+                        Some(id) => format!("no release {id}; see `baton releases`"),
+                        None => "no previous release to roll back to".into(),
+                    })
+                })?;
+                self.report
+                    .step(Phase::Preparing, format!("rolling back to release {}", target.id));
+                Ok(target)
+            }
+            Kind::Scale { instances } => {
+                let mut current = current.ok_or_else(|| DeployError::NoTarget("nothing is running yet".into()))?;
+                if *instances == 0 {
+                    return Err(DeployError::NoTarget("cannot scale to 0 instances; use `baton stop`".into()));
+                }
+                let span = current.config.config.web.instances.span();
+                current.config.config.web.instances = toml::Spanned::new(span, Instances::Count(*instances));
+                Ok(current)
+            }
+        }
+    }
+
+    /// Starts `count` instances of `release` and waits until all are ready.
+    /// On a failure, stops every one of them and says why.
+    async fn start_ready(&mut self, release: &Release, count: u32) -> Result<Vec<Instance>, DeployError> {
+        self.to(
+            Phase::Starting,
+            format!("starting {count} new instance{} of release {}", plural(count), release.id),
+        );
+        let mut started = Vec::new();
+        for _ in 0..count {
+            match self.daemon.start_instance(release, false) {
+                Ok(i) => started.push(i),
+                Err(e) => {
+                    stop_all(&started).await;
+                    self.machine.advance(Phase::Failed);
+                    return Err(DeployError::NotReady(format!("cannot start an instance: {e}")));
+                }
+            }
+        }
+        let mut waits: futures_util::stream::FuturesUnordered<_> = started
+            .iter()
+            .cloned()
+            .map(|i| async move { (i.id.clone(), i.wait_ready().await) })
+            .collect();
+        let mut ready = 0;
+        use futures_util::StreamExt;
+        while let Some((id, outcome)) = waits.next().await {
+            match outcome {
+                Ok(()) => {
+                    ready += 1;
+                    self.report.step(Phase::Starting, format!("ready {ready}/{count} ({id})"));
+                }
+                Err(status) => {
+                    drop(waits);
+                    stop_all(&started).await;
+                    self.machine.advance(Phase::Failed);
+                    let why = status.reason.unwrap_or_else(|| "stopped".into());
+                    let tail = started
+                        .iter()
+                        .find(|i| i.id == id)
+                        .map(|i| i.tail(FAILURE_LINES))
+                        .unwrap_or_default();
+                    let mut msg = format!(
+                        "release {} failed: {id} {why}; the previous release keeps serving",
+                        release.id
+                    );
+                    if !why.contains("last lines") && !tail.is_empty() {
+                        msg.push_str(&format!("\n  {}", tail.join("\n  ")));
+                    }
+                    return Err(DeployError::NotReady(msg));
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    fn switch(&mut self, release: &Release, serving: Vec<Instance>) -> Vec<Instance> {
+        let retired = self.daemon.swap(release.clone(), serving);
+        self.to(
+            Phase::Switching,
+            format!(
+                "switched to release {} after {} ms",
+                release.id,
+                self.began.elapsed().as_millis()
+            ),
+        );
+        retired
+    }
+
+    /// Waits until the proxy has seen the last request of `retired` finish
+    /// (or `drain_timeout`), then stops them.
+    async fn drain_and_stop(&mut self, retired: &[Instance], drain_timeout: Duration) {
+        let in_flight = || retired.iter().map(|i| i.upstream.in_flight()).sum::<usize>();
+        self.to(
+            Phase::Draining,
+            format!("draining {} in flight on {} old instance{}", in_flight(), retired.len(), plural(retired.len() as u32)),
+        );
+        wait_drained(retired, drain_timeout).await;
+        let left = in_flight();
+        if left > 0 {
+            self.report.step(
+                Phase::Draining,
+                format!("drain_timeout reached with {left} still in flight"),
+            );
+        }
+        self.to(
+            Phase::Stopping,
+            format!("stopping {} old instance{}", retired.len(), plural(retired.len() as u32)),
+        );
+        stop_all(retired).await;
+        self.daemon.forget_drained(retired);
+        self.report.step(Phase::Stopping, "old stopped".into());
+    }
+
+    fn done(&mut self, release: &Release, switch_ms: u128) -> Result<String, DeployError> {
+        self.machine.advance(Phase::Done);
+        let total_ms = self.began.elapsed().as_millis() as u64;
+        let _ = self.report.tx.send(Progress::Done {
+            release: release.id.clone(),
+            switch_ms: switch_ms as u64,
+            total_ms,
+        });
+        Ok(release.id.clone())
+    }
+
+    async fn blue_green(&mut self, release: Release) -> Result<String, DeployError> {
+        let web = &release.config.config.web;
+        let count = web.instance_count();
+        let drain_timeout = web.drain_timeout;
+        let fresh = self.start_ready(&release, count).await?;
+        let retired = self.switch(&release, fresh);
+        let switch_ms = self.began.elapsed().as_millis();
+        if retired.is_empty() {
+            return self.done(&release, switch_ms);
+        }
+        self.drain_and_stop(&retired, drain_timeout).await;
+        self.done(&release, switch_ms)
+    }
+
+    async fn rolling(&mut self, release: Release) -> Result<String, DeployError> {
+        let web = &release.config.config.web;
+        let count = web.instance_count() as usize;
+        let surge = (*web.max_surge.get_ref() as usize).max(1);
+        let drain_timeout = web.drain_timeout;
+        let mut old = self.daemon.serving();
+        let mut fresh: Vec<Instance> = Vec::new();
+        let mut retired_all = Vec::new();
+        let mut switch_ms = None;
+        while fresh.len() < count {
+            let batch = surge.min(count - fresh.len());
+            let new = match self.start_ready(&release, batch as u32).await {
+                Ok(n) => n,
+                Err(e) if !fresh.is_empty() => {
+                    // Earlier batches already serve beside the remaining old
+                    // instances; both stay, and the retired ones still go.
+                    wait_drained(&retired_all, drain_timeout).await;
+                    stop_all(&retired_all).await;
+                    self.daemon.forget_drained(&retired_all);
+                    return Err(DeployError::NotReady(format!(
+                        "rolling deploy stopped after {} of {count} instances were replaced: {e}",
+                        fresh.len()
+                    )));
+                }
+                Err(e) => return Err(e),
+            };
+            fresh.extend(new);
+            let leaving: Vec<Instance> = old.drain(..batch.min(old.len())).collect();
+            let mut serving = old.clone();
+            serving.extend(fresh.iter().cloned());
+            let retired = self.switch(&release, serving);
+            switch_ms.get_or_insert(self.began.elapsed().as_millis());
+            debug_assert_eq!(retired.len(), leaving.len());
+            retired_all.extend(retired);
+        }
+        // Instances beyond the new count (scaling down in the same deploy).
+        if !old.is_empty() {
+            let serving = fresh.clone();
+            retired_all.extend(self.daemon.swap(release.clone(), serving));
+        }
+        if !retired_all.is_empty() {
+            self.drain_and_stop(&retired_all, drain_timeout).await;
+        }
+        self.done(&release, switch_ms.unwrap_or(0))
+    }
+
+    async fn scale(&mut self, release: Release) -> Result<String, DeployError> {
+        let want = release.config.config.web.instance_count() as usize;
+        let serving = self.daemon.serving();
+        let drain_timeout = release.config.config.web.drain_timeout;
+        if want > serving.len() {
+            let added = self.start_ready(&release, (want - serving.len()) as u32).await?;
+            let mut all = serving;
+            all.extend(added);
+            self.switch(&release, all);
+            let ms = self.began.elapsed().as_millis();
+            self.done(&release, ms)
+        } else {
+            let keep: Vec<Instance> = serving.iter().take(want).cloned().collect();
+            let retired = self.switch(&release, keep);
+            let ms = self.began.elapsed().as_millis();
+            if !retired.is_empty() {
+                self.drain_and_stop(&retired, drain_timeout).await;
+            }
+            self.done(&release, ms)
+        }
+    }
+}
+
+/// Waits until the proxy counts no request in flight on `instances`, or
+/// `timeout` passes.
+async fn wait_drained(instances: &[Instance], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while instances.iter().any(|i| i.upstream.in_flight() > 0) && Instant::now() < deadline {
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+}
+
+async fn stop_all(instances: &[Instance]) {
+    futures_util::future::join_all(instances.iter().map(Instance::stop)).await;
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

@@ -1,0 +1,154 @@
+//! The deploy's phases, and which moves between them are possible.
+//!
+//! ```text
+//! Preparing ─▶ Starting ─▶ Switching ─▶ Draining ─▶ Stopping ─▶ Done
+//!     │            │            └──────────────────────────────▲ (nothing to retire)
+//!     └────────────┴─▶ Failed   (before the switch only: the old release is untouched)
+//! ```
+//!
+//! `Done` and `Failed` are terminal. Once the switch happened a deploy can
+//! no longer fail: the new release serves, and what remains is cleanup.
+
+use std::fmt;
+
+/// Where a deploy is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading config, copying the release.
+    Preparing,
+    /// New instances starting, not yet taking traffic.
+    Starting,
+    /// The route table is being swapped.
+    Switching,
+    /// Old instances finish their requests.
+    Draining,
+    /// Old instances are being stopped.
+    Stopping,
+    /// The new release serves all traffic.
+    Done,
+    /// Nothing changed for clients; the old release serves.
+    Failed,
+}
+
+impl Phase {
+    /// No way out of these.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Done | Phase::Failed)
+    }
+
+    /// Whether `self → next` is a legal move.
+    pub fn can_move_to(self, next: Phase) -> bool {
+        use Phase::*;
+        matches!(
+            (self, next),
+            (Preparing, Starting)
+                | (Preparing, Switching)
+                | (Preparing, Failed)
+                | (Starting, Switching)
+                | (Starting, Failed)
+                | (Switching, Draining)
+                | (Switching, Done)
+                | (Draining, Stopping)
+                | (Stopping, Done)
+                // rolling: the next batch starts after the previous one's switch
+                | (Draining, Starting)
+                | (Switching, Starting)
+        )
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Phase::Preparing => "preparing",
+            Phase::Starting => "starting",
+            Phase::Switching => "switched",
+            Phase::Draining => "draining",
+            Phase::Stopping => "stopping",
+            Phase::Done => "done",
+            Phase::Failed => "failed",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A deploy's phase with checked moves.
+#[derive(Debug)]
+pub struct Machine {
+    phase: Phase,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Machine {
+            phase: Phase::Preparing,
+        }
+    }
+}
+
+impl Machine {
+    /// The phase now.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Moves on.
+    ///
+    /// # Panics
+    /// On an illegal move: that is a bug in the deploy code, not bad input.
+    pub fn advance(&mut self, next: Phase) {
+        assert!(
+            self.phase.can_move_to(next),
+            "deploy cannot move from {} to {next}",
+            self.phase
+        );
+        self.phase = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Phase::*;
+    use super::*;
+
+    /// Once traffic switched, a deploy cannot turn into a failure.
+    #[test]
+    fn no_failure_after_switch() {
+        for p in [Switching, Draining, Stopping, Done] {
+            assert!(!p.can_move_to(Failed), "{p} -> failed must be impossible");
+        }
+    }
+
+    /// Terminal phases have no way out.
+    #[test]
+    fn terminal_is_final() {
+        let all = [Preparing, Starting, Switching, Draining, Stopping, Done, Failed];
+        for t in [Done, Failed] {
+            assert!(t.is_terminal());
+            for n in all {
+                assert!(!t.can_move_to(n), "{t} -> {n} must be impossible");
+            }
+        }
+    }
+
+    /// Old instances are never stopped before the switch.
+    #[test]
+    fn no_stop_before_switch() {
+        for p in [Preparing, Starting] {
+            assert!(!p.can_move_to(Draining));
+            assert!(!p.can_move_to(Stopping));
+        }
+    }
+
+    /// The blue-green path is legal end to end.
+    #[test]
+    #[should_panic(expected = "cannot move")]
+    fn machine_rejects_illegal_moves() {
+        let mut m = Machine::default();
+        for p in [Starting, Switching, Draining, Stopping, Done] {
+            m.advance(p);
+        }
+        assert_eq!(m.phase(), Done);
+        m.advance(Starting);
+    }
+}

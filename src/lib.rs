@@ -1,0 +1,23 @@
+//! # Baton
+//!
+//! Deploys, reloads and rolls back web apps on one server with zero failed
+//! requests. Baton owns the public socket; apps listen on private ports it
+//! hands them; its proxy decides per request which instance answers.
+//!
+//! # Layout
+//! - [`config`]: `baton.toml`, defaults, and line-numbered errors.
+//! - [`supervisor`]: instances as child process groups: spawn, readiness,
+//!   restarts, logs, stop.
+//! - [`proxy`]: the public listeners, route table, hold queue and retries.
+//! - [`deploy`]: the deploy / reload / rollback state machine.
+//! - [`daemon`]: the long-running process and its control API.
+//! - [`cli`]: the `baton` command line, a thin client of the control API.
+
+#![warn(missing_docs, clippy::unwrap_used)]
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod deploy;
+pub mod proxy;
+pub mod supervisor;

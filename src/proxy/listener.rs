@@ -1,0 +1,160 @@
+//! Accepting client connections: HTTP/1.1 and h2c on one port, the slowloris
+//! guard, and graceful shutdown.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::Proxy;
+use crate::config::ProxyConfig;
+
+/// Binds one public address. IPv6 sockets are IPv6-only so that `0.0.0.0`
+/// and `[::]` can be listed side by side.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+fn builder(cfg: &ProxyConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(cfg.max_header_bytes.max(8192))
+        .max_headers(cfg.max_headers)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(cfg.max_header_bytes.min(u32::MAX as usize) as u32);
+    b
+}
+
+/// Serves `listener` until `shutdown` fires, then lets open connections
+/// finish their requests for up to `grace`.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: CancellationToken, grace: Duration) {
+    let builder = builder(&proxy.config);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of fds and the like: keep serving what is open.
+                Err(_) => continue,
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let timeout_reply = stream.as_fd().try_clone_to_owned().ok();
+        let io = PartialHeadIo::new(stream);
+        let pending = io.pending.clone();
+        let proxy = proxy.clone();
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
+                if timed_out && pending.load(Ordering::Acquire) {
+                    if let Some(fd) = timeout_reply {
+                        reply_408(fd).await;
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+}
+
+/// A client that started a request head and did not finish it in time gets
+/// a 408 before the close; an idle keep-alive connection is closed quietly.
+async fn reply_408(fd: std::os::fd::OwnedFd) {
+    let std = std::net::TcpStream::from(fd);
+    let Ok(mut stream) = TcpStream::from_std(std) else { return };
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream
+            .write_all(b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+            .await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// A client stream that remembers whether a request head is half-read: set
+/// when bytes arrive, cleared when a response is written.
+struct PartialHeadIo {
+    inner: TcpStream,
+    pending: Arc<AtomicBool>,
+}
+
+impl PartialHeadIo {
+    fn new(inner: TcpStream) -> PartialHeadIo {
+        PartialHeadIo {
+            inner,
+            pending: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl AsyncRead for PartialHeadIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.pending.store(true, Ordering::Release);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for PartialHeadIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.pending.store(false, Ordering::Release);
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        self.pending.store(false, Ordering::Release);
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,266 @@
+//! The data plane: Baton owns the public port and routes each request to a
+//! ready instance, holding requests while none is ready and retrying what is
+//! safe to retry.
+//!
+//! - [`listener`]: accepting connections, HTTP/1.1 + h2c, slowloris guard.
+//! - [`router`]: the atomically swapped route table and the hold queue.
+//! - [`upstream`]: one instance's address and in-flight counts.
+//! - [`headers`]: hop-by-hop stripping and X-Forwarded-*.
+//! - [`body`]: replayable request bodies and counted response bodies.
+//! - [`tunnel`]: upgraded (WebSocket) connections.
+
+pub mod body;
+pub mod headers;
+pub mod listener;
+pub mod router;
+pub mod tunnel;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderValue, HOST, RETRY_AFTER};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::body::{full, Counted, Parked, ProxyBody, TakeOnPoll};
+use self::router::{NoInstance, Router};
+use self::upstream::Upstream;
+use crate::config::ProxyConfig;
+
+/// How long connecting to an instance on loopback may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Totals for metrics.
+#[derive(Default)]
+pub struct ProxyStats {
+    /// Requests answered, by class: 1xx..5xx at 1..5.
+    pub responses: [AtomicU64; 6],
+    /// Attempts retried on another instance.
+    pub retries: AtomicU64,
+    /// Requests that had to wait for a ready instance.
+    pub held: AtomicU64,
+}
+
+/// The proxy: configuration, router, upstream client, open tunnels.
+pub struct Proxy {
+    /// Proxy settings.
+    pub config: ProxyConfig,
+    /// The route table.
+    pub router: Arc<Router>,
+    /// Totals for metrics.
+    pub stats: ProxyStats,
+    /// Upgraded connections, so a drain can count and close them.
+    pub tunnels: TaskTracker,
+    /// Closes every tunnel at shutdown.
+    pub closing: CancellationToken,
+    client: Client<HttpConnector, TakeOnPoll>,
+}
+
+/// Why one attempt at an instance failed.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    /// The instance refused or did not accept: nothing was sent.
+    #[error("cannot connect to {0}: {1}")]
+    Connect(Arc<str>, String),
+    /// The exchange broke after the request went out.
+    #[error("{0} broke the exchange: {1}")]
+    Exchange(Arc<str>, String),
+}
+
+impl Proxy {
+    /// A proxy with an empty route table.
+    pub fn new(config: ProxyConfig) -> Arc<Proxy> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.upstream_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(1024)
+            .set_host(false)
+            .build(connector);
+        Arc::new(Proxy {
+            router: Arc::new(Router::new(config.balance, config.hold_capacity)),
+            config,
+            stats: ProxyStats::default(),
+            tunnels: TaskTracker::new(),
+            closing: CancellationToken::new(),
+            client,
+        })
+    }
+
+    /// A request's whole path: prepare, choose an instance (holding while
+    /// none is ready), send, retry what is safe to retry, respond.
+    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+        // 1. Prepare the request for the instance.
+        let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let host = parts.headers.get(HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        headers::set_forwarded(&mut parts.headers, client, "http", host.as_ref(), self.config.trust_forwarded);
+        if let Some(host) = host {
+            parts.headers.insert(HOST, host);
+        }
+        parts.version = Version::HTTP_11;
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let body = Parked::new(body);
+        let has_body = !body.is_empty();
+        let idempotent = matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+        );
+
+        // 2. Choose an instance and send, retrying on another one when safe.
+        let mut tried: Vec<Arc<str>> = Vec::new();
+        let mut attempt = 0;
+        let mut client_upgrade = client_upgrade;
+        loop {
+            let held = self.router.table().instances.is_empty();
+            let upstream = match self.router.pick_or_hold(&tried, self.config.hold_timeout).await {
+                Ok(u) => u,
+                Err(why) => return self.respond_no_instance(why),
+            };
+            if held {
+                self.stats.held.fetch_add(1, Ordering::Relaxed);
+            }
+            tried.push(upstream.id.clone());
+            let guard = upstream.begin_request();
+            let mut out = Request::from_parts(parts.clone(), body.attempt());
+            *out.uri_mut() = upstream_uri(&upstream, &path);
+
+            let sent = if upgrade {
+                tunnel::send_upgrade(out, &upstream).await
+            } else {
+                self.client.request(out).await.map_err(|e| {
+                    if e.is_connect() {
+                        AttemptError::Connect(upstream.id.clone(), error_chain(&e))
+                    } else {
+                        AttemptError::Exchange(upstream.id.clone(), error_chain(&e))
+                    }
+                })
+            };
+            let can_retry = attempt < self.config.retries && body.untouched();
+            match sent {
+                // A draining instance that answers 503 (seed 003's apps do)
+                // has not handled the request: another instance can.
+                Ok(resp)
+                    if resp.status() == StatusCode::SERVICE_UNAVAILABLE
+                        && upstream.is_draining()
+                        && can_retry
+                        && (idempotent || !has_body) => {}
+                Ok(mut resp) => {
+                    // 3. Respond; the in-flight count lasts until the body ends.
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(client_side) = client_upgrade.take() {
+                            tunnel::spawn(self.clone(), client_side, hyper::upgrade::on(&mut resp), upstream.clone());
+                        }
+                    } else {
+                        headers::strip_hop_by_hop(resp.headers_mut(), false);
+                    }
+                    self.count(resp.status());
+                    return resp.map(|b| Counted::new(b, guard).boxed());
+                }
+                Err(AttemptError::Connect(id, why)) => {
+                    self.report_unreachable(&upstream);
+                    if !can_retry {
+                        return self.respond_error(StatusCode::BAD_GATEWAY, &format!("cannot connect to {id}: {why}"));
+                    }
+                }
+                Err(e @ AttemptError::Exchange(..)) => {
+                    if !(can_retry && (idempotent || !has_body)) {
+                        return self.respond_error(StatusCode::BAD_GATEWAY, &e.to_string());
+                    }
+                }
+            }
+            drop(guard);
+            attempt += 1;
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn count(&self, status: StatusCode) {
+        let class = (status.as_u16() / 100).min(5) as usize;
+        self.stats.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn respond_error(&self, status: StatusCode, why: &str) -> Response<ProxyBody> {
+        self.count(status);
+        tracing::warn!(status = status.as_u16(), "{why}");
+        let mut resp = Response::new(full(format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""))));
+        *resp.status_mut() = status;
+        resp
+    }
+
+    fn respond_no_instance(&self, why: NoInstance) -> Response<ProxyBody> {
+        let text = match why {
+            NoInstance::HoldTimeout => "no instance became ready within hold_timeout",
+            NoInstance::HoldFull => "too many requests are waiting for an instance",
+        };
+        let mut resp = self.respond_error(StatusCode::SERVICE_UNAVAILABLE, text);
+        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        resp
+    }
+
+    /// Passive health: an instance that refused a connection leaves rotation
+    /// at once, and comes back when its port accepts again (or when the
+    /// supervisor replaces it).
+    fn report_unreachable(&self, upstream: &Arc<Upstream>) {
+        if upstream.set_down(true) {
+            return;
+        }
+        tracing::warn!(instance = %upstream.id, "refused a connection; out of rotation until it accepts again");
+        let upstream = upstream.clone();
+        let router = self.router.clone();
+        tokio::spawn(async move {
+            // Bounded: an instance that never comes back is replaced by its
+            // supervisor, whose new upstream starts healthy.
+            for _ in 0..600 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if !router.table().instances.iter().any(|u| Arc::ptr_eq(u, &upstream)) {
+                    return;
+                }
+                if tokio::net::TcpStream::connect(upstream.addr).await.is_ok() {
+                    upstream.set_down(false);
+                    router.republish();
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn upstream_uri(upstream: &Upstream, path: &str) -> Uri {
+    Uri::builder()
+        .scheme("http")
+        .authority(upstream.authority.clone())
+        .path_and_query(path)
+        .build()
+        .unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// An error with its sources, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

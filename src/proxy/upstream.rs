@@ -1,0 +1,126 @@
+//! One instance as the proxy sees it: its address and the counts a drain
+//! waits on.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// An instance's address and live counters. Shared by the route table, the
+/// supervisor and the deploy code.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Instance id, `web#3`.
+    pub id: Arc<str>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `127.0.0.1:<port>` for request URIs.
+    pub authority: http::uri::Authority,
+    in_flight: AtomicUsize,
+    connections: AtomicUsize,
+    served: AtomicU64,
+    down: AtomicBool,
+    draining: AtomicBool,
+}
+
+/// A snapshot of the counters, for status and metrics.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, Default)]
+pub struct Counts {
+    /// Requests sent and not yet answered in full.
+    pub in_flight: usize,
+    /// Upgraded connections (WebSocket) open now.
+    pub connections: usize,
+    /// Requests answered since start.
+    pub served: u64,
+}
+
+impl Upstream {
+    /// A fresh upstream on a loopback port.
+    pub fn new(id: Arc<str>, port: u16) -> Upstream {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        Upstream {
+            id,
+            addr,
+            authority: addr.to_string().parse().expect("a socket address is an authority"),
+            in_flight: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Upgraded connections open now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// All counters.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            in_flight: self.in_flight(),
+            connections: self.connections(),
+            served: self.served.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Passive health said it refuses connections.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    /// Sets the passive-health flag; returns the previous value.
+    pub fn set_down(&self, down: bool) -> bool {
+        self.down.swap(down, Ordering::AcqRel)
+    }
+
+    /// A deploy took it out of rotation.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Marks it draining.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Counts one request until the guard is dropped (when the response body
+    /// has been sent in full, or abandoned).
+    pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(self.clone())
+    }
+
+    /// Counts one upgraded connection until the guard is dropped.
+    pub fn begin_connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(self.clone())
+    }
+}
+
+/// Holds one request in an upstream's in-flight count.
+#[derive(Debug)]
+pub struct RequestGuard(Arc<Upstream>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.served.fetch_add(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Holds one upgraded connection in an upstream's connection count.
+#[derive(Debug)]
+pub struct ConnectionGuard(Arc<Upstream>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}

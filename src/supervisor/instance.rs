@@ -1,0 +1,603 @@
+//! One task owns each instance's lifecycle: spawn, readiness, crash restarts
+//! with backoff, and stop. Everyone else holds an [`Instance`] handle, reads
+//! its [`Status`] from a watch channel and sends it [`Control`] messages.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::Serialize;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use super::logs::{self, LogSink, Tail};
+use super::ports::{PortLease, PortPool};
+use super::readiness::{self, Channel};
+use super::reaper::Reaper;
+use super::spawn;
+use crate::config::{Readiness, ReadinessKind};
+use crate::proxy::upstream::Upstream;
+
+/// Backoff between crash restarts starts here and doubles per unstable exit.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// ... up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// Lines of the app's log quoted in a failure reason.
+const REASON_LINES: usize = 10;
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Spawned (or waiting to respawn); gets no traffic.
+    Starting,
+    /// Passed its readiness check.
+    Ready,
+    /// Out of the route table; requests in flight are finishing.
+    Draining,
+    /// `stop_signal` sent; SIGKILL follows after `kill_timeout`.
+    Stopping,
+    /// Gone, on purpose.
+    Stopped,
+    /// Gone, and will not be restarted: see `reason`.
+    Failed,
+}
+
+impl State {
+    /// Stopped and failed are the end.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, State::Stopped | State::Failed)
+    }
+}
+
+/// An instance's observable status.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Lifecycle state.
+    pub state: State,
+    /// Current pid (the process group leader).
+    pub pid: Option<u32>,
+    /// How many times it was restarted after exiting.
+    pub restarts: u32,
+    /// When the state was entered.
+    #[serde(with = "humantime_serde")]
+    pub since: SystemTime,
+    /// When the current process started.
+    #[serde(with = "humantime_serde")]
+    pub started: Option<SystemTime>,
+    /// Why it failed, or why it is restarting.
+    pub reason: Option<String>,
+    /// It passed readiness at least once.
+    pub ever_ready: bool,
+}
+
+/// What to run for one instance.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    /// Process name, such as `web`.
+    pub process: String,
+    /// Instance number; the id is `<process>#<number>`.
+    pub number: u64,
+    /// Release the instance runs.
+    pub release: String,
+    /// Shell command.
+    pub command: String,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Readiness check.
+    pub readiness: Readiness,
+    /// Not ready within this means failed.
+    pub start_timeout: Duration,
+    /// Signal that asks the group to stop.
+    pub stop_signal: Signal,
+    /// SIGKILL after this.
+    pub kill_timeout: Duration,
+    /// Exits sooner than this after start are unstable.
+    pub min_uptime: Duration,
+    /// Unstable exits in a row before failed.
+    pub max_restarts: u32,
+    /// Restart an instance that exits before its first ready. A deploy says
+    /// no: a release that crashes at start fails the deploy at once.
+    pub restart_before_ready: bool,
+}
+
+impl InstanceSpec {
+    /// `web#3`
+    pub fn id(&self) -> String {
+        format!("{}#{}", self.process, self.number)
+    }
+}
+
+/// Shared by every instance the daemon runs.
+#[derive(Clone)]
+pub struct Context {
+    /// Private port hand-out.
+    pub ports: PortPool,
+    /// Kills orphans if the daemon dies.
+    pub reaper: Reaper,
+    /// Where app output goes, per process name.
+    pub logs: LogSink,
+    /// Folder for sd_notify sockets.
+    pub run_dir: PathBuf,
+    /// Woken on every state change, so the route table is rebuilt.
+    pub changed: Arc<Notify>,
+}
+
+/// A message to the task that owns an instance.
+enum Control {
+    /// Stop it; the reply comes once it is gone.
+    Stop(oneshot::Sender<()>),
+    /// It left the route table and is finishing its requests.
+    Drain,
+    /// Send a JSON message over the Node IPC channel, if there is one.
+    Message(serde_json::Value),
+}
+
+/// A cloneable handle on one instance.
+#[derive(Clone)]
+pub struct Instance {
+    /// `web#3`
+    pub id: Arc<str>,
+    /// Process name.
+    pub process: Arc<str>,
+    /// Release it runs.
+    pub release: Arc<str>,
+    /// Proxy-side counters and address.
+    pub upstream: Arc<Upstream>,
+    status: watch::Receiver<Status>,
+    ctl: mpsc::UnboundedSender<Control>,
+    tail: Tail,
+}
+
+impl Instance {
+    /// Starts the task that owns a new instance.
+    ///
+    /// # Errors
+    /// When no private port can be had.
+    pub fn start(spec: InstanceSpec, ctx: Context) -> std::io::Result<Instance> {
+        let lease = ctx.ports.lease()?;
+        let id: Arc<str> = spec.id().into();
+        let upstream = Arc::new(Upstream::new(id.clone(), lease.port()));
+        let (status_tx, status_rx) = watch::channel(Status {
+            state: State::Starting,
+            pid: None,
+            restarts: 0,
+            since: SystemTime::now(),
+            started: None,
+            reason: None,
+            ever_ready: false,
+        });
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        let tail = Tail::default();
+        let handle = Instance {
+            id,
+            process: spec.process.clone().into(),
+            release: spec.release.clone().into(),
+            upstream: upstream.clone(),
+            status: status_rx,
+            ctl: ctl_tx,
+            tail: tail.clone(),
+        };
+        let task = InstanceTask {
+            spec,
+            ctx,
+            status: status_tx,
+            ctl: ctl_rx,
+            upstream,
+            tail,
+            _lease: lease,
+        };
+        tokio::spawn(task.run());
+        Ok(handle)
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the status satisfies `f`, and returns it.
+    pub async fn wait_for(&self, f: impl FnMut(&Status) -> bool) -> Status {
+        let mut rx = self.status.clone();
+        let seen = rx.wait_for(f).await.map(|s| s.clone());
+        seen.unwrap_or_else(|_| self.status())
+    }
+
+    /// Waits until it is ready (`Ok`) or has failed or stopped (`Err`).
+    pub async fn wait_ready(&self) -> Result<(), Status> {
+        let s = self
+            .wait_for(|s| s.state == State::Ready || s.state.is_terminal())
+            .await;
+        if s.state == State::Ready {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    }
+
+    /// Stops it (stop signal, then SIGKILL after the kill timeout) and waits
+    /// until it is gone.
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.ctl.send(Control::Stop(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        self.wait_for(|s| s.state.is_terminal()).await;
+    }
+
+    /// Marks it draining: out of rotation, finishing its requests.
+    pub fn set_draining(&self) {
+        let _ = self.ctl.send(Control::Drain);
+    }
+
+    /// Sends a JSON message over its Node IPC channel (no-op without one).
+    pub fn send_message(&self, msg: serde_json::Value) {
+        let _ = self.ctl.send(Control::Message(msg));
+    }
+
+    /// The last `n` lines it wrote.
+    pub fn tail(&self, n: usize) -> Vec<String> {
+        self.tail.last(n)
+    }
+}
+
+/// The task's own state; only it touches the child.
+struct InstanceTask {
+    spec: InstanceSpec,
+    ctx: Context,
+    status: watch::Sender<Status>,
+    ctl: mpsc::UnboundedReceiver<Control>,
+    upstream: Arc<Upstream>,
+    tail: Tail,
+    _lease: PortLease,
+}
+
+/// How one run of the child ended.
+enum RunEnd {
+    /// Stop was asked and done; the reply goes out after the state is set.
+    Stopped(Option<oneshot::Sender<()>>),
+    /// The child exited on its own.
+    Exited { status: ExitStatus, uptime: Duration },
+    /// The instance failed for good.
+    Failed(String),
+}
+
+impl InstanceTask {
+    fn set(&self, f: impl FnOnce(&mut Status)) {
+        self.status.send_modify(|s| {
+            let before = s.state;
+            f(s);
+            if s.state != before {
+                s.since = SystemTime::now();
+            }
+        });
+        self.ctx.changed.notify_one();
+    }
+
+    fn id(&self) -> String {
+        self.spec.id()
+    }
+
+    fn log(&self, msg: &str) {
+        self.ctx
+            .logs
+            .write_line(&format!("{} {msg}", logs::prefix(&self.id(), "baton")));
+    }
+
+    async fn run(mut self) {
+        let mut unstable = 0u32;
+        let mut restarts = 0u32;
+        loop {
+            let end = self.run_once().await;
+            match end {
+                RunEnd::Stopped(reply) => {
+                    self.set(|s| {
+                        s.state = State::Stopped;
+                        s.pid = None;
+                    });
+                    if let Some(reply) = reply {
+                        let _ = reply.send(());
+                    }
+                    return;
+                }
+                RunEnd::Failed(reason) => {
+                    self.log(&format!("failed: {reason}"));
+                    self.set(|s| {
+                        s.state = State::Failed;
+                        s.pid = None;
+                        s.reason = Some(reason);
+                    });
+                    return;
+                }
+                RunEnd::Exited { status, uptime } => {
+                    let how = describe_exit(status);
+                    let ever_ready = self.status.borrow().ever_ready;
+                    if !ever_ready && !self.spec.restart_before_ready {
+                        let reason = self.with_tail(format!("{how} before it was ready"));
+                        self.log(&format!("failed: {reason}"));
+                        self.set(|s| {
+                            s.state = State::Failed;
+                            s.pid = None;
+                            s.reason = Some(reason);
+                        });
+                        return;
+                    }
+                    unstable = if uptime < self.spec.min_uptime { unstable + 1 } else { 0 };
+                    restarts += 1;
+                    if unstable > self.spec.max_restarts {
+                        let reason = self.with_tail(format!(
+                            "{how}; crashed {unstable} times in a row within min_uptime ({}), giving up",
+                            humantime::format_duration(self.spec.min_uptime)
+                        ));
+                        self.log(&format!("failed: {reason}"));
+                        self.set(|s| {
+                            s.state = State::Failed;
+                            s.pid = None;
+                            s.restarts = restarts;
+                            s.reason = Some(reason);
+                        });
+                        return;
+                    }
+                    let backoff = BACKOFF_START
+                        .saturating_mul(1 << unstable.min(16))
+                        .min(BACKOFF_MAX);
+                    self.log(&format!(
+                        "{how} after {}; restarting in {}",
+                        humantime::format_duration(Duration::from_millis(uptime.as_millis() as u64)),
+                        humantime::format_duration(backoff)
+                    ));
+                    self.set(|s| {
+                        s.state = State::Starting;
+                        s.pid = None;
+                        s.restarts = restarts;
+                        s.reason = Some(format!("{how}; restarting"));
+                    });
+                    // The backoff wait still answers a stop at once.
+                    let deadline = tokio::time::sleep(backoff);
+                    tokio::pin!(deadline);
+                    loop {
+                        tokio::select! {
+                            _ = &mut deadline => break,
+                            msg = self.ctl.recv() => match msg {
+                                Some(Control::Stop(reply)) => {
+                                    self.set(|s| { s.state = State::Stopped; s.pid = None; });
+                                    let _ = reply.send(());
+                                    return;
+                                }
+                                Some(_) => {}
+                                None => return,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn with_tail(&self, reason: String) -> String {
+        let lines = self.tail.last(REASON_LINES);
+        let hint = if lines.iter().any(|l| l.contains("EADDRINUSE")) {
+            format!(" (port {} was taken by another program)", self.upstream.addr.port())
+        } else {
+            String::new()
+        };
+        if lines.is_empty() {
+            format!("{reason}{hint}; it wrote nothing")
+        } else {
+            format!("{reason}{hint}; last lines:\n  {}", lines.join("\n  "))
+        }
+    }
+
+    fn command(&self, channel: &Channel) -> Command {
+        let spec = &self.spec;
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(&spec.command)
+            .current_dir(&spec.cwd)
+            .envs(&spec.env)
+            .env("PORT", self.upstream.addr.port().to_string())
+            .env("BATON_INSTANCE", self.id())
+            .env("BATON_RELEASE", &spec.release)
+            .env("BATON_ROLE", &spec.process)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        match channel {
+            Channel::NodeIpc { theirs, .. } => {
+                cmd.env("NODE_CHANNEL_FD", spawn::NODE_CHANNEL_FD.to_string())
+                    .env("NODE_CHANNEL_SERIALIZATION_MODE", "json");
+                spawn::prepare(&mut cmd, theirs.as_ref());
+            }
+            Channel::Notify { path, .. } => {
+                cmd.env("NOTIFY_SOCKET", path);
+                spawn::prepare(&mut cmd, None);
+            }
+            Channel::None => spawn::prepare(&mut cmd, None),
+        }
+        cmd
+    }
+
+    /// Spawns the child once and follows it until it exits or is stopped.
+    async fn run_once(&mut self) -> RunEnd {
+        let notify_path = self.ctx.run_dir.join(format!("{}.{}.notify", self.spec.process, self.spec.number));
+        let mut channel = match Channel::open(self.spec.readiness.kind, &notify_path) {
+            Ok(c) => c,
+            Err(e) => return RunEnd::Failed(format!("cannot open the readiness channel: {e}")),
+        };
+        let mut child = match spawn::spawn(self.command(&channel)).await {
+            Ok(c) => c,
+            Err(e) => {
+                return RunEnd::Failed(format!(
+                    "cannot start `{}` in {}: {e}",
+                    self.spec.command,
+                    self.spec.cwd.display()
+                ))
+            }
+        };
+        if let Channel::NodeIpc { theirs, .. } = &mut channel {
+            // The child has its copy; ours would keep the channel open after
+            // the child dies.
+            theirs.take();
+        }
+        let pid = child.id().unwrap_or(0);
+        let pgid = pid as i32;
+        self.ctx.reaper.register(pgid);
+        let id = self.id();
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(logs::capture(out, id.clone(), "out", self.ctx.logs.clone(), self.tail.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(logs::capture(err, id.clone(), "err", self.ctx.logs.clone(), self.tail.clone()));
+        }
+        let started = Instant::now();
+        self.set(|s| {
+            s.state = State::Starting;
+            s.pid = Some(pid);
+            s.started = Some(SystemTime::now());
+        });
+        let mut signals = channel.listen();
+
+        let end = self.follow(&mut child, pgid, &channel, &mut signals, started).await;
+        // Whatever ended the leader, leave nothing of its group behind.
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        self.ctx.reaper.unregister(pgid);
+        self.upstream.set_down(false);
+        end
+    }
+
+    async fn follow(
+        &mut self,
+        child: &mut Child,
+        pgid: i32,
+        channel: &Channel,
+        signals: &mut mpsc::UnboundedReceiver<readiness::Signal>,
+        started: Instant,
+    ) -> RunEnd {
+        // Phase 1: starting, until ready, exit, timeout or stop.
+        {
+            let readiness = self.spec.readiness.clone();
+            let port = self.upstream.addr.port();
+            let ready = readiness::wait_ready(&readiness, port, signals);
+            tokio::pin!(ready);
+            let timeout = tokio::time::sleep(self.spec.start_timeout);
+            tokio::pin!(timeout);
+            loop {
+                tokio::select! {
+                    _ = &mut ready => break,
+                    status = child.wait() => {
+                        let status = status.unwrap_or_else(|_| ExitStatus::from_raw(0));
+                        return RunEnd::Exited { status, uptime: started.elapsed() };
+                    }
+                    _ = &mut timeout => {
+                        self.stop_group(child, pgid).await;
+                        let reason = self.with_tail(format!(
+                            "not ready within start_timeout ({}) by its {} check",
+                            humantime::format_duration(self.spec.start_timeout),
+                            kind_name(self.spec.readiness.kind),
+                        ));
+                        return RunEnd::Failed(reason);
+                    }
+                    msg = self.ctl.recv() => match msg {
+                        Some(Control::Stop(reply)) => {
+                            self.set(|s| s.state = State::Stopping);
+                            self.stop_group(child, pgid).await;
+                            return RunEnd::Stopped(Some(reply));
+                        }
+                        Some(Control::Drain) => {}
+                        Some(Control::Message(m)) => send_ipc(channel, &m).await,
+                        None => {
+                            self.stop_group(child, pgid).await;
+                            return RunEnd::Stopped(None);
+                        }
+                    }
+                }
+            }
+        }
+        self.log(&format!(
+            "ready on port {} after {} ms",
+            self.upstream.addr.port(),
+            started.elapsed().as_millis()
+        ));
+        self.set(|s| {
+            s.state = State::Ready;
+            s.ever_ready = true;
+            s.reason = None;
+        });
+        // Phase 2: serving (or draining), until exit or stop.
+        loop {
+            tokio::select! {
+                status = child.wait() => {
+                    let status = status.unwrap_or_else(|_| ExitStatus::from_raw(0));
+                    return RunEnd::Exited { status, uptime: started.elapsed() };
+                }
+                msg = self.ctl.recv() => match msg {
+                    Some(Control::Stop(reply)) => {
+                        self.set(|s| s.state = State::Stopping);
+                        self.stop_group(child, pgid).await;
+                        return RunEnd::Stopped(Some(reply));
+                    }
+                    Some(Control::Drain) => self.set(|s| s.state = State::Draining),
+                    Some(Control::Message(m)) => send_ipc(channel, &m).await,
+                    None => {
+                        self.stop_group(child, pgid).await;
+                        return RunEnd::Stopped(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `stop_signal` to the whole group; SIGKILL after `kill_timeout`.
+    async fn stop_group(&self, child: &mut Child, pgid: i32) {
+        let group = Pid::from_raw(pgid);
+        let _ = killpg(group, self.spec.stop_signal);
+        if tokio::time::timeout(self.spec.kill_timeout, child.wait())
+            .await
+            .is_err()
+        {
+            self.log(&format!(
+                "still running {} after {}; sending SIGKILL",
+                humantime::format_duration(self.spec.kill_timeout),
+                self.spec.stop_signal
+            ));
+            let _ = killpg(group, Signal::SIGKILL);
+            let _ = child.wait().await;
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+}
+
+async fn send_ipc(channel: &Channel, msg: &serde_json::Value) {
+    if let Channel::NodeIpc { ours, .. } = channel {
+        let line = format!("{msg}\n");
+        // A full socket buffer would block; the message is advisory.
+        let _ = ours.try_write(line.as_bytes());
+    }
+}
+
+fn kind_name(kind: ReadinessKind) -> &'static str {
+    match kind {
+        ReadinessKind::Http => "http",
+        ReadinessKind::Tcp => "tcp",
+        ReadinessKind::NodeIpc => "node-ipc",
+        ReadinessKind::Notify => "notify",
+    }
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => {
+            let name = Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
+            format!("killed by {name}")
+        }
+        _ => "exited".to_string(),
+    }
+}

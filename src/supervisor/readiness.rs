@@ -1,0 +1,220 @@
+//! The four readiness checks: `http`, `tcp`, `node-ipc` and `notify`.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpStream, UnixDatagram, UnixStream};
+use tokio::sync::mpsc;
+
+use crate::config::{Readiness, ReadinessKind};
+
+/// One attempt of an `http` or `tcp` check may take at most this long.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What an instance's channel to Baton said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// The app says it is ready (`process.send('ready')` or `READY=1`).
+    Ready,
+}
+
+/// The daemon's end of the readiness channel the child was given, if any.
+pub enum Channel {
+    /// Nothing to hold: `http` and `tcp` checks poll the port.
+    None,
+    /// Node IPC: the daemon's end of the socketpair, and the child's end to
+    /// pass as fd 3.
+    NodeIpc {
+        /// Daemon side.
+        ours: UnixStream,
+        /// Child side, closed in the daemon once the child is spawned.
+        theirs: Option<OwnedFd>,
+    },
+    /// sd_notify: a datagram socket at `path`.
+    Notify {
+        /// Bound socket.
+        socket: UnixDatagram,
+        /// Its path, removed when the channel is dropped.
+        path: PathBuf,
+    },
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        if let Channel::Notify { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Channel {
+    /// Opens the channel a readiness kind needs. `notify_path` is where an
+    /// sd_notify socket is bound.
+    ///
+    /// # Errors
+    /// When the socketpair or socket cannot be made.
+    pub fn open(kind: ReadinessKind, notify_path: &Path) -> io::Result<Channel> {
+        match kind {
+            ReadinessKind::Http | ReadinessKind::Tcp => Ok(Channel::None),
+            ReadinessKind::NodeIpc => {
+                let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+                ours.set_nonblocking(true)?;
+                Ok(Channel::NodeIpc {
+                    ours: UnixStream::from_std(ours)?,
+                    theirs: Some(OwnedFd::from(theirs)),
+                })
+            }
+            ReadinessKind::Notify => {
+                let _ = std::fs::remove_file(notify_path);
+                let socket = UnixDatagram::bind(notify_path)?;
+                Ok(Channel::Notify {
+                    socket,
+                    path: notify_path.to_path_buf(),
+                })
+            }
+        }
+    }
+
+    /// Starts reading what the child sends, for as long as it lives; each
+    /// readiness message arrives on the returned receiver.
+    pub fn listen(&mut self) -> mpsc::UnboundedReceiver<Signal> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        match self {
+            Channel::None => {}
+            Channel::NodeIpc { ours, .. } => {
+                // The reader owns a duplicate so that the channel (and the
+                // child's view of it) stays open while the instance lives.
+                let dup = ours.as_ref_std_dup();
+                if let Ok(stream) = dup {
+                    tokio::spawn(read_node_ipc(stream, tx));
+                }
+            }
+            Channel::Notify { socket, .. } => {
+                if let Ok(dup) = socket.as_ref_std_dup() {
+                    tokio::spawn(read_notify(dup, tx));
+                }
+            }
+        }
+        rx
+    }
+}
+
+trait DupStd: Sized {
+    fn as_ref_std_dup(&self) -> io::Result<Self>;
+}
+
+impl DupStd for UnixStream {
+    fn as_ref_std_dup(&self) -> io::Result<Self> {
+        use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
+        let owned = self.as_fd().try_clone_to_owned()?;
+        // SAFETY: the fd was just duplicated and is owned by nobody else.
+        let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(owned.into_raw_fd()) };
+        std.set_nonblocking(true)?;
+        UnixStream::from_std(std)
+    }
+}
+
+impl DupStd for UnixDatagram {
+    fn as_ref_std_dup(&self) -> io::Result<Self> {
+        use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
+        let owned = self.as_fd().try_clone_to_owned()?;
+        // SAFETY: the fd was just duplicated and is owned by nobody else.
+        let std = unsafe { std::os::unix::net::UnixDatagram::from_raw_fd(owned.into_raw_fd()) };
+        std.set_nonblocking(true)?;
+        UnixDatagram::from_std(std)
+    }
+}
+
+/// Node's JSON serialization sends one JSON value per line. `'ready'` arrives
+/// as `"ready"`; Node's own internal messages carry a `cmd` starting `NODE_`.
+async fn read_node_ipc(stream: UnixStream, tx: mpsc::UnboundedSender<Signal>) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let ready = match &value {
+            serde_json::Value::String(s) => s == "ready",
+            serde_json::Value::Object(o) => {
+                o.get("type").and_then(|t| t.as_str()) == Some("ready")
+                    || o.get("status").and_then(|t| t.as_str()) == Some("ready")
+            }
+            _ => false,
+        };
+        if ready {
+            let _ = tx.send(Signal::Ready);
+        }
+    }
+}
+
+/// sd_notify datagrams are newline-separated `KEY=VALUE` assignments.
+async fn read_notify(socket: UnixDatagram, tx: mpsc::UnboundedSender<Signal>) {
+    let mut buf = vec![0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buf).await {
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if text.lines().any(|l| l.trim() == "READY=1") {
+            let _ = tx.send(Signal::Ready);
+        }
+        if tx.is_closed() {
+            break;
+        }
+    }
+}
+
+/// Resolves once the instance on `port` passes its readiness check. The
+/// caller races this with the child's exit and with `start_timeout`.
+pub async fn wait_ready(check: &Readiness, port: u16, signals: &mut mpsc::UnboundedReceiver<Signal>) {
+    match check.kind {
+        ReadinessKind::NodeIpc | ReadinessKind::Notify => loop {
+            match signals.recv().await {
+                Some(Signal::Ready) => return,
+                // The channel closed: the child can no longer say it is
+                // ready; wait for its exit or the timeout to decide.
+                None => std::future::pending::<()>().await,
+            }
+        },
+        ReadinessKind::Tcp => loop {
+            let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, TcpStream::connect(("127.0.0.1", port)));
+            if let Ok(Ok(_)) = attempt.await {
+                return;
+            }
+            tokio::time::sleep(check.interval).await;
+        },
+        ReadinessKind::Http => {
+            let mut passed = 0;
+            loop {
+                let ok = tokio::time::timeout(ATTEMPT_TIMEOUT, http_ok(port, &check.path))
+                    .await
+                    .unwrap_or(false);
+                passed = if ok { passed + 1 } else { 0 };
+                if passed >= check.successes {
+                    return;
+                }
+                tokio::time::sleep(check.interval).await;
+            }
+        }
+    }
+}
+
+/// One health request: `GET path` answered with 2xx.
+pub async fn http_ok(port: u16, path: &str) -> bool {
+    async fn attempt(port: u16, path: &str) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = http::Request::get(path)
+            .header(http::header::HOST, format!("127.0.0.1:{port}"))
+            .header(http::header::CONNECTION, "close")
+            .header(http::header::USER_AGENT, "baton-health")
+            .body(Empty::<Bytes>::new())?;
+        let res = sender.send_request(req).await?;
+        Ok(res.status().is_success())
+    }
+    attempt(port, path).await.unwrap_or(false)
+}
