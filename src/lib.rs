@@ -11,6 +11,7 @@
 //! - [`proxy`]: the public listeners, route table, hold queue and retries.
 //! - [`deploy`]: the deploy / reload / rollback state machine.
 //! - [`daemon`]: the long-running process and its control API.
+//! - [`probe`]: the load-and-verify client (`baton probe`).
 //! - [`cli`]: the `baton` command line, a thin client of the control API.
 
 #![warn(missing_docs, clippy::unwrap_used)]
@@ -19,5 +20,6 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod probe;
 pub mod proxy;
 pub mod supervisor;

@@ -103,6 +103,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send load and report every failed request (exit 1 on failures).
+    Probe(crate::probe::ProbeArgs),
     /// Show the app's log.
     Logs {
         /// How many past lines.
@@ -187,6 +189,17 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Up { detach: false } => up_foreground(&cli),
         Command::Up { detach: true } => up_detached(&cli),
         Command::Check { json } => check(&cli, *json),
+        Command::Probe(args) => {
+            let report = runtime()?.block_on(crate::probe::run(args.clone())).map_err(Failure::usage)?;
+            if crate::probe::finish(&report, args) {
+                Ok(())
+            } else {
+                Err(Failure::failed(format!(
+                    "{} of {} requests failed (allowed: {})",
+                    report.failed, report.requests, args.max_failures
+                )))
+            }
+        }
         _ => {
             let client = ApiClient::new(&state_dir(&cli)?);
             runtime()?.block_on(remote(&cli, &client))
@@ -367,7 +380,9 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
                 .map_err(|_| Failure::usage(format!("{count:?} is not a whole number")))?;
             watch_deploy(client, "/scale", serde_json::json!({ "instances": count, "wait": wait }), *json).await
         }
-        Command::Up { .. } | Command::Check { .. } => unreachable!("handled before connecting"),
+        Command::Up { .. } | Command::Check { .. } | Command::Probe(_) => {
+            unreachable!("handled before connecting")
+        }
     }
 }
 
