@@ -430,7 +430,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let config: Config = toml::from_str(text).map_err(|e| {
         let span = e.span();
         let (line, field) = match &span {
-            Some(span) => (Some(line_of(text, span.start)), field_at(text, span.clone())),
+            Some(span) => (
+                Some(line_of(text, span.start)),
+                field_at(text, span.clone()),
+            ),
             None => (None, None),
         };
         ConfigError {
@@ -453,7 +456,11 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
     };
     let listen = &c.proxy.listen;
     if listen.get_ref().as_slice().is_empty() {
-        return Err(err(listen.span(), "proxy.listen", "needs at least one address".into()));
+        return Err(err(
+            listen.span(),
+            "proxy.listen",
+            "needs at least one address".into(),
+        ));
     }
     for addr in listen.get_ref().as_slice() {
         if addr.parse::<SocketAddr>().is_err() {
@@ -465,7 +472,11 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
         }
     }
     if c.web.command.get_ref().trim().is_empty() {
-        return Err(err(c.web.command.span(), "web.command", "must not be empty".into()));
+        return Err(err(
+            c.web.command.span(),
+            "web.command",
+            "must not be empty".into(),
+        ));
     }
     if *c.web.instances.get_ref() == Instances::Count(0) {
         return Err(err(
@@ -517,7 +528,11 @@ fn field_at(text: &str, span: Range<usize>) -> Option<String> {
         .find(|l| l.starts_with('[') && l.ends_with(']'))
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
     if line.starts_with('[') {
-        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        return Some(
+            line.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string(),
+        );
     }
     let key = line.split('=').next()?.trim().trim_matches('"');
     if key.is_empty() {
@@ -562,7 +577,10 @@ mod tests {
         )
         .expect("minimal config parses");
         assert_eq!(c.web.instance_count(), 1);
-        assert_eq!(c.proxy.listen_addrs(), vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(
+            c.proxy.listen_addrs(),
+            vec!["127.0.0.1:8080".parse().unwrap()]
+        );
         assert_eq!(c.web.kill_timeout, Duration::from_secs(5));
         assert_eq!(c.web.readiness.kind, ReadinessKind::Http);
     }
@@ -588,13 +606,28 @@ mod tests {
     #[test]
     fn impossible_values_are_located() {
         let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\ninstances = 0\n");
-        assert_eq!((e.line, e.field.as_deref()), (Some(5), Some("web.instances")));
-        let e = parse_err("[app]\nname = \"x\"\n[proxy]\nlisten = \"nowhere\"\n[web]\ncommand = \"x\"\n");
-        assert_eq!((e.line, e.field.as_deref()), (Some(4), Some("proxy.listen")));
-        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\nstop_signal = \"SIGNOPE\"\n");
-        assert_eq!((e.line, e.field.as_deref()), (Some(5), Some("web.stop_signal")));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(5), Some("web.instances"))
+        );
+        let e = parse_err(
+            "[app]\nname = \"x\"\n[proxy]\nlisten = \"nowhere\"\n[web]\ncommand = \"x\"\n",
+        );
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(4), Some("proxy.listen"))
+        );
+        let e =
+            parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\nstop_signal = \"SIGNOPE\"\n");
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(5), Some("web.stop_signal"))
+        );
         let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\ninstances = \"lots\"\n");
-        assert_eq!((e.line, e.field.as_deref()), (Some(5), Some("web.instances")));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(5), Some("web.instances"))
+        );
     }
 
     /// `"max"` means one instance per CPU and durations read as humantime.

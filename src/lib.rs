@@ -15,6 +15,7 @@
 //! - [`cli`]: the `baton` command line, a thin client of the control API.
 
 #![warn(missing_docs, clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod cli;
 pub mod config;

@@ -45,13 +45,20 @@ impl ApiClient {
     ///
     /// # Errors
     /// [`ClientError`] when no daemon answers or it answers with an error.
-    pub async fn send(&self, method: Method, path: &str, body: Option<serde_json::Value>) -> Result<http::Response<Incoming>, ClientError> {
-        let stream = UnixStream::connect(&self.socket).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                ClientError::NotRunning(self.state_dir.display().to_string())
-            }
-            _ => ClientError::Transport(format!("{}: {e}", self.socket.display())),
-        })?;
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<http::Response<Incoming>, ClientError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    ClientError::NotRunning(self.state_dir.display().to_string())
+                }
+                _ => ClientError::Transport(format!("{}: {e}", self.socket.display())),
+            })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
@@ -70,7 +77,12 @@ impl ApiClient {
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         if res.status() != StatusCode::OK {
             let status = res.status();
-            let bytes = res.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let bytes = res
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             let msg = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|e| e.error)
                 .unwrap_or_else(|_| format!("{status}: {}", String::from_utf8_lossy(&bytes)));
@@ -91,7 +103,8 @@ impl ApiClient {
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?
             .to_bytes();
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport(format!("bad answer: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Transport(format!("bad answer: {e}")))
     }
 
     /// Sends a request and calls `on_line` for each line of the streamed answer.

@@ -104,7 +104,7 @@ pub enum Command {
         json: bool,
     },
     /// Send load and report every failed request (exit 1 on failures).
-    Probe(crate::probe::ProbeArgs),
+    Probe(Box<crate::probe::ProbeArgs>),
     /// Show the app's log.
     Logs {
         /// How many past lines.
@@ -190,7 +190,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Up { detach: true } => up_detached(&cli),
         Command::Check { json } => check(&cli, *json),
         Command::Probe(args) => {
-            let report = runtime()?.block_on(crate::probe::run(args.clone())).map_err(Failure::usage)?;
+            let report = runtime()?
+                .block_on(crate::probe::run((**args).clone()))
+                .map_err(Failure::usage)?;
             if crate::probe::finish(&report, args) {
                 Ok(())
             } else {
@@ -229,7 +231,8 @@ fn up_detached(cli: &Cli) -> Result<(), Failure> {
     let loaded = load(cli)?;
     let state_dir = loaded.state_dir();
     let logs = state_dir.join("logs");
-    std::fs::create_dir_all(&logs).map_err(|e| Failure::failed(format!("creating {}: {e}", logs.display())))?;
+    std::fs::create_dir_all(&logs)
+        .map_err(|e| Failure::failed(format!("creating {}: {e}", logs.display())))?;
     let log_path = logs.join("daemon.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -255,7 +258,9 @@ fn up_detached(cli: &Cli) -> Result<(), Failure> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| Failure::failed(format!("cannot start the daemon: {e}")))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Failure::failed(format!("cannot start the daemon: {e}")))?;
     let client = ApiClient::new(&state_dir);
     let rt = runtime()?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -271,7 +276,11 @@ fn up_detached(cli: &Cli) -> Result<(), Failure> {
             )));
         }
         if rt.block_on(client.get::<StatusReport>("/status")).is_ok() {
-            println!("baton daemon started (pid {}); logs in {}", child.id(), log_path.display());
+            println!(
+                "baton daemon started (pid {}); logs in {}",
+                child.id(),
+                log_path.display()
+            );
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -298,7 +307,12 @@ fn check(cli: &Cli, json: bool) -> Result<(), Failure> {
                     c.app.name,
                     c.web.instance_count(),
                     if c.web.instance_count() == 1 { "" } else { "s" },
-                    c.proxy.listen_addrs().iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    c.proxy
+                        .listen_addrs()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             Ok(())
@@ -341,7 +355,9 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
             let deadline = Instant::now() + Duration::from_secs(600);
             while client.get::<StatusReport>("/status").await.is_ok() {
                 if Instant::now() > deadline {
-                    return Err(Failure::failed("the daemon is still running after 10 minutes"));
+                    return Err(Failure::failed(
+                        "the daemon is still running after 10 minutes",
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -356,29 +372,52 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
             Ok(())
         }
         Command::Deploy { source, wait, json } => {
-            let source = source
-                .as_ref()
-                .map(|s| std::path::absolute(s).unwrap_or(s.clone()).display().to_string());
+            let source = source.as_ref().map(|s| {
+                std::path::absolute(s)
+                    .unwrap_or(s.clone())
+                    .display()
+                    .to_string()
+            });
             let body = serde_json::json!({ "source": source, "wait": wait });
             watch_deploy(client, "/deploy", body, *json).await
         }
         Command::Reload { wait, json } => {
-            watch_deploy(client, "/reload", serde_json::json!({ "wait": wait }), *json).await
+            watch_deploy(
+                client,
+                "/reload",
+                serde_json::json!({ "wait": wait }),
+                *json,
+            )
+            .await
         }
         Command::Rollback { id, wait, json } => {
-            watch_deploy(client, "/rollback", serde_json::json!({ "to": id, "wait": wait }), *json).await
+            watch_deploy(
+                client,
+                "/rollback",
+                serde_json::json!({ "to": id, "wait": wait }),
+                *json,
+            )
+            .await
         }
         Command::Scale { spec, wait, json } => {
-            let (process, count) = spec
-                .split_once('=')
-                .ok_or_else(|| Failure::usage(format!("expected PROCESS=COUNT like web=4, got {spec:?}")))?;
+            let (process, count) = spec.split_once('=').ok_or_else(|| {
+                Failure::usage(format!("expected PROCESS=COUNT like web=4, got {spec:?}"))
+            })?;
             if process != "web" {
-                return Err(Failure::usage(format!("unknown process {process:?}; Baton runs `web`")));
+                return Err(Failure::usage(format!(
+                    "unknown process {process:?}; Baton runs `web`"
+                )));
             }
             let count: u32 = count
                 .parse()
                 .map_err(|_| Failure::usage(format!("{count:?} is not a whole number")))?;
-            watch_deploy(client, "/scale", serde_json::json!({ "instances": count, "wait": wait }), *json).await
+            watch_deploy(
+                client,
+                "/scale",
+                serde_json::json!({ "instances": count, "wait": wait }),
+                *json,
+            )
+            .await
         }
         Command::Up { .. } | Command::Check { .. } | Command::Probe(_) => {
             unreachable!("handled before connecting")
@@ -388,7 +427,12 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
 
 /// Prints a deploy's progress until its end; exit 0 only once the new
 /// release serves all traffic.
-async fn watch_deploy(client: &ApiClient, path: &str, body: serde_json::Value, json: bool) -> Result<(), Failure> {
+async fn watch_deploy(
+    client: &ApiClient,
+    path: &str,
+    body: serde_json::Value,
+    json: bool,
+) -> Result<(), Failure> {
     let mut outcome: Option<Result<(), String>> = None;
     client
         .stream_lines(Method::POST, path, Some(body), |line| {
@@ -411,6 +455,8 @@ async fn watch_deploy(client: &ApiClient, path: &str, body: serde_json::Value, j
     match outcome {
         Some(Ok(())) => Ok(()),
         Some(Err(message)) => Err(Failure::failed(message)),
-        None => Err(Failure::failed("the daemon closed the progress stream before the end")),
+        None => Err(Failure::failed(
+            "the daemon closed the progress stream before the end",
+        )),
     }
 }

@@ -44,7 +44,16 @@ pub fn status_table(s: &StatusReport) -> String {
         let _ = writeln!(out, "deploying: {d}");
     }
     let mut rows = vec![[
-        "PROCESS", "INSTANCE", "RELEASE", "PID", "PORT", "STATE", "UPTIME", "RESTARTS", "IN-FLIGHT", "CONNS",
+        "PROCESS",
+        "INSTANCE",
+        "RELEASE",
+        "PID",
+        "PORT",
+        "STATE",
+        "UPTIME",
+        "RESTARTS",
+        "IN-FLIGHT",
+        "CONNS",
     ]
     .map(String::from)
     .to_vec()];
@@ -68,16 +77,28 @@ pub fn status_table(s: &StatusReport) -> String {
     }
     out.push_str(&table(rows));
     for i in s.instances.iter().filter(|i| i.reason.is_some()) {
-        let _ = writeln!(out, "{}: {}", i.instance, i.reason.as_deref().unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "{}: {}",
+            i.instance,
+            i.reason.as_deref().unwrap_or_default()
+        );
     }
     out
 }
 
 /// The `baton releases` table.
 pub fn releases_table(r: &[ReleaseReport]) -> String {
-    let mut rows = vec![["ID", "CREATED", "STATUS", "SOURCE"].map(String::from).to_vec()];
+    let mut rows = vec![["ID", "CREATED", "STATUS", "SOURCE"]
+        .map(String::from)
+        .to_vec()];
     for rel in r {
-        rows.push(vec![rel.id.clone(), rel.created.clone(), rel.status.clone(), rel.source.clone()]);
+        rows.push(vec![
+            rel.id.clone(),
+            rel.created.clone(),
+            rel.status.clone(),
+            rel.source.clone(),
+        ]);
     }
     table(rows)
 }

@@ -75,7 +75,8 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 /// [`StartError`] when it cannot start; once running it only logs.
 pub async fn run(loaded: Loaded) -> Result<(), StartError> {
     let state_dir = loaded.state_dir();
-    std::fs::create_dir_all(&state_dir).map_err(io_err(format!("creating {}", state_dir.display())))?;
+    std::fs::create_dir_all(&state_dir)
+        .map_err(io_err(format!("creating {}", state_dir.display())))?;
     let _lock = lock::StateLock::acquire(&state_dir)?;
     let run_dir = state_dir.join("run");
     std::fs::create_dir_all(&run_dir).map_err(io_err("creating the run folder"))?;
@@ -98,14 +99,20 @@ pub async fn run(loaded: Loaded) -> Result<(), StartError> {
     let daemon = Daemon::new(loaded, proxy.clone(), ctx, shutdown.clone());
 
     let socket = socket_path(&state_dir);
-    let api_listener = api::bind(&socket).map_err(io_err(format!("binding {}", socket.display())))?;
+    let api_listener =
+        api::bind(&socket).map_err(io_err(format!("binding {}", socket.display())))?;
     tokio::spawn(api::serve(api_listener, daemon.clone(), shutdown.clone()));
     tokio::spawn(daemon.clone().publish_routes_forever());
 
     let listen_shutdown = CancellationToken::new();
     let mut servers = Vec::new();
     for l in listeners {
-        servers.push(tokio::spawn(listener::serve(l, proxy.clone(), listen_shutdown.clone(), SHUTDOWN_GRACE)));
+        servers.push(tokio::spawn(listener::serve(
+            l,
+            proxy.clone(),
+            listen_shutdown.clone(),
+            SHUTDOWN_GRACE,
+        )));
     }
     if let Some(addr) = daemon.config().config.daemon.metrics_listen {
         match tokio::net::TcpListener::bind(addr).await {

@@ -59,7 +59,12 @@ pub struct Daemon {
 
 impl Daemon {
     /// A daemon with nothing running yet.
-    pub fn new(config: Loaded, proxy: Arc<Proxy>, ctx: Context, shutdown: CancellationToken) -> Arc<Daemon> {
+    pub fn new(
+        config: Loaded,
+        proxy: Arc<Proxy>,
+        ctx: Context,
+        shutdown: CancellationToken,
+    ) -> Arc<Daemon> {
         Arc::new(Daemon {
             config: RwLock::new(config),
             proxy,
@@ -86,12 +91,20 @@ impl Daemon {
 
     /// The release serving traffic.
     pub fn current_release(&self) -> Option<Release> {
-        self.serving.lock().expect("serving lock poisoned").release.clone()
+        self.serving
+            .lock()
+            .expect("serving lock poisoned")
+            .release
+            .clone()
     }
 
     /// The serving instances.
     pub fn serving(&self) -> Vec<Instance> {
-        self.serving.lock().expect("serving lock poisoned").instances.clone()
+        self.serving
+            .lock()
+            .expect("serving lock poisoned")
+            .instances
+            .clone()
     }
 
     /// Describes the deploy in progress, for status and for refusals.
@@ -101,14 +114,21 @@ impl Daemon {
 
     /// The deploy in progress, described.
     pub fn deploying(&self) -> Option<String> {
-        self.deploying.lock().expect("deploying lock poisoned").clone()
+        self.deploying
+            .lock()
+            .expect("deploying lock poisoned")
+            .clone()
     }
 
     /// Starts one instance of `release`'s web process.
     ///
     /// # Errors
     /// When no private port can be had.
-    pub fn start_instance(&self, release: &Release, restart_before_ready: bool) -> std::io::Result<Instance> {
+    pub fn start_instance(
+        &self,
+        release: &Release,
+        restart_before_ready: bool,
+    ) -> std::io::Result<Instance> {
         let web = &release.config.config.web;
         let cwd = match &web.cwd {
             Some(p) => release.dir.join(p),
@@ -166,10 +186,22 @@ impl Daemon {
             let keep: Vec<Arc<str>> = instances.iter().map(|i| i.id.clone()).collect();
             let old = std::mem::replace(&mut serving.instances, instances);
             serving.release = Some(release);
-            let retired: Vec<Instance> = old.into_iter().filter(|i| !keep.contains(&i.id)).collect();
+            let retired: Vec<Instance> =
+                old.into_iter().filter(|i| !keep.contains(&i.id)).collect();
+            // Instances called back from a drain (a reverted deploy) serve again.
+            let returning: Vec<Instance> = serving
+                .draining
+                .iter()
+                .filter(|(i, _)| keep.contains(&i.id))
+                .map(|(i, _)| i.clone())
+                .collect();
+            serving.draining.retain(|(i, _)| !keep.contains(&i.id));
+            for i in returning {
+                i.set_serving();
+            }
             let now = SystemTime::now();
             for i in &retired {
-                i.upstream.set_draining();
+                i.upstream.set_draining(true);
                 i.set_draining();
                 serving.draining.push((i.clone(), now));
             }
@@ -182,16 +214,20 @@ impl Daemon {
     /// Drops drained instances from the status listing.
     pub fn forget_drained(&self, gone: &[Instance]) {
         let mut serving = self.serving.lock().expect("serving lock poisoned");
-        serving.draining.retain(|(i, _)| !gone.iter().any(|g| g.id == i.id));
+        serving
+            .draining
+            .retain(|(i, _)| !gone.iter().any(|g| g.id == i.id));
     }
 
     /// Publishes the serving instances that are ready.
     pub fn publish_routes(&self) {
         let serving = self.serving.lock().expect("serving lock poisoned");
+        // A Ready instance whose drain was just called off is still listed as
+        // Draining until its task handles the message; it serves either way.
         let ready = serving
             .instances
             .iter()
-            .filter(|i| i.status().state == State::Ready)
+            .filter(|i| matches!(i.status().state, State::Ready | State::Draining))
             .map(|i| i.upstream.clone())
             .collect();
         self.proxy.router.publish(ready);
@@ -233,7 +269,11 @@ impl Daemon {
             .iter()
             .position(|r| Some(&r.id) == current.as_ref())
             .unwrap_or(releases.len());
-        releases[..before_current].iter().rev().find(|r| !r.failed).cloned()
+        releases[..before_current]
+            .iter()
+            .rev()
+            .find(|r| !r.failed)
+            .cloned()
     }
 
     /// Every known release, oldest first.
@@ -279,18 +319,26 @@ impl Daemon {
                     .map(|d| d.as_secs()),
                 restarts: s.restarts,
                 counts: i.upstream.counts(),
-                draining_since: draining_since.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                draining_since: draining_since
+                    .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
                 reason: s.reason,
             }
         };
-        let mut instances: Vec<InstanceReport> = serving.instances.iter().map(|i| report(i, None)).collect();
+        let mut instances: Vec<InstanceReport> =
+            serving.instances.iter().map(|i| report(i, None)).collect();
         instances.extend(serving.draining.iter().map(|(i, t)| report(i, Some(*t))));
         StatusReport {
             app: loaded.config.app.name.clone(),
             pid: std::process::id(),
             started: humantime::format_rfc3339_seconds(self.started).to_string(),
             uptime_secs: now.duration_since(self.started).map_or(0, |d| d.as_secs()),
-            listen: loaded.config.proxy.listen_addrs().iter().map(ToString::to_string).collect(),
+            listen: loaded
+                .config
+                .proxy
+                .listen_addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             release: serving.release.as_ref().map(|r| r.id.clone()),
             deploying: self.deploying(),
             instances,

@@ -21,7 +21,7 @@ use crate::config::{self, Instances, Strategy};
 use crate::daemon::protocol::Progress;
 use crate::daemon::state::Release;
 use crate::daemon::Daemon;
-use crate::supervisor::Instance;
+use crate::supervisor::{Instance, State};
 
 /// How often the drain looks at the in-flight counts.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
@@ -136,11 +136,18 @@ pub async fn run(
         Err(_) if wait => {
             report.step(
                 Phase::Preparing,
-                format!("waiting for the running deploy ({}) to finish", daemon.deploying().unwrap_or_default()),
+                format!(
+                    "waiting for the running deploy ({}) to finish",
+                    daemon.deploying().unwrap_or_default()
+                ),
             );
             daemon.deploy_lock.clone().lock_owned().await
         }
-        Err(_) => return Err(DeployError::Busy(daemon.deploying().unwrap_or_else(|| "starting".into()))),
+        Err(_) => {
+            return Err(DeployError::Busy(
+                daemon.deploying().unwrap_or_else(|| "starting".into()),
+            ))
+        }
     };
     if daemon.shutdown.is_cancelled() {
         return Err(DeployError::ShuttingDown);
@@ -230,7 +237,10 @@ impl Deploy {
                     format!("copying {} into release {id}", dir.display()),
                 );
                 if !dir.is_dir() {
-                    return Err(DeployError::Prepare(format!("{} is not a directory", dir.display())));
+                    return Err(DeployError::Prepare(format!(
+                        "{} is not a directory",
+                        dir.display()
+                    )));
                 }
                 source::copy_dir(dir, &dest).map_err(|e| {
                     let _ = std::fs::remove_dir_all(&dest);
@@ -250,7 +260,10 @@ impl Deploy {
                 config.base_dir = dest.clone();
                 Ok(Release {
                     id,
-                    source: std::path::absolute(dir).unwrap_or(dir.clone()).display().to_string(),
+                    source: std::path::absolute(dir)
+                        .unwrap_or(dir.clone())
+                        .display()
+                        .to_string(),
                     dir: dest,
                     config,
                     created: SystemTime::now(),
@@ -258,7 +271,8 @@ impl Deploy {
                 })
             }
             Kind::Reload => {
-                let current = current.ok_or_else(|| DeployError::NoTarget("nothing is running yet".into()))?;
+                let current = current
+                    .ok_or_else(|| DeployError::NoTarget("nothing is running yet".into()))?;
                 let fresh = config::load(&current.config.path)?;
                 let mut fresh_config = fresh;
                 fresh_config.base_dir = current.config.base_dir.clone();
@@ -275,17 +289,23 @@ impl Deploy {
                         None => "no previous release to roll back to".into(),
                     })
                 })?;
-                self.report
-                    .step(Phase::Preparing, format!("rolling back to release {}", target.id));
+                self.report.step(
+                    Phase::Preparing,
+                    format!("rolling back to release {}", target.id),
+                );
                 Ok(target)
             }
             Kind::Scale { instances } => {
-                let mut current = current.ok_or_else(|| DeployError::NoTarget("nothing is running yet".into()))?;
+                let mut current = current
+                    .ok_or_else(|| DeployError::NoTarget("nothing is running yet".into()))?;
                 if *instances == 0 {
-                    return Err(DeployError::NoTarget("cannot scale to 0 instances; use `baton stop`".into()));
+                    return Err(DeployError::NoTarget(
+                        "cannot scale to 0 instances; use `baton stop`".into(),
+                    ));
                 }
                 let span = current.config.config.web.instances.span();
-                current.config.config.web.instances = toml::Spanned::new(span, Instances::Count(*instances));
+                current.config.config.web.instances =
+                    toml::Spanned::new(span, Instances::Count(*instances));
                 Ok(current)
             }
         }
@@ -293,10 +313,18 @@ impl Deploy {
 
     /// Starts `count` instances of `release` and waits until all are ready.
     /// On a failure, stops every one of them and says why.
-    async fn start_ready(&mut self, release: &Release, count: u32) -> Result<Vec<Instance>, DeployError> {
+    async fn start_ready(
+        &mut self,
+        release: &Release,
+        count: u32,
+    ) -> Result<Vec<Instance>, DeployError> {
         self.to(
             Phase::Starting,
-            format!("starting {count} new instance{} of release {}", plural(count), release.id),
+            format!(
+                "starting {count} new instance{} of release {}",
+                plural(count),
+                release.id
+            ),
         );
         let mut started = Vec::new();
         for _ in 0..count {
@@ -305,7 +333,9 @@ impl Deploy {
                 Err(e) => {
                     stop_all(&started).await;
                     self.machine.advance(Phase::Failed);
-                    return Err(DeployError::NotReady(format!("cannot start an instance: {e}")));
+                    return Err(DeployError::NotReady(format!(
+                        "cannot start an instance: {e}"
+                    )));
                 }
             }
         }
@@ -320,7 +350,8 @@ impl Deploy {
             match outcome {
                 Ok(()) => {
                     ready += 1;
-                    self.report.step(Phase::Starting, format!("ready {ready}/{count} ({id})"));
+                    self.report
+                        .step(Phase::Starting, format!("ready {ready}/{count} ({id})"));
                 }
                 Err(status) => {
                     drop(waits);
@@ -362,13 +393,22 @@ impl Deploy {
     /// Waits until the proxy has seen the last request of `retired` finish
     /// (or `drain_timeout`), then stops them.
     async fn drain_and_stop(&mut self, retired: &[Instance], drain_timeout: Duration) {
-        let in_flight = || retired.iter().map(|i| i.upstream.in_flight()).sum::<usize>();
         self.to(
             Phase::Draining,
-            format!("draining {} in flight on {} old instance{}", in_flight(), retired.len(), plural(retired.len() as u32)),
+            format!(
+                "draining {} in flight on {} old instance{}",
+                in_flight(retired),
+                retired.len(),
+                plural(retired.len() as u32)
+            ),
         );
+        self.stop_drained(retired, drain_timeout).await;
+    }
+
+    /// The second half of [`Deploy::drain_and_stop`], once in `Draining`.
+    async fn stop_drained(&mut self, retired: &[Instance], drain_timeout: Duration) {
         wait_drained(retired, drain_timeout).await;
-        let left = in_flight();
+        let left = in_flight(retired);
         if left > 0 {
             self.report.step(
                 Phase::Draining,
@@ -377,7 +417,11 @@ impl Deploy {
         }
         self.to(
             Phase::Stopping,
-            format!("stopping {} old instance{}", retired.len(), plural(retired.len() as u32)),
+            format!(
+                "stopping {} old instance{}",
+                retired.len(),
+                plural(retired.len() as u32)
+            ),
         );
         stop_all(retired).await;
         self.daemon.forget_drained(retired);
@@ -399,13 +443,37 @@ impl Deploy {
         let web = &release.config.config.web;
         let count = web.instance_count();
         let drain_timeout = web.drain_timeout;
+        let watch_window = web.min_uptime;
+        let previous = self.daemon.current_release();
         let fresh = self.start_ready(&release, count).await?;
-        let retired = self.switch(&release, fresh);
+        let retired = self.switch(&release, fresh.clone());
         let switch_ms = self.began.elapsed().as_millis();
         if retired.is_empty() {
             return self.done(&release, switch_ms);
         }
-        self.drain_and_stop(&retired, drain_timeout).await;
+        self.to(
+            Phase::Draining,
+            format!(
+                "draining {} in flight on {} old instance{}",
+                in_flight(&retired),
+                retired.len(),
+                plural(retired.len() as u32)
+            ),
+        );
+        // The old set keeps running until the new one has stayed up for
+        // min_uptime, so a release that dies right after its first ready
+        // hands traffic straight back.
+        if let (Err(why), Some(previous)) = (stays_up(&fresh, watch_window).await, previous) {
+            self.daemon.swap(previous, retired);
+            stop_all(&fresh).await;
+            self.daemon.forget_drained(&fresh);
+            self.machine.advance(Phase::Failed);
+            return Err(DeployError::NotReady(format!(
+                "release {} failed after the switch: {why}; traffic went back to the previous release",
+                release.id
+            )));
+        }
+        self.stop_drained(&retired, drain_timeout).await;
         self.done(&release, switch_ms)
     }
 
@@ -460,7 +528,9 @@ impl Deploy {
         let serving = self.daemon.serving();
         let drain_timeout = release.config.config.web.drain_timeout;
         if want > serving.len() {
-            let added = self.start_ready(&release, (want - serving.len()) as u32).await?;
+            let added = self
+                .start_ready(&release, (want - serving.len()) as u32)
+                .await?;
             let mut all = serving;
             all.extend(added);
             self.switch(&release, all);
@@ -475,6 +545,25 @@ impl Deploy {
             }
             self.done(&release, ms)
         }
+    }
+}
+
+fn in_flight(instances: &[Instance]) -> usize {
+    instances.iter().map(|i| i.upstream.in_flight()).sum()
+}
+
+/// Resolves `Ok` once every instance has stayed ready for `window`, or
+/// `Err` with the first one that left the ready state, and why.
+async fn stays_up(instances: &[Instance], window: Duration) -> Result<(), String> {
+    let leaves = instances.iter().map(|i| {
+        Box::pin(async move {
+            let s = i.wait_for(|s| !matches!(s.state, State::Ready)).await;
+            format!("{} {}", i.id, s.reason.unwrap_or_else(|| "stopped".into()))
+        })
+    });
+    match tokio::time::timeout(window, futures_util::future::select_all(leaves)).await {
+        Ok((why, _, _)) => Err(why),
+        Err(_) => Ok(()),
     }
 }
 

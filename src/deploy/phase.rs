@@ -2,12 +2,15 @@
 //!
 //! ```text
 //! Preparing ─▶ Starting ─▶ Switching ─▶ Draining ─▶ Stopping ─▶ Done
-//!     │            │            └──────────────────────────────▲ (nothing to retire)
-//!     └────────────┴─▶ Failed   (before the switch only: the old release is untouched)
+//!     │            │            └──────────│───────────────────▲ (nothing to retire)
+//!     └────────────┴────────────────────────┴─▶ Failed
 //! ```
 //!
-//! `Done` and `Failed` are terminal. Once the switch happened a deploy can
-//! no longer fail: the new release serves, and what remains is cleanup.
+//! `Done` and `Failed` are terminal. A deploy can fail before the switch (the
+//! old release was never touched) or while draining: the new instances are
+//! watched for `min_uptime` after the switch, and one that exits sends
+//! traffic back to the old instances, which are still running. Once the old
+//! instances are being stopped, the deploy can no longer fail.
 
 use std::fmt;
 
@@ -49,6 +52,7 @@ impl Phase {
                 | (Switching, Draining)
                 | (Switching, Done)
                 | (Draining, Stopping)
+                | (Draining, Failed)
                 | (Stopping, Done)
                 // rolling: the next batch starts after the previous one's switch
                 | (Draining, Starting)
@@ -111,10 +115,11 @@ mod tests {
     use super::Phase::*;
     use super::*;
 
-    /// Once traffic switched, a deploy cannot turn into a failure.
+    /// Once the old instances are being stopped, there is nothing to go back
+    /// to, so a deploy cannot turn into a failure.
     #[test]
-    fn no_failure_after_switch() {
-        for p in [Switching, Draining, Stopping, Done] {
+    fn no_failure_once_old_stops() {
+        for p in [Stopping, Done] {
             assert!(!p.can_move_to(Failed), "{p} -> failed must be impossible");
         }
     }
@@ -122,7 +127,9 @@ mod tests {
     /// Terminal phases have no way out.
     #[test]
     fn terminal_is_final() {
-        let all = [Preparing, Starting, Switching, Draining, Stopping, Done, Failed];
+        let all = [
+            Preparing, Starting, Switching, Draining, Stopping, Done, Failed,
+        ];
         for t in [Done, Failed] {
             assert!(t.is_terminal());
             for n in all {

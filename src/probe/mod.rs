@@ -110,7 +110,11 @@ impl Plan {
         self.samples
             .lock()
             .expect("samples lock poisoned")
-            .push(Sample { at, latency, outcome });
+            .push(Sample {
+                at,
+                latency,
+                outcome,
+            });
     }
 }
 
@@ -125,7 +129,10 @@ enum Conn {
 /// # Errors
 /// When the URL or a header cannot be understood.
 pub async fn run(args: ProbeArgs) -> Result<Report, String> {
-    let uri: Uri = args.url.parse().map_err(|e| format!("bad url {:?}: {e}", args.url))?;
+    let uri: Uri = args
+        .url
+        .parse()
+        .map_err(|e| format!("bad url {:?}: {e}", args.url))?;
     if uri.scheme_str() != Some("http") {
         return Err(format!("{}: only http:// URLs are probed", args.url));
     }
@@ -143,7 +150,8 @@ pub async fn run(args: ProbeArgs) -> Result<Report, String> {
             .split_once(':')
             .ok_or_else(|| format!("bad header {h:?}; expected `Name: value`"))?;
         headers.push((
-            HeaderName::from_bytes(name.trim().as_bytes()).map_err(|e| format!("bad header {h:?}: {e}"))?,
+            HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|e| format!("bad header {h:?}: {e}"))?,
             HeaderValue::from_str(value.trim()).map_err(|e| format!("bad header {h:?}: {e}"))?,
         ));
     }
@@ -162,7 +170,8 @@ pub async fn run(args: ProbeArgs) -> Result<Report, String> {
         samples: Mutex::new(Vec::new()),
         args,
     });
-    let progress = (!plan.args.quiet && !plan.args.json).then(|| tokio::spawn(show_progress(plan.clone())));
+    let progress =
+        (!plan.args.quiet && !plan.args.json).then(|| tokio::spawn(show_progress(plan.clone())));
     match plan.args.rate {
         Some(rate) => open_loop(plan.clone(), rate).await,
         None => {
@@ -260,7 +269,11 @@ async fn one_request(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
             .uri(if plan.args.http2 {
                 plan.uri.clone()
             } else {
-                plan.uri.path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default()
+                plan.uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .parse()
+                    .unwrap_or_default()
             });
         if !plan.args.http2 {
             req = req.header(http::header::HOST, plan.authority.as_str());
@@ -271,7 +284,9 @@ async fn one_request(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
         for (k, v) in &plan.headers {
             req = req.header(k, v);
         }
-        let req = req.body(Full::new(plan.body.clone())).map_err(|_| "other")?;
+        let req = req
+            .body(Full::new(plan.body.clone()))
+            .map_err(|_| "other")?;
         let res = match conn.as_mut().expect("connected above") {
             Conn::H1(s) => {
                 s.ready().await.map_err(classify_hyper)?;
@@ -291,7 +306,12 @@ async fn one_request(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
             .and_then(|h| res.headers().get(h.as_str()))
             .and_then(|v| v.to_str().ok())
             .map(String::from);
-        let body = res.into_body().collect().await.map_err(classify_hyper)?.to_bytes();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(classify_hyper)?
+            .to_bytes();
         let version = header_version.or_else(|| {
             let prefix = plan.args.version_prefix.as_ref()?;
             let text = String::from_utf8_lossy(&body);
@@ -364,7 +384,10 @@ fn classify_hyper(e: hyper::Error) -> &'static str {
 /// `--max-failures`.
 pub fn finish(report: &Report, args: &ProbeArgs) -> bool {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
     } else {
         print!("{}", report.render());
     }

@@ -161,14 +161,18 @@ impl Report {
             if let Some(kind) = s.outcome.failure_kind() {
                 *errors.entry(kind).or_insert(0) += 1;
             }
-            let entry = timeline.entry((s.at + s.latency).as_secs()).or_insert((0, 0));
+            let entry = timeline
+                .entry((s.at + s.latency).as_secs())
+                .or_insert((0, 0));
             if s.outcome.ok() {
                 entry.0 += 1;
             } else {
                 entry.1 += 1;
             }
         }
-        let last_second = elapsed.as_secs().max(timeline.keys().last().copied().unwrap_or(0));
+        let last_second = elapsed
+            .as_secs()
+            .max(timeline.keys().last().copied().unwrap_or(0));
         let timeline = (0..=last_second)
             .filter(|sec| *sec < elapsed.as_secs().max(1) || timeline.contains_key(sec))
             .map(|second| {
@@ -195,7 +199,10 @@ impl Report {
         let mut switches = Vec::new();
         let mut current: Option<String> = None;
         for s in &samples {
-            let Outcome::Answered { version: Some(v), .. } = &s.outcome else {
+            let Outcome::Answered {
+                version: Some(v), ..
+            } = &s.outcome
+            else {
                 continue;
             };
             let t = ms(s.at + s.latency);
@@ -232,7 +239,11 @@ impl Report {
             requests,
             ok,
             failed: requests - ok,
-            success_rate: if requests == 0 { 0.0 } else { ok as f64 / requests as f64 },
+            success_rate: if requests == 0 {
+                0.0
+            } else {
+                ok as f64 / requests as f64
+            },
             rps: (requests as f64 / secs * 10.0).round() / 10.0,
             status_codes,
             errors,
@@ -255,7 +266,12 @@ impl Report {
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let _ = writeln!(out, "probe {} for {:.1}s", self.url, self.duration_ms as f64 / 1000.0);
+        let _ = writeln!(
+            out,
+            "probe {} for {:.1}s",
+            self.url,
+            self.duration_ms as f64 / 1000.0
+        );
         let _ = writeln!(
             out,
             "  requests {}  ok {}  failed {}  success {:.3}%  {:.1} req/s",
@@ -265,10 +281,34 @@ impl Report {
             self.success_rate * 100.0,
             self.rps
         );
-        let codes: Vec<String> = self.status_codes.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let _ = writeln!(out, "  status   {}", if codes.is_empty() { "-".into() } else { codes.join("  ") });
-        let errs: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let _ = writeln!(out, "  errors   {}", if errs.is_empty() { "none".into() } else { errs.join("  ") });
+        let codes: Vec<String> = self
+            .status_codes
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  status   {}",
+            if codes.is_empty() {
+                "-".into()
+            } else {
+                codes.join("  ")
+            }
+        );
+        let errs: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  errors   {}",
+            if errs.is_empty() {
+                "none".into()
+            } else {
+                errs.join("  ")
+            }
+        );
         let l = &self.latency_ms;
         let _ = writeln!(
             out,
@@ -340,12 +380,22 @@ mod tests {
         assert_eq!(r.failed, 6);
         assert_eq!(r.errors.get("refused"), Some(&5));
         assert_eq!(r.errors.get("5xx"), Some(&1));
-        assert_eq!(r.longest_gap_ms, 600, "from the last v1 answer at 901 to the first v2 at 1501");
+        assert_eq!(
+            r.longest_gap_ms, 600,
+            "from the last v1 answer at 901 to the first v2 at 1501"
+        );
         assert_eq!(r.longest_gap_start_ms, 901);
         assert_eq!(r.switches.len(), 1);
         assert_eq!(r.switches[0].at_ms, 1501);
         assert_eq!(r.versions.len(), 2);
         assert_eq!(r.timeline.len(), 3);
-        assert_eq!(r.timeline[1], Second { second: 1, ok: 5, failed: 5 });
+        assert_eq!(
+            r.timeline[1],
+            Second {
+                second: 1,
+                ok: 5,
+                failed: 5
+            }
+        );
     }
 }

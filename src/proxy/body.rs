@@ -19,7 +19,9 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// A small complete body, for Baton's own answers (503, 502, ...).
 pub fn full(text: impl Into<Bytes>) -> ProxyBody {
-    Full::new(text.into()).map_err(|never| match never {}).boxed()
+    Full::new(text.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// The client's request body, parked until an attempt first reads it.
@@ -67,12 +69,20 @@ impl Body for TakeOnPoll {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         if self.end {
             return Poll::Ready(None);
         }
         if self.body.is_none() {
-            let taken = self.parked.0.lock().expect("parked body lock poisoned").take();
+            let taken = self
+                .parked
+                .0
+                .lock()
+                .expect("parked body lock poisoned")
+                .take();
             match taken {
                 Some(b) => self.body = Some(b),
                 None => return Poll::Ready(None),
@@ -120,7 +130,10 @@ impl<B: Body + Unpin> Body for Counted<B> {
     type Data = B::Data;
     type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
             self.guard.take();

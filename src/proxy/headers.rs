@@ -61,7 +61,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 
 /// Sets X-Forwarded-For (appended), -Proto and -Host. Untrusted incoming
 /// values are replaced rather than extended.
-pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str, host: Option<&HeaderValue>, trust: bool) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: SocketAddr,
+    proto: &str,
+    host: Option<&HeaderValue>,
+    trust: bool,
+) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let xfp = HeaderName::from_static("x-forwarded-proto");
     let xfh = HeaderName::from_static("x-forwarded-host");
@@ -86,7 +92,10 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str, h
         headers.insert(xff, v);
     }
     if !(trust && headers.contains_key(&xfp)) {
-        headers.insert(xfp, HeaderValue::from_str(proto).unwrap_or(HeaderValue::from_static("http")));
+        headers.insert(
+            xfp,
+            HeaderValue::from_str(proto).unwrap_or(HeaderValue::from_static("http")),
+        );
     }
     if !(trust && headers.contains_key(&xfh)) {
         match host {
@@ -138,7 +147,13 @@ mod tests {
         let client: SocketAddr = "10.1.2.3:5555".parse().unwrap();
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
-        set_forwarded(&mut h, client, "http", Some(&"example.com".parse().unwrap()), true);
+        set_forwarded(
+            &mut h,
+            client,
+            "http",
+            Some(&"example.com".parse().unwrap()),
+            true,
+        );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.1.1.1, 10.1.2.3");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "example.com");
         let mut h = HeaderMap::new();

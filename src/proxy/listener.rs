@@ -56,7 +56,12 @@ fn builder(cfg: &ProxyConfig) -> auto::Builder<TokioExecutor> {
 
 /// Serves `listener` until `shutdown` fires, then lets open connections
 /// finish their requests for up to `grace`.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: CancellationToken, grace: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
     let builder = builder(&proxy.config);
     let graceful = GracefulShutdown::new();
     loop {
@@ -77,11 +82,15 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: Cancellat
             let proxy = proxy.clone();
             async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
+                let timed_out = e
+                    .downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout);
                 if timed_out && pending.load(Ordering::Acquire) {
                     if let Some(fd) = timeout_reply {
                         reply_408(fd).await;
@@ -98,10 +107,14 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: Cancellat
 /// a 408 before the close; an idle keep-alive connection is closed quietly.
 async fn reply_408(fd: std::os::fd::OwnedFd) {
     let std = std::net::TcpStream::from(fd);
-    let Ok(mut stream) = TcpStream::from_std(std) else { return };
+    let Ok(mut stream) = TcpStream::from_std(std) else {
+        return;
+    };
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = stream
-            .write_all(b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+            .write_all(
+                b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+            )
             .await;
         let _ = stream.shutdown().await;
     })
@@ -125,7 +138,11 @@ impl PartialHeadIo {
 }
 
 impl AsyncRead for PartialHeadIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -136,12 +153,20 @@ impl AsyncRead for PartialHeadIo {
 }
 
 impl AsyncWrite for PartialHeadIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.pending.store(false, Ordering::Release);
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         self.pending.store(false, Ordering::Release);
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }

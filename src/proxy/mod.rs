@@ -100,7 +100,11 @@ impl Proxy {
 
     /// A request's whole path: prepare, choose an instance (holding while
     /// none is ready), send, retry what is safe to retry, respond.
-    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
         // 1. Prepare the request for the instance.
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -112,17 +116,32 @@ impl Proxy {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        headers::set_forwarded(&mut parts.headers, client, "http", host.as_ref(), self.config.trust_forwarded);
+        headers::set_forwarded(
+            &mut parts.headers,
+            client,
+            "http",
+            host.as_ref(),
+            self.config.trust_forwarded,
+        );
         if let Some(host) = host {
             parts.headers.insert(HOST, host);
         }
         parts.version = Version::HTTP_11;
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
         let body = Parked::new(body);
         let has_body = !body.is_empty();
         let idempotent = matches!(
             parts.method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
         );
 
         // 2. Choose an instance and send, retrying on another one when safe.
@@ -131,7 +150,11 @@ impl Proxy {
         let mut client_upgrade = client_upgrade;
         loop {
             let held = self.router.table().instances.is_empty();
-            let upstream = match self.router.pick_or_hold(&tried, self.config.hold_timeout).await {
+            let upstream = match self
+                .router
+                .pick_or_hold(&tried, self.config.hold_timeout)
+                .await
+            {
                 Ok(u) => u,
                 Err(why) => return self.respond_no_instance(why),
             };
@@ -167,7 +190,12 @@ impl Proxy {
                     // 3. Respond; the in-flight count lasts until the body ends.
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(client_side) = client_upgrade.take() {
-                            tunnel::spawn(self.clone(), client_side, hyper::upgrade::on(&mut resp), upstream.clone());
+                            tunnel::spawn(
+                                self.clone(),
+                                client_side,
+                                hyper::upgrade::on(&mut resp),
+                                upstream.clone(),
+                            );
                         }
                     } else {
                         headers::strip_hop_by_hop(resp.headers_mut(), false);
@@ -178,7 +206,10 @@ impl Proxy {
                 Err(AttemptError::Connect(id, why)) => {
                     self.report_unreachable(&upstream);
                     if !can_retry {
-                        return self.respond_error(StatusCode::BAD_GATEWAY, &format!("cannot connect to {id}: {why}"));
+                        return self.respond_error(
+                            StatusCode::BAD_GATEWAY,
+                            &format!("cannot connect to {id}: {why}"),
+                        );
                     }
                 }
                 Err(e @ AttemptError::Exchange(..)) => {
@@ -201,7 +232,11 @@ impl Proxy {
     fn respond_error(&self, status: StatusCode, why: &str) -> Response<ProxyBody> {
         self.count(status);
         tracing::warn!(status = status.as_u16(), "{why}");
-        let mut resp = Response::new(full(format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""))));
+        let mut resp = Response::new(full(format!(
+            "{} {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )));
         *resp.status_mut() = status;
         resp
     }
@@ -212,7 +247,8 @@ impl Proxy {
             NoInstance::HoldFull => "too many requests are waiting for an instance",
         };
         let mut resp = self.respond_error(StatusCode::SERVICE_UNAVAILABLE, text);
-        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         resp
     }
 
@@ -231,7 +267,12 @@ impl Proxy {
             // supervisor, whose new upstream starts healthy.
             for _ in 0..600 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                if !router.table().instances.iter().any(|u| Arc::ptr_eq(u, &upstream)) {
+                if !router
+                    .table()
+                    .instances
+                    .iter()
+                    .any(|u| Arc::ptr_eq(u, &upstream))
+                {
                     return;
                 }
                 if tokio::net::TcpStream::connect(upstream.addr).await.is_ok() {

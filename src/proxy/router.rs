@@ -72,7 +72,11 @@ impl Router {
         let table = self.table.load();
         let healthy = || table.instances.iter().filter(|u| !u.is_down());
         let fresh: Vec<&Arc<Upstream>> = healthy().filter(|u| !tried.contains(&u.id)).collect();
-        let candidates = if fresh.is_empty() { healthy().collect() } else { fresh };
+        let candidates = if fresh.is_empty() {
+            healthy().collect()
+        } else {
+            fresh
+        };
         if candidates.is_empty() {
             return None;
         }
@@ -81,7 +85,9 @@ impl Router {
         let rotated = candidates.iter().cycle().skip(start).take(candidates.len());
         match self.balance {
             Balance::RoundRobin => rotated.into_iter().next().map(|u| (*u).clone()),
-            Balance::LeastOutstanding => rotated.min_by_key(|u| u.in_flight()).map(|u| (*u).clone()),
+            Balance::LeastOutstanding => {
+                rotated.min_by_key(|u| u.in_flight()).map(|u| (*u).clone())
+            }
         }
     }
 
@@ -89,7 +95,11 @@ impl Router {
     ///
     /// # Errors
     /// [`NoInstance`] when the hold queue is full or the wait timed out.
-    pub async fn pick_or_hold(&self, tried: &[Arc<str>], hold: Duration) -> Result<Arc<Upstream>, NoInstance> {
+    pub async fn pick_or_hold(
+        &self,
+        tried: &[Arc<str>],
+        hold: Duration,
+    ) -> Result<Arc<Upstream>, NoInstance> {
         let mut changes = self.version.subscribe();
         if let Some(u) = self.pick(tried) {
             return Ok(u);
@@ -154,12 +164,18 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_secs(2)).await;
         r.publish(vec![up("web#9", 9)]);
-        let got = waiter.await.unwrap().expect("held request gets the new instance");
+        let got = waiter
+            .await
+            .unwrap()
+            .expect("held request gets the new instance");
         assert_eq!(&*got.id, "web#9");
         let err = r.pick_or_hold(&["x".into()], Duration::from_secs(1)).await;
         assert!(err.is_ok(), "a tried-only table still serves");
         r.publish(vec![]);
-        let err = r.pick_or_hold(&[], Duration::from_secs(1)).await.unwrap_err();
+        let err = r
+            .pick_or_hold(&[], Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert_eq!(err, NoInstance::HoldTimeout);
     }
 }

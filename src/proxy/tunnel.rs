@@ -15,7 +15,10 @@ use super::upstream::Upstream;
 use super::{error_chain, AttemptError, Proxy};
 
 /// Sends an upgrade request on a connection of its own (never pooled).
-pub(super) async fn send_upgrade(req: Request<TakeOnPoll>, upstream: &Upstream) -> Result<Response<Incoming>, AttemptError> {
+pub(super) async fn send_upgrade(
+    req: Request<TakeOnPoll>,
+    upstream: &Upstream,
+) -> Result<Response<Incoming>, AttemptError> {
     let id = upstream.id.clone();
     let stream = TcpStream::connect(upstream.addr)
         .await
@@ -34,7 +37,12 @@ pub(super) async fn send_upgrade(req: Request<TakeOnPoll>, upstream: &Upstream) 
 /// Joins the client's and the instance's upgraded streams once both are
 /// handed over, and copies bytes both ways until either side closes or the
 /// proxy shuts down.
-pub(super) fn spawn(proxy: Arc<Proxy>, client: OnUpgrade, instance: OnUpgrade, upstream: Arc<Upstream>) {
+pub(super) fn spawn(
+    proxy: Arc<Proxy>,
+    client: OnUpgrade,
+    instance: OnUpgrade,
+    upstream: Arc<Upstream>,
+) {
     let counted = upstream.begin_connection();
     let closing = proxy.closing.clone();
     proxy.tunnels.spawn(async move {

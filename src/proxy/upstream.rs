@@ -42,7 +42,10 @@ impl Upstream {
         Upstream {
             id,
             addr,
-            authority: addr.to_string().parse().expect("a socket address is an authority"),
+            authority: addr
+                .to_string()
+                .parse()
+                .expect("a socket address is an authority"),
             in_flight: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             served: AtomicU64::new(0),
@@ -85,9 +88,9 @@ impl Upstream {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Marks it draining.
-    pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::Release);
+    /// Marks it draining, or back in service.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Release);
     }
 
     /// Counts one request until the guard is dropped (when the response body

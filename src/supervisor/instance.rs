@@ -136,6 +136,8 @@ enum Control {
     Stop(oneshot::Sender<()>),
     /// It left the route table and is finishing its requests.
     Drain,
+    /// It is back in the route table (a deploy was reverted).
+    Serve,
     /// Send a JSON message over the Node IPC channel, if there is one.
     Message(serde_json::Value),
 }
@@ -237,6 +239,12 @@ impl Instance {
         let _ = self.ctl.send(Control::Drain);
     }
 
+    /// Marks it serving again after a drain was called off.
+    pub fn set_serving(&self) {
+        self.upstream.set_draining(false);
+        let _ = self.ctl.send(Control::Serve);
+    }
+
     /// Sends a JSON message over its Node IPC channel (no-op without one).
     pub fn send_message(&self, msg: serde_json::Value) {
         let _ = self.ctl.send(Control::Message(msg));
@@ -264,7 +272,10 @@ enum RunEnd {
     /// Stop was asked and done; the reply goes out after the state is set.
     Stopped(Option<oneshot::Sender<()>>),
     /// The child exited on its own.
-    Exited { status: ExitStatus, uptime: Duration },
+    Exited {
+        status: ExitStatus,
+        uptime: Duration,
+    },
     /// The instance failed for good.
     Failed(String),
 }
@@ -329,7 +340,11 @@ impl InstanceTask {
                         });
                         return;
                     }
-                    unstable = if uptime < self.spec.min_uptime { unstable + 1 } else { 0 };
+                    unstable = if uptime < self.spec.min_uptime {
+                        unstable + 1
+                    } else {
+                        0
+                    };
                     restarts += 1;
                     if unstable > self.spec.max_restarts {
                         let reason = self.with_tail(format!(
@@ -350,7 +365,9 @@ impl InstanceTask {
                         .min(BACKOFF_MAX);
                     self.log(&format!(
                         "{how} after {}; restarting in {}",
-                        humantime::format_duration(Duration::from_millis(uptime.as_millis() as u64)),
+                        humantime::format_duration(
+                            Duration::from_millis(uptime.as_millis() as u64)
+                        ),
                         humantime::format_duration(backoff)
                     ));
                     self.set(|s| {
@@ -384,7 +401,10 @@ impl InstanceTask {
     fn with_tail(&self, reason: String) -> String {
         let lines = self.tail.last(REASON_LINES);
         let hint = if lines.iter().any(|l| l.contains("EADDRINUSE")) {
-            format!(" (port {} was taken by another program)", self.upstream.addr.port())
+            format!(
+                " (port {} was taken by another program)",
+                self.upstream.addr.port()
+            )
         } else {
             String::new()
         };
@@ -426,7 +446,10 @@ impl InstanceTask {
 
     /// Spawns the child once and follows it until it exits or is stopped.
     async fn run_once(&mut self) -> RunEnd {
-        let notify_path = self.ctx.run_dir.join(format!("{}.{}.notify", self.spec.process, self.spec.number));
+        let notify_path = self
+            .ctx
+            .run_dir
+            .join(format!("{}.{}.notify", self.spec.process, self.spec.number));
         let mut channel = match Channel::open(self.spec.readiness.kind, &notify_path) {
             Ok(c) => c,
             Err(e) => return RunEnd::Failed(format!("cannot open the readiness channel: {e}")),
@@ -451,10 +474,22 @@ impl InstanceTask {
         self.ctx.reaper.register(pgid);
         let id = self.id();
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(logs::capture(out, id.clone(), "out", self.ctx.logs.clone(), self.tail.clone()));
+            tokio::spawn(logs::capture(
+                out,
+                id.clone(),
+                "out",
+                self.ctx.logs.clone(),
+                self.tail.clone(),
+            ));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(logs::capture(err, id.clone(), "err", self.ctx.logs.clone(), self.tail.clone()));
+            tokio::spawn(logs::capture(
+                err,
+                id.clone(),
+                "err",
+                self.ctx.logs.clone(),
+                self.tail.clone(),
+            ));
         }
         let started = Instant::now();
         self.set(|s| {
@@ -464,7 +499,9 @@ impl InstanceTask {
         });
         let mut signals = channel.listen();
 
-        let end = self.follow(&mut child, pgid, &channel, &mut signals, started).await;
+        let end = self
+            .follow(&mut child, pgid, &channel, &mut signals, started)
+            .await;
         // Whatever ended the leader, leave nothing of its group behind.
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         self.ctx.reaper.unregister(pgid);
@@ -510,7 +547,7 @@ impl InstanceTask {
                             self.stop_group(child, pgid).await;
                             return RunEnd::Stopped(Some(reply));
                         }
-                        Some(Control::Drain) => {}
+                        Some(Control::Drain | Control::Serve) => {}
                         Some(Control::Message(m)) => send_ipc(channel, &m).await,
                         None => {
                             self.stop_group(child, pgid).await;
@@ -544,6 +581,7 @@ impl InstanceTask {
                         return RunEnd::Stopped(Some(reply));
                     }
                     Some(Control::Drain) => self.set(|s| s.state = State::Draining),
+                    Some(Control::Serve) => self.set(|s| s.state = State::Ready),
                     Some(Control::Message(m)) => send_ipc(channel, &m).await,
                     None => {
                         self.stop_group(child, pgid).await;

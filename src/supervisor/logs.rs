@@ -35,7 +35,11 @@ impl LogSink {
     pub fn new(dir: &Path, process: &str, echo: bool) -> LogSink {
         let path = dir.join(format!("{process}.log"));
         let _ = std::fs::create_dir_all(dir);
-        let file = OpenOptions::new().create(true).append(true).open(&path).ok();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .ok();
         let written = file
             .as_ref()
             .and_then(|f| f.metadata().ok())

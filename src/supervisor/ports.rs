@@ -45,7 +45,9 @@ impl PortPool {
     /// When the OS gives no free port.
     pub fn lease(&self) -> io::Result<PortLease> {
         for _ in 0..64 {
-            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
+            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+                .local_addr()?
+                .port();
             let mut taken = self.taken.lock().expect("port pool lock poisoned");
             if taken.insert(port) {
                 return Ok(PortLease {

@@ -169,7 +169,11 @@ async fn read_notify(socket: UnixDatagram, tx: mpsc::UnboundedSender<Signal>) {
 
 /// Resolves once the instance on `port` passes its readiness check. The
 /// caller races this with the child's exit and with `start_timeout`.
-pub async fn wait_ready(check: &Readiness, port: u16, signals: &mut mpsc::UnboundedReceiver<Signal>) {
+pub async fn wait_ready(
+    check: &Readiness,
+    port: u16,
+    signals: &mut mpsc::UnboundedReceiver<Signal>,
+) {
     match check.kind {
         ReadinessKind::NodeIpc | ReadinessKind::Notify => loop {
             match signals.recv().await {
@@ -180,7 +184,8 @@ pub async fn wait_ready(check: &Readiness, port: u16, signals: &mut mpsc::Unboun
             }
         },
         ReadinessKind::Tcp => loop {
-            let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, TcpStream::connect(("127.0.0.1", port)));
+            let attempt =
+                tokio::time::timeout(ATTEMPT_TIMEOUT, TcpStream::connect(("127.0.0.1", port)));
             if let Ok(Ok(_)) = attempt.await {
                 return;
             }
@@ -204,9 +209,13 @@ pub async fn wait_ready(check: &Readiness, port: u16, signals: &mut mpsc::Unboun
 
 /// One health request: `GET path` answered with 2xx.
 pub async fn http_ok(port: u16, path: &str) -> bool {
-    async fn attempt(port: u16, path: &str) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    async fn attempt(
+        port: u16,
+        path: &str,
+    ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
         let stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let req = http::Request::get(path)
             .header(http::header::HOST, format!("127.0.0.1:{port}"))

@@ -92,7 +92,9 @@ pub fn run_helper() {
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let (op, num) = line.split_at(1.min(line.len()));
-        let Ok(pgid) = num.parse::<i32>() else { continue };
+        let Ok(pgid) = num.parse::<i32>() else {
+            continue;
+        };
         match op {
             "+" => {
                 groups.insert(pgid);

@@ -31,7 +31,10 @@ pub async fn reload(State(daemon): State<Arc<Daemon>>, Json(req): Json<DeployReq
 }
 
 /// Back to an earlier release.
-pub async fn rollback(State(daemon): State<Arc<Daemon>>, Json(req): Json<DeployRequest>) -> Response {
+pub async fn rollback(
+    State(daemon): State<Arc<Daemon>>,
+    Json(req): Json<DeployRequest>,
+) -> Response {
     start(daemon, Kind::Rollback { to: req.to }, req.wait)
 }
 
@@ -46,7 +49,9 @@ fn start(daemon: Arc<Daemon>, kind: Kind, wait: bool) -> Response {
     tokio::spawn(async move {
         let outcome = deploy::run(&daemon, kind, tx.clone(), wait).await;
         if let Err(e) = outcome {
-            let _ = tx.send(Progress::Failed { message: e.to_string() });
+            let _ = tx.send(Progress::Failed {
+                message: e.to_string(),
+            });
         }
     });
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {

@@ -26,7 +26,9 @@ pub struct LogsQuery {
 pub async fn logs(State(daemon): State<Arc<Daemon>>, Query(q): Query<LogsQuery>) -> Response {
     let sink = &daemon.ctx.logs;
     let live = q.follow.then(|| sink.subscribe());
-    let text = tokio::fs::read_to_string(sink.path()).await.unwrap_or_default();
+    let text = tokio::fs::read_to_string(sink.path())
+        .await
+        .unwrap_or_default();
     let n = q.lines.unwrap_or(50);
     let all: Vec<&str> = text.lines().collect();
     let mut past = all[all.len().saturating_sub(n)..].join("\n");
@@ -39,19 +41,20 @@ pub async fn logs(State(daemon): State<Arc<Daemon>>, Query(q): Query<LogsQuery>)
         Some(rx) => {
             use futures_util::StreamExt;
             let shutdown = daemon.shutdown.clone();
-            let tail = futures_util::stream::unfold((rx, shutdown), |(mut rx, shutdown)| async move {
-                loop {
-                    let line = tokio::select! {
-                        l = rx.recv() => l,
-                        _ = shutdown.cancelled() => return None,
-                    };
-                    match line {
-                        Ok(l) => return Some((Ok(Bytes::from(l + "\n")), (rx, shutdown))),
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(_) => return None,
+            let tail =
+                futures_util::stream::unfold((rx, shutdown), |(mut rx, shutdown)| async move {
+                    loop {
+                        let line = tokio::select! {
+                            l = rx.recv() => l,
+                            _ = shutdown.cancelled() => return None,
+                        };
+                        match line {
+                            Ok(l) => return Some((Ok(Bytes::from(l + "\n")), (rx, shutdown))),
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(_) => return None,
+                        }
                     }
-                }
-            });
+                });
             Body::from_stream(head.chain(tail))
         }
     };

@@ -68,7 +68,11 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, shutdown: Cancel
 }
 
 /// Serves `GET /metrics` alone on the opt-in admin listener.
-pub async fn serve_metrics(listener: tokio::net::TcpListener, daemon: Arc<Daemon>, shutdown: CancellationToken) {
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    daemon: Arc<Daemon>,
+    shutdown: CancellationToken,
+) {
     let app = Router::new()
         .route("/metrics", get(status::metrics))
         .with_state(daemon);
@@ -77,7 +81,9 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, daemon: Arc<Daemon
         .await;
 }
 
-async fn stop(axum::extract::State(daemon): axum::extract::State<Arc<Daemon>>) -> Json<serde_json::Value> {
+async fn stop(
+    axum::extract::State(daemon): axum::extract::State<Arc<Daemon>>,
+) -> Json<serde_json::Value> {
     daemon.shutdown.cancel();
     Json(serde_json::json!({ "stopping": true }))
 }

@@ -26,18 +26,42 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> String {
     let status = daemon.status();
     let stats = &daemon.proxy.stats;
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP baton_responses_total Responses sent to clients, by status class.");
+    let _ = writeln!(
+        out,
+        "# HELP baton_responses_total Responses sent to clients, by status class."
+    );
     let _ = writeln!(out, "# TYPE baton_responses_total counter");
     for (class, n) in stats.responses.iter().enumerate().skip(1) {
-        let _ = writeln!(out, "baton_responses_total{{class=\"{class}xx\"}} {}", n.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "baton_responses_total{{class=\"{class}xx\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
     }
-    let _ = writeln!(out, "# HELP baton_retries_total Requests retried on another instance.");
+    let _ = writeln!(
+        out,
+        "# HELP baton_retries_total Requests retried on another instance."
+    );
     let _ = writeln!(out, "# TYPE baton_retries_total counter");
-    let _ = writeln!(out, "baton_retries_total {}", stats.retries.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP baton_held_total Requests that waited for a ready instance.");
+    let _ = writeln!(
+        out,
+        "baton_retries_total {}",
+        stats.retries.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP baton_held_total Requests that waited for a ready instance."
+    );
     let _ = writeln!(out, "# TYPE baton_held_total counter");
-    let _ = writeln!(out, "baton_held_total {}", stats.held.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP baton_instance_in_flight Requests in flight per instance.");
+    let _ = writeln!(
+        out,
+        "baton_held_total {}",
+        stats.held.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP baton_instance_in_flight Requests in flight per instance."
+    );
     let _ = writeln!(out, "# TYPE baton_instance_in_flight gauge");
     for i in &status.instances {
         let _ = writeln!(
@@ -46,7 +70,10 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> String {
             i.instance, i.release, i.counts.in_flight
         );
     }
-    let _ = writeln!(out, "# HELP baton_instance_restarts_total Crash restarts per instance.");
+    let _ = writeln!(
+        out,
+        "# HELP baton_instance_restarts_total Crash restarts per instance."
+    );
     let _ = writeln!(out, "# TYPE baton_instance_restarts_total counter");
     for i in &status.instances {
         let _ = writeln!(
@@ -55,8 +82,15 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> String {
             i.instance, i.release, i.restarts
         );
     }
-    let ready = status.instances.iter().filter(|i| i.state == InstanceState::Ready).count();
-    let _ = writeln!(out, "# HELP baton_instances_ready Instances taking traffic.");
+    let ready = status
+        .instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Ready)
+        .count();
+    let _ = writeln!(
+        out,
+        "# HELP baton_instances_ready Instances taking traffic."
+    );
     let _ = writeln!(out, "# TYPE baton_instances_ready gauge");
     let _ = writeln!(out, "baton_instances_ready {ready}");
     out

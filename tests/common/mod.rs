@@ -1,0 +1,349 @@
+//! The end-to-end harness: a real `baton up` on a temp dir and a free port,
+//! the real test app, the real CLI, and `baton probe` as the load client.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The built `baton` binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_baton")
+}
+
+/// The test app's source.
+pub fn app_js() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/server.js")
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind :0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Polls `f` every 20 ms until it is true; panics with `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a process exists.
+pub fn alive(pid: i32) -> bool {
+    // A zombie still answers kill(0); /proc tells them apart.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Pids of live processes in process group `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...
+        let rest: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if rest.len() > 2 && rest[2].parse::<i32>().ok() == Some(pgid) && rest[0] != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A raw HTTP/1.1 answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Header block, lowercased names.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes as text.
+    pub body: String,
+}
+
+impl Answer {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends a raw request (a whole HTTP/1.1 message) and reads until close.
+pub fn raw(port: u16, request: &str) -> std::io::Result<Answer> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(request.as_bytes())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Answer {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// `GET path` with `Connection: close`.
+pub fn get(port: u16, path: &str) -> std::io::Result<Answer> {
+    raw(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// A running daemon on a temp dir.
+pub struct Daemon {
+    /// The app folder (holds baton.toml, server.js, .baton/).
+    pub dir: tempfile::TempDir,
+    /// The public port.
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes `baton.toml` (an `[app]` and `[proxy] listen` on a free port,
+    /// then `rest`) and the test app, and starts `baton up`.
+    pub fn start(rest: &str) -> Daemon {
+        let d = Daemon::prepare(rest);
+        d.up()
+    }
+
+    /// Writes the files without starting.
+    pub fn prepare(rest: &str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("baton-e2e")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::copy(app_js(), dir.path().join("server.js")).expect("copy app");
+        let port = free_port();
+        let toml =
+            format!("[app]\nname = \"e2e\"\n\n[proxy]\nlisten = \"127.0.0.1:{port}\"\n\n{rest}");
+        std::fs::write(dir.path().join("baton.toml"), toml).expect("write baton.toml");
+        Daemon {
+            dir,
+            port,
+            child: None,
+        }
+    }
+
+    /// Starts `baton up` in the foreground, output to `daemon.out`.
+    pub fn up(mut self) -> Daemon {
+        let out = std::fs::File::create(self.dir.path().join("daemon.out")).expect("daemon.out");
+        let child = Command::new(bin())
+            .arg("up")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn baton up");
+        self.child = Some(child);
+        let path = self.dir.path().join(".baton/baton.sock");
+        wait_until(Duration::from_secs(20), "the control socket", || {
+            path.exists()
+        });
+        self
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("started").id() as i32
+    }
+
+    /// Path inside the app folder.
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Replaces baton.toml's part after `[proxy]`.
+    pub fn rewrite(&self, rest: &str) {
+        let toml = format!(
+            "[app]\nname = \"e2e\"\n\n[proxy]\nlisten = \"127.0.0.1:{}\"\n\n{rest}",
+            self.port
+        );
+        std::fs::write(self.path("baton.toml"), toml).expect("rewrite baton.toml");
+    }
+
+    /// Runs the CLI in the app folder.
+    pub fn baton(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run baton")
+    }
+
+    /// `baton status --json`.
+    pub fn status(&self) -> Value {
+        let out = self.baton(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
+    /// Instances in `state` right now.
+    pub fn count_in(&self, state: &str) -> usize {
+        self.status()["instances"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|i| i["state"] == state).count())
+    }
+
+    /// Waits until `n` instances are ready.
+    pub fn wait_ready(&self, n: usize) {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{n} ready instances"),
+            || self.count_in("ready") == n,
+        );
+    }
+
+    /// What the daemon printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.path("daemon.out")).unwrap_or_default()
+    }
+
+    /// Starts `baton probe --json` against `path` with extra args.
+    pub fn probe(&self, path: &str, args: &[&str]) -> Probe {
+        let child = Command::new(bin())
+            .arg("probe")
+            .arg(format!("http://127.0.0.1:{}{path}", self.port))
+            .args(["--json", "--version-header", "x-version"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn probe");
+        Probe { child }
+    }
+
+    /// Sends SIGTERM and waits for the daemon to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("started");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        child.wait().expect("wait daemon")
+    }
+
+    /// SIGKILLs the daemon.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("started");
+        child.kill().expect("kill -9");
+        child.wait().expect("wait");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running probe.
+pub struct Probe {
+    child: Child,
+}
+
+impl Probe {
+    /// Waits for the report.
+    pub fn report(self) -> Value {
+        let out = self.child.wait_with_output().expect("probe output");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "probe printed no JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+}
+
+/// Asserts the probe saw no failure, and that versions went from `from` to
+/// `to` exactly once and never back.
+pub fn assert_clean_switch(report: &Value, from: &str, to: &str) {
+    assert_eq!(
+        report["failed"], 0,
+        "failed requests during the deploy: {report:#}"
+    );
+    assert!(
+        report["requests"].as_u64().unwrap_or(0) > 0,
+        "the probe sent nothing"
+    );
+    let switches = report["switches"].as_array().expect("switches");
+    assert_eq!(
+        switches.len(),
+        1,
+        "expected one switch {from} -> {to}: {report:#}"
+    );
+    assert_eq!(switches[0]["from"], from);
+    assert_eq!(switches[0]["to"], to);
+}
+
+/// Stdout and stderr of a CLI run, for messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

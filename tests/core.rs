@@ -1,0 +1,327 @@
+//! Issue 2: `baton up` supervises an app from baton.toml, with a control
+//! socket and a CLI.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::*;
+
+const WEB_HTTP: &str =
+    "[web]\ncommand = \"node server.js\"\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n";
+
+/// A three-line baton.toml boots and serves through the default port.
+#[test]
+fn minimal_config_boots() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(app_js(), dir.path().join("server.js")).unwrap();
+    std::fs::write(
+        dir.path().join("baton.toml"),
+        "[app]\nname = \"mini\"\n[web]\ncommand = \"node server.js\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("127.0.0.1:8080"), "{}", text(&out));
+    // Run it for real only when the default port is free on this machine.
+    if std::net::TcpListener::bind("127.0.0.1:8080").is_err() {
+        eprintln!("port 8080 is busy here; the boot half of this test ran in the other tests");
+        return;
+    }
+    let mut child = std::process::Command::new(bin())
+        .arg("up")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "an answer on 8080", || {
+        get(8080, "/").is_ok_and(|a| a.status == 200 && a.body.starts_with("version=v1"))
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    child.wait().unwrap();
+}
+
+/// Status shows each instance's process, release, pid, port, state and uptime,
+/// as a table and as JSON, and the app sees PORT and the BATON_* variables.
+#[test]
+fn status_and_environment() {
+    let d = Daemon::start(&WEB_HTTP.replace("command", "instances = 2\ncommand"));
+    d.wait_ready(2);
+    let s = d.status();
+    let inst = &s["instances"][0];
+    assert_eq!(inst["process"], "web");
+    assert!(inst["pid"].as_u64().unwrap() > 0);
+    assert!(inst["port"].as_u64().unwrap() > 0);
+    assert_eq!(inst["release"], s["release"]);
+    let table = text(&d.baton(&["status"]));
+    for col in [
+        "INSTANCE", "RELEASE", "PID", "PORT", "STATE", "UPTIME", "RESTARTS",
+    ] {
+        assert!(table.contains(col), "{table}");
+    }
+    let env_of = |name: &str| get(d.port, &format!("/env/{name}")).unwrap().body;
+    assert_eq!(env_of("BATON_ROLE"), "web");
+    assert_eq!(env_of("BATON_RELEASE"), s["release"].as_str().unwrap());
+    assert!(env_of("BATON_INSTANCE").starts_with("web#"));
+    let port: u64 = env_of("PORT").parse().unwrap();
+    assert!(s["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["port"] == port));
+    // App output is captured with a prefix, into the daemon output and a log file.
+    wait_until(Duration::from_secs(5), "prefixed app output", || {
+        d.output().contains(" web#1 out | listening on")
+    });
+    let log = std::fs::read_to_string(d.path(".baton/logs/web.log")).unwrap();
+    assert!(log.contains(" web#1 out | listening on"), "{log}");
+    let logs = text(&d.baton(&["logs", "-n", "5"]));
+    assert!(logs.contains("web#"), "{logs}");
+}
+
+/// `kind = "tcp"`: ready once the port accepts.
+#[test]
+fn readiness_tcp() {
+    let d = Daemon::start("[web]\ncommand = \"node server.js\"\nenv = { START_MS = \"300\" }\n[web.readiness]\nkind = \"tcp\"\n");
+    d.wait_ready(1);
+    assert_eq!(get(d.port, "/").unwrap().status, 200);
+}
+
+/// `kind = "node-ipc"`: an unchanged pm2 `wait_ready` app that calls
+/// `process.send('ready')` becomes ready; before that it gets no traffic.
+#[test]
+fn readiness_node_ipc() {
+    let d = Daemon::start(
+        "[web]\ncommand = \"node server.js\"\nenv = { READY = \"ipc\" }\n[web.readiness]\nkind = \"node-ipc\"\n",
+    );
+    d.wait_ready(1);
+    assert!(d.output().contains("ready on port"), "{}", d.output());
+    assert_eq!(get(d.port, "/").unwrap().status, 200);
+}
+
+/// An app that never sends 'ready' over IPC fails at start_timeout with the
+/// reason and its last log lines.
+#[test]
+fn start_timeout_fails_with_reason() {
+    let d = Daemon::start(
+        "[web]\ncommand = \"node server.js\"\nstart_timeout = \"1s\"\n[web.readiness]\nkind = \"node-ipc\"\n",
+    );
+    wait_until(Duration::from_secs(15), "failed state", || {
+        d.count_in("failed") == 1
+    });
+    let s = d.status();
+    let reason = s["instances"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("not ready within start_timeout (1s)"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("listening on"),
+        "the reason quotes the app's last lines: {reason}"
+    );
+    let table = text(&d.baton(&["status"]));
+    assert!(table.contains("failed"), "{table}");
+}
+
+/// `kind = "notify"`: READY=1 on $NOTIFY_SOCKET, sent by a Python sd_notify.
+#[test]
+fn readiness_notify() {
+    let sender = r#"python3 -c 'import os,socket,time; s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM); time.sleep(0.3); s.sendto(b\"READY=1\", os.environ[\"NOTIFY_SOCKET\"]); time.sleep(600)'"#;
+    let d = Daemon::start(&format!(
+        "[web]\ncommand = \"{sender}\"\n[web.readiness]\nkind = \"notify\"\n"
+    ));
+    d.wait_ready(1);
+}
+
+/// A crash is restarted with backoff; a crash loop ends in `failed` and
+/// stops restarting.
+#[test]
+fn crash_restarts_then_crash_loop_fails() {
+    let d = Daemon::start(
+        "[web]\ncommand = \"node server.js\"\nenv = { EXIT_AFTER_MS = \"100\" }\nmin_uptime = \"2s\"\nmax_restarts = 3\n[web.readiness]\nkind = \"tcp\"\n",
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "failed after the crash loop",
+        || d.count_in("failed") == 1,
+    );
+    let s = d.status();
+    let inst = &s["instances"][0];
+    assert_eq!(inst["restarts"], 4, "{inst:#}");
+    let reason = inst["reason"].as_str().unwrap();
+    assert!(reason.contains("crashed 4 times in a row"), "{reason}");
+    let out = d.output();
+    // Backoff doubles: 200ms, 400ms, 800ms.
+    for wait in [
+        "restarting in 200ms",
+        "restarting in 400ms",
+        "restarting in 800ms",
+    ] {
+        assert!(out.contains(wait), "missing {wait:?} in:\n{out}");
+    }
+}
+
+/// `baton stop` stops every instance's whole process group, grandchildren
+/// included, then the daemon exits.
+#[test]
+fn stop_leaves_no_process() {
+    let mut d = Daemon::start(&WEB_HTTP.replace(
+        "command",
+        "instances = 2\nenv = { SPAWN_SLEEPER = \"1\" }\ncommand",
+    ));
+    d.wait_ready(2);
+    let pids: Vec<i32> = d.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["pid"].as_i64().unwrap() as i32)
+        .collect();
+    for pgid in &pids {
+        assert!(
+            group_members(*pgid).len() >= 2,
+            "node and its sleeper share the group"
+        );
+    }
+    let out = d.baton(&["stop"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(d.stop().success());
+    for pgid in pids {
+        assert!(
+            group_members(pgid).is_empty(),
+            "group {pgid} left {:?}",
+            group_members(pgid)
+        );
+    }
+}
+
+/// SIGKILL of the daemon still leaves no process of any group alive.
+#[test]
+fn sigkill_of_daemon_leaves_no_process() {
+    let mut d = Daemon::start(&WEB_HTTP.replace(
+        "command",
+        "instances = 2\nenv = { SPAWN_SLEEPER = \"1\" }\ncommand",
+    ));
+    d.wait_ready(2);
+    let pids: Vec<i32> = d.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["pid"].as_i64().unwrap() as i32)
+        .collect();
+    d.kill9();
+    wait_until(Duration::from_secs(10), "every group to be gone", || {
+        pids.iter().all(|p| group_members(*p).is_empty())
+    });
+}
+
+/// Bad configs are refused by `baton check` and `baton up` with exit 2 and
+/// file:line: field: message.
+#[test]
+fn bad_configs_name_file_line_and_field() {
+    let cases = [
+        (
+            "[web]\ncommand = \"x\"\ninstancez = 2\n",
+            "baton.toml:9: web.instancez: unknown field `instancez`",
+        ),
+        (
+            "[web]\ncommand = \"x\"\nkill_timeout = 5\n",
+            "baton.toml:9: web.kill_timeout:",
+        ),
+        (
+            "[web]\ncommand = \"x\"\ninstances = 0\n",
+            "baton.toml:9: web.instances: must be at least 1",
+        ),
+        (
+            "[web]\ncommand = \"x\"\nstart_timeout = \"soon\"\n",
+            "baton.toml:9: web.start_timeout:",
+        ),
+        (
+            "[web]\ncommand = \"x\"\nstop_signal = \"SIGFOO\"\n",
+            "baton.toml:9: web.stop_signal: \"SIGFOO\" is not a signal name",
+        ),
+        (
+            "[web]\ncommand = \"x\"\n[web.readiness]\nkind = \"magic\"\n",
+            "baton.toml:10: web.readiness.kind: unknown variant `magic`",
+        ),
+    ];
+    for (body, expected) in cases {
+        let d = Daemon::prepare(body);
+        for args in [&["check"][..], &["up"][..]] {
+            let out = d.baton(args);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{args:?} on {body:?}: {}",
+                text(&out)
+            );
+            let msg = text(&out);
+            assert!(
+                msg.contains(expected),
+                "{args:?} on {body:?}:\n  got {msg}\n  want {expected}"
+            );
+        }
+    }
+    let d = Daemon::prepare(WEB_HTTP);
+    let out = d.baton(&["check", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// A second daemon on the same state dir is refused with a clear message,
+/// and the socket is private to its owner.
+#[test]
+fn second_daemon_refused_and_socket_private() {
+    let d = Daemon::start(WEB_HTTP);
+    d.wait_ready(1);
+    let out = d.baton(&["up"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "another baton daemon (pid {}) is already running",
+            d.pid()
+        )),
+        "{}",
+        text(&out)
+    );
+    let mode = std::fs::metadata(d.path(".baton/baton.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The first daemon is unaffected.
+    assert_eq!(get(d.port, "/").unwrap().status, 200);
+}
+
+/// CLI commands without a daemon fail with exit 1 and say how to start one.
+#[test]
+fn no_daemon_is_a_clear_error() {
+    let d = Daemon::prepare(WEB_HTTP);
+    let out = d.baton(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("no baton daemon is running"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// `up --detach` returns once the daemon answers; `stop` ends it.
+#[test]
+fn detach_then_stop() {
+    let d = Daemon::prepare(WEB_HTTP);
+    let out = d.baton(&["up", "--detach"]);
+    assert!(out.status.success(), "{}", text(&out));
+    d.wait_ready(1);
+    assert_eq!(get(d.port, "/").unwrap().status, 200);
+    let out = d.baton(&["stop"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!d.path(".baton/baton.sock").exists());
+}
