@@ -41,6 +41,11 @@ impl ApiClient {
         }
     }
 
+    /// The state directory this client talks to.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
     /// Sends one request and returns the response with its streaming body.
     ///
     /// # Errors

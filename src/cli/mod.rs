@@ -173,10 +173,28 @@ fn load(cli: &Cli) -> Result<Loaded, Failure> {
     Ok(loaded)
 }
 
+/// The state directory of the daemon to talk to. A config that does not
+/// load any more (edited since `up`) still finds a daemon in the default
+/// place, so that `status`, `stop`, and `reload` (which then reports the
+/// config error from the daemon) keep working.
 fn state_dir(cli: &Cli) -> Result<PathBuf, Failure> {
-    match &cli.state_dir {
-        Some(d) => Ok(d.clone()),
-        None => Ok(load(cli)?.state_dir()),
+    if let Some(d) = &cli.state_dir {
+        return Ok(d.clone());
+    }
+    match load(cli) {
+        Ok(loaded) => Ok(loaded.state_dir()),
+        Err(e) => {
+            let base = std::path::absolute(&cli.config)
+                .ok()
+                .and_then(|p| p.parent().map(PathBuf::from))
+                .unwrap_or_default();
+            let fallback = base.join(".baton");
+            if crate::daemon::socket_path(&fallback).exists() {
+                Ok(fallback)
+            } else {
+                Err(e)
+            }
+        }
     }
 }
 
@@ -351,9 +369,10 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
         }
         Command::Stop => {
             client.send(Method::POST, "/stop", None).await?;
-            // Stopped once the socket stops answering.
+            // Stopped once the daemon let go of its state lock: every
+            // instance stopped and the socket removed.
             let deadline = Instant::now() + Duration::from_secs(600);
-            while client.get::<StatusReport>("/status").await.is_ok() {
+            while crate::daemon::lock::is_held(client.state_dir()) {
                 if Instant::now() > deadline {
                     return Err(Failure::failed(
                         "the daemon is still running after 10 minutes",
@@ -433,7 +452,7 @@ async fn watch_deploy(
     body: serde_json::Value,
     json: bool,
 ) -> Result<(), Failure> {
-    let mut outcome: Option<Result<(), String>> = None;
+    let mut outcome: Option<Result<(), Failure>> = None;
     client
         .stream_lines(Method::POST, path, Some(body), |line| {
             if json {
@@ -447,14 +466,23 @@ async fn watch_deploy(
                     }
                     outcome = Some(Ok(()));
                 }
-                Ok(Progress::Failed { message }) => outcome = Some(Err(message)),
+                Ok(Progress::Failed {
+                    message,
+                    config_error,
+                }) => {
+                    outcome = Some(Err(if config_error {
+                        Failure::usage(message)
+                    } else {
+                        Failure::failed(message)
+                    }))
+                }
                 _ => {}
             }
         })
         .await?;
     match outcome {
         Some(Ok(())) => Ok(()),
-        Some(Err(message)) => Err(Failure::failed(message)),
+        Some(Err(failure)) => Err(failure),
         None => Err(Failure::failed(
             "the daemon closed the progress stream before the end",
         )),

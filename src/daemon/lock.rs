@@ -14,6 +14,14 @@ pub struct StateLock {
     _file: Flock<File>,
 }
 
+/// Whether a daemon holds the state directory's lock right now.
+pub fn is_held(state_dir: &Path) -> bool {
+    let Ok(file) = File::open(state_dir.join("baton.lock")) else {
+        return false;
+    };
+    Flock::lock(file, FlockArg::LockSharedNonblock).is_err()
+}
+
 impl StateLock {
     /// Takes the lock, or says who holds it.
     ///

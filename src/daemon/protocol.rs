@@ -92,6 +92,9 @@ pub enum Progress {
     Failed {
         /// Why, with the new instance's last lines.
         message: String,
+        /// The new configuration was invalid (exit code 2, not 1).
+        #[serde(default)]
+        config_error: bool,
     },
 }
 

@@ -49,8 +49,10 @@ fn start(daemon: Arc<Daemon>, kind: Kind, wait: bool) -> Response {
     tokio::spawn(async move {
         let outcome = deploy::run(&daemon, kind, tx.clone(), wait).await;
         if let Err(e) = outcome {
+            let config_error = matches!(e, deploy::DeployError::Config(_));
             let _ = tx.send(Progress::Failed {
                 message: e.to_string(),
+                config_error,
             });
         }
     });

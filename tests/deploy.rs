@@ -1,0 +1,378 @@
+//! Issue 4: zero-downtime deploy, reload, rollback and scale. Every test
+//! runs `baton probe` through Baton during the change and asserts exactly 0
+//! failed requests, and which version answered.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn web(instances: u32, env: &str, extra: &str) -> String {
+    format!(
+        "[web]\ncommand = \"node server.js\"\ninstances = {instances}\nenv = {{ {env} }}\n{extra}\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n"
+    )
+}
+
+/// Waits until the probe has had answers, so the change happens under load.
+fn wait_for_load(d: &Daemon) {
+    wait_until(Duration::from_secs(20), "the probe's first answers", || {
+        d.status()["instances"].as_array().is_some_and(|a| {
+            a.iter()
+                .map(|i| i["served"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+                >= 20
+        })
+    });
+}
+
+/// Runs `change` while a probe with `probe_args` runs, and returns the report.
+fn under_load(d: &Daemon, probe_args: &[&str], change: impl FnOnce()) -> serde_json::Value {
+    let probe = d.probe("/", probe_args);
+    wait_for_load(d);
+    change();
+    probe.report()
+}
+
+fn deploy_ok(d: &Daemon, args: &[&str]) -> String {
+    let out = d.baton(args);
+    assert!(out.status.success(), "{args:?} failed: {}", text(&out));
+    text(&out)
+}
+
+/// 1 instance, no signal handlers, a new connection per request: the case
+/// where pm2 restart refuses hundreds of connections.
+#[test]
+fn single_instance_deploy_new_connection_per_request() {
+    let d = Daemon::start(&web(1, "APP_VERSION = \"v1\"", ""));
+    d.wait_ready(1);
+    let report = under_load(
+        &d,
+        &[
+            "--duration",
+            "4s",
+            "--concurrency",
+            "4",
+            "--keepalive=false",
+        ],
+        || {
+            d.rewrite(&web(1, "APP_VERSION = \"v2\"", ""));
+            let out = deploy_ok(&d, &["deploy"]);
+            for step in [
+                "starting 1 new instance",
+                "ready 1/1",
+                "switched to release",
+                "draining",
+                "old stopped",
+                "serves all traffic",
+            ] {
+                assert!(out.contains(step), "progress lacks {step:?}:\n{out}");
+            }
+        },
+    );
+    assert_clean_switch(&report, "v1", "v2");
+    let s = d.status();
+    assert_eq!(
+        s["instances"].as_array().unwrap().len(),
+        1,
+        "the old instance is gone: {s:#}"
+    );
+    assert_eq!(s["instances"][0]["release"], s["release"]);
+}
+
+/// 2 instances answering in 2 s each: no request is cut (pm2 reload fails
+/// 14 of 91 here, SIGKILL after 1.6 s).
+#[test]
+fn two_instances_with_two_second_requests() {
+    let d = Daemon::start(&web(
+        2,
+        "APP_VERSION = \"v1\", DELAY_MS = \"2000\"",
+        "kill_timeout = \"1s\"",
+    ));
+    d.wait_ready(2);
+    let probe = d.probe(
+        "/",
+        &["--duration", "7s", "--concurrency", "6", "--timeout", "10s"],
+    );
+    wait_until(Duration::from_secs(20), "requests in flight", || {
+        d.status()["instances"].as_array().is_some_and(|a| {
+            a.iter()
+                .map(|i| i["in_flight"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+                >= 4
+        })
+    });
+    d.rewrite(&web(
+        2,
+        "APP_VERSION = \"v2\", DELAY_MS = \"2000\"",
+        "kill_timeout = \"1s\"",
+    ));
+    let out = deploy_ok(&d, &["deploy"]);
+    assert!(out.contains("draining"), "{out}");
+    let report = probe.report();
+    assert_clean_switch(&report, "v1", "v2");
+}
+
+/// Keep-alive clients (pm2 reload drops 9 here): pooled connections move to
+/// the new release without a reset.
+#[test]
+fn keepalive_clients_through_deploy() {
+    let d = Daemon::start(&web(2, "APP_VERSION = \"v1\"", ""));
+    d.wait_ready(2);
+    let report = under_load(&d, &["--duration", "4s", "--concurrency", "8"], || {
+        d.rewrite(&web(2, "APP_VERSION = \"v2\"", ""));
+        deploy_ok(&d, &["deploy"]);
+    });
+    assert_clean_switch(&report, "v1", "v2");
+}
+
+/// An app that calls process.send('ready') only after a 3 s warm-up gets
+/// traffic only then; v1 serves meanwhile.
+#[test]
+fn ipc_ready_after_warmup() {
+    let cfg = |v: &str, start: &str| {
+        format!(
+            "[web]\ncommand = \"node server.js\"\ninstances = 1\nenv = {{ APP_VERSION = \"{v}\", READY = \"ipc\", START_MS = \"{start}\" }}\n[web.readiness]\nkind = \"node-ipc\"\n"
+        )
+    };
+    let d = Daemon::start(&cfg("v1", "0"));
+    d.wait_ready(1);
+    let report = under_load(&d, &["--duration", "6s", "--concurrency", "4"], || {
+        d.rewrite(&cfg("v2", "3000"));
+        deploy_ok(&d, &["deploy"]);
+    });
+    assert_clean_switch(&report, "v1", "v2");
+    let v1 = &report["versions"][0];
+    assert!(
+        v1["last_ms"].as_u64().unwrap() >= 3000,
+        "v1 kept serving through the warm-up: {report:#}"
+    );
+}
+
+fn failing_release(bad_env: &str, extra: &str, expect: &str) {
+    let d = Daemon::start(&web(2, "APP_VERSION = \"v1\"", extra));
+    d.wait_ready(2);
+    let before = d.status()["release"].clone();
+    let report = under_load(&d, &["--duration", "4s", "--concurrency", "4"], || {
+        d.rewrite(&web(2, bad_env, extra));
+        let out = d.baton(&["deploy"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "a failing release must exit 1: {}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains(expect),
+            "want {expect:?} in:\n{}",
+            text(&out)
+        );
+        assert!(text(&out).contains("previous release"), "{}", text(&out));
+    });
+    assert_eq!(report["failed"], 0, "{report:#}");
+    let s = d.status();
+    assert_eq!(s["release"], before, "the old release still serves");
+    assert_eq!(d.count_in("ready"), 2, "{s:#}");
+    assert!(
+        s["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["release"] == before),
+        "no instance of the failed release is left: {s:#}"
+    );
+    // The last answers came from v1.
+    let last = report["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|v| v["last_ms"].as_u64())
+        .unwrap()
+        .clone();
+    assert_eq!(last["version"], "v1", "{report:#}");
+    let out = d.baton(&["releases"]);
+    assert!(text(&out).contains("failed"), "{}", text(&out));
+}
+
+/// A release that crashes at start: deploy exits 1 with its log, v1 serves.
+#[test]
+fn release_that_crashes_at_start() {
+    failing_release(
+        "APP_VERSION = \"v2\", CRASH_AT_START = \"1\"",
+        "",
+        "boom: crashing at start on purpose",
+    );
+}
+
+/// A release that never becomes ready fails at start_timeout; v1 serves.
+#[test]
+fn release_that_never_becomes_ready() {
+    failing_release(
+        "APP_VERSION = \"v2\", NEVER_LISTEN = \"1\"",
+        "start_timeout = \"1500ms\"",
+        "not ready within start_timeout",
+    );
+}
+
+/// A release that exits right after becoming ready: traffic goes back to
+/// the old instances, which were never stopped.
+#[test]
+fn release_that_exits_after_ready() {
+    failing_release(
+        "APP_VERSION = \"v2\", EXIT_AFTER_MS = \"300\"",
+        "min_uptime = \"2s\"",
+        "traffic went back",
+    );
+}
+
+/// Deploy a directory, then roll back to the in-place release, all under load.
+#[test]
+fn rollback_after_deploy() {
+    let d = Daemon::start(&web(2, "", ""));
+    d.wait_ready(2);
+    let v2 = tempfile::tempdir().unwrap();
+    let code = std::fs::read_to_string(d.path("server.js")).unwrap();
+    std::fs::write(
+        v2.path().join("server.js"),
+        code.replace("env.APP_VERSION || 'v1'", "'v2'"),
+    )
+    .unwrap();
+    let first = d.status()["release"].as_str().unwrap().to_string();
+
+    let report = under_load(&d, &["--duration", "3s", "--concurrency", "4"], || {
+        deploy_ok(&d, &["deploy", v2.path().to_str().unwrap()]);
+    });
+    assert_clean_switch(&report, "v1", "v2");
+    let second = d.status()["release"].as_str().unwrap().to_string();
+    assert!(d
+        .path(&format!(".baton/releases/{second}/server.js"))
+        .exists());
+
+    let report = under_load(&d, &["--duration", "3s", "--concurrency", "4"], || {
+        let out = deploy_ok(&d, &["rollback"]);
+        assert!(
+            out.contains(&format!("rolling back to release {first}")),
+            "{out}"
+        );
+    });
+    assert_clean_switch(&report, "v2", "v1");
+    assert_eq!(d.status()["release"], first.as_str());
+    let r = text(&d.baton(&["releases"]));
+    assert!(r.contains(&first) && r.contains(&second), "{r}");
+}
+
+/// Reload after an env change, with 1 instance: zero downtime (seed 004
+/// case 3-2, where pm2 fails), and the change shows in responses.
+#[test]
+fn reload_applies_env_change_single_instance() {
+    let d = Daemon::start(&web(1, "APP_VERSION = \"v1\", GREETING = \"hello\"", ""));
+    d.wait_ready(1);
+    assert_eq!(get(d.port, "/env/GREETING").unwrap().body, "hello");
+    let release = d.status()["release"].clone();
+    let report = under_load(
+        &d,
+        &[
+            "--duration",
+            "3s",
+            "--concurrency",
+            "4",
+            "--keepalive=false",
+        ],
+        || {
+            d.rewrite(&web(1, "APP_VERSION = \"v1\", GREETING = \"bonjour\"", ""));
+            deploy_ok(&d, &["reload"]);
+        },
+    );
+    assert_eq!(report["failed"], 0, "{report:#}");
+    assert_eq!(get(d.port, "/env/GREETING").unwrap().body, "bonjour");
+    assert_eq!(d.status()["release"], release, "reload keeps the release");
+}
+
+/// An invalid new config is refused before anything is touched.
+#[test]
+fn reload_with_invalid_config_touches_nothing() {
+    let d = Daemon::start(&web(1, "APP_VERSION = \"v1\"", ""));
+    d.wait_ready(1);
+    let pid = d.status()["instances"][0]["pid"].clone();
+    d.rewrite(&web(1, "APP_VERSION = \"v1\"", "instances = 0"));
+    let out = d.baton(&["reload"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a config error exits 2: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("baton.toml:"), "{}", text(&out));
+    assert!(text(&out).contains("nothing was changed"), "{}", text(&out));
+    assert_eq!(d.status()["instances"][0]["pid"], pid);
+}
+
+/// Scale up and down under load, 0 failed.
+#[test]
+fn scale_up_and_down_under_load() {
+    let d = Daemon::start(&web(1, "APP_VERSION = \"v1\"", ""));
+    d.wait_ready(1);
+    let report = under_load(&d, &["--duration", "4s", "--concurrency", "4"], || {
+        deploy_ok(&d, &["scale", "web=3"]);
+        assert_eq!(d.count_in("ready"), 3);
+        deploy_ok(&d, &["scale", "web=1"]);
+    });
+    assert_eq!(report["failed"], 0, "{report:#}");
+    wait_until(Duration::from_secs(10), "one instance left", || {
+        d.status()["instances"].as_array().unwrap().len() == 1
+    });
+}
+
+/// A second deploy while one runs is refused, or queued with --wait; a CLI
+/// killed mid-deploy leaves the daemon to finish it.
+#[test]
+fn one_deploy_at_a_time_and_cli_kill_is_harmless() {
+    let d = Daemon::start(&web(1, "APP_VERSION = \"v1\"", ""));
+    d.wait_ready(1);
+    d.rewrite(&web(1, "APP_VERSION = \"v2\", START_MS = \"1500\"", ""));
+    let mut first = std::process::Command::new(bin())
+        .arg("deploy")
+        .current_dir(d.dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the first deploy to run", || {
+        d.status()["deploying"].is_string()
+    });
+    let out = d.baton(&["deploy"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("a deploy is already running"),
+        "{}",
+        text(&out)
+    );
+    // Kill the first CLI: the daemon carries on.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    d.rewrite(&web(1, "APP_VERSION = \"v3\"", ""));
+    let out = deploy_ok(&d, &["deploy", "--wait"]);
+    assert!(out.contains("waiting for the running deploy"), "{out}");
+    assert!(get(d.port, "/").unwrap().body.starts_with("version=v3"));
+    let r = text(&d.baton(&["releases", "--json"]));
+    let releases: serde_json::Value = serde_json::from_str(&r).unwrap();
+    assert_eq!(
+        releases.as_array().unwrap().len(),
+        3,
+        "v1, v2 (finished without its CLI), v3: {r}"
+    );
+}
+
+/// Rolling strategy: one instance at a time, 0 failed.
+#[test]
+fn rolling_deploy() {
+    let d = Daemon::start(&web(3, "APP_VERSION = \"v1\"", "strategy = \"rolling\""));
+    d.wait_ready(3);
+    let report = under_load(&d, &["--duration", "4s", "--concurrency", "4"], || {
+        d.rewrite(&web(3, "APP_VERSION = \"v2\"", "strategy = \"rolling\""));
+        let out = deploy_ok(&d, &["deploy"]);
+        assert_eq!(out.matches("switched to release").count(), 3, "{out}");
+    });
+    assert_eq!(report["failed"], 0, "{report:#}");
+    let last = &report["versions"].as_array().unwrap().last().unwrap()["version"];
+    assert_eq!(last, "v2");
+}
