@@ -26,7 +26,52 @@ if (env.SPAWN_SLEEPER === '1') {
   console.log(`sleeper ${s.pid}`);
 }
 
+// Streaming endpoints answer before the request body is read in full.
+function streaming(req, res) {
+  const url = new URL(req.url, 'http://x');
+  if (url.pathname === '/upload') {
+    let bytes = 0;
+    req.on('data', (c) => { bytes += c.length; });
+    req.on('end', () => res.end(`received ${bytes}\n`));
+    return true;
+  }
+  if (url.pathname === '/download') {
+    const total = Number(url.searchParams.get('mb') || 1) * 1024 * 1024;
+    const chunk = Buffer.alloc(64 * 1024, 120);
+    let sent = 0;
+    res.setHeader('content-length', String(total));
+    const pump = () => {
+      while (sent < total) {
+        const piece = chunk.subarray(0, Math.min(chunk.length, total - sent));
+        sent += piece.length;
+        if (!res.write(piece)) { res.once('drain', pump); return; }
+      }
+      res.end();
+    };
+    pump();
+    return true;
+  }
+  if (url.pathname === '/sse' || url.pathname === '/chunked') {
+    const sse = url.pathname === '/sse';
+    res.writeHead(200, { 'content-type': sse ? 'text/event-stream' : 'text/plain' });
+    let n = 0;
+    const tick = setInterval(() => {
+      n += 1;
+      res.write(sse ? `data: event ${n} at ${Date.now()}\n\n` : `chunk ${n} at ${Date.now()}\n`);
+      if (n === 5) { clearInterval(tick); res.end(); }
+    }, 300);
+    return true;
+  }
+  if (url.pathname === '/reset') {
+    require('fs').appendFileSync('posts.log', `${req.method} ${env.BATON_INSTANCE}\n`);
+    req.socket.destroy();
+    return true;
+  }
+  return false;
+}
+
 const server = http.createServer((req, res) => {
+  if (streaming(req, res)) return;
   let body = [];
   req.on('data', (c) => body.push(c));
   req.on('end', () => {

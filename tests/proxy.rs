@@ -1,0 +1,316 @@
+//! Issue 3: the proxy owns the public port and never refuses or drops a
+//! request.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn web(instances: u32, env: &str, readiness: &str, extra: &str) -> String {
+    format!(
+        "[web]\ncommand = \"node server.js\"\ninstances = {instances}\nenv = {{ {env} }}\n{extra}\n[web.readiness]\n{readiness}\n"
+    )
+}
+
+const HTTP_READY: &str = "kind = \"http\"\npath = \"/health\"";
+
+/// Keep-alive clients, a new connection per request, and an h2c client are
+/// all served, with nothing failing.
+#[test]
+fn keepalive_new_connection_and_h2c() {
+    let d = Daemon::start(&web(2, "", HTTP_READY, ""));
+    d.wait_ready(2);
+    for args in [
+        &["--keepalive=true"][..],
+        &["--keepalive=false"][..],
+        &["--http2"][..],
+    ] {
+        let mut all = vec!["--requests", "400", "--concurrency", "4"];
+        all.extend_from_slice(args);
+        let r = d.probe("/", &all).report();
+        assert_eq!(r["failed"], 0, "{args:?}: {r:#}");
+        assert_eq!(r["ok"], 400, "{args:?}: {r:#}");
+    }
+}
+
+fn hwm_kb(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+/// 100 MB up and 100 MB down stream through without Baton's memory
+/// growing anywhere near that.
+#[test]
+fn streams_100mb_each_way_with_bounded_memory() {
+    let d = Daemon::start(&web(1, "", HTTP_READY, ""));
+    d.wait_ready(1);
+    const MB100: usize = 100 * 1024 * 1024;
+    // Upload, chunked, in 1 MB writes.
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").unwrap();
+    let block = vec![b'u'; 1024 * 1024];
+    for _ in 0..100 {
+        s.write_all(format!("{:x}\r\n", block.len()).as_bytes())
+            .unwrap();
+        s.write_all(&block).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains(&format!("received {MB100}")), "{answer}");
+    // Download.
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.write_all(b"GET /download?mb=100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert!(total > MB100, "got {total} bytes");
+    let peak = hwm_kb(d.pid());
+    assert!(
+        peak < 64 * 1024,
+        "daemon peak RSS {peak} kB while streaming 100 MB each way"
+    );
+}
+
+/// Reads from `s` until `marker` appears; returns when it did.
+fn first_arrival(s: &mut TcpStream, marker: &str) -> Instant {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "stream ended before {marker:?}: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&seen).contains(marker) {
+            return Instant::now();
+        }
+    }
+}
+
+/// Chunked and SSE responses reach the client as they are written: the
+/// first event arrives long before the last is written (1.5 s later).
+#[test]
+fn chunked_and_sse_are_flushed_as_written() {
+    let d = Daemon::start(&web(1, "", HTTP_READY, ""));
+    d.wait_ready(1);
+    for (path, first, last) in [
+        ("/sse", "data: event 1", "data: event 5"),
+        ("/chunked", "chunk 1", "chunk 5"),
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let start = Instant::now();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let t1 = first_arrival(&mut s, first);
+        let t5 = first_arrival(&mut s, last);
+        assert!(
+            t1 - start < Duration::from_millis(900),
+            "{path}: first part after {:?}",
+            t1 - start
+        );
+        assert!(
+            t5 - t1 > Duration::from_millis(900),
+            "{path}: parts arrived together"
+        );
+    }
+}
+
+/// Hop-by-hop headers are stripped; X-Forwarded-For/-Proto/-Host are set;
+/// Host is preserved; an untrusted X-Forwarded-For is replaced.
+#[test]
+fn hop_by_hop_and_forwarded_headers() {
+    let d = Daemon::start(&web(1, "", HTTP_READY, ""));
+    d.wait_ready(1);
+    let a = raw(
+        d.port,
+        "GET /echo-headers HTTP/1.1\r\nHost: shop.example\r\nConnection: close, x-private\r\nx-private: secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: basic x\r\nX-Forwarded-For: 6.6.6.6\r\nx-kept: yes\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(a.status, 200, "{a:?}");
+    let h: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(h["host"], "shop.example");
+    assert_eq!(h["x-kept"], "yes");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.example");
+    for gone in ["x-private", "keep-alive", "te", "proxy-authorization"] {
+        assert!(h.get(gone).is_none(), "{gone} reached the app: {h}");
+    }
+}
+
+/// With trust_forwarded, the client's X-Forwarded-For is extended.
+#[test]
+fn trusted_forwarded_for_is_appended() {
+    let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
+    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap();
+    std::fs::write(
+        d.path("baton.toml"),
+        toml.replace("[proxy]\n", "[proxy]\ntrust_forwarded = true\n"),
+    )
+    .unwrap();
+    let d = d.up();
+    d.wait_ready(1);
+    let a = raw(d.port, "GET /echo-headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Forwarded-For: 10.0.0.9\r\n\r\n").unwrap();
+    let h: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(h["x-forwarded-for"], "10.0.0.9, 127.0.0.1");
+}
+
+/// kill -9 of one instance under a steady GET load: 0 failed (retry on the
+/// other instance, passive health), and the supervisor restarts it.
+#[test]
+fn kill9_of_one_instance_under_load() {
+    let d = Daemon::start(&web(2, "", HTTP_READY, ""));
+    d.wait_ready(2);
+    let probe = d.probe(
+        "/",
+        &[
+            "--duration",
+            "3s",
+            "--concurrency",
+            "8",
+            "--keepalive=false",
+        ],
+    );
+    wait_until(Duration::from_secs(10), "load", || {
+        d.status()["instances"][0]["served"].as_u64().unwrap_or(0) > 50
+    });
+    let pid = d.status()["instances"][0]["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let r = probe.report();
+    assert_eq!(r["failed"], 0, "{r:#}");
+    d.wait_ready(2);
+    assert_eq!(d.status()["instances"][0]["restarts"], 1);
+}
+
+/// Every instance down for about 2 s, then back: requests are held, none
+/// fails.
+#[test]
+fn all_instances_down_then_back_requests_held() {
+    let d = Daemon::start(&web(2, "START_MS = \"2000\"", "kind = \"tcp\"", ""));
+    d.wait_ready(2);
+    let probe = d.probe(
+        "/",
+        &["--duration", "5s", "--concurrency", "4", "--timeout", "20s"],
+    );
+    wait_until(Duration::from_secs(10), "load", || {
+        d.status()["instances"][0]["served"].as_u64().unwrap_or(0) > 20
+    });
+    for i in d.status()["instances"].as_array().unwrap() {
+        let pid = i["pid"].as_i64().unwrap() as i32;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let r = probe.report();
+    assert_eq!(r["failed"], 0, "{r:#}");
+    assert!(
+        r["longest_gap_ms"].as_u64().unwrap() >= 1500,
+        "the outage was real: {r:#}"
+    );
+    let metrics = text(&d.baton(&["status"]));
+    assert!(metrics.contains("ready"), "{metrics}");
+}
+
+/// A POST whose body was sent and that meets a reset gets 502 and is never
+/// replayed on the other instance.
+#[test]
+fn post_meeting_reset_gets_502_and_no_replay() {
+    let d = Daemon::start(&web(2, "", HTTP_READY, ""));
+    d.wait_ready(2);
+    let a = raw(
+        d.port,
+        "POST /reset HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello world",
+    )
+    .unwrap();
+    assert_eq!(a.status, 502, "{a:?}");
+    let log = std::fs::read_to_string(d.path("posts.log")).unwrap();
+    assert_eq!(log.lines().count(), 1, "the POST was replayed: {log}");
+    // A GET meeting the same reset is retried (and resets again each time).
+    let a = get(d.port, "/reset").unwrap();
+    assert_eq!(a.status, 502);
+    let log = std::fs::read_to_string(d.path("posts.log")).unwrap();
+    assert_eq!(
+        log.lines().count(),
+        1 + 3,
+        "a GET is tried 1 + retries (2) times: {log}"
+    );
+}
+
+/// An oversized request head gets 431.
+#[test]
+fn oversized_header_gets_431() {
+    let d = Daemon::start(&web(1, "", HTTP_READY, ""));
+    d.wait_ready(1);
+    let big = "a".repeat(100 * 1024);
+    let a = raw(
+        d.port,
+        &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"),
+    )
+    .unwrap();
+    assert_eq!(a.status, 431);
+    let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let a = raw(
+        d.port,
+        &format!("GET / HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n"),
+    )
+    .unwrap();
+    assert_eq!(a.status, 431);
+}
+
+/// A slowloris connection gets 408 and is closed after header_read_timeout,
+/// while other clients are served.
+#[test]
+fn slowloris_is_closed_while_others_are_served() {
+    let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
+    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap();
+    std::fs::write(
+        d.path("baton.toml"),
+        toml.replace("[proxy]\n", "[proxy]\nheader_read_timeout = \"1s\"\n"),
+    )
+    .unwrap();
+    let d = d.up();
+    d.wait_ready(1);
+    let mut slow = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let start = Instant::now();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    let probe = d.probe("/", &["--duration", "1500ms", "--concurrency", "2"]);
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).unwrap();
+    let waited = start.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let r = probe.report();
+    assert_eq!(r["failed"], 0, "{r:#}");
+    assert!(r["ok"].as_u64().unwrap() > 10, "{r:#}");
+}
