@@ -53,6 +53,8 @@ pub struct DaemonConfig {
     pub state_dir: Option<PathBuf>,
     /// Optional admin listener serving Prometheus metrics on `/metrics`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Threads serving the proxy and the daemon (default: one per CPU).
+    pub worker_threads: Option<usize>,
 }
 
 /// How the proxy picks an instance for a request.

@@ -159,7 +159,22 @@ pub fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_with(None)
+}
+
+/// One worker thread means one event loop, like one nginx worker: a
+/// current-thread runtime then saves the hand-offs between threads.
+fn runtime_with(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime, Failure> {
+    let mut builder = match worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder
         .enable_all()
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))
@@ -230,7 +245,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 fn up_foreground(cli: &Cli) -> Result<(), Failure> {
     let loaded = load(cli)?;
     init_tracing();
-    runtime()?
+    runtime_with(loaded.config.daemon.worker_threads)?
         .block_on(crate::daemon::run(loaded))
         .map_err(Failure::failed)
 }

@@ -12,7 +12,9 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::upstream::RequestGuard;
+use hyper::client::conn::http1::SendRequest;
+
+use super::upstream::{RequestGuard, Upstream};
 
 /// The body type the proxy answers with.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -110,33 +112,69 @@ impl Body for TakeOnPoll {
     }
 }
 
-/// A response body that keeps its instance's in-flight count until it ends.
-pub struct Counted<B> {
-    inner: B,
-    guard: Option<RequestGuard>,
+/// The connection a response came on, to go back to its instance's idle
+/// list once the response has been read in full.
+pub struct Reusable {
+    /// Whose connection.
+    pub upstream: Arc<Upstream>,
+    /// The connection.
+    pub sender: SendRequest<TakeOnPoll>,
 }
 
-impl<B> Counted<B> {
-    /// Wraps `inner`; `guard` is released at the end of the body.
-    pub fn new(inner: B, guard: RequestGuard) -> Counted<B> {
+/// A response body that keeps its instance's in-flight count until it ends,
+/// then hands its connection back for reuse.
+pub struct Counted {
+    inner: Incoming,
+    guard: Option<RequestGuard>,
+    reusable: Option<Reusable>,
+    finished: bool,
+}
+
+impl Counted {
+    /// Wraps `inner`; `guard` is released at the end of the body, and
+    /// `reusable` returned to its pool if the body was read to the end.
+    pub fn new(inner: Incoming, guard: RequestGuard, reusable: Option<Reusable>) -> Counted {
         Counted {
             inner,
             guard: Some(guard),
+            reusable,
+            finished: false,
         }
+    }
+
+    fn release(&mut self) {
+        if let Some(r) = self.reusable.take() {
+            if self.finished {
+                r.upstream.pool.put(r.sender);
+            }
+        }
+        self.guard.take();
     }
 }
 
-impl<B: Body + Unpin> Body for Counted<B> {
-    type Data = B::Data;
-    type Error = B::Error;
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.finished |= self.inner.is_end_stream();
+        self.release();
+    }
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.guard.take();
+        match &polled {
+            Poll::Ready(None) => {
+                self.finished = true;
+                self.release();
+            }
+            Poll::Ready(Some(Err(_))) => self.release(),
+            _ => {}
         }
         polled
     }

@@ -12,6 +12,7 @@
 pub mod body;
 pub mod headers;
 pub mod listener;
+pub mod pool;
 pub mod router;
 pub mod tunnel;
 pub mod upstream;
@@ -25,19 +26,13 @@ use http::header::{HeaderValue, HOST, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::body::{full, Counted, Parked, ProxyBody, TakeOnPoll};
+use self::body::{full, Counted, Parked, ProxyBody, Reusable};
 use self::router::{NoInstance, Router};
 use self::upstream::Upstream;
 use crate::config::ProxyConfig;
-
-/// How long connecting to an instance on loopback may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Totals for metrics.
 #[derive(Default)]
@@ -46,8 +41,6 @@ pub struct ProxyStats {
     pub responses: [AtomicU64; 6],
     /// Attempts retried on another instance.
     pub retries: AtomicU64,
-    /// Requests that had to wait for a ready instance.
-    pub held: AtomicU64,
 }
 
 /// The proxy: configuration, router, upstream client, open tunnels.
@@ -62,7 +55,6 @@ pub struct Proxy {
     pub tunnels: TaskTracker,
     /// Closes every tunnel at shutdown.
     pub closing: CancellationToken,
-    client: Client<HttpConnector, TakeOnPoll>,
 }
 
 /// Why one attempt at an instance failed.
@@ -79,22 +71,12 @@ enum AttemptError {
 impl Proxy {
     /// A proxy with an empty route table.
     pub fn new(config: ProxyConfig) -> Arc<Proxy> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.upstream_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(1024)
-            .set_host(false)
-            .build(connector);
         Arc::new(Proxy {
             router: Arc::new(Router::new(config.balance, config.hold_capacity)),
             config,
             stats: ProxyStats::default(),
             tunnels: TaskTracker::new(),
             closing: CancellationToken::new(),
-            client,
         })
     }
 
@@ -127,11 +109,14 @@ impl Proxy {
             parts.headers.insert(HOST, host);
         }
         parts.version = Version::HTTP_11;
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+        // Instances get the origin form (`/path?query`), as from any client;
+        // an h2 request's absolute URI is narrowed to it.
+        if parts.uri.scheme().is_some() {
+            parts.uri = parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
+        }
         let body = Parked::new(body);
         let has_body = !body.is_empty();
         let idempotent = matches!(
@@ -149,7 +134,6 @@ impl Proxy {
         let mut attempt = 0;
         let mut client_upgrade = client_upgrade;
         loop {
-            let held = self.router.table().instances.is_empty();
             let upstream = match self
                 .router
                 .pick_or_hold(&tried, self.config.hold_timeout)
@@ -158,35 +142,31 @@ impl Proxy {
                 Ok(u) => u,
                 Err(why) => return self.respond_no_instance(why),
             };
-            if held {
-                self.stats.held.fetch_add(1, Ordering::Relaxed);
-            }
-            tried.push(upstream.id.clone());
             let guard = upstream.begin_request();
-            let mut out = Request::from_parts(parts.clone(), body.attempt());
-            *out.uri_mut() = upstream_uri(&upstream, &path);
+            let out = Request::from_parts(parts.clone(), body.attempt());
 
             let sent = if upgrade {
-                tunnel::send_upgrade(out, &upstream).await
+                tunnel::send_upgrade(out, &upstream)
+                    .await
+                    .map(|r| (r, None))
             } else {
-                self.client.request(out).await.map_err(|e| {
-                    if e.is_connect() {
-                        AttemptError::Connect(upstream.id.clone(), error_chain(&e))
-                    } else {
-                        AttemptError::Exchange(upstream.id.clone(), error_chain(&e))
-                    }
-                })
+                pool::send(&upstream, out, self.config.upstream_idle_timeout)
+                    .await
+                    .map(|(r, sender)| {
+                        let upstream = upstream.clone();
+                        (r, Some(Reusable { upstream, sender }))
+                    })
             };
             let can_retry = attempt < self.config.retries && body.untouched();
             match sent {
                 // A draining instance that answers 503 (seed 003's apps do)
                 // has not handled the request: another instance can.
-                Ok(resp)
+                Ok((resp, _))
                     if resp.status() == StatusCode::SERVICE_UNAVAILABLE
                         && upstream.is_draining()
                         && can_retry
                         && (idempotent || !has_body) => {}
-                Ok(mut resp) => {
+                Ok((mut resp, reusable)) => {
                     // 3. Respond; the in-flight count lasts until the body ends.
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(client_side) = client_upgrade.take() {
@@ -201,7 +181,7 @@ impl Proxy {
                         headers::strip_hop_by_hop(resp.headers_mut(), false);
                     }
                     self.count(resp.status());
-                    return resp.map(|b| Counted::new(b, guard).boxed());
+                    return resp.map(|b| Counted::new(b, guard, reusable).boxed());
                 }
                 Err(AttemptError::Connect(id, why)) => {
                     self.report_unreachable(&upstream);
@@ -213,12 +193,17 @@ impl Proxy {
                     }
                 }
                 Err(e @ AttemptError::Exchange(..)) => {
+                    // Like nginx's max_fails=1: an instance that broke an
+                    // exchange sits out until its port accepts again, so a
+                    // retry does not land on a dying process.
+                    self.report_unreachable(&upstream);
                     if !(can_retry && (idempotent || !has_body)) {
                         return self.respond_error(StatusCode::BAD_GATEWAY, &e.to_string());
                     }
                 }
             }
             drop(guard);
+            tried.push(upstream.id.clone());
             attempt += 1;
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
@@ -252,14 +237,14 @@ impl Proxy {
         resp
     }
 
-    /// Passive health: an instance that refused a connection leaves rotation
-    /// at once, and comes back when its port accepts again (or when the
-    /// supervisor replaces it).
+    /// Passive health: an instance that refused a connection or broke an
+    /// exchange leaves rotation at once, and comes back when its port
+    /// accepts again (or when the supervisor replaces it).
     fn report_unreachable(&self, upstream: &Arc<Upstream>) {
         if upstream.set_down(true) {
             return;
         }
-        tracing::warn!(instance = %upstream.id, "refused a connection; out of rotation until it accepts again");
+        tracing::warn!(instance = %upstream.id, "failed an exchange; out of rotation until it accepts again");
         let upstream = upstream.clone();
         let router = self.router.clone();
         tokio::spawn(async move {
@@ -283,15 +268,6 @@ impl Proxy {
             }
         });
     }
-}
-
-fn upstream_uri(upstream: &Upstream, path: &str) -> Uri {
-    Uri::builder()
-        .scheme("http")
-        .authority(upstream.authority.clone())
-        .path_and_query(path)
-        .build()
-        .unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 /// An error with its sources, on one line.

@@ -2,7 +2,7 @@
 //! whole with `arc-swap`, so a request sees either the old set or the new
 //! one, never half of each.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,7 @@ pub struct Router {
     next: AtomicUsize,
     balance: Balance,
     hold: Semaphore,
+    held: AtomicU64,
 }
 
 impl Router {
@@ -47,6 +48,7 @@ impl Router {
             next: AtomicUsize::new(0),
             balance,
             hold: Semaphore::new(hold_capacity),
+            held: AtomicU64::new(0),
         }
     }
 
@@ -54,6 +56,11 @@ impl Router {
     pub fn publish(&self, instances: Vec<Arc<Upstream>>) {
         self.table.store(Arc::new(RouteTable { instances }));
         self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Requests that had to wait for a ready instance, since start.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Wakes waiters and re-reads health flags without changing the set.
@@ -67,28 +74,28 @@ impl Router {
     }
 
     /// Picks an instance that is not down and not in `tried`; falls back to
-    /// one in `tried` when nothing else is left.
+    /// one in `tried` when nothing else is left. Allocates nothing: this
+    /// runs for every request.
     pub fn pick(&self, tried: &[Arc<str>]) -> Option<Arc<Upstream>> {
         let table = self.table.load();
-        let healthy = || table.instances.iter().filter(|u| !u.is_down());
-        let fresh: Vec<&Arc<Upstream>> = healthy().filter(|u| !tried.contains(&u.id)).collect();
-        let candidates = if fresh.is_empty() {
-            healthy().collect()
-        } else {
-            fresh
-        };
-        if candidates.is_empty() {
+        let instances = &table.instances;
+        if instances.is_empty() {
             return None;
         }
-        // Starting point rotates so that ties spread out.
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % candidates.len();
-        let rotated = candidates.iter().cycle().skip(start).take(candidates.len());
-        match self.balance {
-            Balance::RoundRobin => rotated.into_iter().next().map(|u| (*u).clone()),
-            Balance::LeastOutstanding => {
-                rotated.min_by_key(|u| u.in_flight()).map(|u| (*u).clone())
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = instances.len();
+        let rotated = (0..n).map(|k| &instances[(start + k) % n]);
+        let choose = |fresh_only: bool| {
+            let eligible = rotated
+                .clone()
+                .filter(|u| !(u.is_down() || (fresh_only && tried.contains(&u.id))));
+            match self.balance {
+                // Starting point rotates, so ties spread out.
+                Balance::RoundRobin => eligible.into_iter().next(),
+                Balance::LeastOutstanding => eligible.min_by_key(|u| u.in_flight()),
             }
-        }
+        };
+        choose(true).or_else(|| choose(false)).cloned()
     }
 
     /// Picks an instance, waiting up to `hold` for one to become ready.
@@ -100,11 +107,13 @@ impl Router {
         tried: &[Arc<str>],
         hold: Duration,
     ) -> Result<Arc<Upstream>, NoInstance> {
-        let mut changes = self.version.subscribe();
         if let Some(u) = self.pick(tried) {
             return Ok(u);
         }
+        // Subscribed before the next look, so no publish is missed.
+        let mut changes = self.version.subscribe();
         let _permit = self.hold.try_acquire().map_err(|_| NoInstance::HoldFull)?;
+        self.held.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + hold;
         loop {
             if let Some(u) = self.pick(tried) {

@@ -17,8 +17,11 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// `127.0.0.1:<port>` for request URIs.
     pub authority: http::uri::Authority,
+    /// Idle keep-alive connections to it.
+    pub pool: super::pool::IdleList,
     in_flight: AtomicUsize,
     connections: AtomicUsize,
+    pooled: AtomicUsize,
     served: AtomicU64,
     down: AtomicBool,
     draining: AtomicBool,
@@ -31,6 +34,9 @@ pub struct Counts {
     pub in_flight: usize,
     /// Upgraded connections (WebSocket) open now.
     pub connections: usize,
+    /// Keep-alive HTTP connections from Baton to it, open now.
+    #[serde(default)]
+    pub upstream_connections: usize,
     /// Requests answered since start.
     pub served: u64,
 }
@@ -46,8 +52,10 @@ impl Upstream {
                 .to_string()
                 .parse()
                 .expect("a socket address is an authority"),
+            pool: Default::default(),
             in_flight: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            pooled: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             down: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -69,6 +77,7 @@ impl Upstream {
         Counts {
             in_flight: self.in_flight(),
             connections: self.connections(),
+            upstream_connections: self.pooled.load(Ordering::Relaxed),
             served: self.served.load(Ordering::Relaxed),
         }
     }
@@ -100,6 +109,12 @@ impl Upstream {
         RequestGuard(self.clone())
     }
 
+    /// Counts one pooled HTTP connection until the guard is dropped.
+    pub fn begin_pooled(self: &Arc<Self>) -> PooledGuard {
+        self.pooled.fetch_add(1, Ordering::AcqRel);
+        PooledGuard(self.clone())
+    }
+
     /// Counts one upgraded connection until the guard is dropped.
     pub fn begin_connection(self: &Arc<Self>) -> ConnectionGuard {
         self.connections.fetch_add(1, Ordering::AcqRel);
@@ -115,6 +130,16 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.served.fetch_add(1, Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Holds one pooled connection in an upstream's count.
+#[derive(Debug)]
+pub struct PooledGuard(Arc<Upstream>);
+
+impl Drop for PooledGuard {
+    fn drop(&mut self) {
+        self.0.pooled.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

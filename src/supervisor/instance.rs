@@ -562,6 +562,9 @@ impl InstanceTask {
             self.upstream.addr.port(),
             started.elapsed().as_millis()
         ));
+        // A fresh process passed its check: whatever passive health said
+        // about the previous one no longer holds.
+        self.upstream.set_down(false);
         self.set(|s| {
             s.state = State::Ready;
             s.ever_ready = true;

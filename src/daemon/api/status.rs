@@ -53,11 +53,7 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> String {
         "# HELP baton_held_total Requests that waited for a ready instance."
     );
     let _ = writeln!(out, "# TYPE baton_held_total counter");
-    let _ = writeln!(
-        out,
-        "baton_held_total {}",
-        stats.held.load(Ordering::Relaxed)
-    );
+    let _ = writeln!(out, "baton_held_total {}", daemon.proxy.router.held());
     let _ = writeln!(
         out,
         "# HELP baton_instance_in_flight Requests in flight per instance."

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Proxy benchmark: in one run, wrk against
+#   direct  - a fast backend (nginx returning a fixed body, 1 worker)
+#   nginx   - nginx as reverse proxy (1 worker, keepalive upstream) in front of it
+#   baton   - Baton (1 worker thread) in front of an identical backend
+# and prints requests/s, latency percentiles and the ratios Baton/nginx and
+# Baton/direct, plus Baton's idle RSS and its deploy overhead.
+#
+#   bench/proxy.sh                 # 10 s per target, 32 connections
+#   DURATION=30s CONNS=64 bench/proxy.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-32}
+THREADS=${THREADS:-1}
+BACKEND_PORT=${BACKEND_PORT:-18081}
+NGINX_PORT=${NGINX_PORT:-18082}
+BATON_PORT=${BATON_PORT:-18083}
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+(cd "$ROOT" && cargo build --release -q)
+BATON="$ROOT/target/release/baton"
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  [ -f "$WORK/app/baton.toml" ] && "$BATON" stop -c "$WORK/app/baton.toml" >/dev/null 2>&1 || true
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The backend: nginx answering a fixed body; PORT is filled in per copy.
+cat > "$WORK/backend.tmpl" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/backend-PORT.pid;
+error_log stderr error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000;
+  server { listen 127.0.0.1:PORT; location / { return 200 "hello from the backend\n"; } }
+}
+CONF
+sed "s/PORT/$BACKEND_PORT/g" "$WORK/backend.tmpl" > "$WORK/backend.conf"
+nginx -c "$WORK/backend.conf" -p "$WORK" 2>"$WORK/backend.err" &
+PIDS+=($!)
+
+cat > "$WORK/proxy.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/proxy.pid;
+error_log stderr error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000;
+  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+nginx -c "$WORK/proxy.conf" -p "$WORK" 2>"$WORK/proxy.err" &
+PIDS+=($!)
+
+mkdir -p "$WORK/app"
+cat > "$WORK/app/baton.toml" <<CONF
+[app]
+name = "bench"
+[proxy]
+listen = "127.0.0.1:$BATON_PORT"
+[daemon]
+worker_threads = 1
+[web]
+command = "sed s/PORT/\$PORT/g $WORK/backend.tmpl > $WORK/b-\$PORT.conf && exec nginx -c $WORK/b-\$PORT.conf -p $WORK"
+[web.readiness]
+kind = "tcp"
+CONF
+"$BATON" up --detach -c "$WORK/app/baton.toml" >/dev/null
+
+wait_port() { for _ in $(seq 1 500); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.02; done; echo "port $1 never opened" >&2; exit 1; }
+wait_port "$BACKEND_PORT"; wait_port "$NGINX_PORT"
+for _ in $(seq 1 500); do curl -sf "http://127.0.0.1:$BATON_PORT/" >/dev/null && break; sleep 0.02; done
+
+DAEMON_PID=$("$BATON" status --json -c "$WORK/app/baton.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+IDLE_RSS=$(rss_kb "$DAEMON_PID")
+
+to_ms() { # wrk prints 1.23ms, 456.00us, 1.02s
+  python3 -c 'import sys
+v=sys.argv[1]
+for u,f in (("us",0.001),("ms",1),("s",1000)):
+    if v.endswith(u) and (u!="s" or not v.endswith(("ms","us"))):
+        print(round(float(v[:-len(u)])*f,3)); break' "$1"
+}
+declare -A RPS P50 P99 PORT=([direct]=$BACKEND_PORT [nginx]=$NGINX_PORT [baton]=$BATON_PORT)
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+run() { # one wrk run; appends to the sample lists
+  local name=$1 port=${PORT[$1]}
+  local out; out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/")
+  RPS[$name]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+  P50[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
+  P99[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
+  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "$name: $(echo "$out" | grep 'Non-2xx\|Socket errors')" >&2; fi
+}
+for n in direct nginx baton; do wrk -t"$THREADS" -c"$CONNS" -d3s "http://127.0.0.1:${PORT[$n]}/" >/dev/null 2>&1; done # warm-up
+# Rounds interleave the targets so that machine noise hits all three alike;
+# the table shows each target's median.
+for _ in $(seq 1 "$ROUNDS"); do for n in direct nginx baton; do run "$n"; done; done
+for n in direct nginx baton; do
+  RPS[$n]=$(echo "${RPS[$n]}" | median); P50[$n]=$(echo "${P50[$n]}" | median); P99[$n]=$(echo "${P99[$n]}" | median)
+done
+LOADED_RSS=$(rss_kb "$DAEMON_PID")
+
+ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
+echo
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); wrk -t$THREADS -c$CONNS -d$DURATION, median of $ROUNDS interleaved rounds"
+printf '| %-7s | %12s | %9s | %9s |\n' target "requests/s" "p50 ms" "p99 ms"
+printf '|%s|%s|%s|%s|\n' ---------- -------------- ----------- -----------
+for n in direct nginx baton; do
+  printf '| %-7s | %12s | %9s | %9s |\n' "$n" "${RPS[$n]}" "${P50[$n]}" "${P99[$n]}"
+done
+echo
+echo "Baton/nginx requests/s: $(ratio "${RPS[baton]}" "${RPS[nginx]}")   p99 Baton/nginx: $(ratio "${P99[baton]}" "${P99[nginx]}")"
+echo "Baton/direct requests/s: $(ratio "${RPS[baton]}" "${RPS[direct]}")"
+echo "Baton daemon RSS: idle $((IDLE_RSS / 1024)) MB ($IDLE_RSS kB), after load $((LOADED_RSS / 1024)) MB"
