@@ -78,7 +78,9 @@ pub struct Report {
     pub timeline: Vec<Second>,
     /// Versions that answered, in order of first appearance.
     pub versions: Vec<VersionSeen>,
-    /// Each change of the answering version, in time order.
+    /// Each change of the answering version, in time order. Only a request
+    /// sent after the current version took over can switch it, so answers
+    /// to requests already in flight at a switch do not count as going back.
     pub switches: Vec<Switch>,
 }
 
@@ -195,9 +197,12 @@ impl Report {
             gap = (last_ok, elapsed.saturating_sub(last_ok));
         }
 
+        // A switch is a version answering a request that was sent after the
+        // current version took over. An answer from the old version to a
+        // request sent before that is a straggler, not a switch back.
         let mut versions: Vec<VersionSeen> = Vec::new();
         let mut switches = Vec::new();
-        let mut current: Option<String> = None;
+        let mut current: Option<(String, Duration)> = None;
         for s in &samples {
             let Outcome::Answered {
                 version: Some(v), ..
@@ -205,7 +210,8 @@ impl Report {
             else {
                 continue;
             };
-            let t = ms(s.at + s.latency);
+            let done = s.at + s.latency;
+            let t = ms(done);
             match versions.iter_mut().find(|x| &x.version == v) {
                 Some(x) => {
                     x.count += 1;
@@ -218,15 +224,17 @@ impl Report {
                     last_ms: t,
                 }),
             }
-            if current.as_ref() != Some(v) {
-                if let Some(from) = current.take() {
+            match &current {
+                None => current = Some((v.clone(), done)),
+                Some((cur, since)) if cur != v && s.at >= *since => {
                     switches.push(Switch {
                         at_ms: t,
-                        from,
+                        from: cur.clone(),
                         to: v.clone(),
                     });
+                    current = Some((v.clone(), done));
                 }
-                current = Some(v.clone());
+                Some(_) => {}
             }
         }
 
@@ -375,8 +383,20 @@ mod tests {
             s.push(sample(t, Some(200), Some("v2")));
         }
         s.push(sample(2950, Some(503), None));
+        // Sent at 1400 (before v2 took over at 1501), answered by v1 at 1600:
+        // a straggler, not a switch back.
+        s.push(Sample {
+            at: Duration::from_millis(1400),
+            latency: Duration::from_millis(200),
+            outcome: Outcome::Answered {
+                status: 200,
+                version: Some("v1".into()),
+            },
+        });
+        // Sent at 2000 and answered by v1: that is going back.
+        s.push(sample(2000, Some(200), Some("v1")));
         let r = Report::build("http://x/", s, Duration::from_secs(3));
-        assert_eq!(r.requests, 31);
+        assert_eq!(r.requests, 33);
         assert_eq!(r.failed, 6);
         assert_eq!(r.errors.get("refused"), Some(&5));
         assert_eq!(r.errors.get("5xx"), Some(&1));
@@ -385,15 +405,20 @@ mod tests {
             "from the last v1 answer at 901 to the first v2 at 1501"
         );
         assert_eq!(r.longest_gap_start_ms, 901);
-        assert_eq!(r.switches.len(), 1);
+        assert_eq!(r.switches.len(), 3, "{:?}", r.switches);
         assert_eq!(r.switches[0].at_ms, 1501);
+        assert_eq!(
+            (r.switches[1].to.as_str(), r.switches[1].at_ms),
+            ("v1", 2001)
+        );
+        assert_eq!(r.switches[2].to, "v2");
         assert_eq!(r.versions.len(), 2);
         assert_eq!(r.timeline.len(), 3);
         assert_eq!(
             r.timeline[1],
             Second {
                 second: 1,
-                ok: 5,
+                ok: 6,
                 failed: 5
             }
         );
