@@ -34,6 +34,96 @@ pub struct Config {
     /// `[daemon]`: where Baton keeps its state.
     #[serde(default)]
     pub daemon: DaemonConfig,
+    /// `[releases]`: release folders, build hook, retention, inbox.
+    #[serde(default)]
+    pub releases: ReleasesConfig,
+}
+
+/// `[releases]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReleasesConfig {
+    /// Folder of release folders; relative to the state directory.
+    pub root: PathBuf,
+    /// Successful releases kept besides the current one.
+    pub keep: usize,
+    /// Shell command run in a new release folder before any instance starts.
+    pub build: Option<String>,
+    /// A build running longer than this fails.
+    #[serde(with = "humantime_serde")]
+    pub build_timeout: Duration,
+    /// Folders and files shared by every release (symlinked in, as Capistrano).
+    pub shared: Vec<String>,
+    /// Copy `node_modules` when releasing a directory.
+    pub keep_node_modules: bool,
+    /// Names never copied from a directory (besides `.git` and `.baton`).
+    pub ignore: Vec<String>,
+    /// Largest unpacked size of a tarball, such as "2GB".
+    pub max_unpacked_size: Spanned<Size>,
+    /// A folder watched for new tarballs to deploy.
+    pub inbox: Option<PathBuf>,
+    /// A tarball is taken once its size and mtime held still this long.
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
+    /// Random wait, up to this, before an inbox deploy, so that servers
+    /// sharing one inbox do not all restart at once.
+    #[serde(with = "humantime_serde")]
+    pub stagger: Duration,
+}
+
+impl Default for ReleasesConfig {
+    fn default() -> Self {
+        ReleasesConfig {
+            root: PathBuf::from("releases"),
+            keep: 5,
+            build: None,
+            build_timeout: Duration::from_secs(600),
+            shared: Vec::new(),
+            keep_node_modules: false,
+            ignore: Vec::new(),
+            max_unpacked_size: Spanned::new(0..0, Size(2 << 30)),
+            inbox: None,
+            settle: Duration::from_secs(2),
+            stagger: Duration::ZERO,
+        }
+    }
+}
+
+/// A byte size: a whole number of bytes, or a string such as "512MB", "2GiB".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => parse_size(&s).map(Size).ok_or_else(|| {
+                serde::de::Error::custom(format!("{s:?} is not a size like \"512MB\" or \"2GiB\""))
+            }),
+        }
+    }
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 /// `[app]`
@@ -391,6 +481,11 @@ impl Loaded {
         }
     }
 
+    /// The folder holding release folders.
+    pub fn releases_root(&self) -> PathBuf {
+        self.state_dir().join(&self.config.releases.root)
+    }
+
     /// The web process's working directory.
     pub fn web_cwd(&self) -> PathBuf {
         match &self.config.web.cwd {
@@ -492,6 +587,13 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
             c.web.max_surge.span(),
             "web.max_surge",
             "must be at least 1".into(),
+        ));
+    }
+    if c.releases.max_unpacked_size.get_ref().0 == 0 {
+        return Err(err(
+            c.releases.max_unpacked_size.span(),
+            "releases.max_unpacked_size",
+            "must be more than 0".into(),
         ));
     }
     if parse_signal(c.web.stop_signal.get_ref()).is_none() {
@@ -629,6 +731,20 @@ mod tests {
         assert_eq!(
             (e.line, e.field.as_deref()),
             (Some(5), Some("web.instances"))
+        );
+    }
+
+    /// Sizes read with units; a bad one names its line.
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512MB"), Some(512 << 20));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("lots"), None);
+        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\n[releases]\nmax_unpacked_size = \"huge\"\n");
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(6), Some("releases.max_unpacked_size"))
         );
     }
 

@@ -9,6 +9,7 @@
 //! - [`supervisor`]: instances as child process groups: spawn, readiness,
 //!   restarts, logs, stop.
 //! - [`proxy`]: the public listeners, route table, hold queue and retries.
+//! - [`release`]: release folders, unpacking, build hook, `current`, inbox.
 //! - [`deploy`]: the deploy / reload / rollback state machine.
 //! - [`daemon`]: the long-running process and its control API.
 //! - [`probe`]: the load-and-verify client (`baton probe`).
@@ -23,4 +24,5 @@ pub mod daemon;
 pub mod deploy;
 pub mod probe;
 pub mod proxy;
+pub mod release;
 pub mod supervisor;

@@ -57,8 +57,13 @@ pub enum Command {
     Stop,
     /// Deploy a new release with zero downtime.
     Deploy {
-        /// A directory to release (default: the app directory in place).
+        /// A directory or a .tar.gz/.tgz/.tar to release (default: the app
+        /// directory in place).
+        #[arg(conflicts_with = "git")]
         source: Option<PathBuf>,
+        /// Release a branch, tag or commit of the app's git repository.
+        #[arg(long, value_name = "REF")]
+        git: Option<String>,
         /// Wait for a running deploy instead of being refused.
         #[arg(long)]
         wait: bool,
@@ -405,14 +410,19 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
                 .await?;
             Ok(())
         }
-        Command::Deploy { source, wait, json } => {
+        Command::Deploy {
+            source,
+            git,
+            wait,
+            json,
+        } => {
             let source = source.as_ref().map(|s| {
                 std::path::absolute(s)
                     .unwrap_or(s.clone())
                     .display()
                     .to_string()
             });
-            let body = serde_json::json!({ "source": source, "wait": wait });
+            let body = serde_json::json!({ "source": source, "git": git, "wait": wait });
             watch_deploy(client, "/deploy", body, *json).await
         }
         Command::Reload { wait, json } => {

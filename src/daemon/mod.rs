@@ -129,6 +129,10 @@ pub async fn run(loaded: Loaded) -> Result<(), StartError> {
     );
 
     daemon.clone().start_initial();
+    if let Some(inbox) = &daemon.config().config.releases.inbox {
+        let inbox = daemon.config().base_dir.join(inbox);
+        tokio::spawn(crate::release::inbox::watch(daemon.clone(), inbox));
+    }
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM"))?;

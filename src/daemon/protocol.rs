@@ -59,6 +59,8 @@ pub struct InstanceReport {
 pub struct DeployRequest {
     /// For deploy: a directory to release (default: the app in place).
     pub source: Option<String>,
+    /// For deploy: a git ref of the app's repository, via `git archive`.
+    pub git: Option<String>,
     /// For rollback: the release to go back to (default: the previous one).
     pub to: Option<String>,
     /// For scale: the new instance count.

@@ -154,16 +154,54 @@ impl Daemon {
 
     /// Starts the configured release at daemon start. Its instances restart
     /// with backoff until ready; they take traffic as each becomes ready.
+    ///
+    /// After a restart that is the release `current` points at, when it is a
+    /// complete release folder; otherwise the app directory in place. Release
+    /// folders on disk become the rollback history.
     pub fn start_initial(self: Arc<Self>) {
         let loaded = self.config();
-        let release = Release {
+        let store = crate::release::Store::new(&loaded);
+        for leftover in store.recover() {
+            tracing::warn!("removed the incomplete release {}", leftover.display());
+        }
+        let current_dir = store.current_target();
+        let mut from_disk = None;
+        for (meta, dir) in store.list() {
+            let Ok(config) = crate::deploy::release_config(&loaded, &dir) else {
+                continue;
+            };
+            let release = Release {
+                id: meta.id,
+                source: meta.source,
+                dir: dir.clone(),
+                config,
+                created: humantime::parse_rfc3339(&meta.created).unwrap_or(SystemTime::now()),
+                failed: meta.status != "ready",
+            };
+            if current_dir.as_deref() == Some(dir.as_path()) && !release.failed {
+                from_disk = Some(release.clone());
+            }
+            self.record_release(release);
+        }
+        if let Some(r) = &from_disk {
+            // The serving release goes last in the history.
+            self.record_release(r.clone());
+            self.set_config(r.config.clone());
+            tracing::info!(
+                "starting the current release {} from {}",
+                r.id,
+                r.dir.display()
+            );
+        }
+        let release = from_disk.unwrap_or_else(|| Release {
             id: super::super::deploy::new_release_id(),
             source: "app directory".into(),
             dir: loaded.base_dir.clone(),
             config: loaded.clone(),
             created: SystemTime::now(),
             failed: false,
-        };
+        });
+        let loaded = release.config.clone();
         let mut started = Vec::new();
         for _ in 0..loaded.config.web.instance_count() {
             match self.start_instance(&release, true) {
@@ -248,6 +286,14 @@ impl Daemon {
         let mut releases = self.releases.lock().expect("releases lock poisoned");
         releases.retain(|r| r.id != release.id);
         releases.push(release);
+    }
+
+    /// Forgets a release whose folder was pruned.
+    pub fn forget_release(&self, id: &str) {
+        self.releases
+            .lock()
+            .expect("releases lock poisoned")
+            .retain(|r| r.id != id);
     }
 
     /// Marks a release as failed.

@@ -8,9 +8,7 @@
 //! Rolling: the same, `max_surge` instances at a time.
 
 pub mod phase;
-pub mod source;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,6 +19,7 @@ use crate::config::{self, Instances, Strategy};
 use crate::daemon::protocol::Progress;
 use crate::daemon::state::Release;
 use crate::daemon::Daemon;
+use crate::release::{Meta, Source, Store};
 use crate::supervisor::{Instance, State};
 
 /// How often the drain looks at the in-flight counts.
@@ -33,8 +32,8 @@ const FAILURE_LINES: usize = 10;
 pub enum Kind {
     /// A new release: from a directory, or the app folder in place.
     Deploy {
-        /// A directory to copy into a release folder.
-        source: Option<PathBuf>,
+        /// A directory, tarball or git ref for a release folder.
+        source: Option<Source>,
     },
     /// The same release, fresh processes, baton.toml read again.
     Reload,
@@ -101,6 +100,24 @@ pub fn new_release_id() -> String {
     COUNTER.fetch_add(1, Ordering::Relaxed).hash(&mut h);
     std::process::id().hash(&mut h);
     format!("{stamp}-{:06x}", h.finish() & 0xff_ffff)
+}
+
+/// The configuration a release folder runs with: its own baton.toml if it
+/// ships one, else the daemon's; relative paths start in the folder, and the
+/// state directory stays the daemon's.
+pub fn release_config(
+    loaded: &config::Loaded,
+    dir: &std::path::Path,
+) -> Result<config::Loaded, DeployError> {
+    let own = dir.join("baton.toml");
+    let mut config = if own.exists() {
+        config::load(&own)?
+    } else {
+        config::load(&loaded.path)?
+    };
+    config.config.daemon.state_dir = Some(loaded.state_dir());
+    config.base_dir = dir.to_path_buf();
+    Ok(config)
 }
 
 /// Sends progress to whoever watches; a watcher that left is fine.
@@ -183,7 +200,7 @@ impl Deploy {
     }
 
     async fn run(mut self, kind: Kind) -> Result<String, DeployError> {
-        let target = match self.prepare(&kind) {
+        let target = match self.prepare(&kind).await {
             Ok(t) => t,
             Err(e) => {
                 self.machine.advance(Phase::Failed);
@@ -200,9 +217,11 @@ impl Deploy {
             Ok(_) => {
                 self.daemon.set_config(target.config.clone());
                 self.daemon.record_release(target.clone());
+                self.settle_on_disk(&target);
             }
             Err(_) => {
                 if matches!(kind, Kind::Deploy { .. }) {
+                    Store::new(&self.daemon.config()).set_status(&target.dir, "failed");
                     let mut failed = target.clone();
                     failed.failed = true;
                     self.daemon.record_release(failed);
@@ -213,8 +232,117 @@ impl Deploy {
         result
     }
 
+    /// After a successful deploy: `current` points at the serving release,
+    /// and old release folders beyond `keep` go.
+    fn settle_on_disk(&self, target: &Release) {
+        let loaded = self.daemon.config();
+        let store = Store::new(&loaded);
+        if let Err(e) = store.switch_current(&target.dir) {
+            self.report.step(
+                Phase::Done,
+                format!("cannot switch the current symlink: {e}"),
+            );
+        }
+        for gone in store.prune(loaded.config.releases.keep, &[target.id.as_str()]) {
+            self.daemon.forget_release(&gone);
+            tracing::info!("removed old release {gone}");
+        }
+    }
+
+    /// Makes a release folder from `source`: unpack or copy, shared links,
+    /// build, `RELEASE`. A failure leaves traffic untouched.
+    async fn prepare_folder(
+        &mut self,
+        loaded: &config::Loaded,
+        source: &Source,
+    ) -> Result<Release, DeployError> {
+        let store = Store::new(loaded);
+        let described = match source {
+            Source::Dir(d) => format!("copying {}", d.display()),
+            Source::Tarball(t) => format!("unpacking {}", t.display()),
+            Source::Git { rev, .. } => format!("exporting git {rev}"),
+        };
+        self.report.step(Phase::Preparing, described);
+        let cfg = loaded.config.releases.clone();
+        let (id, dir, checksum) = {
+            let (store, source) = (store.clone(), source.clone());
+            tokio::task::spawn_blocking(move || store.create(&source, &cfg))
+                .await
+                .map_err(|e| DeployError::Prepare(e.to_string()))?
+                .map_err(|e| DeployError::Prepare(e.to_string()))?
+        };
+        self.report.step(
+            Phase::Preparing,
+            format!("release {id} in {}", dir.display()),
+        );
+        let source_text = match source {
+            Source::Dir(d) | Source::Tarball(d) => std::path::absolute(d)
+                .unwrap_or(d.clone())
+                .display()
+                .to_string(),
+            Source::Git { rev, repo } => format!("git {rev} of {}", repo.display()),
+        };
+        let mut meta = Meta {
+            id: id.clone(),
+            source: source_text.clone(),
+            checksum,
+            created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            build_log: None,
+            status: "ready".into(),
+        };
+        if let Some(command) = &loaded.config.releases.build {
+            self.report
+                .step(Phase::Preparing, format!("building: {command}"));
+            let report = &self.report;
+            let built = crate::release::build::run(
+                command,
+                &dir,
+                loaded.config.releases.build_timeout,
+                |line| {
+                    report.step(Phase::Preparing, format!("build | {line}"));
+                },
+            )
+            .await;
+            let (log, failure) = match built {
+                Ok(log) => (log, None),
+                Err((log, why)) => (log, Some(why)),
+            };
+            meta.build_log = Some(log.display().to_string());
+            if let Some(why) = failure {
+                meta.status = "failed".into();
+                let _ = store.finish(&dir, &meta);
+                self.daemon.record_release(Release {
+                    id: id.clone(),
+                    source: source_text,
+                    dir: dir.clone(),
+                    config: loaded.clone(),
+                    created: SystemTime::now(),
+                    failed: true,
+                });
+                return Err(DeployError::Prepare(format!(
+                    "release {id}: build failed, traffic was not touched: {why}"
+                )));
+            }
+        }
+        let config = release_config(loaded, &dir)?;
+        store.finish(&dir, &meta).map_err(|e| {
+            DeployError::Prepare(format!(
+                "writing {}: {e}",
+                dir.join(crate::release::META_FILE).display()
+            ))
+        })?;
+        Ok(Release {
+            id,
+            source: source_text,
+            dir,
+            config,
+            created: SystemTime::now(),
+            failed: false,
+        })
+    }
+
     /// Decides the target release. Nothing runs or changes for clients here.
-    fn prepare(&mut self, kind: &Kind) -> Result<Release, DeployError> {
+    async fn prepare(&mut self, kind: &Kind) -> Result<Release, DeployError> {
         let current = self.daemon.current_release();
         let loaded = self.daemon.config();
         match kind {
@@ -229,47 +357,9 @@ impl Deploy {
                     failed: false,
                 })
             }
-            Kind::Deploy { source: Some(dir) } => {
-                let id = new_release_id();
-                let dest = loaded.state_dir().join("releases").join(&id);
-                self.report.step(
-                    Phase::Preparing,
-                    format!("copying {} into release {id}", dir.display()),
-                );
-                if !dir.is_dir() {
-                    return Err(DeployError::Prepare(format!(
-                        "{} is not a directory",
-                        dir.display()
-                    )));
-                }
-                source::copy_dir(dir, &dest).map_err(|e| {
-                    let _ = std::fs::remove_dir_all(&dest);
-                    DeployError::Prepare(format!("copying {}: {e}", dir.display()))
-                })?;
-                let own = dest.join("baton.toml");
-                let mut config = if own.exists() {
-                    config::load(&own).inspect_err(|_| {
-                        let _ = std::fs::remove_dir_all(&dest);
-                    })?
-                } else {
-                    config::load(&loaded.path)?
-                };
-                // Relative paths in the config now start in the release folder,
-                // but the state directory stays where the daemon keeps it.
-                config.config.daemon.state_dir = Some(loaded.state_dir());
-                config.base_dir = dest.clone();
-                Ok(Release {
-                    id,
-                    source: std::path::absolute(dir)
-                        .unwrap_or(dir.clone())
-                        .display()
-                        .to_string(),
-                    dir: dest,
-                    config,
-                    created: SystemTime::now(),
-                    failed: false,
-                })
-            }
+            Kind::Deploy {
+                source: Some(source),
+            } => self.prepare_folder(&loaded, source).await,
             Kind::Reload => {
                 let current = current
                     .ok_or_else(|| DeployError::NoTarget("nothing is running yet".into()))?;

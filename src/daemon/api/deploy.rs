@@ -16,12 +16,19 @@ use tokio::sync::mpsc;
 use crate::daemon::protocol::{DeployRequest, Progress};
 use crate::daemon::Daemon;
 use crate::deploy::{self, Kind};
+use crate::release::Source;
 
 /// A new release.
 pub async fn deploy(State(daemon): State<Arc<Daemon>>, Json(req): Json<DeployRequest>) -> Response {
-    let kind = Kind::Deploy {
-        source: req.source.map(Into::into),
+    let source = match (req.source, req.git) {
+        (_, Some(rev)) => Some(Source::Git {
+            repo: daemon.config().base_dir,
+            rev,
+        }),
+        (Some(path), None) => Some(Source::from_path(std::path::Path::new(&path))),
+        (None, None) => None,
     };
+    let kind = Kind::Deploy { source };
     start(daemon, kind, req.wait)
 }
 

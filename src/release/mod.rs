@@ -1,0 +1,361 @@
+//! Releases on disk: `releases/<id>/` folders, each with a `RELEASE` file,
+//! and a `current` symlink switched atomically.
+//!
+//! - [`copy`]: a directory source.
+//! - [`unpack`]: a tarball or `git archive` source, unpacked safely.
+//! - [`build`]: the build hook.
+//! - [`inbox`]: the watched upload folder (seed 003's cron, done safely).
+//!
+//! A release folder appears under its final name only once its files are
+//! complete (it is unpacked under `.staging-<id>` first), and it counts only
+//! once its `RELEASE` file is written, after the build. Folders without one
+//! are leftovers of a crash and are removed at start.
+
+pub mod build;
+pub mod copy;
+pub mod inbox;
+pub mod unpack;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Loaded, ReleasesConfig};
+
+/// The metadata file in each release folder.
+pub const META_FILE: &str = "RELEASE";
+
+/// Where a release comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A directory, copied.
+    Dir(PathBuf),
+    /// A `.tar.gz`, `.tgz` or `.tar`.
+    Tarball(PathBuf),
+    /// A ref of the git repository at `repo`, via `git archive`.
+    Git {
+        /// The repository.
+        repo: PathBuf,
+        /// Branch, tag or commit.
+        rev: String,
+    },
+}
+
+impl Source {
+    /// A path given on the command line: a directory or an archive.
+    pub fn from_path(path: &Path) -> Source {
+        if path.is_dir() {
+            Source::Dir(path.to_path_buf())
+        } else {
+            Source::Tarball(path.to_path_buf())
+        }
+    }
+}
+
+/// `RELEASE`: what a release is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    /// Release id.
+    pub id: String,
+    /// Where it came from.
+    pub source: String,
+    /// sha256 of the archive (or of the copied files).
+    pub checksum: String,
+    /// When it was made (RFC 3339).
+    pub created: String,
+    /// The build's log, if a build ran.
+    pub build_log: Option<String>,
+    /// `ready`, or `failed` when the build failed.
+    pub status: String,
+}
+
+/// Why a release could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// The archive was refused or could not be unpacked.
+    #[error("unpacking {source_name}: {error}")]
+    Unpack {
+        /// The archive.
+        source_name: String,
+        /// What was wrong.
+        error: unpack::UnpackError,
+    },
+    /// Copying, writing metadata, linking shared paths.
+    #[error("{0}")]
+    Io(String),
+    /// The build hook failed.
+    #[error("build failed: {0}")]
+    Build(String),
+}
+
+/// The release folders of one app.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// `releases/`
+    pub root: PathBuf,
+    /// The state directory (holds `current` and `shared/`).
+    pub state_dir: PathBuf,
+}
+
+impl Store {
+    /// The store a configuration names.
+    pub fn new(loaded: &Loaded) -> Store {
+        Store {
+            root: loaded.releases_root(),
+            state_dir: loaded.state_dir(),
+        }
+    }
+
+    /// The `current` symlink.
+    pub fn current_link(&self) -> PathBuf {
+        self.state_dir.join("current")
+    }
+
+    /// Where `current` points.
+    pub fn current_target(&self) -> Option<PathBuf> {
+        std::fs::read_link(self.current_link()).ok()
+    }
+
+    /// Points `current` at `dir`: a new symlink, then rename(2) over the old
+    /// one, so there is never a moment without `current`.
+    ///
+    /// # Errors
+    /// When the link cannot be made.
+    pub fn switch_current(&self, dir: &Path) -> io::Result<()> {
+        let tmp = self
+            .state_dir
+            .join(format!(".current.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(dir, &tmp)?;
+        std::fs::rename(&tmp, self.current_link())
+    }
+
+    /// Removes leftovers of an interrupted release: staging folders and
+    /// folders without a `RELEASE` file. Returns what was removed.
+    pub fn recover(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return removed;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().to_string();
+            let incomplete = name.starts_with(".staging-") || !path.join(META_FILE).exists();
+            if path.is_dir() && incomplete && std::fs::remove_dir_all(&path).is_ok() {
+                removed.push(path);
+            }
+        }
+        removed
+    }
+
+    /// Every complete release, oldest first.
+    pub fn list(&self) -> Vec<(Meta, PathBuf)> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return out;
+        };
+        for e in entries.flatten() {
+            let dir = e.path();
+            let Ok(text) = std::fs::read_to_string(dir.join(META_FILE)) else {
+                continue;
+            };
+            if let Ok(meta) = serde_json::from_str::<Meta>(&text) {
+                out.push((meta, dir));
+            }
+        }
+        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        out
+    }
+
+    /// Deletes old releases: keeps the newest `keep` successful ones, the
+    /// newest failed one (for its log), and everything in `protect`.
+    pub fn prune(&self, keep: usize, protect: &[&str]) -> Vec<String> {
+        let mut kept_ok = 0;
+        let mut kept_failed = 0;
+        let mut removed = Vec::new();
+        for (meta, dir) in self.list().into_iter().rev() {
+            if protect.contains(&meta.id.as_str()) {
+                continue;
+            }
+            let keep_it = if meta.status == "ready" {
+                kept_ok += 1;
+                kept_ok <= keep
+            } else {
+                kept_failed += 1;
+                kept_failed <= 1
+            };
+            if !keep_it && std::fs::remove_dir_all(&dir).is_ok() {
+                removed.push(meta.id);
+            }
+        }
+        removed
+    }
+
+    /// Makes the folder of release `id` from `source`: unpacked or copied
+    /// under a staging name, shared paths linked in, then renamed into place.
+    /// The build and the `RELEASE` file come after (see [`Store::finish`]).
+    ///
+    /// # Errors
+    /// [`ReleaseError`]; nothing is left behind.
+    /// Returns the new id (UTC time, then the start of the checksum), the
+    /// folder and the checksum.
+    pub fn create(
+        &self,
+        source: &Source,
+        cfg: &ReleasesConfig,
+    ) -> Result<(String, PathBuf, String), ReleaseError> {
+        let stamp = crate::deploy::new_release_id();
+        let staging = self.root.join(format!(".staging-{stamp}"));
+        std::fs::create_dir_all(&staging)
+            .map_err(|e| ReleaseError::Io(format!("creating {}: {e}", staging.display())))?;
+        let made = self.fill(&staging, source, cfg).and_then(|checksum| {
+            self.link_shared(&staging, cfg)?;
+            let time = stamp.split('-').next().unwrap_or(&stamp);
+            let mut id = format!("{time}-{}", &checksum[..6]);
+            // The same content twice in one second still gets two folders.
+            let mut n = 1;
+            while self.root.join(&id).exists() {
+                n += 1;
+                id = format!("{time}-{}.{n}", &checksum[..6]);
+            }
+            let dest = self.root.join(&id);
+            std::fs::rename(&staging, &dest)
+                .map_err(|e| ReleaseError::Io(format!("moving the release into place: {e}")))?;
+            Ok((id, dest, checksum))
+        });
+        match made {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                Err(e)
+            }
+        }
+    }
+
+    fn fill(
+        &self,
+        dir: &Path,
+        source: &Source,
+        cfg: &ReleasesConfig,
+    ) -> Result<String, ReleaseError> {
+        let limit = cfg.max_unpacked_size.get_ref().0;
+        match source {
+            Source::Dir(from) => {
+                let mut ignore = cfg.ignore.clone();
+                if !cfg.keep_node_modules {
+                    ignore.push("node_modules".into());
+                }
+                copy::copy_dir(from, dir, &ignore)
+                    .map_err(|e| ReleaseError::Io(format!("copying {}: {e}", from.display())))
+            }
+            Source::Tarball(path) => {
+                let name = path.display().to_string();
+                let wrap = |error| ReleaseError::Unpack {
+                    source_name: name.clone(),
+                    error,
+                };
+                let (gzip, file) = unpack::open_archive(path).map_err(|e| wrap(e.into()))?;
+                let mut hashing = unpack::Hashing::new(io::BufReader::new(file));
+                if gzip {
+                    unpack::unpack(flate2::read::GzDecoder::new(&mut hashing), dir, limit)
+                        .map_err(wrap)?;
+                } else {
+                    unpack::unpack(&mut hashing, dir, limit).map_err(wrap)?;
+                }
+                hashing.finish().map_err(|e| wrap(e.into()))
+            }
+            Source::Git { repo, rev } => {
+                let name = format!("git {rev}");
+                let mut child = std::process::Command::new("git")
+                    .arg("-C")
+                    .arg(repo)
+                    .args(["archive", "--format=tar", rev])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| ReleaseError::Io(format!("running git: {e}")))?;
+                let stdout = child.stdout.take().expect("stdout was piped");
+                let mut hashing = unpack::Hashing::new(io::BufReader::new(stdout));
+                let unpacked = unpack::unpack(&mut hashing, dir, limit);
+                let checksum = hashing.finish();
+                let out = child
+                    .wait_with_output()
+                    .map_err(|e| ReleaseError::Io(format!("running git: {e}")))?;
+                if !out.status.success() {
+                    return Err(ReleaseError::Io(format!(
+                        "git archive {rev} in {}: {}",
+                        repo.display(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )));
+                }
+                unpacked.map_err(|error| ReleaseError::Unpack {
+                    source_name: name.clone(),
+                    error,
+                })?;
+                checksum.map_err(|e| ReleaseError::Io(e.to_string()))
+            }
+        }
+    }
+
+    /// Symlinks each shared path into the release, as Capistrano does. The
+    /// first release that ships a shared path seeds it.
+    fn link_shared(&self, dir: &Path, cfg: &ReleasesConfig) -> Result<(), ReleaseError> {
+        let err = |what: &str, e: io::Error| ReleaseError::Io(format!("shared {what}: {e}"));
+        for name in &cfg.shared {
+            let rel = Path::new(name);
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(ReleaseError::Io(format!(
+                    "shared path {name:?} must stay inside the release"
+                )));
+            }
+            let shared = self.state_dir.join("shared").join(rel);
+            let inside = dir.join(rel);
+            if let Some(parent) = shared.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| err(name, e))?;
+            }
+            if !shared.exists() {
+                if inside.exists() {
+                    std::fs::rename(&inside, &shared).map_err(|e| err(name, e))?;
+                } else {
+                    std::fs::create_dir_all(&shared).map_err(|e| err(name, e))?;
+                }
+            } else if inside.is_dir() && !inside.is_symlink() {
+                std::fs::remove_dir_all(&inside).map_err(|e| err(name, e))?;
+            } else if inside.exists() || inside.is_symlink() {
+                std::fs::remove_file(&inside).map_err(|e| err(name, e))?;
+            }
+            if let Some(parent) = inside.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| err(name, e))?;
+            }
+            std::os::unix::fs::symlink(&shared, &inside).map_err(|e| err(name, e))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the status in a release's `RELEASE` file.
+    pub fn set_status(&self, dir: &Path, status: &str) {
+        let Ok(text) = std::fs::read_to_string(dir.join(META_FILE)) else {
+            return;
+        };
+        if let Ok(mut meta) = serde_json::from_str::<Meta>(&text) {
+            meta.status = status.into();
+            let _ = self.finish(dir, &meta);
+        }
+    }
+
+    /// Writes the `RELEASE` file: from here on the release counts.
+    ///
+    /// # Errors
+    /// When it cannot be written.
+    pub fn finish(&self, dir: &Path, meta: &Meta) -> io::Result<()> {
+        let tmp = dir.join(format!(".{META_FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(meta).unwrap_or_default())?;
+        std::fs::rename(tmp, dir.join(META_FILE))
+    }
+}
