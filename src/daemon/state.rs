@@ -42,6 +42,9 @@ struct Serving {
 /// route publisher.
 pub struct Daemon {
     config: RwLock<Loaded>,
+    /// The folder of the baton.toml the daemon started with: the app's home,
+    /// and the repository `deploy --git` exports from.
+    pub app_dir: PathBuf,
     /// The data plane.
     pub proxy: Arc<Proxy>,
     /// What every instance shares.
@@ -66,6 +69,7 @@ impl Daemon {
         shutdown: CancellationToken,
     ) -> Arc<Daemon> {
         Arc::new(Daemon {
+            app_dir: config.base_dir.clone(),
             config: RwLock::new(config),
             proxy,
             ctx,

@@ -180,9 +180,8 @@ impl Daemon {
             .spawn()
             .expect("spawn baton up");
         self.child = Some(child);
-        let path = self.dir.path().join(".baton/baton.sock");
-        wait_until(Duration::from_secs(20), "the control socket", || {
-            path.exists()
+        wait_until(Duration::from_secs(20), "the daemon to answer", || {
+            self.baton(&["status"]).status.success()
         });
         self
     }

@@ -22,7 +22,7 @@ use crate::release::Source;
 pub async fn deploy(State(daemon): State<Arc<Daemon>>, Json(req): Json<DeployRequest>) -> Response {
     let source = match (req.source, req.git) {
         (_, Some(rev)) => Some(Source::Git {
-            repo: daemon.config().base_dir,
+            repo: daemon.app_dir.clone(),
             rev,
         }),
         (Some(path), None) => Some(Source::from_path(std::path::Path::new(&path))),

@@ -1,0 +1,491 @@
+//! Issue 5: releases on disk: sources, build hook, shared paths, retention,
+//! rollback, the inbox, hostile tarballs, and crash consistency.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const WEB: &str = "[web]\ncommand = \"node server.js\"\ninstances = 2\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n";
+
+/// An app folder whose server answers `version`.
+fn app_dir(version: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let code = std::fs::read_to_string(app_js()).unwrap();
+    std::fs::write(
+        dir.path().join("server.js"),
+        code.replace("env.APP_VERSION || 'v1'", &format!("'{version}'")),
+    )
+    .unwrap();
+    dir
+}
+
+/// `tar` of a folder; gzip when the name says so.
+fn tarball(from: &Path, out: &Path) {
+    let flag = if out.to_string_lossy().ends_with(".tar") {
+        "-cf"
+    } else {
+        "-czf"
+    };
+    let ok = Command::new("tar")
+        .arg(flag)
+        .arg(out)
+        .arg("-C")
+        .arg(from)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn release_dirs(d: &Daemon) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(d.path(".baton/releases"))
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn version(d: &Daemon) -> String {
+    get(d.port, "/")
+        .unwrap()
+        .body
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A .tar.gz, a plain .tar and a git ref each become a release with a
+/// RELEASE file, and `current` points at the serving one.
+#[test]
+fn each_source_kind() {
+    let d = Daemon::start(WEB);
+    d.wait_ready(2);
+    let work = tempfile::tempdir().unwrap();
+
+    let v2 = app_dir("v2");
+    let tgz = work.path().join("shop-2.tar.gz");
+    tarball(v2.path(), &tgz);
+    let out = d.baton(&["deploy", tgz.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(version(&d), "version=v2");
+    let release = d.status()["release"].as_str().unwrap().to_string();
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path(&format!(".baton/releases/{release}/RELEASE"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["id"], release.as_str());
+    assert_eq!(meta["status"], "ready");
+    assert_eq!(meta["checksum"].as_str().unwrap().len(), 64);
+    assert!(
+        release.ends_with(&meta["checksum"].as_str().unwrap()[..6]),
+        "{release}"
+    );
+    assert!(meta["source"].as_str().unwrap().ends_with("shop-2.tar.gz"));
+    assert_eq!(
+        std::fs::read_link(d.path(".baton/current")).unwrap(),
+        d.path(&format!(".baton/releases/{release}"))
+    );
+
+    // A .tgz that is really an uncompressed tar: the magic bytes decide.
+    let v3 = app_dir("v3");
+    let tar = work.path().join("shop-3.tar");
+    tarball(v3.path(), &tar);
+    let renamed = work.path().join("shop-3.tgz");
+    std::fs::rename(&tar, &renamed).unwrap();
+    let out = d.baton(&["deploy", renamed.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(version(&d), "version=v3");
+
+    // git: the app folder is a repository; release a tag.
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(d.dir.path())
+            .output()
+            .unwrap();
+        assert!(ok.status.success(), "git {args:?}: {}", text(&ok));
+    };
+    git(&["init", "-q"]);
+    let code = std::fs::read_to_string(d.path("server.js")).unwrap();
+    std::fs::write(
+        d.path("server.js"),
+        code.replace("env.APP_VERSION || 'v1'", "'v4'"),
+    )
+    .unwrap();
+    std::fs::write(d.path(".gitignore"), ".baton/\ndaemon.out\n").unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-qm", "v4"]);
+    git(&["tag", "v4"]);
+    let out = d.baton(&["deploy", "--git", "v4"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(version(&d), "version=v4");
+    let rels = text(&d.baton(&["releases"]));
+    assert!(rels.contains("git v4"), "{rels}");
+}
+
+/// A failing build marks the release failed; traffic stays on the old one.
+/// A passing build's output is streamed and the result is in the release.
+#[test]
+fn build_hook_failure_and_success() {
+    let d = Daemon::start(&format!(
+        "[releases]\nbuild = \"echo building now; test -f ok || exit 3\"\n{WEB}"
+    ));
+    d.wait_ready(2);
+    let before = d.status()["release"].clone();
+    let v2 = app_dir("v2");
+    let probe = d.probe("/", &["--duration", "2s", "--concurrency", "2"]);
+    let out = d.baton(&["deploy", v2.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("build failed, traffic was not touched"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("build | building now"),
+        "the build output is streamed: {}",
+        text(&out)
+    );
+    let r = probe.report();
+    assert_eq!(r["failed"], 0);
+    assert_eq!(d.status()["release"], before);
+    assert_eq!(version(&d), "version=v1");
+    let rels = text(&d.baton(&["releases"]));
+    assert!(rels.contains("failed"), "{rels}");
+
+    std::fs::write(v2.path().join("ok"), "").unwrap();
+    let out = d.baton(&["deploy", v2.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(version(&d), "version=v2");
+    let release = d.status()["release"].as_str().unwrap().to_string();
+    let meta =
+        std::fs::read_to_string(d.path(&format!(".baton/releases/{release}/RELEASE"))).unwrap();
+    assert!(meta.contains("build.log"), "{meta}");
+}
+
+/// Shared paths are symlinked into every release; the first release that
+/// ships one seeds it.
+#[test]
+fn shared_paths_are_linked() {
+    let d = Daemon::start(&format!(
+        "[releases]\nshared = [\"logs\", \"config/app.env\"]\n{WEB}"
+    ));
+    d.wait_ready(2);
+    let v2 = app_dir("v2");
+    std::fs::create_dir_all(v2.path().join("config")).unwrap();
+    std::fs::write(v2.path().join("config/app.env"), "SECRET=1\n").unwrap();
+    assert!(d
+        .baton(&["deploy", v2.path().to_str().unwrap()])
+        .status
+        .success());
+    let release = d.status()["release"].as_str().unwrap().to_string();
+    let rel = d.path(&format!(".baton/releases/{release}"));
+    assert_eq!(
+        std::fs::read_link(rel.join("logs")).unwrap(),
+        d.path(".baton/shared/logs")
+    );
+    assert_eq!(
+        std::fs::read_to_string(rel.join("config/app.env")).unwrap(),
+        "SECRET=1\n"
+    );
+    assert!(d.path(".baton/shared/config/app.env").is_file());
+}
+
+/// Only the newest `keep` successful releases stay on disk, never the
+/// current one; rollback reuses a folder and is zero-downtime.
+#[test]
+fn retention_and_rollback_under_load() {
+    let d = Daemon::start(&format!("[releases]\nkeep = 2\n{WEB}"));
+    d.wait_ready(2);
+    let work = tempfile::tempdir().unwrap();
+    for v in ["v2", "v3", "v4", "v5"] {
+        let src = app_dir(v);
+        let tgz = work.path().join(format!("{v}.tgz"));
+        tarball(src.path(), &tgz);
+        let out = d.baton(&["deploy", tgz.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let dirs = release_dirs(&d);
+    assert_eq!(dirs.len(), 3, "keep = 2, plus current: {dirs:?}");
+    assert_eq!(version(&d), "version=v5");
+    let releases: serde_json::Value =
+        serde_json::from_slice(&d.baton(&["releases", "--json"]).stdout).unwrap();
+    let ids: Vec<&str> = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(!ids.is_empty());
+
+    let probe = d.probe("/", &["--duration", "3s", "--concurrency", "4"]);
+    wait_until(Duration::from_secs(10), "load", || {
+        d.status()["instances"][0]["served"].as_u64().unwrap_or(0) > 20
+    });
+    let out = d.baton(&["rollback"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r = probe.report();
+    assert_clean_switch(&r, "v5", "v4");
+    assert_eq!(
+        release_dirs(&d),
+        dirs,
+        "rollback reuses the folder, nothing rebuilt"
+    );
+    let current = std::fs::read_link(d.path(".baton/current")).unwrap();
+    assert!(current
+        .to_string_lossy()
+        .contains(d.status()["release"].as_str().unwrap()));
+}
+
+/// A tarball written slowly into the inbox is deployed only once it
+/// settled, exactly once, and the outcome is written beside it.
+#[test]
+fn inbox_takes_a_slow_upload_once_it_settles() {
+    let inbox = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&format!(
+        "[releases]\ninbox = \"{}\"\nsettle = \"1s\"\n{WEB}",
+        inbox.path().display()
+    ));
+    d.wait_ready(2);
+    let src = app_dir("v2");
+    let work = tempfile::tempdir().unwrap();
+    let tgz = work.path().join("shop.tar.gz");
+    tarball(src.path(), &tgz);
+    let bytes = std::fs::read(&tgz).unwrap();
+    // Upload in pieces, 300 ms apart: each pause is shorter than settle.
+    let target = inbox.path().join("shop.tar.gz");
+    let mut f = std::fs::File::create(&target).unwrap();
+    use std::io::Write;
+    let piece = bytes.len() / 5 + 1;
+    for chunk in bytes.chunks(piece) {
+        f.write_all(chunk).unwrap();
+        f.sync_all().unwrap();
+        assert_eq!(
+            version(&d),
+            "version=v1",
+            "nothing is taken while the upload goes on"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(f);
+    let result = inbox
+        .path()
+        .join(format!("shop.tar.gz.{}.result", hostname()));
+    wait_until(Duration::from_secs(20), "the inbox deploy", || {
+        result.exists()
+    });
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(version(&d), "version=v2");
+    let releases = || {
+        serde_json::from_slice::<serde_json::Value>(&d.baton(&["releases", "--json"]).stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let after_first = releases();
+    // A `.done` marker skips the settle time.
+    let v3 = app_dir("v3");
+    tarball(v3.path(), &inbox.path().join("next.tgz"));
+    std::fs::write(inbox.path().join("next.tgz.done"), "").unwrap();
+    let result = inbox.path().join(format!("next.tgz.{}.result", hostname()));
+    wait_until(Duration::from_secs(20), "the second inbox deploy", || {
+        result.exists()
+    });
+    assert_eq!(version(&d), "version=v3");
+    // The scans in between passed over shop.tar.gz, still in the inbox,
+    // without taking it again.
+    assert_eq!(releases(), after_first + 1);
+    assert_eq!(
+        d.output().matches("inbox: deploying shop.tar.gz").count(),
+        1,
+        "{}",
+        d.output()
+    );
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname().unwrap().into_string().unwrap()
+}
+
+/// Raw tar entries, so that hostile names can be written as they are.
+fn raw_entry(
+    builder: &mut tar::Builder<Vec<u8>>,
+    name: &[u8],
+    kind: tar::EntryType,
+    link: Option<&[u8]>,
+    data: &[u8],
+) {
+    let mut h = tar::Header::new_gnu();
+    {
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.name[..name.len()].copy_from_slice(name);
+        if let Some(l) = link {
+            gnu.linkname[..l.len()].copy_from_slice(l);
+        }
+    }
+    h.set_entry_type(kind);
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    builder.append(&h, data).unwrap();
+}
+
+/// One crafted entry: name, kind, link target, data.
+type Crafted<'a> = (&'a [u8], tar::EntryType, Option<&'a [u8]>, &'a [u8]);
+
+fn hostile(entries: &[Crafted]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    raw_entry(
+        &mut b,
+        b"server.js",
+        tar::EntryType::Regular,
+        None,
+        b"// fine\n",
+    );
+    for (name, kind, link, data) in entries {
+        raw_entry(&mut b, name, *kind, *link, data);
+    }
+    b.into_inner().unwrap()
+}
+
+/// Hostile tarballs are refused with a clear error; nothing is written
+/// outside the release folder, no partial folder is left, v1 keeps serving.
+#[test]
+fn hostile_tarballs_are_refused() {
+    use tar::EntryType::*;
+    let d = Daemon::start(&format!("[releases]\nmax_unpacked_size = \"1MB\"\n{WEB}"));
+    d.wait_ready(2);
+    let work = tempfile::tempdir().unwrap();
+    let outside = work.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let abs = format!("{}/abs.txt", outside.display());
+    let abs_link = outside.display().to_string();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "dotdot",
+            hostile(&[(b"../../../../escape.txt", Regular, None, b"x")]),
+            "climbs out",
+        ),
+        (
+            "absolute",
+            hostile(&[(abs.as_bytes(), Regular, None, b"x")]),
+            "absolute path",
+        ),
+        (
+            "symlink-out",
+            hostile(&[(b"link", Symlink, Some(abs_link.as_bytes()), b"")]),
+            "points outside",
+        ),
+        (
+            "symlink-up",
+            hostile(&[(b"a/link", Symlink, Some(b"../../.."), b"")]),
+            "points outside",
+        ),
+        (
+            "through-symlink",
+            hostile(&[
+                (b"ok", Symlink, Some(b"."), b""),
+                (b"ok/../x", Regular, None, b"x"),
+            ]),
+            "climbs out",
+        ),
+        (
+            "hardlink-out",
+            hostile(&[(b"hard", Link, Some(abs.as_bytes()), b"")]),
+            "outside",
+        ),
+        (
+            "device",
+            hostile(&[(b"dev", Char, None, b"")]),
+            "device file",
+        ),
+        (
+            "fifo",
+            hostile(&[(b"pipe", Fifo, None, b"")]),
+            "device file or FIFO",
+        ),
+    ];
+    let mut cases = cases;
+    // A decompression bomb: 8 MB of zeros, a few kB gzipped, over the 1 MB limit.
+    let mut bomb = tar::Builder::new(Vec::new());
+    let zeros = vec![0u8; 8 << 20];
+    raw_entry(&mut bomb, b"zeros.bin", Regular, None, &zeros);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    use std::io::Write;
+    gz.write_all(&bomb.into_inner().unwrap()).unwrap();
+    cases.push(("bomb.gz", gz.finish().unwrap(), "max_unpacked_size"));
+
+    for (name, bytes, expect) in cases {
+        let path = work.path().join(format!("{name}.tar"));
+        std::fs::write(&path, bytes).unwrap();
+        let out = d.baton(&["deploy", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out));
+        assert!(text(&out).contains("refused"), "{name}: {}", text(&out));
+        assert!(
+            text(&out).contains(expect),
+            "{name}: want {expect:?} in {}",
+            text(&out)
+        );
+        assert!(
+            release_dirs(&d).is_empty(),
+            "{name}: left {:?}",
+            release_dirs(&d)
+        );
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "{name} wrote outside"
+        );
+        assert!(!d.path(".baton/escape.txt").exists() && !work.path().join("escape.txt").exists());
+    }
+    assert_eq!(version(&d), "version=v1");
+    assert_eq!(d.count_in("ready"), 2);
+}
+
+/// A crash between unpack and switch leaves a consistent state: after a
+/// restart the incomplete folders are gone and `current` still serves.
+#[test]
+fn crash_between_unpack_and_switch_recovers() {
+    let mut d = Daemon::start(WEB);
+    d.wait_ready(2);
+    let v2 = app_dir("v2");
+    assert!(d
+        .baton(&["deploy", v2.path().to_str().unwrap()])
+        .status
+        .success());
+    let serving = d.status()["release"].as_str().unwrap().to_string();
+    // What a crash mid-deploy leaves: a staging folder and an unfinished
+    // release (no RELEASE file: the build never ended).
+    std::fs::create_dir_all(d.path(".baton/releases/.staging-20990101T000000Z-aaaaaa/x")).unwrap();
+    std::fs::create_dir_all(d.path(".baton/releases/20990101T000000Z-bbbbbb")).unwrap();
+    std::fs::write(
+        d.path(".baton/releases/20990101T000000Z-bbbbbb/server.js"),
+        "process.exit(1)",
+    )
+    .unwrap();
+    d.kill9();
+    let d = d.up();
+    d.wait_ready(2);
+    assert_eq!(
+        d.status()["release"],
+        serving.as_str(),
+        "the current release comes back"
+    );
+    assert_eq!(version(&d), "version=v2");
+    let dirs = release_dirs(&d);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert!(dirs[0].ends_with(&serving));
+    // And the history survives: rolling back to the in-place app is not
+    // possible after a restart, but the release list is there.
+    let rels = text(&d.baton(&["releases"]));
+    assert!(rels.contains(&serving), "{rels}");
+}
