@@ -37,6 +37,27 @@ pub struct Config {
     /// `[releases]`: release folders, build hook, retention, inbox.
     #[serde(default)]
     pub releases: ReleasesConfig,
+    /// `[tcp.<name>]`: raw TCP services (L4 mode).
+    #[serde(default)]
+    pub tcp: BTreeMap<String, TcpService>,
+}
+
+/// `[tcp.<name>]`: a public address proxied to `$PORT_<NAME>` of each instance.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpService {
+    /// Public address.
+    pub listen: Spanned<String>,
+}
+
+impl TcpService {
+    /// The listen address (validated at load time).
+    pub fn addr(&self) -> SocketAddr {
+        self.listen
+            .get_ref()
+            .parse()
+            .expect("validated when the config was loaded")
+    }
 }
 
 /// `[releases]`
@@ -335,6 +356,14 @@ pub struct WebConfig {
     /// SIGKILL follows `stop_signal` after this.
     #[serde(default = "default_kill_timeout", with = "humantime_serde")]
     pub kill_timeout: Duration,
+    /// How long old instances keep WebSocket and TCP connections after a
+    /// deploy before Baton closes them (1001 / FIN) so clients reconnect.
+    #[serde(default = "default_connection_drain_timeout", with = "humantime_serde")]
+    pub connection_drain_timeout: Duration,
+    /// Tell draining instances so they can ask their clients to reconnect:
+    /// `"ipc"` sends `{"type":"drain"}` over Node IPC, a signal name sends it.
+    #[serde(default)]
+    pub drain_notice: Option<Spanned<String>>,
     /// How long a deploy waits for old instances' requests to finish.
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
@@ -364,6 +393,9 @@ fn default_stop_signal() -> Spanned<String> {
 }
 fn default_kill_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_connection_drain_timeout() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_drain_timeout() -> Duration {
     Duration::from_secs(60)
@@ -402,6 +434,12 @@ impl WebConfig {
     /// The stop signal, parsed (validated at load time).
     pub fn stop_signal(&self) -> nix::sys::signal::Signal {
         parse_signal(self.stop_signal.get_ref()).expect("validated when the config was loaded")
+    }
+
+    /// The drain notice: `Some(None)` for IPC, `Some(Some(sig))` for a signal.
+    pub fn drain_notice(&self) -> Option<Option<nix::sys::signal::Signal>> {
+        let n = self.drain_notice.as_ref()?.get_ref();
+        Some(if n == "ipc" { None } else { parse_signal(n) })
     }
 
     /// The instance count on this machine.
@@ -588,6 +626,37 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
             "web.max_surge",
             "must be at least 1".into(),
         ));
+    }
+    for (name, svc) in &c.tcp {
+        if svc.listen.get_ref().parse::<SocketAddr>().is_err() {
+            return Err(err(
+                svc.listen.span(),
+                &format!("tcp.{name}.listen"),
+                format!("{:?} is not an address with a port", svc.listen.get_ref()),
+            ));
+        }
+        if !name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        {
+            return Err(err(
+                0..0,
+                &format!("tcp.{name}"),
+                "names are letters, digits and _ (they become PORT_<NAME>)".into(),
+            ));
+        }
+    }
+    if let Some(notice) = &c.web.drain_notice {
+        if notice.get_ref() != "ipc" && parse_signal(notice.get_ref()).is_none() {
+            return Err(err(
+                notice.span(),
+                "web.drain_notice",
+                format!(
+                    "{:?} is neither \"ipc\" nor a signal name",
+                    notice.get_ref()
+                ),
+            ));
+        }
     }
     if c.releases.max_unpacked_size.get_ref().0 == 0 {
         return Err(err(

@@ -106,6 +106,16 @@ pub async fn run(loaded: Loaded) -> Result<(), StartError> {
 
     let listen_shutdown = CancellationToken::new();
     let mut servers = Vec::new();
+    for (name, svc) in &daemon.config().config.tcp {
+        let addr = svc.addr();
+        let l = listener::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
+        tokio::spawn(crate::proxy::tcp::serve(
+            l,
+            name.clone(),
+            proxy.clone(),
+            listen_shutdown.clone(),
+        ));
+    }
     for l in listeners {
         servers.push(tokio::spawn(listener::serve(
             l,

@@ -151,6 +151,7 @@ impl Daemon {
             kill_timeout: web.kill_timeout,
             min_uptime: web.min_uptime,
             max_restarts: web.max_restarts,
+            tcp: release.config.config.tcp.keys().cloned().collect(),
             restart_before_ready,
         };
         Instance::start(spec, self.ctx.clone())

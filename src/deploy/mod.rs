@@ -469,6 +469,14 @@ impl Deploy {
 
     fn switch(&mut self, release: &Release, serving: Vec<Instance>) -> Vec<Instance> {
         let retired = self.daemon.swap(release.clone(), serving);
+        if let Some(notice) = release.config.config.web.drain_notice() {
+            for i in &retired {
+                match notice {
+                    None => i.send_message(serde_json::json!({ "type": "drain" })),
+                    Some(signal) => i.signal(signal),
+                }
+            }
+        }
         self.to(
             Phase::Switching,
             format!(
@@ -505,17 +513,39 @@ impl Deploy {
                 format!("drain_timeout reached with {left} still in flight"),
             );
         }
+        // Instances that still hold WebSocket or TCP connections keep them,
+        // in the background, for connection_drain_timeout.
+        let (busy, idle): (Vec<Instance>, Vec<Instance>) = retired
+            .iter()
+            .cloned()
+            .partition(|i| i.upstream.connections() > 0);
         self.to(
             Phase::Stopping,
             format!(
                 "stopping {} old instance{}",
-                retired.len(),
-                plural(retired.len() as u32)
+                idle.len(),
+                plural(idle.len() as u32)
             ),
         );
-        stop_all(retired).await;
-        self.daemon.forget_drained(retired);
-        self.report.step(Phase::Stopping, "old stopped".into());
+        stop_all(&idle).await;
+        self.daemon.forget_drained(&idle);
+        if busy.is_empty() {
+            self.report.step(Phase::Stopping, "old stopped".into());
+            return;
+        }
+        let timeout = self.daemon.config().config.web.connection_drain_timeout;
+        let open: usize = busy.iter().map(|i| i.upstream.connections()).sum();
+        self.report.step(
+            Phase::Stopping,
+            format!(
+                "{} old instance{} keep {open} open connection{} for up to {} (connection_drain_timeout), then close them (WebSocket 1001, TCP FIN)",
+                busy.len(),
+                plural(busy.len() as u32),
+                plural(open as u32),
+                humantime::format_duration(timeout)
+            ),
+        );
+        tokio::spawn(drain_connections(self.daemon.clone(), busy, timeout));
     }
 
     fn done(&mut self, release: &Release, switch_ms: u128) -> Result<String, DeployError> {
@@ -636,6 +666,39 @@ impl Deploy {
             self.done(&release, ms)
         }
     }
+}
+
+/// The background half of a drain: waits until `instances` hold no
+/// upgraded or TCP connection, or `timeout`; then closes what is left
+/// politely and stops them.
+async fn drain_connections(daemon: Arc<Daemon>, instances: Vec<Instance>, timeout: Duration) {
+    let open = || {
+        instances
+            .iter()
+            .map(|i| i.upstream.connections())
+            .sum::<usize>()
+    };
+    let deadline = Instant::now() + timeout;
+    while open() > 0 && Instant::now() < deadline && !daemon.shutdown.is_cancelled() {
+        tokio::time::sleep(DRAIN_POLL * 5).await;
+    }
+    if open() > 0 {
+        tracing::info!(
+            "connection_drain_timeout: closing {} connections of old instances",
+            open()
+        );
+        for i in &instances {
+            i.upstream.connections_closing().cancel();
+        }
+        // Each tunnel finishes its frame, says 1001 and waits a little for
+        // the client's answer: bounded by the tunnel's own grace times.
+        let closed_by = Instant::now() + Duration::from_secs(10);
+        while open() > 0 && Instant::now() < closed_by {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+    stop_all(&instances).await;
+    daemon.forget_drained(&instances);
 }
 
 fn in_flight(instances: &[Instance]) -> usize {

@@ -7,6 +7,7 @@
 //! - [`report`]: the samples, the report and its stable JSON form.
 
 pub mod report;
+pub mod ws;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +68,9 @@ pub struct ProbeArgs {
     /// Exit 1 only when more than this many requests failed.
     #[arg(long, default_value_t = 0)]
     pub max_failures: u64,
+    /// WebSocket mode: time between two messages on a connection.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -134,7 +138,10 @@ pub async fn run(args: ProbeArgs) -> Result<Report, String> {
         .parse()
         .map_err(|e| format!("bad url {:?}: {e}", args.url))?;
     if uri.scheme_str() != Some("http") {
-        return Err(format!("{}: only http:// URLs are probed", args.url));
+        return Err(format!(
+            "{}: only http:// and ws:// URLs are probed",
+            args.url
+        ));
     }
     let authority = uri
         .authority()
@@ -378,6 +385,29 @@ fn classify_hyper(e: hyper::Error) -> &'static str {
     } else {
         "other"
     }
+}
+
+/// Runs the probe the URL's scheme asks for, prints its report, and says
+/// whether failures stayed within `--max-failures`.
+///
+/// # Errors
+/// When the URL or a header cannot be understood.
+pub async fn run_and_report(args: ProbeArgs) -> Result<(bool, u64, u64), String> {
+    if args.url.starts_with("ws://") {
+        let report = ws::run(args.clone()).await;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+        } else {
+            print!("{}", report.render());
+        }
+        let failures = report.failures();
+        return Ok((failures <= args.max_failures, failures, report.connections));
+    }
+    let report = run(args.clone()).await?;
+    Ok((finish(&report, &args), report.failed, report.requests))
 }
 
 /// Prints the report and decides the exit: `Ok` when failures are within

@@ -14,7 +14,11 @@ use hyper::body::Incoming;
 
 use hyper::client::conn::http1::SendRequest;
 
-use super::upstream::{RequestGuard, Upstream};
+use std::future::Future;
+
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::upstream::{ConnectionGuard, RequestGuard, Upstream};
 
 /// The body type the proxy answers with.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -128,6 +132,15 @@ pub struct Counted {
     guard: Option<RequestGuard>,
     reusable: Option<Reusable>,
     finished: bool,
+    stream: Option<LongLived>,
+}
+
+/// A response that streams for as long as it likes (SSE): it counts as a
+/// connection, not a request in flight, so a deploy's request drain does
+/// not wait for it; the connection drain ends it instead.
+struct LongLived {
+    _counted: ConnectionGuard,
+    closing: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl Counted {
@@ -139,7 +152,20 @@ impl Counted {
             guard: Some(guard),
             reusable,
             finished: false,
+            stream: None,
         }
+    }
+
+    /// Makes this an event stream of `upstream`: counted as one of its
+    /// connections, and ended (cleanly, so clients reconnect) when its
+    /// connection drain ends.
+    pub fn long_lived(mut self, upstream: &Arc<Upstream>) -> Counted {
+        self.guard.take();
+        self.stream = Some(LongLived {
+            _counted: upstream.begin_connection(),
+            closing: Box::pin(upstream.connections_closing().clone().cancelled_owned()),
+        });
+        self
     }
 
     fn release(&mut self) {
@@ -149,6 +175,7 @@ impl Counted {
             }
         }
         self.guard.take();
+        self.stream = None;
     }
 }
 
@@ -167,6 +194,13 @@ impl Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(stream) = self.stream.as_mut() {
+            if stream.closing.as_mut().poll(cx).is_ready() {
+                self.stream = None;
+                self.release();
+                return Poll::Ready(None);
+            }
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => {

@@ -14,8 +14,10 @@ pub mod headers;
 pub mod listener;
 pub mod pool;
 pub mod router;
+pub mod tcp;
 pub mod tunnel;
 pub mod upstream;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,6 +91,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         // 1. Prepare the request for the instance.
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let websocket = upgrade && websocket::is_websocket(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let host = parts.headers.get(HOST).cloned().or_else(|| {
@@ -175,13 +178,26 @@ impl Proxy {
                                 client_side,
                                 hyper::upgrade::on(&mut resp),
                                 upstream.clone(),
+                                websocket,
                             );
                         }
                     } else {
                         headers::strip_hop_by_hop(resp.headers_mut(), false);
                     }
                     self.count(resp.status());
-                    return resp.map(|b| Counted::new(b, guard, reusable).boxed());
+                    let event_stream = resp
+                        .headers()
+                        .get(http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with("text/event-stream"));
+                    return resp.map(|b| {
+                        let body = Counted::new(b, guard, reusable);
+                        if event_stream {
+                            body.long_lived(&upstream).boxed()
+                        } else {
+                            body.boxed()
+                        }
+                    });
                 }
                 Err(AttemptError::Connect(id, why)) => {
                     self.report_unreachable(&upstream);

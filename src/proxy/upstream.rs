@@ -25,6 +25,9 @@ pub struct Upstream {
     served: AtomicU64,
     down: AtomicBool,
     draining: AtomicBool,
+    closing: tokio_util::sync::CancellationToken,
+    /// Named L4 ports (`[tcp.<name>]`), as `(name, port)`.
+    pub tcp_ports: Vec<(String, u16)>,
 }
 
 /// A snapshot of the counters, for status and metrics.
@@ -59,6 +62,8 @@ impl Upstream {
             served: AtomicU64::new(0),
             down: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            closing: tokio_util::sync::CancellationToken::new(),
+            tcp_ports: Vec::new(),
         }
     }
 
@@ -100,6 +105,20 @@ impl Upstream {
     /// Marks it draining, or back in service.
     pub fn set_draining(&self, draining: bool) {
         self.draining.store(draining, Ordering::Release);
+    }
+
+    /// Cancelled when the connection drain of this instance ends: its
+    /// tunnels close (WebSocket 1001, TCP FIN).
+    pub fn connections_closing(&self) -> &tokio_util::sync::CancellationToken {
+        &self.closing
+    }
+
+    /// The port of L4 service `name`.
+    pub fn tcp_port(&self, name: &str) -> Option<u16> {
+        self.tcp_ports
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
     }
 
     /// Counts one request until the guard is dropped (when the response body

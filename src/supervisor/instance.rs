@@ -103,6 +103,8 @@ pub struct InstanceSpec {
     pub min_uptime: Duration,
     /// Unstable exits in a row before failed.
     pub max_restarts: u32,
+    /// Names of L4 services; each gets a port as `PORT_<NAME>`.
+    pub tcp: Vec<String>,
     /// Restart an instance that exits before its first ready. A deploy says
     /// no: a release that crashes at start fails the deploy at once.
     pub restart_before_ready: bool,
@@ -140,6 +142,8 @@ enum Control {
     Serve,
     /// Send a JSON message over the Node IPC channel, if there is one.
     Message(serde_json::Value),
+    /// Send a signal to the process group.
+    Signal(Signal),
 }
 
 /// A cloneable handle on one instance.
@@ -165,8 +169,17 @@ impl Instance {
     /// When no private port can be had.
     pub fn start(spec: InstanceSpec, ctx: Context) -> std::io::Result<Instance> {
         let lease = ctx.ports.lease()?;
+        let mut leases = vec![lease];
+        let mut tcp_ports = Vec::new();
+        for name in &spec.tcp {
+            let l = ctx.ports.lease()?;
+            tcp_ports.push((name.clone(), l.port()));
+            leases.push(l);
+        }
         let id: Arc<str> = spec.id().into();
-        let upstream = Arc::new(Upstream::new(id.clone(), lease.port()));
+        let mut upstream = Upstream::new(id.clone(), leases[0].port());
+        upstream.tcp_ports = tcp_ports;
+        let upstream = Arc::new(upstream);
         let (status_tx, status_rx) = watch::channel(Status {
             state: State::Starting,
             pid: None,
@@ -194,7 +207,7 @@ impl Instance {
             ctl: ctl_rx,
             upstream,
             tail,
-            _lease: lease,
+            _leases: leases,
         };
         tokio::spawn(task.run());
         Ok(handle)
@@ -245,6 +258,11 @@ impl Instance {
         let _ = self.ctl.send(Control::Serve);
     }
 
+    /// Sends a signal to its process group (the drain notice).
+    pub fn signal(&self, signal: Signal) {
+        let _ = self.ctl.send(Control::Signal(signal));
+    }
+
     /// Sends a JSON message over its Node IPC channel (no-op without one).
     pub fn send_message(&self, msg: serde_json::Value) {
         let _ = self.ctl.send(Control::Message(msg));
@@ -264,7 +282,7 @@ struct InstanceTask {
     ctl: mpsc::UnboundedReceiver<Control>,
     upstream: Arc<Upstream>,
     tail: Tail,
-    _lease: PortLease,
+    _leases: Vec<PortLease>,
 }
 
 /// How one run of the child ended.
@@ -426,6 +444,12 @@ impl InstanceTask {
             .env("BATON_INSTANCE", self.id())
             .env("BATON_RELEASE", &spec.release)
             .env("BATON_ROLE", &spec.process)
+            .envs(self.upstream.tcp_ports.iter().map(|(name, port)| {
+                (
+                    format!("PORT_{}", name.to_ascii_uppercase()),
+                    port.to_string(),
+                )
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -549,6 +573,9 @@ impl InstanceTask {
                         }
                         Some(Control::Drain | Control::Serve) => {}
                         Some(Control::Message(m)) => send_ipc(channel, &m).await,
+                        Some(Control::Signal(sig)) => {
+                            let _ = killpg(Pid::from_raw(pgid), sig);
+                        }
                         None => {
                             self.stop_group(child, pgid).await;
                             return RunEnd::Stopped(None);
@@ -586,6 +613,9 @@ impl InstanceTask {
                     Some(Control::Drain) => self.set(|s| s.state = State::Draining),
                     Some(Control::Serve) => self.set(|s| s.state = State::Ready),
                     Some(Control::Message(m)) => send_ipc(channel, &m).await,
+                    Some(Control::Signal(sig)) => {
+                        let _ = killpg(Pid::from_raw(pgid), sig);
+                    }
                     None => {
                         self.stop_group(child, pgid).await;
                         return RunEnd::Stopped(None);

@@ -53,13 +53,15 @@ function streaming(req, res) {
   }
   if (url.pathname === '/sse' || url.pathname === '/chunked') {
     const sse = url.pathname === '/sse';
+    const count = Number(url.searchParams.get('n') || 5);
     res.writeHead(200, { 'content-type': sse ? 'text/event-stream' : 'text/plain' });
     let n = 0;
     const tick = setInterval(() => {
       n += 1;
-      res.write(sse ? `data: event ${n} at ${Date.now()}\n\n` : `chunk ${n} at ${Date.now()}\n`);
-      if (n === 5) { clearInterval(tick); res.end(); }
+      res.write(sse ? `data: event ${n} ${version} at ${Date.now()}\n\n` : `chunk ${n} at ${Date.now()}\n`);
+      if (n === count) { clearInterval(tick); res.end(); }
     }, 300);
+    req.on('close', () => clearInterval(tick));
     return true;
   }
   if (url.pathname === '/reset') {
@@ -115,6 +117,56 @@ if (env.GRACEFUL === '1') {
   const stop = () => server.close(() => process.exit(0));
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+}
+
+// WebSocket echo on /ws (RFC 6455, text frames, enough for the tests):
+// each message comes back as "version=<v> echo=<message>".
+server.on('upgrade', (req, socket) => {
+  const key = req.headers['sec-websocket-key'];
+  const accept = require('crypto').createHash('sha1')
+    .update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+  socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+    `Sec-WebSocket-Accept: ${accept}\r\n\r\n`);
+  let buf = Buffer.alloc(0);
+  const send = (opcode, payload) => {
+    const head = payload.length < 126 ? Buffer.from([0x80 | opcode, payload.length])
+      : Buffer.from([0x80 | opcode, 126, payload.length >> 8, payload.length & 255]);
+    socket.write(Buffer.concat([head, payload]));
+  };
+  socket.on('data', (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    while (buf.length >= 2) {
+      const opcode = buf[0] & 15;
+      let len = buf[1] & 127;
+      let off = 2;
+      if (len === 126) { len = buf.readUInt16BE(2); off = 4; }
+      if (buf.length < off + 4 + len) return;
+      const mask = buf.subarray(off, off + 4);
+      const data = Buffer.from(buf.subarray(off + 4, off + 4 + len));
+      for (let i = 0; i < data.length; i++) data[i] ^= mask[i % 4];
+      buf = buf.subarray(off + 4 + len);
+      if (opcode === 8) { send(8, data.subarray(0, 2)); socket.end(); return; }
+      if (opcode === 9) { send(10, data); continue; }
+      if (opcode === 1) send(1, Buffer.from(`version=${version} echo=${data.toString()}`));
+    }
+  });
+  socket.on('error', () => {});
+});
+
+// Raw TCP echo on $PORT_ECHO, for Baton's L4 mode: "<version> <line>".
+if (env.PORT_ECHO) {
+  require('net').createServer((s) => {
+    let pending = '';
+    s.on('data', (d) => {
+      pending += d.toString();
+      let i;
+      while ((i = pending.indexOf('\n')) >= 0) {
+        s.write(`${version} ${pending.slice(0, i)}\n`);
+        pending = pending.slice(i + 1);
+      }
+    });
+    s.on('error', () => {});
+  }).listen(Number(env.PORT_ECHO), '127.0.0.1');
 }
 
 setTimeout(listen, Number(env.START_MS || 0));
