@@ -24,6 +24,9 @@ use super::{error_chain, AttemptError, Proxy};
 /// finish before the close frame goes out anyway.
 const FRAME_GRACE: Duration = Duration::from_secs(5);
 
+/// Relay buffer per direction.
+const RELAY_BUF: usize = 4096;
+
 /// Sends an upgrade request on a connection of its own (never pooled).
 pub(super) async fn send_upgrade(
     req: Request<TakeOnPoll>,
@@ -82,7 +85,9 @@ async fn relay(
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut inst_rd, mut inst_wr) = tokio::io::split(instance);
     let mut tracker = FrameTracker::default();
-    let mut buf = vec![0u8; 16 * 1024];
+    // Small buffers: an idle WebSocket should cost little, and thousands
+    // of them may sit open.
+    let mut buf = vec![0u8; RELAY_BUF];
     let drained = {
         let upstream_to_client = async {
             loop {
@@ -94,7 +99,8 @@ async fn relay(
                 client_wr.write_all(&buf[..n]).await?;
             }
         };
-        let client_to_upstream = tokio::io::copy(&mut client_rd, &mut inst_wr);
+        let mut client_buffered = tokio::io::BufReader::with_capacity(RELAY_BUF, &mut client_rd);
+        let client_to_upstream = tokio::io::copy_buf(&mut client_buffered, &mut inst_wr);
         tokio::select! {
             _ = upstream_to_client => false,
             _ = client_to_upstream => false,
