@@ -71,11 +71,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// The client's address as an X-Forwarded-For entry; made once per
+/// connection, not per request.
+pub fn client_ip(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+        .expect("an IP address is a valid header value")
+}
+
 /// Sets X-Forwarded-For (appended), -Proto and -Host. Untrusted incoming
 /// values are replaced rather than extended.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client: SocketAddr,
+    client: &HeaderValue,
     proto: &str,
     host: Option<&HeaderValue>,
     trust: bool,
@@ -83,26 +90,23 @@ pub fn set_forwarded(
     let xff = HeaderName::from_static("x-forwarded-for");
     let xfp = HeaderName::from_static("x-forwarded-proto");
     let xfh = HeaderName::from_static("x-forwarded-host");
-    let ip = client.ip().to_canonical().to_string();
-    let prior: Vec<String> = if trust {
+    let prior: Vec<&str> = if trust {
         headers
             .get_all(&xff)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .map(str::to_string)
             .collect()
     } else {
         Vec::new()
     };
     let value = if prior.is_empty() {
-        ip
+        client.clone()
     } else {
-        format!("{}, {ip}", prior.join(", "))
+        let ip = client.to_str().unwrap_or_default();
+        HeaderValue::from_str(&format!("{}, {ip}", prior.join(", ")))
+            .unwrap_or_else(|_| client.clone())
     };
-    headers.remove(&xff);
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(xff, v);
-    }
+    headers.insert(xff, value);
     if !(trust && headers.contains_key(&xfp)) {
         headers.insert(
             xfp,
@@ -156,12 +160,12 @@ mod tests {
     /// X-Forwarded-For is appended only when trusted.
     #[test]
     fn forwarded_for_trust() {
-        let client: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let client = client_ip("10.1.2.3:5555".parse().unwrap());
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
         set_forwarded(
             &mut h,
-            client,
+            &client,
             "http",
             Some(&"example.com".parse().unwrap()),
             true,
@@ -170,7 +174,7 @@ mod tests {
         assert_eq!(h.get("x-forwarded-host").unwrap(), "example.com");
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
-        set_forwarded(&mut h, client, "http", None, false);
+        set_forwarded(&mut h, &client, "http", None, false);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
     }

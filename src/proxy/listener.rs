@@ -78,9 +78,11 @@ pub async fn serve(
         let io = PartialHeadIo::new(stream);
         let pending = io.pending.clone();
         let proxy = proxy.clone();
+        let client = super::headers::client_ip(peer);
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)

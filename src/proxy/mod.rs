@@ -19,7 +19,6 @@ pub mod tunnel;
 pub mod upstream;
 pub mod websocket;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,7 +86,7 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
-        client: SocketAddr,
+        client: HeaderValue,
     ) -> Response<ProxyBody> {
         // 1. Prepare the request for the instance.
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
@@ -103,7 +102,7 @@ impl Proxy {
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::set_forwarded(
             &mut parts.headers,
-            client,
+            &client,
             "http",
             host.as_ref(),
             self.config.trust_forwarded,
