@@ -829,3 +829,24 @@ mod tests {
         assert_eq!(c.web.kill_timeout, Duration::from_millis(500));
     }
 }
+
+#[cfg(test)]
+mod readme {
+    /// The README's full configuration reference is a valid baton.toml.
+    #[test]
+    fn readme_reference_parses() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("Every field, with its default:")
+            .expect("reference section");
+        let block = &readme[start..];
+        let open = block.find("```toml\n").expect("toml block") + "```toml\n".len();
+        let close = block[open..].find("```").expect("block end");
+        let text = &block[open..open + close];
+        let c =
+            super::parse(text, std::path::Path::new("README.md")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.tcp.len(), 1);
+        assert_eq!(c.releases.keep, 5);
+        assert!(c.web.drain_notice.is_some());
+    }
+}

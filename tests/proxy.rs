@@ -314,3 +314,59 @@ fn slowloris_is_closed_while_others_are_served() {
     assert_eq!(r["failed"], 0, "{r:#}");
     assert!(r["ok"].as_u64().unwrap() > 10, "{r:#}");
 }
+
+/// Every listen address serves, IPv4 and IPv6 side by side.
+#[test]
+fn listens_on_ipv4_and_ipv6() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine; only IPv4 is exercised elsewhere");
+        return;
+    }
+    let v6 = free_port();
+    let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
+    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap();
+    let toml = toml.replace(
+        &format!("listen = \"127.0.0.1:{}\"", d.port),
+        &format!("listen = [\"127.0.0.1:{}\", \"[::1]:{v6}\"]", d.port),
+    );
+    std::fs::write(d.path("baton.toml"), toml).unwrap();
+    let d = d.up();
+    d.wait_ready(1);
+    assert_eq!(get(d.port, "/").unwrap().status, 200);
+    let mut s = TcpStream::connect(("::1", v6)).unwrap();
+    s.write_all(b"GET /echo-headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"x-forwarded-for\":\"::1\""), "{answer}");
+}
+
+/// With no instance ready, a request waits hold_timeout, then gets 503 with
+/// Retry-After; the metrics count it.
+#[test]
+fn hold_timeout_gives_503_with_retry_after() {
+    let metrics = free_port();
+    let d = Daemon::prepare(&web(1, "NEVER_LISTEN = \"1\"", "kind = \"tcp\"", ""));
+    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap();
+    let toml = toml.replace("[proxy]\n", "[proxy]\nhold_timeout = \"1s\"\n")
+        + &format!("\n[daemon]\nmetrics_listen = \"127.0.0.1:{metrics}\"\n");
+    std::fs::write(d.path("baton.toml"), toml).unwrap();
+    let d = d.up();
+    let start = Instant::now();
+    let a = get(d.port, "/").unwrap();
+    assert_eq!(a.status, 503);
+    assert_eq!(a.header("retry-after"), Some("1"));
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "answered before hold_timeout"
+    );
+    let m = get(metrics, "/metrics").unwrap();
+    assert!(
+        m.body.contains("baton_responses_total{class=\"5xx\"} 1"),
+        "{}",
+        m.body
+    );
+    assert!(m.body.contains("baton_held_total 1"), "{}", m.body);
+    assert!(m.body.contains("baton_instances_ready 0"), "{}", m.body);
+}
