@@ -62,9 +62,12 @@ pub struct ProbeArgs {
     /// Response header that names the answering version.
     #[arg(long)]
     pub version_header: Option<String>,
-    /// Regex-free body marker: the first word after this prefix is the version.
-    #[arg(long)]
+    /// Body marker: the first word after this prefix is the version.
+    #[arg(long, conflicts_with = "version_regex")]
     pub version_prefix: Option<String>,
+    /// Body regex: its first capture group (or the whole match) is the version.
+    #[arg(long, value_parser = parse_regex)]
+    pub version_regex: Option<regex::Regex>,
     /// Exit 1 only when more than this many requests failed.
     #[arg(long, default_value_t = 0)]
     pub max_failures: u64,
@@ -77,6 +80,26 @@ pub struct ProbeArgs {
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
+}
+
+fn parse_regex(s: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(s).map_err(|e| e.to_string())
+}
+
+/// The version a body names, by `--version-prefix` or `--version-regex`.
+pub fn version_in(body: &str, args: &ProbeArgs) -> Option<String> {
+    if let Some(re) = &args.version_regex {
+        let caps = re.captures(body)?;
+        return caps
+            .get(1)
+            .or_else(|| caps.get(0))
+            .map(|m| m.as_str().to_string());
+    }
+    let prefix = args.version_prefix.as_ref()?;
+    let rest = &body[body.find(prefix.as_str())? + prefix.len()..];
+    rest.split(|c: char| c.is_whitespace() || c == ',' || c == ')' || c == '"')
+        .find(|w| !w.is_empty())
+        .map(String::from)
 }
 
 /// Everything a worker needs.
@@ -319,14 +342,8 @@ async fn one_request(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
             .await
             .map_err(classify_hyper)?
             .to_bytes();
-        let version = header_version.or_else(|| {
-            let prefix = plan.args.version_prefix.as_ref()?;
-            let text = String::from_utf8_lossy(&body);
-            let rest = &text[text.find(prefix.as_str())? + prefix.len()..];
-            rest.split(|c: char| c.is_whitespace() || c == ',' || c == ')' || c == '"')
-                .find(|w| !w.is_empty())
-                .map(String::from)
-        });
+        let version =
+            header_version.or_else(|| version_in(&String::from_utf8_lossy(&body), &plan.args));
         Ok::<_, &'static str>(Outcome::Answered { status, version })
     };
     match tokio::time::timeout(plan.args.timeout, attempt).await {

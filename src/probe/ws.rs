@@ -123,14 +123,6 @@ pub async fn run(args: ProbeArgs) -> WsReport {
     t.report
 }
 
-fn version_of(text: &str, prefix: Option<&str>) -> Option<String> {
-    let prefix = prefix?;
-    let rest = &text[text.find(prefix)? + prefix.len()..];
-    rest.split(|c: char| c.is_whitespace())
-        .find(|w| !w.is_empty())
-        .map(String::from)
-}
-
 async fn worker(
     n: usize,
     args: ProbeArgs,
@@ -206,7 +198,7 @@ async fn worker(
                     let mut t = tally.lock().expect("tally lock poisoned");
                     t.report.echoes += 1;
                     t.rtts.push(sent_at.elapsed());
-                    if let Some(v) = version_of(&text, args.version_prefix.as_deref()) {
+                    if let Some(v) = super::version_in(&text, &args) {
                         *t.report.versions.entry(v.clone()).or_insert(0) += 1;
                         last_version = Some(v);
                     }
