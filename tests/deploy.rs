@@ -376,3 +376,50 @@ fn rolling_deploy() {
     let last = &report["versions"].as_array().unwrap().last().unwrap()["version"];
     assert_eq!(last, "v2");
 }
+
+/// Seed 003: apps that answer 503 once told they are going away. Baton sends
+/// the drain notice (SIGUSR2) at the switch, and retries the 503s of the
+/// draining instances on the new release: 0 failed.
+#[test]
+fn draining_instance_503s_are_retried_on_the_new_release() {
+    let metrics = free_port();
+    let cfg = |v: &str| {
+        web(
+            2,
+            &format!("APP_VERSION = \"{v}\", DELAY_MS = \"400\", DRAIN_503 = \"1\""),
+            "drain_notice = \"SIGUSR2\"",
+        ) + &format!("\n[daemon]\nmetrics_listen = \"127.0.0.1:{metrics}\"\n")
+    };
+    let d = Daemon::start(&cfg("v1"));
+    d.wait_ready(2);
+    let probe = d.probe("/", &["--duration", "4s", "--concurrency", "8"]);
+    // Two rounds answered by v1, the third in flight.
+    wait_until(
+        Duration::from_secs(20),
+        "v1 answers, then requests in flight",
+        || {
+            d.status()["instances"].as_array().is_some_and(|a| {
+                a.iter()
+                    .map(|i| i["served"].as_u64().unwrap_or(0))
+                    .sum::<u64>()
+                    >= 16
+                    && a.iter()
+                        .map(|i| i["in_flight"].as_u64().unwrap_or(0))
+                        .sum::<u64>()
+                        >= 6
+            })
+        },
+    );
+    d.rewrite(&cfg("v2"));
+    deploy_ok(&d, &["deploy"]);
+    let report = probe.report();
+    assert_clean_switch(&report, "v1", "v2");
+    // The old instances did answer 503 to what was in flight: Baton retried it.
+    let m = get(metrics, "/metrics").unwrap().body;
+    let retries: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("baton_retries_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(retries >= 6, "{m}");
+}

@@ -10,6 +10,8 @@
 //   EXIT_AFTER_MS       exit(3) this long after listening
 //   GRACEFUL=1          SIGTERM/SIGINT: server.close(), then exit
 //   SPAWN_SLEEPER=1     leave a grandchild `sleep` in the process group
+//   DRAIN_503=1         after SIGUSR2 (Baton's drain notice), answer 503, as
+//                       seed 003's apps do while restarting
 const http = require('http');
 const { spawn } = require('child_process');
 
@@ -72,6 +74,9 @@ function streaming(req, res) {
   return false;
 }
 
+let draining = false;
+if (env.DRAIN_503 === '1') process.on('SIGUSR2', () => { draining = true; });
+
 const server = http.createServer((req, res) => {
   if (streaming(req, res)) return;
   let body = [];
@@ -79,6 +84,11 @@ const server = http.createServer((req, res) => {
   req.on('end', () => {
     const reply = () => {
       res.setHeader('x-version', version);
+      if (draining && req.url !== '/health') {
+        res.statusCode = 503;
+        res.end('restarting\n');
+        return;
+      }
       res.setHeader('content-type', 'text/plain');
       if (req.url.startsWith('/echo-headers')) {
         res.end(JSON.stringify(req.headers));
