@@ -489,3 +489,45 @@ fn crash_between_unpack_and_switch_recovers() {
     let rels = text(&d.baton(&["releases"]));
     assert!(rels.contains(&serving), "{rels}");
 }
+
+/// Out of space while unpacking (a file size limit on the daemon makes
+/// writes fail with EFBIG, as a full disk fails them with ENOSPC): the
+/// release fails, the partial folder is removed, `current` is untouched.
+#[test]
+fn out_of_space_during_unpack_fails_cleanly() {
+    let d = Daemon::start(WEB);
+    d.wait_ready(2);
+    let v2 = app_dir("v2");
+    assert!(d
+        .baton(&["deploy", v2.path().to_str().unwrap()])
+        .status
+        .success());
+    let current = std::fs::read_link(d.path(".baton/current")).unwrap();
+    let before = release_dirs(&d);
+
+    let big = app_dir("v3");
+    let noise: Vec<u8> = (0..(4u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(big.path().join("assets.bin"), noise).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("big.tar");
+    tarball(big.path(), &tar);
+    let limit = libc::rlimit {
+        rlim_cur: 1 << 20,
+        rlim_max: 1 << 20,
+    };
+    // SAFETY: prlimit on the daemon's pid with a valid rlimit.
+    let rc = unsafe { libc::prlimit(d.pid(), libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+
+    let out = d.baton(&["deploy", tar.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("File too large"), "{}", text(&out));
+    assert_eq!(release_dirs(&d), before, "the partial folder is gone");
+    assert_eq!(
+        std::fs::read_link(d.path(".baton/current")).unwrap(),
+        current
+    );
+    assert_eq!(version(&d), "version=v2");
+}

@@ -74,6 +74,16 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 /// # Errors
 /// [`StartError`] when it cannot start; once running it only logs.
 pub async fn run(loaded: Loaded) -> Result<(), StartError> {
+    // Past a file size limit, a write should fail (EFBIG, like a full disk)
+    // and fail the release it belongs to, not kill the daemon. Children get
+    // the default back before exec.
+    // SAFETY: SIG_IGN installs no handler.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGXFSZ,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+    }
     let state_dir = loaded.state_dir();
     std::fs::create_dir_all(&state_dir)
         .map_err(io_err(format!("creating {}", state_dir.display())))?;

@@ -48,6 +48,8 @@ pub fn prepare(cmd: &mut Command, ipc: Option<&OwnedFd>) {
     // _exit) run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // The daemon ignores SIGXFSZ; the app gets the default back.
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(io::Error::last_os_error());
             }
