@@ -320,96 +320,86 @@ impl InstanceTask {
             .write_line(&format!("{} {msg}", logs::prefix(&self.id(), "baton")));
     }
 
+    /// The end of the instance: stopped on purpose, or failed for `reason`.
+    fn end(&self, reason: Option<String>, restarts: u32) {
+        if let Some(reason) = &reason {
+            self.log(&format!("failed: {reason}"));
+        }
+        self.set(|s| {
+            s.state = if reason.is_some() {
+                State::Failed
+            } else {
+                State::Stopped
+            };
+            s.pid = None;
+            s.restarts = restarts;
+            if reason.is_some() {
+                s.reason = reason;
+            }
+        });
+    }
+
     async fn run(mut self) {
         let mut unstable = 0u32;
         let mut restarts = 0u32;
         loop {
-            let end = self.run_once().await;
-            match end {
+            let (status, uptime) = match self.run_once().await {
                 RunEnd::Stopped(reply) => {
-                    self.set(|s| {
-                        s.state = State::Stopped;
-                        s.pid = None;
-                    });
+                    self.end(None, restarts);
                     if let Some(reply) = reply {
                         let _ = reply.send(());
                     }
                     return;
                 }
-                RunEnd::Failed(reason) => {
-                    self.log(&format!("failed: {reason}"));
-                    self.set(|s| {
-                        s.state = State::Failed;
-                        s.pid = None;
-                        s.reason = Some(reason);
-                    });
-                    return;
-                }
-                RunEnd::Exited { status, uptime } => {
-                    let how = describe_exit(status);
-                    let ever_ready = self.status.borrow().ever_ready;
-                    if !ever_ready && !self.spec.restart_before_ready {
-                        let reason = self.with_tail(format!("{how} before it was ready"));
-                        self.log(&format!("failed: {reason}"));
-                        self.set(|s| {
-                            s.state = State::Failed;
-                            s.pid = None;
-                            s.reason = Some(reason);
-                        });
-                        return;
-                    }
-                    unstable = if uptime < self.spec.min_uptime {
-                        unstable + 1
-                    } else {
-                        0
-                    };
-                    restarts += 1;
-                    if unstable > self.spec.max_restarts {
-                        let reason = self.with_tail(format!(
-                            "{how}; crashed {unstable} times in a row within min_uptime ({}), giving up",
-                            humantime::format_duration(self.spec.min_uptime)
-                        ));
-                        self.log(&format!("failed: {reason}"));
-                        self.set(|s| {
-                            s.state = State::Failed;
-                            s.pid = None;
-                            s.restarts = restarts;
-                            s.reason = Some(reason);
-                        });
-                        return;
-                    }
-                    let backoff = BACKOFF_START
-                        .saturating_mul(1 << unstable.min(16))
-                        .min(BACKOFF_MAX);
-                    self.log(&format!(
-                        "{how} after {}; restarting in {}",
-                        humantime::format_duration(
-                            Duration::from_millis(uptime.as_millis() as u64)
-                        ),
-                        humantime::format_duration(backoff)
-                    ));
-                    self.set(|s| {
-                        s.state = State::Starting;
-                        s.pid = None;
-                        s.restarts = restarts;
-                        s.reason = Some(format!("{how}; restarting"));
-                    });
-                    // The backoff wait still answers a stop at once.
-                    let deadline = tokio::time::sleep(backoff);
-                    tokio::pin!(deadline);
-                    loop {
-                        tokio::select! {
-                            _ = &mut deadline => break,
-                            msg = self.ctl.recv() => match msg {
-                                Some(Control::Stop(reply)) => {
-                                    self.set(|s| { s.state = State::Stopped; s.pid = None; });
-                                    let _ = reply.send(());
-                                    return;
-                                }
-                                Some(_) => {}
-                                None => return,
-                            }
+                RunEnd::Failed(reason) => return self.end(Some(reason), restarts),
+                RunEnd::Exited { status, uptime } => (status, uptime),
+            };
+            let how = describe_exit(status);
+            if !self.status.borrow().ever_ready && !self.spec.restart_before_ready {
+                let reason = self.with_tail(format!("{how} before it was ready"));
+                return self.end(Some(reason), restarts);
+            }
+            unstable = if uptime < self.spec.min_uptime {
+                unstable + 1
+            } else {
+                0
+            };
+            restarts += 1;
+            if unstable > self.spec.max_restarts {
+                let reason = self.with_tail(format!(
+                    "{how}; crashed {unstable} times in a row within min_uptime ({}), giving up",
+                    humantime::format_duration(self.spec.min_uptime)
+                ));
+                return self.end(Some(reason), restarts);
+            }
+            let backoff = BACKOFF_START
+                .saturating_mul(1 << unstable.min(16))
+                .min(BACKOFF_MAX);
+            self.log(&format!(
+                "{how} after {}; restarting in {}",
+                humantime::format_duration(Duration::from_millis(uptime.as_millis() as u64)),
+                humantime::format_duration(backoff)
+            ));
+            self.set(|s| {
+                s.state = State::Starting;
+                s.pid = None;
+                s.restarts = restarts;
+                s.reason = Some(format!("{how}; restarting"));
+            });
+            // The backoff wait still answers a stop at once.
+            let deadline = tokio::time::sleep(backoff);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    msg = self.ctl.recv() => match msg {
+                        Some(Control::Stop(reply)) => {
+                            self.end(None, restarts);
+                            let _ = reply.send(());
+                            return;
                         }
+                        Some(_) => {}
+                        None => return,
                     }
                 }
             }
@@ -646,10 +636,10 @@ impl InstanceTask {
 }
 
 async fn send_ipc(channel: &Channel, msg: &serde_json::Value) {
-    if let Channel::NodeIpc { ours, .. } = channel {
+    if let Channel::NodeIpc { writer, .. } = channel {
         let line = format!("{msg}\n");
         // A full socket buffer would block; the message is advisory.
-        let _ = ours.try_write(line.as_bytes());
+        let _ = writer.try_write(line.as_bytes());
     }
 }
 

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, UnixDatagram, UnixStream};
 use tokio::sync::mpsc;
 
@@ -31,15 +32,17 @@ pub enum Channel {
     /// Node IPC: the daemon's end of the socketpair, and the child's end to
     /// pass as fd 3.
     NodeIpc {
-        /// Daemon side.
-        ours: UnixStream,
+        /// Daemon side, for reading; taken by [`Channel::listen`].
+        reader: Option<OwnedReadHalf>,
+        /// Daemon side, for messages to the app (the drain notice).
+        writer: OwnedWriteHalf,
         /// Child side, closed in the daemon once the child is spawned.
         theirs: Option<OwnedFd>,
     },
     /// sd_notify: a datagram socket at `path`.
     Notify {
-        /// Bound socket.
-        socket: UnixDatagram,
+        /// Bound socket; taken by [`Channel::listen`].
+        socket: Option<UnixDatagram>,
         /// Its path, removed when the channel is dropped.
         path: PathBuf,
     },
@@ -65,16 +68,17 @@ impl Channel {
             ReadinessKind::NodeIpc => {
                 let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
                 ours.set_nonblocking(true)?;
+                let (reader, writer) = UnixStream::from_std(ours)?.into_split();
                 Ok(Channel::NodeIpc {
-                    ours: UnixStream::from_std(ours)?,
+                    reader: Some(reader),
+                    writer,
                     theirs: Some(OwnedFd::from(theirs)),
                 })
             }
             ReadinessKind::Notify => {
                 let _ = std::fs::remove_file(notify_path);
-                let socket = UnixDatagram::bind(notify_path)?;
                 Ok(Channel::Notify {
-                    socket,
+                    socket: Some(UnixDatagram::bind(notify_path)?),
                     path: notify_path.to_path_buf(),
                 })
             }
@@ -87,17 +91,14 @@ impl Channel {
         let (tx, rx) = mpsc::unbounded_channel();
         match self {
             Channel::None => {}
-            Channel::NodeIpc { ours, .. } => {
-                // The reader owns a duplicate so that the channel (and the
-                // child's view of it) stays open while the instance lives.
-                let dup = ours.as_ref_std_dup();
-                if let Ok(stream) = dup {
-                    tokio::spawn(read_node_ipc(stream, tx));
+            Channel::NodeIpc { reader, .. } => {
+                if let Some(r) = reader.take() {
+                    tokio::spawn(read_node_ipc(r, tx));
                 }
             }
             Channel::Notify { socket, .. } => {
-                if let Ok(dup) = socket.as_ref_std_dup() {
-                    tokio::spawn(read_notify(dup, tx));
+                if let Some(s) = socket.take() {
+                    tokio::spawn(read_notify(s, tx));
                 }
             }
         }
@@ -105,35 +106,9 @@ impl Channel {
     }
 }
 
-trait DupStd: Sized {
-    fn as_ref_std_dup(&self) -> io::Result<Self>;
-}
-
-impl DupStd for UnixStream {
-    fn as_ref_std_dup(&self) -> io::Result<Self> {
-        use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
-        let owned = self.as_fd().try_clone_to_owned()?;
-        // SAFETY: the fd was just duplicated and is owned by nobody else.
-        let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(owned.into_raw_fd()) };
-        std.set_nonblocking(true)?;
-        UnixStream::from_std(std)
-    }
-}
-
-impl DupStd for UnixDatagram {
-    fn as_ref_std_dup(&self) -> io::Result<Self> {
-        use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
-        let owned = self.as_fd().try_clone_to_owned()?;
-        // SAFETY: the fd was just duplicated and is owned by nobody else.
-        let std = unsafe { std::os::unix::net::UnixDatagram::from_raw_fd(owned.into_raw_fd()) };
-        std.set_nonblocking(true)?;
-        UnixDatagram::from_std(std)
-    }
-}
-
 /// Node's JSON serialization sends one JSON value per line. `'ready'` arrives
 /// as `"ready"`; Node's own internal messages carry a `cmd` starting `NODE_`.
-async fn read_node_ipc(stream: UnixStream, tx: mpsc::UnboundedSender<Signal>) {
+async fn read_node_ipc(stream: OwnedReadHalf, tx: mpsc::UnboundedSender<Signal>) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {

@@ -1,11 +1,18 @@
-//! `GET /status`, `GET /releases`, and Prometheus `GET /metrics`.
+//! `GET /status`, `GET /releases`, and Prometheus `GET /metrics`
+//! (prometheus-client's OpenMetrics text).
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::Json;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use crate::daemon::protocol::{ReleaseReport, StatusReport};
 use crate::daemon::Daemon;
@@ -21,73 +28,91 @@ pub async fn releases(State(daemon): State<Arc<Daemon>>) -> Json<Vec<ReleaseRepo
     Json(daemon.releases())
 }
 
-/// Prometheus text exposition.
-pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> String {
+/// Prometheus metrics (OpenMetrics text), made from the live counts at
+/// each scrape.
+pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
     let status = daemon.status();
     let stats = &daemon.proxy.stats;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP baton_responses_total Responses sent to clients, by status class."
+    let mut registry = Registry::with_prefix("baton");
+
+    let responses = Family::<Labels, Counter>::default();
+    registry.register(
+        "responses",
+        "Responses sent to clients, by status class",
+        responses.clone(),
     );
-    let _ = writeln!(out, "# TYPE baton_responses_total counter");
     for (class, n) in stats.responses.iter().enumerate().skip(1) {
-        let _ = writeln!(
-            out,
-            "baton_responses_total{{class=\"{class}xx\"}} {}",
-            n.load(Ordering::Relaxed)
-        );
+        responses
+            .get_or_create(&vec![("class".into(), format!("{class}xx"))])
+            .inc_by(n.load(Ordering::Relaxed));
     }
-    let _ = writeln!(
-        out,
-        "# HELP baton_retries_total Requests retried on another instance."
+    let retries = Counter::<u64>::default();
+    registry.register(
+        "retries",
+        "Requests retried on another instance",
+        retries.clone(),
     );
-    let _ = writeln!(out, "# TYPE baton_retries_total counter");
-    let _ = writeln!(
-        out,
-        "baton_retries_total {}",
-        stats.retries.load(Ordering::Relaxed)
+    retries.inc_by(stats.retries.load(Ordering::Relaxed));
+    let held = Counter::<u64>::default();
+    registry.register(
+        "held",
+        "Requests that waited for a ready instance",
+        held.clone(),
     );
-    let _ = writeln!(
-        out,
-        "# HELP baton_held_total Requests that waited for a ready instance."
+    held.inc_by(daemon.proxy.router.held());
+
+    let in_flight = Family::<Labels, Gauge>::default();
+    registry.register(
+        "instance_in_flight",
+        "Requests in flight per instance",
+        in_flight.clone(),
     );
-    let _ = writeln!(out, "# TYPE baton_held_total counter");
-    let _ = writeln!(out, "baton_held_total {}", daemon.proxy.router.held());
-    let _ = writeln!(
-        out,
-        "# HELP baton_instance_in_flight Requests in flight per instance."
+    let connections = Family::<Labels, Gauge>::default();
+    registry.register(
+        "instance_connections",
+        "Upgraded, SSE and TCP connections per instance",
+        connections.clone(),
     );
-    let _ = writeln!(out, "# TYPE baton_instance_in_flight gauge");
+    let restarts = Family::<Labels, Counter>::default();
+    registry.register(
+        "instance_restarts",
+        "Crash restarts per instance",
+        restarts.clone(),
+    );
     for i in &status.instances {
-        let _ = writeln!(
-            out,
-            "baton_instance_in_flight{{instance=\"{}\",release=\"{}\"}} {}",
-            i.instance, i.release, i.counts.in_flight
-        );
+        let labels = vec![
+            ("instance".into(), i.instance.clone()),
+            ("release".into(), i.release.clone()),
+        ];
+        in_flight
+            .get_or_create(&labels)
+            .set(i.counts.in_flight as i64);
+        connections
+            .get_or_create(&labels)
+            .set(i.counts.connections as i64);
+        restarts
+            .get_or_create(&labels)
+            .inc_by(u64::from(i.restarts));
     }
-    let _ = writeln!(
-        out,
-        "# HELP baton_instance_restarts_total Crash restarts per instance."
+    let ready = Gauge::<i64>::default();
+    registry.register("instances_ready", "Instances taking traffic", ready.clone());
+    ready.set(
+        status
+            .instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Ready)
+            .count() as i64,
     );
-    let _ = writeln!(out, "# TYPE baton_instance_restarts_total counter");
-    for i in &status.instances {
-        let _ = writeln!(
-            out,
-            "baton_instance_restarts_total{{instance=\"{}\",release=\"{}\"}} {}",
-            i.instance, i.release, i.restarts
-        );
-    }
-    let ready = status
-        .instances
-        .iter()
-        .filter(|i| i.state == InstanceState::Ready)
-        .count();
-    let _ = writeln!(
-        out,
-        "# HELP baton_instances_ready Instances taking traffic."
-    );
-    let _ = writeln!(out, "# TYPE baton_instances_ready gauge");
-    let _ = writeln!(out, "baton_instances_ready {ready}");
-    out
+
+    let mut body = String::new();
+    let _ = encode(&mut body, &registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
 }
+
+type Labels = Vec<(String, String)>;
