@@ -423,3 +423,36 @@ fn draining_instance_503s_are_retried_on_the_new_release() {
         .unwrap();
     assert!(retries >= 6, "{m}");
 }
+
+/// Apps with their own graceful shutdown (seed 004: SIGTERM, then
+/// server.close()) work unchanged: 2 s requests finish, and the old
+/// processes exit by themselves, never by SIGKILL.
+#[test]
+fn apps_with_graceful_shutdown_code_work_too() {
+    let cfg = |v: &str| {
+        web(
+            2,
+            &format!("APP_VERSION = \"{v}\", DELAY_MS = \"2000\", GRACEFUL = \"1\""),
+            "kill_timeout = \"3s\"",
+        )
+    };
+    let d = Daemon::start(&cfg("v1"));
+    d.wait_ready(2);
+    let probe = d.probe(
+        "/",
+        &["--duration", "6s", "--concurrency", "4", "--timeout", "10s"],
+    );
+    wait_until(Duration::from_secs(20), "requests in flight", || {
+        d.status()["instances"].as_array().is_some_and(|a| {
+            a.iter()
+                .map(|i| i["in_flight"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+                >= 3
+        })
+    });
+    d.rewrite(&cfg("v2"));
+    deploy_ok(&d, &["deploy"]);
+    let report = probe.report();
+    assert_clean_switch(&report, "v1", "v2");
+    assert!(!d.output().contains("sending SIGKILL"), "{}", d.output());
+}

@@ -244,6 +244,9 @@ impl Daemon {
             }
             let now = SystemTime::now();
             for i in &retired {
+                // Idle keep-alive connections to it will not be used again;
+                // closing them lets an app's own server.close() finish.
+                i.upstream.pool.clear();
                 i.upstream.set_draining(true);
                 i.set_draining();
                 serving.draining.push((i.clone(), now));
