@@ -370,3 +370,31 @@ fn hold_timeout_gives_503_with_retry_after() {
     assert!(m.body.contains("baton_held_total 1"), "{}", m.body);
     assert!(m.body.contains("baton_instances_ready 0"), "{}", m.body);
 }
+
+/// Seed 001's online/offline switch for an external gateway: the admin
+/// /health answers 200, then 503 after `baton offline` while Baton keeps
+/// serving, then 200 again after `baton online`.
+#[test]
+fn offline_and_online_for_an_external_balancer() {
+    let admin = free_port();
+    let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
+    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap()
+        + &format!("\n[daemon]\nmetrics_listen = \"127.0.0.1:{admin}\"\n");
+    std::fs::write(d.path("baton.toml"), toml).unwrap();
+    let d = d.up();
+    d.wait_ready(1);
+    assert_eq!(get(admin, "/health").unwrap().status, 200);
+    let out = d.baton(&["offline"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let h = get(admin, "/health").unwrap();
+    assert_eq!((h.status, h.body.as_str()), (503, "offline\n"));
+    assert_eq!(d.status()["online"], false);
+    assert!(text(&d.baton(&["status"])).contains("offline"));
+    assert_eq!(
+        get(d.port, "/").unwrap().status,
+        200,
+        "traffic that still arrives is served"
+    );
+    assert!(d.baton(&["online"]).status.success());
+    assert_eq!(get(admin, "/health").unwrap().status, 200);
+}

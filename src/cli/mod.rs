@@ -55,6 +55,11 @@ pub enum Command {
     },
     /// Stop every instance gracefully, then the daemon.
     Stop,
+    /// Tell an external load balancer to stop sending traffic here: the
+    /// admin /health answers 503 (Baton keeps serving what still arrives).
+    Offline,
+    /// Undo `baton offline`.
+    Online,
     /// Deploy a new release with zero downtime.
     Deploy {
         /// A directory or a .tar.gz/.tgz/.tar to release (default: the app
@@ -401,6 +406,20 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             println!("stopped");
+            Ok(())
+        }
+        Command::Offline | Command::Online => {
+            let offline = matches!(cli.command, Command::Offline);
+            let path = if offline { "/offline" } else { "/online" };
+            client.send(Method::POST, path, None).await?;
+            println!(
+                "{}",
+                if offline {
+                    "offline: /health answers 503"
+                } else {
+                    "online"
+                }
+            );
             Ok(())
         }
         Command::Logs { lines, follow } => {

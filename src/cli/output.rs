@@ -40,6 +40,9 @@ pub fn status_table(s: &StatusReport) -> String {
         s.pid,
         short_duration(s.uptime_secs)
     );
+    if !s.online {
+        let _ = writeln!(out, "offline: /health answers 503 (baton online to undo)");
+    }
     if let Some(d) = &s.deploying {
         let _ = writeln!(out, "deploying: {d}");
     }

@@ -22,8 +22,15 @@ pub struct StatusReport {
     pub release: Option<String>,
     /// A deploy in progress, described.
     pub deploying: Option<String>,
+    /// False after `baton offline`: the admin `/health` answers 503.
+    #[serde(default = "yes")]
+    pub online: bool,
     /// Every instance: serving, draining, failed.
     pub instances: Vec<InstanceReport>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One instance in [`StatusReport`].

@@ -54,6 +54,7 @@ pub struct Daemon {
     /// Held by the one deploy that runs.
     pub deploy_lock: Arc<tokio::sync::Mutex<()>>,
     deploying: Mutex<Option<String>>,
+    offline: std::sync::atomic::AtomicBool,
     next_number: AtomicU64,
     /// Cancelled when the daemon stops.
     pub shutdown: CancellationToken,
@@ -77,6 +78,7 @@ impl Daemon {
             releases: Mutex::default(),
             deploy_lock: Arc::default(),
             deploying: Mutex::default(),
+            offline: Default::default(),
             next_number: AtomicU64::new(1),
             shutdown,
             started: SystemTime::now(),
@@ -122,6 +124,25 @@ impl Daemon {
             .lock()
             .expect("deploying lock poisoned")
             .clone()
+    }
+
+    /// Takes this server out of (or back into) an external load balancer's
+    /// rotation: the admin `/health` answers 503 while offline. Baton's own
+    /// proxy keeps serving whatever still arrives.
+    pub fn set_offline(&self, offline: bool) {
+        self.offline.store(offline, Ordering::Release);
+    }
+
+    /// Whether `/health` says this server can take traffic: online, and at
+    /// least one instance ready.
+    pub fn healthy(&self) -> Result<usize, &'static str> {
+        if self.offline.load(Ordering::Acquire) {
+            return Err("offline");
+        }
+        match self.proxy.router.table().instances.len() {
+            0 => Err("no ready instance"),
+            n => Ok(n),
+        }
     }
 
     /// Starts one instance of `release`'s web process.
@@ -395,6 +416,7 @@ impl Daemon {
                 .collect(),
             release: serving.release.as_ref().map(|r| r.id.clone()),
             deploying: self.deploying(),
+            online: !self.offline.load(Ordering::Acquire),
             instances,
         }
     }

@@ -6,7 +6,7 @@
 //! | `GET /status`, `GET /releases`, `GET /metrics` | [`status`] |
 //! | `POST /deploy`, `/reload`, `/rollback`, `/scale` | [`deploy`] |
 //! | `GET /logs` | [`logs`] |
-//! | `POST /stop` | here |
+//! | `POST /stop`, `/offline`, `/online`, `GET /health` | here |
 
 pub mod deploy;
 pub mod logs;
@@ -56,6 +56,9 @@ fn routes(daemon: Arc<Daemon>) -> Router {
         .route("/scale", post(deploy::scale))
         .route("/logs", get(logs::logs))
         .route("/stop", post(stop))
+        .route("/offline", post(offline))
+        .route("/online", post(online))
+        .route("/health", get(health))
         .with_state(daemon)
 }
 
@@ -75,6 +78,7 @@ pub async fn serve_metrics(
 ) {
     let app = Router::new()
         .route("/metrics", get(status::metrics))
+        .route("/health", get(health))
         .with_state(daemon);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -86,6 +90,32 @@ async fn stop(
 ) -> Json<serde_json::Value> {
     daemon.shutdown.cancel();
     Json(serde_json::json!({ "stopping": true }))
+}
+
+async fn offline(
+    axum::extract::State(daemon): axum::extract::State<Arc<Daemon>>,
+) -> Json<serde_json::Value> {
+    daemon.set_offline(true);
+    Json(serde_json::json!({ "online": false }))
+}
+
+async fn online(
+    axum::extract::State(daemon): axum::extract::State<Arc<Daemon>>,
+) -> Json<serde_json::Value> {
+    daemon.set_offline(false);
+    Json(serde_json::json!({ "online": true }))
+}
+
+/// For an external load balancer or gateway (seed 001): 200 while this
+/// server should get traffic, 503 after `baton offline` or with no ready
+/// instance.
+async fn health(
+    axum::extract::State(daemon): axum::extract::State<Arc<Daemon>>,
+) -> (StatusCode, String) {
+    match daemon.healthy() {
+        Ok(n) => (StatusCode::OK, format!("online: {n} ready\n")),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
 }
 
 /// An error answer: a status code and a message for a person.
