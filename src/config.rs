@@ -40,6 +40,43 @@ pub struct Config {
     /// `[tcp.<name>]`: raw TCP services (L4 mode).
     #[serde(default)]
     pub tcp: BTreeMap<String, TcpService>,
+    /// `[process.<name>]`: singletons (schedulers, queue consumers) that
+    /// get no traffic; on a deploy the old one stops before the new starts.
+    #[serde(default)]
+    pub process: BTreeMap<String, ProcessConfig>,
+}
+
+/// `[process.<name>]`: one singleton process per release.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Shell command.
+    pub command: Spanned<String>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory, relative to the release folder.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Signal that asks it to stop.
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: Spanned<String>,
+    /// SIGKILL follows `stop_signal` after this.
+    #[serde(default = "default_kill_timeout", with = "humantime_serde")]
+    pub kill_timeout: Duration,
+    /// Exits sooner than this after start are unstable.
+    #[serde(default = "default_min_uptime", with = "humantime_serde")]
+    pub min_uptime: Duration,
+    /// Unstable restarts in a row before failed.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+}
+
+impl ProcessConfig {
+    /// The stop signal (validated at load time).
+    pub fn stop_signal(&self) -> nix::sys::signal::Signal {
+        parse_signal(self.stop_signal.get_ref()).expect("validated when the config was loaded")
+    }
 }
 
 /// `[tcp.<name>]`: a public address proxied to `$PORT_<NAME>` of each instance.
@@ -290,6 +327,8 @@ pub enum ReadinessKind {
     NodeIpc,
     /// The child sends `READY=1` to `$NOTIFY_SOCKET` (systemd's sd_notify).
     Notify,
+    /// Ready once spawned (the default for `[process.<name>]` singletons).
+    None,
 }
 
 /// `[web.readiness]`
@@ -626,6 +665,22 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
             "web.max_surge",
             "must be at least 1".into(),
         ));
+    }
+    for (name, p) in &c.process {
+        if name == "web" {
+            return Err(err(
+                p.command.span(),
+                "process.web",
+                "`web` is the [web] section's name".into(),
+            ));
+        }
+        if parse_signal(p.stop_signal.get_ref()).is_none() {
+            return Err(err(
+                p.stop_signal.span(),
+                &format!("process.{name}.stop_signal"),
+                format!("{:?} is not a signal name", p.stop_signal.get_ref()),
+            ));
+        }
     }
     for (name, svc) in &c.tcp {
         if svc.listen.get_ref().parse::<SocketAddr>().is_err() {

@@ -456,3 +456,67 @@ fn apps_with_graceful_shutdown_code_work_too() {
     assert_clean_switch(&report, "v1", "v2");
     assert!(!d.output().contains("sending SIGKILL"), "{}", d.output());
 }
+
+/// Seed 000's separate schedule instance: a `[process.<name>]` singleton
+/// gets no traffic, and on a deploy the old one stops before the new one
+/// starts, so two never run at once.
+#[test]
+fn singleton_process_never_runs_twice() {
+    let dir_marker = "LOCK_DIR_PLACEHOLDER";
+    let cfg = |v: &str, lock_dir: &str| {
+        format!(
+            "[process.scheduler]\ncommand = \"node {}\"\nenv = {{ LOCK_DIR = \"{lock_dir}\" }}\n\n{}",
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/scheduler.js").display(),
+            web(1, &format!("APP_VERSION = \"{v}\""), "")
+        )
+    };
+    let d = Daemon::prepare(&cfg("v1", dir_marker));
+    let lock_dir = d.dir.path().display().to_string();
+    d.rewrite(&cfg("v1", &lock_dir));
+    let d = d.up();
+    d.wait_ready(2);
+    let ticks = d.path("ticks.log");
+    let count = || std::fs::read_to_string(&ticks).map_or(0, |t| t.lines().count());
+    wait_until(Duration::from_secs(10), "scheduler ticks", || count() > 3);
+    let first = d.status()["release"].as_str().unwrap().to_string();
+    d.rewrite(&cfg("v2", &lock_dir));
+    let out = deploy_ok(&d, &["deploy"]);
+    assert!(
+        out.contains("stopping the old one first (singleton)"),
+        "{out}"
+    );
+    let second = d.status()["release"].as_str().unwrap().to_string();
+    let before = count();
+    wait_until(
+        Duration::from_secs(10),
+        "ticks of the new scheduler",
+        || count() > before + 3,
+    );
+    let text = std::fs::read_to_string(&ticks).unwrap();
+    let at = |release: &str| -> Vec<u64> {
+        text.lines()
+            .filter(|l| l.starts_with(release))
+            .map(|l| l.split(' ').nth(1).unwrap().parse().unwrap())
+            .collect()
+    };
+    let (old, new) = (at(&first), at(&second));
+    assert!(!old.is_empty() && !new.is_empty(), "{text}");
+    assert!(
+        old.iter().max() < new.iter().min(),
+        "the two schedulers overlapped:\n{text}"
+    );
+    assert!(
+        !d.output().contains("two schedulers at once"),
+        "{}",
+        d.output()
+    );
+    let s = d.status();
+    let scheduler: Vec<_> = s["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["process"] == "scheduler")
+        .collect();
+    assert_eq!(scheduler.len(), 1, "{s:#}");
+    assert_eq!(scheduler[0]["release"], second.as_str());
+}

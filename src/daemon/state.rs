@@ -50,6 +50,7 @@ pub struct Daemon {
     /// What every instance shares.
     pub ctx: Context,
     serving: Mutex<Serving>,
+    singletons: Mutex<Vec<Instance>>,
     releases: Mutex<Vec<Release>>,
     /// Held by the one deploy that runs.
     pub deploy_lock: Arc<tokio::sync::Mutex<()>>,
@@ -75,6 +76,7 @@ impl Daemon {
             proxy,
             ctx,
             serving: Mutex::default(),
+            singletons: Mutex::default(),
             releases: Mutex::default(),
             deploy_lock: Arc::default(),
             deploying: Mutex::default(),
@@ -178,6 +180,59 @@ impl Daemon {
         Instance::start(spec, self.ctx.clone())
     }
 
+    /// Starts `release`'s `[process.<name>]` singletons.
+    fn start_singletons(&self, release: &Release) -> Vec<Instance> {
+        let mut started = Vec::new();
+        for (name, p) in &release.config.config.process {
+            let spec = InstanceSpec {
+                process: name.clone(),
+                number: self.next_number.fetch_add(1, Ordering::Relaxed),
+                release: release.id.clone(),
+                command: p.command.get_ref().clone(),
+                cwd: p
+                    .cwd
+                    .as_ref()
+                    .map_or_else(|| release.dir.clone(), |c| release.dir.join(c)),
+                env: p.env.clone(),
+                readiness: crate::config::Readiness {
+                    kind: crate::config::ReadinessKind::None,
+                    ..Default::default()
+                },
+                start_timeout: std::time::Duration::from_secs(30),
+                stop_signal: p.stop_signal(),
+                kill_timeout: p.kill_timeout,
+                min_uptime: p.min_uptime,
+                max_restarts: p.max_restarts,
+                tcp: Vec::new(),
+                restart_before_ready: true,
+            };
+            match Instance::start(spec, self.ctx.clone()) {
+                Ok(i) => started.push(i),
+                Err(e) => tracing::error!("cannot start {name}: {e}"),
+            }
+        }
+        started
+    }
+
+    /// Replaces the singletons with `release`'s: each old one is stopped
+    /// before the new one starts, so two never run at once (a scheduler must
+    /// not fire twice). Calls `report` for each step.
+    pub async fn replace_singletons(&self, release: &Release, report: impl Fn(String)) {
+        let old = std::mem::take(&mut *self.singletons.lock().expect("singletons lock poisoned"));
+        if old.is_empty() && release.config.config.process.is_empty() {
+            return;
+        }
+        for i in &old {
+            report(format!("{}: stopping the old one first (singleton)", i.id));
+        }
+        futures_util::future::join_all(old.iter().map(Instance::stop)).await;
+        let started = self.start_singletons(release);
+        for i in &started {
+            report(format!("{}: started with release {}", i.id, release.id));
+        }
+        *self.singletons.lock().expect("singletons lock poisoned") = started;
+    }
+
     /// Starts the configured release at daemon start. Its instances restart
     /// with backoff until ready; they take traffic as each becomes ready.
     ///
@@ -236,6 +291,8 @@ impl Daemon {
             }
         }
         self.record_release(release.clone());
+        *self.singletons.lock().expect("singletons lock poisoned") =
+            self.start_singletons(&release);
         let mut serving = self.serving.lock().expect("serving lock poisoned");
         serving.release = Some(release);
         serving.instances = started;
@@ -402,6 +459,13 @@ impl Daemon {
         let mut instances: Vec<InstanceReport> =
             serving.instances.iter().map(|i| report(i, None)).collect();
         instances.extend(serving.draining.iter().map(|(i, t)| report(i, Some(*t))));
+        instances.extend(
+            self.singletons
+                .lock()
+                .expect("singletons lock poisoned")
+                .iter()
+                .map(|i| report(i, None)),
+        );
         StatusReport {
             app: loaded.config.app.name.clone(),
             pid: std::process::id(),
@@ -427,6 +491,7 @@ impl Daemon {
             let mut serving = self.serving.lock().expect("serving lock poisoned");
             let mut all = std::mem::take(&mut serving.instances);
             all.extend(serving.draining.drain(..).map(|(i, _)| i));
+            all.append(&mut self.singletons.lock().expect("singletons lock poisoned"));
             all
         };
         self.proxy.router.publish(Vec::new());

@@ -218,6 +218,12 @@ impl Deploy {
                 self.daemon.set_config(target.config.clone());
                 self.daemon.record_release(target.clone());
                 self.settle_on_disk(&target);
+                if !matches!(kind, Kind::Scale { .. }) {
+                    let report = &self.report;
+                    self.daemon
+                        .replace_singletons(&target, |m| report.step(Phase::Done, m))
+                        .await;
+                }
             }
             Err(_) => {
                 if matches!(kind, Kind::Deploy { .. }) {

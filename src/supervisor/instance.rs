@@ -649,6 +649,7 @@ fn kind_name(kind: ReadinessKind) -> &'static str {
         ReadinessKind::Tcp => "tcp",
         ReadinessKind::NodeIpc => "node-ipc",
         ReadinessKind::Notify => "notify",
+        ReadinessKind::None => "none",
     }
 }
 

@@ -64,7 +64,7 @@ impl Channel {
     /// When the socketpair or socket cannot be made.
     pub fn open(kind: ReadinessKind, notify_path: &Path) -> io::Result<Channel> {
         match kind {
-            ReadinessKind::Http | ReadinessKind::Tcp => Ok(Channel::None),
+            ReadinessKind::Http | ReadinessKind::Tcp | ReadinessKind::None => Ok(Channel::None),
             ReadinessKind::NodeIpc => {
                 let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
                 ours.set_nonblocking(true)?;
@@ -150,6 +150,7 @@ pub async fn wait_ready(
     signals: &mut mpsc::UnboundedReceiver<Signal>,
 ) {
     match check.kind {
+        ReadinessKind::None => {}
         ReadinessKind::NodeIpc | ReadinessKind::Notify => loop {
             match signals.recv().await {
                 Some(Signal::Ready) => return,
