@@ -44,6 +44,42 @@ pub struct Config {
     /// get no traffic; on a deploy the old one stops before the new starts.
     #[serde(default)]
     pub process: BTreeMap<String, ProcessConfig>,
+    /// `[cron.<name>]`: commands Baton runs on a schedule, once per tick.
+    #[serde(default)]
+    pub cron: BTreeMap<String, CronJob>,
+}
+
+/// `[cron.<name>]`: a command run by Baton itself on a cron schedule, in the
+/// current release, never overlapping itself.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronJob {
+    /// Cron pattern, 5 fields or 6 with seconds first: "0 4 * * *".
+    pub schedule: Spanned<String>,
+    /// Shell command.
+    pub command: Spanned<String>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// A run taking longer is killed.
+    #[serde(default = "default_cron_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_cron_timeout() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// Parses a cron pattern (seconds optional).
+///
+/// # Errors
+/// The parser's message.
+pub fn parse_cron(pattern: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .build()
+        .parse(pattern)
+        .map_err(|e| e.to_string())
 }
 
 /// `[process.<name>]`: one singleton process per release.
@@ -682,6 +718,15 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
             ));
         }
     }
+    for (name, job) in &c.cron {
+        if let Err(e) = parse_cron(job.schedule.get_ref()) {
+            return Err(err(
+                job.schedule.span(),
+                &format!("cron.{name}.schedule"),
+                e,
+            ));
+        }
+    }
     for (name, svc) in &c.tcp {
         if svc.listen.get_ref().parse::<SocketAddr>().is_err() {
             return Err(err(
@@ -870,6 +915,22 @@ mod tests {
             (e.line, e.field.as_deref()),
             (Some(6), Some("releases.max_unpacked_size"))
         );
+    }
+
+    /// A bad cron pattern or a singleton named `web` is refused with its line.
+    #[test]
+    fn cron_and_process_validation() {
+        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\n[cron.clean]\nschedule = \"every day\"\ncommand = \"x\"\n");
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(6), Some("cron.clean.schedule"))
+        );
+        let e = parse_err(
+            "[app]\nname = \"x\"\n[web]\ncommand = \"x\"\n[process.web]\ncommand = \"y\"\n",
+        );
+        assert_eq!((e.line, e.field.as_deref()), (Some(6), Some("process.web")));
+        assert!(parse_cron("0 4 * * *").is_ok());
+        assert!(parse_cron("*/5 * * * * *").is_ok());
     }
 
     /// `"max"` means one instance per CPU and durations read as humantime.

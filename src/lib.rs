@@ -10,6 +10,7 @@
 //!   restarts, logs, stop.
 //! - [`proxy`]: the public listeners, route table, hold queue and retries.
 //! - [`release`]: release folders, unpacking, build hook, `current`, inbox.
+//! - [`schedule`]: cron jobs run by Baton itself.
 //! - [`deploy`]: the deploy / reload / rollback state machine.
 //! - [`daemon`]: the long-running process and its control API.
 //! - [`probe`]: the load-and-verify client (`baton probe`).
@@ -25,4 +26,5 @@ pub mod deploy;
 pub mod probe;
 pub mod proxy;
 pub mod release;
+pub mod schedule;
 pub mod supervisor;

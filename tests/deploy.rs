@@ -520,3 +520,44 @@ fn singleton_process_never_runs_twice() {
     assert_eq!(scheduler.len(), 1, "{s:#}");
     assert_eq!(scheduler[0]["release"], second.as_str());
 }
+
+/// `[cron.<name>]` runs on its schedule in the serving release, never
+/// overlapping itself, and follows a deploy to the new release.
+#[test]
+fn cron_job_runs_once_per_tick_in_the_serving_release() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let log_path = log.path().display().to_string();
+    let cfg = |v: &str| {
+        format!(
+            "[cron.tick]\nschedule = \"* * * * * *\"\ncommand = \"echo start $BATON_RELEASE >> {log_path}; sleep 1.2; echo end >> {log_path}\"\n\n{}",
+            web(1, &format!("APP_VERSION = \"{v}\""), "")
+        )
+    };
+    let d = Daemon::start(&cfg("v1"));
+    d.wait_ready(1);
+    let lines = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_until(Duration::from_secs(15), "two runs", || {
+        lines().matches("end").count() >= 2
+    });
+    d.rewrite(&cfg("v2"));
+    deploy_ok(&d, &["deploy"]);
+    let second = d.status()["release"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(15), "a run in the new release", || {
+        lines().lines().any(|l| l == format!("start {second}"))
+    });
+    wait_until(Duration::from_secs(15), "that run to end", || {
+        lines().ends_with("end\n")
+    });
+    let text = lines();
+    // Every start is followed by its end before the next start: no overlap,
+    // although a run (1.2 s) outlasts the schedule's 1 s tick.
+    let kinds: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    for pair in kinds.chunks(2) {
+        assert_eq!(pair, ["start", "end"], "{text}");
+    }
+    assert!(
+        d.output().contains("cron:tick baton | run ended"),
+        "{}",
+        d.output()
+    );
+}

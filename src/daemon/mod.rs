@@ -149,6 +149,9 @@ pub async fn run(loaded: Loaded) -> Result<(), StartError> {
     );
 
     daemon.clone().start_initial();
+    for name in daemon.config().config.cron.keys() {
+        tokio::spawn(crate::schedule::run(daemon.clone(), name.clone()));
+    }
     if let Some(inbox) = &daemon.config().config.releases.inbox {
         let inbox = daemon.config().base_dir.join(inbox);
         tokio::spawn(crate::release::inbox::watch(daemon.clone(), inbox));
