@@ -4,14 +4,10 @@
 #
 #   bench/websocket.sh          # 2000 connections
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CONNS=${CONNS:-2000}
-(cd "$ROOT" && cargo build --release -q)
-BATON="$ROOT/target/release/baton"
-WORK=$(mktemp -d)
-trap '"$BATON" stop -c "$WORK/baton.toml" >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+. "$(dirname "$0")/lib.sh"
 cp "$ROOT/tests/apps/server.js" "$WORK/"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 cat > "$WORK/baton.toml" <<CONF
 [app]
 name = "bench-ws"

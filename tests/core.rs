@@ -170,11 +170,10 @@ fn crash_restarts_then_crash_loop_fails() {
     }
 }
 
-/// `baton stop` stops every instance's whole process group, grandchildren
-/// included, then the daemon exits.
-#[test]
-fn stop_leaves_no_process() {
-    let mut d = Daemon::start(&WEB_HTTP.replace(
+/// Two instances whose groups each hold node and a `sleep` grandchild;
+/// returns the daemon and the group ids.
+fn two_instances_with_grandchildren() -> (Daemon, Vec<i32>) {
+    let d = Daemon::start(&WEB_HTTP.replace(
         "command",
         "instances = 2\nenv = { SPAWN_SLEEPER = \"1\" }\ncommand",
     ));
@@ -191,6 +190,14 @@ fn stop_leaves_no_process() {
             "node and its sleeper share the group"
         );
     }
+    (d, pids)
+}
+
+/// `baton stop` stops every instance's whole process group, grandchildren
+/// included, then the daemon exits.
+#[test]
+fn stop_leaves_no_process() {
+    let (mut d, pids) = two_instances_with_grandchildren();
     let out = d.baton(&["stop"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(d.stop().success());
@@ -206,17 +213,7 @@ fn stop_leaves_no_process() {
 /// SIGKILL of the daemon still leaves no process of any group alive.
 #[test]
 fn sigkill_of_daemon_leaves_no_process() {
-    let mut d = Daemon::start(&WEB_HTTP.replace(
-        "command",
-        "instances = 2\nenv = { SPAWN_SLEEPER = \"1\" }\ncommand",
-    ));
-    d.wait_ready(2);
-    let pids: Vec<i32> = d.status()["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["pid"].as_i64().unwrap() as i32)
-        .collect();
+    let (mut d, pids) = two_instances_with_grandchildren();
     d.kill9();
     wait_until(Duration::from_secs(10), "every group to be gone", || {
         pids.iter().all(|p| group_members(*p).is_empty())
