@@ -322,3 +322,40 @@ fn detach_then_stop() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(!d.path(".baton/baton.sock").exists());
 }
+
+/// Under systemd (`Type=notify`), the daemon says READY=1 with its pid once
+/// it serves, and STOPPING=1 when it stops; the apps do not inherit
+/// systemd's socket.
+#[test]
+fn tells_systemd_when_ready() {
+    let d = Daemon::prepare(WEB_HTTP);
+    let sock_path = d.path("systemd.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = std::process::Command::new(bin())
+        .arg("up")
+        .current_dir(d.dir.path())
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert_eq!(msg, format!("READY=1\nMAINPID={}", child.id()));
+    d.wait_ready(1);
+    assert_eq!(
+        get(d.port, "/env/NOTIFY_SOCKET").unwrap().body,
+        "",
+        "apps do not inherit it"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    child.wait().unwrap();
+}

@@ -63,6 +63,29 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError 
     move |source| StartError::Io { what, source }
 }
 
+/// Tells systemd (a `Type=notify` unit) how the daemon is doing, when it
+/// runs under one: a datagram to `$NOTIFY_SOCKET` (`@` means the abstract
+/// namespace).
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| socket.send_to_addr(state.as_bytes(), &a))
+    } else {
+        socket.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = sent {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
 /// The control socket's path in a state directory.
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("baton.sock")
@@ -157,6 +180,8 @@ pub async fn run(loaded: Loaded) -> Result<(), StartError> {
         tokio::spawn(crate::release::inbox::watch(daemon.clone(), inbox));
     }
 
+    notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
+
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP"))?;
@@ -176,6 +201,7 @@ pub async fn run(loaded: Loaded) -> Result<(), StartError> {
         }
     }
     tracing::info!("stopping: no new connections; stopping instances");
+    notify_systemd("STOPPING=1");
     shutdown.cancel();
     // Requests already accepted finish before their instances go.
     listen_shutdown.cancel();

@@ -207,6 +207,15 @@ impl Deploy {
                 return Err(e);
             }
         };
+        let running = &self.daemon.config().config;
+        if target.config.config.proxy.listen_addrs() != running.proxy.listen_addrs()
+            || target.config.config.tcp.keys().ne(running.tcp.keys())
+        {
+            self.report.step(
+                Phase::Preparing,
+                "note: [proxy] listen and [tcp.*] addresses apply at the next `baton up`; the daemon keeps its sockets".into(),
+            );
+        }
         let strategy = target.config.config.web.strategy;
         let result = match (&kind, strategy) {
             (Kind::Scale { .. }, _) => self.scale(target.clone()).await,

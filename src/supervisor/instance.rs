@@ -442,7 +442,9 @@ impl InstanceTask {
             }))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            // systemd's socket is the daemon's; an app gets Baton's own, if any.
+            .env_remove("NOTIFY_SOCKET");
         match channel {
             Channel::NodeIpc { theirs, .. } => {
                 cmd.env("NODE_CHANNEL_FD", spawn::NODE_CHANNEL_FD.to_string())
