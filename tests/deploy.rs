@@ -561,3 +561,45 @@ fn cron_job_runs_once_per_tick_in_the_serving_release() {
         d.output()
     );
 }
+
+/// Rolling: a release that dies right after its first batch switched sends
+/// every request back to the old instances, which were never stopped.
+#[test]
+fn rolling_deploy_reverts_a_release_that_dies_after_ready() {
+    let extra = "strategy = \"rolling\"\nmin_uptime = \"2s\"";
+    let d = Daemon::start(&web(3, "APP_VERSION = \"v1\"", extra));
+    d.wait_ready(3);
+    let before = d.status()["release"].clone();
+    let report = under_load(&d, &["--duration", "4s", "--concurrency", "4"], || {
+        d.rewrite(&web(
+            3,
+            "APP_VERSION = \"v2\", EXIT_AFTER_MS = \"300\"",
+            extra,
+        ));
+        let out = d.baton(&["deploy"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            text(&out).contains("failed after a rolling switch"),
+            "{}",
+            text(&out)
+        );
+    });
+    assert_eq!(report["failed"], 0, "{report:#}");
+    assert_eq!(d.status()["release"], before);
+    wait_until(Duration::from_secs(10), "the three v1 instances", || {
+        let s = d.status();
+        let all = s["instances"].as_array().unwrap();
+        all.len() == 3
+            && all
+                .iter()
+                .all(|i| i["release"] == before && i["state"] == "ready")
+    });
+    let last = report["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|v| v["last_ms"].as_u64())
+        .unwrap()
+        .clone();
+    assert_eq!(last["version"], "v1", "{report:#}");
+}

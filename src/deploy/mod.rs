@@ -617,6 +617,8 @@ impl Deploy {
         let count = web.instance_count() as usize;
         let surge = (*web.max_surge.get_ref() as usize).max(1);
         let drain_timeout = web.drain_timeout;
+        let watch_window = web.min_uptime;
+        let previous = self.daemon.current_release();
         let mut old = self.daemon.serving();
         let mut fresh: Vec<Instance> = Vec::new();
         let mut retired_all = Vec::new();
@@ -625,27 +627,29 @@ impl Deploy {
             let batch = surge.min(count - fresh.len());
             let new = match self.start_ready(&release, batch as u32).await {
                 Ok(n) => n,
-                Err(e) if !fresh.is_empty() => {
-                    // Earlier batches already serve beside the remaining old
-                    // instances; both stay, and the retired ones still go.
-                    wait_drained(&retired_all, drain_timeout).await;
-                    stop_all(&retired_all).await;
-                    self.daemon.forget_drained(&retired_all);
-                    return Err(DeployError::NotReady(format!(
-                        "rolling deploy stopped after {} of {count} instances were replaced: {e}",
-                        fresh.len()
-                    )));
+                Err(e) => {
+                    self.revert(previous.as_ref(), &old, &retired_all, &fresh)
+                        .await;
+                    return Err(e);
                 }
-                Err(e) => return Err(e),
             };
-            fresh.extend(new);
-            let leaving: Vec<Instance> = old.drain(..batch.min(old.len())).collect();
+            fresh.extend(new.iter().cloned());
+            old.drain(..batch.min(old.len()));
             let mut serving = old.clone();
             serving.extend(fresh.iter().cloned());
-            let retired = self.switch(&release, serving);
+            retired_all.extend(self.switch(&release, serving));
             switch_ms.get_or_insert(self.began.elapsed().as_millis());
-            debug_assert_eq!(retired.len(), leaving.len());
-            retired_all.extend(retired);
+            // A batch must stay up for min_uptime before the next one goes:
+            // the old instances it replaced are still running until the end.
+            if let Err(why) = stays_up(&new, watch_window).await {
+                self.revert(previous.as_ref(), &old, &retired_all, &fresh)
+                    .await;
+                self.machine.advance(Phase::Failed);
+                return Err(DeployError::NotReady(format!(
+                    "release {} failed after a rolling switch: {why}; traffic went back to the previous release",
+                    release.id
+                )));
+            }
         }
         // Instances beyond the new count (scaling down in the same deploy).
         if !old.is_empty() {
@@ -656,6 +660,28 @@ impl Deploy {
             self.drain_and_stop(&retired_all, drain_timeout).await;
         }
         self.done(&release, switch_ms.unwrap_or(0))
+    }
+
+    /// Undoes a rolling deploy's batches: the old instances (the ones not
+    /// yet replaced and the retired ones, all still running) serve again,
+    /// and the new ones stop.
+    async fn revert(
+        &self,
+        previous: Option<&Release>,
+        not_replaced: &[Instance],
+        retired: &[Instance],
+        fresh: &[Instance],
+    ) {
+        if fresh.is_empty() {
+            return;
+        }
+        if let Some(previous) = previous {
+            let mut back = not_replaced.to_vec();
+            back.extend(retired.iter().cloned());
+            self.daemon.swap(previous.clone(), back);
+        }
+        stop_all(fresh).await;
+        self.daemon.forget_drained(fresh);
     }
 
     async fn scale(&mut self, release: Release) -> Result<String, DeployError> {

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! `Done` and `Failed` are terminal. A deploy can fail before the switch (the
-//! old release was never touched) or while draining: the new instances are
+//! old release was never touched) or after it, while the old instances still
+//! run (switched or draining): the new instances are
 //! watched for `min_uptime` after the switch, and one that exits sends
 //! traffic back to the old instances, which are still running. Once the old
 //! instances are being stopped, the deploy can no longer fail.
@@ -51,6 +52,8 @@ impl Phase {
                 | (Starting, Failed)
                 | (Switching, Draining)
                 | (Switching, Done)
+                // rolling: a switched batch that dies within min_uptime
+                | (Switching, Failed)
                 | (Draining, Stopping)
                 | (Draining, Failed)
                 | (Stopping, Done)
