@@ -126,8 +126,11 @@ pub struct VersionSeen {
 /// The answering version changed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Switch {
-    /// When, ms since the start.
+    /// When the first answer of the new version arrived, ms since the start.
     pub at_ms: u64,
+    /// When that request was sent (open loop: when it was due), ms since
+    /// the start.
+    pub sent_ms: u64,
     /// Before.
     pub from: String,
     /// After.
@@ -229,6 +232,7 @@ impl Report {
                 Some((cur, since)) if cur != v && s.at >= *since => {
                     switches.push(Switch {
                         at_ms: t,
+                        sent_ms: ms(s.at),
                         from: cur.clone(),
                         to: v.clone(),
                     });
