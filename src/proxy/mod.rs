@@ -91,7 +91,7 @@ impl Proxy {
         // 1. Prepare the request for the instance.
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let websocket = upgrade && websocket::is_websocket(req.headers());
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let host = parts.headers.get(HOST).cloned().or_else(|| {
             parts
@@ -134,7 +134,6 @@ impl Proxy {
         // 2. Choose an instance and send, retrying on another one when safe.
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut attempt = 0;
-        let mut client_upgrade = client_upgrade;
         loop {
             let upstream = match self
                 .router

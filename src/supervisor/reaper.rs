@@ -44,13 +44,6 @@ impl Reaper {
         })
     }
 
-    /// A reaper that does nothing (for tests of the library alone).
-    pub fn disabled() -> Reaper {
-        Reaper {
-            pipe: Arc::new(Mutex::new(None)),
-        }
-    }
-
     fn send(&self, line: String) {
         if let Some((_, stdin)) = self.pipe.lock().expect("reaper lock poisoned").as_mut() {
             // A failed write means the helper died; cleanup still happens by
