@@ -19,11 +19,10 @@ use crate::config::{self, Instances, Strategy};
 use crate::daemon::protocol::Progress;
 use crate::daemon::state::Release;
 use crate::daemon::Daemon;
+use crate::proxy::upstream::Upstream;
 use crate::release::{Meta, Source, Store};
 use crate::supervisor::{Instance, State};
 
-/// How often the drain looks at the in-flight counts.
-const DRAIN_POLL: Duration = Duration::from_millis(10);
 /// Lines of a failed instance's log quoted in the deploy error.
 const FAILURE_LINES: usize = 10;
 
@@ -719,10 +718,7 @@ async fn drain_connections(daemon: Arc<Daemon>, instances: Vec<Instance>, timeou
             .map(|i| i.upstream.connections())
             .sum::<usize>()
     };
-    let deadline = Instant::now() + timeout;
-    while open() > 0 && Instant::now() < deadline && !daemon.shutdown.is_cancelled() {
-        tokio::time::sleep(DRAIN_POLL * 5).await;
-    }
+    wait_disconnected(&daemon, &instances, tokio::time::Instant::now() + timeout).await;
     if open() > 0 {
         tracing::info!(
             "connection_drain_timeout: closing {} connections of old instances",
@@ -733,10 +729,8 @@ async fn drain_connections(daemon: Arc<Daemon>, instances: Vec<Instance>, timeou
         }
         // Each tunnel finishes its frame, says 1001 and waits a little for
         // the client's answer: bounded by the tunnel's own grace times.
-        let closed_by = Instant::now() + Duration::from_secs(10);
-        while open() > 0 && Instant::now() < closed_by {
-            tokio::time::sleep(DRAIN_POLL).await;
-        }
+        let closed_by = tokio::time::Instant::now() + Duration::from_secs(10);
+        wait_disconnected(&daemon, &instances, closed_by).await;
     }
     stop_all(&instances).await;
     daemon.forget_drained(&instances);
@@ -764,9 +758,31 @@ async fn stays_up(instances: &[Instance], window: Duration) -> Result<(), String
 /// Waits until the proxy counts no request in flight on `instances`, or
 /// `timeout` passes.
 async fn wait_drained(instances: &[Instance], timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while instances.iter().any(|i| i.upstream.in_flight() > 0) && Instant::now() < deadline {
-        tokio::time::sleep(DRAIN_POLL).await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    for i in instances {
+        i.upstream
+            .wait_until_zero(Upstream::in_flight, deadline)
+            .await;
+    }
+}
+
+/// Waits until `instances` hold no upgraded, SSE or TCP connection, or
+/// `deadline`, or the daemon stops.
+async fn wait_disconnected(
+    daemon: &Daemon,
+    instances: &[Instance],
+    deadline: tokio::time::Instant,
+) {
+    let all = async {
+        for i in instances {
+            i.upstream
+                .wait_until_zero(Upstream::connections, deadline)
+                .await;
+        }
+    };
+    tokio::select! {
+        _ = all => {}
+        _ = daemon.shutdown.cancelled() => {}
     }
 }
 

@@ -26,6 +26,9 @@ pub struct Upstream {
     down: AtomicBool,
     draining: AtomicBool,
     closing: tokio_util::sync::CancellationToken,
+    /// Woken whenever a request or a connection ends here, so a drain
+    /// reacts to the last one instead of polling.
+    finished: tokio::sync::Notify,
     /// Named L4 ports (`[tcp.<name>]`), as `(name, port)`.
     pub tcp_ports: Vec<(String, u16)>,
 }
@@ -63,6 +66,7 @@ impl Upstream {
             down: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             closing: tokio_util::sync::CancellationToken::new(),
+            finished: tokio::sync::Notify::new(),
             tcp_ports: Vec::new(),
         }
     }
@@ -113,6 +117,27 @@ impl Upstream {
         &self.closing
     }
 
+    /// Waits until `count` (of this upstream) is 0, or `deadline`; says
+    /// whether it got to 0.
+    pub async fn wait_until_zero(
+        &self,
+        count: impl Fn(&Upstream) -> usize,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        loop {
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            // Registered before the check, so an end in between still wakes us.
+            finished.as_mut().enable();
+            if count(self) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return count(self) == 0;
+            }
+        }
+    }
+
     /// The port of L4 service `name`.
     pub fn tcp_port(&self, name: &str) -> Option<u16> {
         self.tcp_ports
@@ -149,6 +174,7 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.served.fetch_add(1, Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.finished.notify_waiters();
     }
 }
 
@@ -169,5 +195,34 @@ pub struct ConnectionGuard(Arc<Upstream>);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.0.finished.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A drain wakes when the last request ends, and gives up at its deadline.
+    #[tokio::test(start_paused = true)]
+    async fn wait_until_zero_reacts_to_the_last_request() {
+        let up = Arc::new(Upstream::new("web#1".into(), 1));
+        let first = up.begin_request();
+        let second = up.begin_request();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let waiter = {
+            let up = up.clone();
+            tokio::spawn(async move { up.wait_until_zero(Upstream::in_flight, deadline).await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one request is still in flight");
+        drop(second);
+        assert!(waiter.await.unwrap());
+        let _held = up.begin_request();
+        let soon = tokio::time::Instant::now() + Duration::from_secs(5);
+        assert!(!up.wait_until_zero(Upstream::in_flight, soon).await);
     }
 }
