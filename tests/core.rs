@@ -86,6 +86,12 @@ fn status_and_environment() {
     assert!(log.contains(" web#1 out | listening on"), "{log}");
     let logs = text(&d.baton(&["logs", "-n", "5"]));
     assert!(logs.contains("web#"), "{logs}");
+    let only = text(&d.baton(&["logs", "-n", "50", "--instance", "web#2"]));
+    assert!(only.contains(" web#2 out | listening on"), "{only}");
+    assert!(
+        only.lines().all(|l| l.split(' ').nth(1) == Some("web#2")),
+        "{only}"
+    );
 }
 
 /// `kind = "tcp"`: ready once the port accepts.

@@ -123,6 +123,9 @@ pub enum Command {
         /// Keep printing new lines.
         #[arg(short, long)]
         follow: bool,
+        /// Only one instance (`web#2`) or process (`web`, `scheduler`).
+        #[arg(short, long)]
+        instance: Option<String>,
     },
 }
 
@@ -422,8 +425,15 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Logs { lines, follow } => {
-            let path = format!("/logs?lines={lines}&follow={follow}");
+        Command::Logs {
+            lines,
+            follow,
+            instance,
+        } => {
+            let mut path = format!("/logs?lines={lines}&follow={follow}");
+            if let Some(i) = instance {
+                path.push_str(&format!("&instance={}", i.replace('#', "%23")));
+            }
             client
                 .stream_lines(Method::GET, &path, None, |l| println!("{l}"))
                 .await?;

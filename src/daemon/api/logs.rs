@@ -20,6 +20,17 @@ pub struct LogsQuery {
     /// Keep streaming new lines.
     #[serde(default)]
     follow: bool,
+    /// Only this instance's (or process's) lines: `web#2`, `scheduler`.
+    instance: Option<String>,
+}
+
+/// Lines read "<time> <instance> <stream> | ...": a line belongs to `web#2`
+/// by its instance, or to `web` by its process.
+fn belongs(line: &str, wanted: Option<&str>) -> bool {
+    wanted.is_none_or(|w| {
+        let who = line.split(' ').nth(1).unwrap_or("");
+        who == w || who.split('#').next() == Some(w)
+    })
 }
 
 /// The log tail, optionally followed.
@@ -30,7 +41,12 @@ pub async fn logs(State(daemon): State<Arc<Daemon>>, Query(q): Query<LogsQuery>)
         .await
         .unwrap_or_default();
     let n = q.lines.unwrap_or(50);
-    let all: Vec<&str> = text.lines().collect();
+    // Lines read "<time> <instance> <stream> | ...".
+    let wanted = q.instance.clone();
+    let all: Vec<&str> = text
+        .lines()
+        .filter(|l| belongs(l, wanted.as_deref()))
+        .collect();
     let mut past = all[all.len().saturating_sub(n)..].join("\n");
     if !past.is_empty() {
         past.push('\n');
@@ -41,20 +57,25 @@ pub async fn logs(State(daemon): State<Arc<Daemon>>, Query(q): Query<LogsQuery>)
         Some(rx) => {
             use futures_util::StreamExt;
             let shutdown = daemon.shutdown.clone();
-            let tail =
-                futures_util::stream::unfold((rx, shutdown), |(mut rx, shutdown)| async move {
+            let tail = futures_util::stream::unfold(
+                (rx, shutdown, wanted),
+                |(mut rx, shutdown, wanted)| async move {
                     loop {
                         let line = tokio::select! {
                             l = rx.recv() => l,
                             _ = shutdown.cancelled() => return None,
                         };
                         match line {
-                            Ok(l) => return Some((Ok(Bytes::from(l + "\n")), (rx, shutdown))),
+                            Ok(l) if belongs(&l, wanted.as_deref()) => {
+                                return Some((Ok(Bytes::from(l + "\n")), (rx, shutdown, wanted)))
+                            }
+                            Ok(_) => continue,
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                             Err(_) => return None,
                         }
                     }
-                });
+                },
+            );
             Body::from_stream(head.chain(tail))
         }
     };
