@@ -531,3 +531,34 @@ fn out_of_space_during_unpack_fails_cleanly() {
     );
     assert_eq!(version(&d), "version=v2");
 }
+
+/// A release folder may ship its own baton.toml; `baton deploy` without a
+/// source still releases the app folder in place, with the app's config.
+#[test]
+fn release_with_its_own_config_then_in_place_deploy() {
+    let d = Daemon::start(WEB);
+    d.wait_ready(2);
+    let v2 = app_dir("v2");
+    let own = std::fs::read_to_string(d.path("baton.toml"))
+        .unwrap()
+        .replace("instances = 2", "instances = 1");
+    std::fs::write(v2.path().join("baton.toml"), own).unwrap();
+    assert!(d
+        .baton(&["deploy", v2.path().to_str().unwrap()])
+        .status
+        .success());
+    assert_eq!(version(&d), "version=v2");
+    assert_eq!(
+        d.status()["instances"].as_array().unwrap().len(),
+        1,
+        "the release's own config"
+    );
+    let out = d.baton(&["deploy"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(version(&d), "version=v1", "the app folder, in place");
+    assert_eq!(
+        d.status()["instances"].as_array().unwrap().len(),
+        2,
+        "the app's config"
+    );
+}

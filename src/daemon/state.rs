@@ -45,6 +45,9 @@ pub struct Daemon {
     /// The folder of the baton.toml the daemon started with: the app's home,
     /// and the repository `deploy --git` exports from.
     pub app_dir: PathBuf,
+    /// That baton.toml: what `baton deploy` without a source releases, in
+    /// place, whatever the current release folder ships.
+    pub app_config: PathBuf,
     /// The data plane.
     pub proxy: Arc<Proxy>,
     /// What every instance shares.
@@ -72,6 +75,7 @@ impl Daemon {
     ) -> Arc<Daemon> {
         Arc::new(Daemon {
             app_dir: config.base_dir.clone(),
+            app_config: config.path.clone(),
             config: RwLock::new(config),
             proxy,
             ctx,

@@ -361,7 +361,8 @@ impl Deploy {
         let loaded = self.daemon.config();
         match kind {
             Kind::Deploy { source: None } => {
-                let fresh = config::load(&loaded.path)?;
+                let mut fresh = config::load(&self.daemon.app_config)?;
+                fresh.config.daemon.state_dir = Some(loaded.state_dir());
                 Ok(Release {
                     id: new_release_id(),
                     source: "app directory".into(),
