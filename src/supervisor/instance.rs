@@ -618,23 +618,64 @@ impl InstanceTask {
     }
 
     /// `stop_signal` to the whole group; SIGKILL after `kill_timeout`.
+    /// `stop_signal` to the whole group; SIGKILL to whatever of the group
+    /// is still there after `kill_timeout`. The leader is often a shell
+    /// wrapping the app, and exits at once on the signal while the app is
+    /// still running its own shutdown: the whole group gets the time.
     async fn stop_group(&self, child: &mut Child, pgid: i32) {
         let group = Pid::from_raw(pgid);
+        let deadline = tokio::time::Instant::now() + self.spec.kill_timeout;
         let _ = killpg(group, self.spec.stop_signal);
-        if tokio::time::timeout(self.spec.kill_timeout, child.wait())
+        let leader_gone = tokio::time::timeout_at(deadline, child.wait())
             .await
-            .is_err()
-        {
+            .is_ok();
+        let group_gone = leader_gone && group_empty_by(group, deadline).await;
+        if !group_gone {
             self.log(&format!(
                 "still running {} after {}; sending SIGKILL",
                 humantime::format_duration(self.spec.kill_timeout),
                 self.spec.stop_signal
             ));
-            let _ = killpg(group, Signal::SIGKILL);
-            let _ = child.wait().await;
         }
         let _ = killpg(group, Signal::SIGKILL);
+        let _ = child.wait().await;
     }
+}
+
+/// Waits until no live process is left in `group`, or `deadline`. The
+/// members are not our children (only the leader is), so there is no exit
+/// to wait on: the group is looked at every 10 ms.
+async fn group_empty_by(group: Pid, deadline: tokio::time::Instant) -> bool {
+    loop {
+        if !group_alive(group) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether any process of `group` runs. Zombies do not count: an orphan's
+/// zombie waits for init to reap it, and has nothing left to shut down.
+fn group_alive(group: Pid) -> bool {
+    if killpg(group, None).is_err() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...
+        let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1);
+        state != Some("Z") && pgrp == Some(group.as_raw().to_string().as_str())
+    })
 }
 
 async fn send_ipc(channel: &Channel, msg: &serde_json::Value) {
