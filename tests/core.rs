@@ -299,6 +299,15 @@ fn second_daemon_refused_and_socket_private() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    let dir_mode = std::fs::metadata(d.path(".baton"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        dir_mode & 0o777,
+        0o700,
+        "the state directory is the owner's"
+    );
     // The first daemon is unaffected.
     assert_eq!(get(d.port, "/").unwrap().status, 200);
 }
@@ -323,6 +332,12 @@ fn detach_then_stop() {
     let out = d.baton(&["up", "--detach"]);
     assert!(out.status.success(), "{}", text(&out));
     d.wait_ready(1);
+    use std::os::unix::fs::PermissionsExt;
+    let dir_mode = std::fs::metadata(d.path(".baton"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
     assert_eq!(get(d.port, "/").unwrap().status, 200);
     let out = d.baton(&["stop"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -277,7 +277,8 @@ fn up_detached(cli: &Cli) -> Result<(), Failure> {
     let loaded = load(cli)?;
     let state_dir = loaded.state_dir();
     let logs = state_dir.join("logs");
-    std::fs::create_dir_all(&logs)
+    crate::daemon::ensure_state_dir(&state_dir)
+        .and_then(|()| std::fs::create_dir_all(&logs))
         .map_err(|e| Failure::failed(format!("creating {}: {e}", logs.display())))?;
     let log_path = logs.join("daemon.log");
     let log = std::fs::OpenOptions::new()

@@ -86,6 +86,20 @@ fn notify_systemd(state: &str) {
     }
 }
 
+/// Creates the state directory, private to its owner (logs and releases
+/// are, like the socket). An existing directory is left as it is.
+///
+/// # Errors
+/// When it cannot be created.
+pub fn ensure_state_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 /// The control socket's path in a state directory.
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("baton.sock")
@@ -108,8 +122,7 @@ pub async fn run(loaded: Loaded) -> Result<(), StartError> {
         );
     }
     let state_dir = loaded.state_dir();
-    std::fs::create_dir_all(&state_dir)
-        .map_err(io_err(format!("creating {}", state_dir.display())))?;
+    ensure_state_dir(&state_dir).map_err(io_err(format!("creating {}", state_dir.display())))?;
     let _lock = lock::StateLock::acquire(&state_dir)?;
     let run_dir = state_dir.join("run");
     std::fs::create_dir_all(&run_dir).map_err(io_err("creating the run folder"))?;
