@@ -643,39 +643,82 @@ impl InstanceTask {
 }
 
 /// Waits until no live process is left in `group`, or `deadline`. The
-/// members are not our children (only the leader is), so there is no exit
-/// to wait on: the group is looked at every 10 ms.
+/// members are not our children (only the leader is), so each is watched
+/// through a pidfd, which becomes readable when its process exits.
 async fn group_empty_by(group: Pid, deadline: tokio::time::Instant) -> bool {
     loop {
-        if !group_alive(group) {
+        let members = live_members(group);
+        if members.is_empty() {
             return true;
         }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
+        let mut exits = Vec::new();
+        for pid in members {
+            match watch_exit(pid) {
+                Ok(Some(exit)) => exits.push(exit),
+                // Gone between the listing and the watch.
+                Ok(None) => {}
+                // No pidfd on this kernel: nothing to react to but the deadline.
+                Err(()) => {
+                    tokio::time::sleep_until(deadline).await;
+                    return live_members(group).is_empty();
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        if tokio::time::timeout_at(deadline, futures_util::future::join_all(exits))
+            .await
+            .is_err()
+        {
+            return live_members(group).is_empty();
+        }
     }
 }
 
-/// Whether any process of `group` runs. Zombies do not count: an orphan's
-/// zombie waits for init to reap it, and has nothing left to shut down.
-fn group_alive(group: Pid) -> bool {
+/// A future that resolves when process `pid` exits; `Ok(None)` when it is
+/// already gone, `Err` when the kernel has no pidfd.
+fn watch_exit(pid: i32) -> Result<Option<impl std::future::Future<Output = ()>>, ()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ESRCH) => Ok(None),
+            _ => Err(()),
+        };
+    }
+    // SAFETY: the fd was just returned to us and nobody else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the fd is owned by the AsyncFd and closed only when it drops,
+    // which deregisters it first.
+    let watched = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE)
+    }
+    .map_err(|_| ())?;
+    Ok(Some(async move {
+        let _ = watched.readable().await;
+    }))
+}
+
+/// The live processes of `group`. Zombies do not count: an orphan's zombie
+/// waits for init to reap it, and has nothing left to shut down.
+fn live_members(group: Pid) -> Vec<i32> {
     if killpg(group, None).is_err() {
-        return false;
+        return Vec::new();
     }
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return true;
+        return Vec::new();
     };
-    entries.flatten().any(|e| {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            return false;
-        };
-        // pid (comm) state ppid pgrp ...
-        let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
-        let state = fields.next();
-        let pgrp = fields.nth(1);
-        state != Some("Z") && pgrp == Some(group.as_raw().to_string().as_str())
-    })
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // pid (comm) state ppid pgrp ...
+            let mut fields = stat.rsplit(')').next()?.split_whitespace();
+            let state = fields.next()?;
+            let pgrp: i32 = fields.nth(1)?.parse().ok()?;
+            (state != "Z" && pgrp == group.as_raw()).then_some(pid)
+        })
+        .collect()
 }
 
 async fn send_ipc(channel: &Channel, msg: &serde_json::Value) {
