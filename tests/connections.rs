@@ -17,14 +17,6 @@ fn web(version: &str, extra: &str) -> String {
     )
 }
 
-fn open_connections(d: &Daemon) -> u64 {
-    d.status()["instances"].as_array().map_or(0, |a| {
-        a.iter()
-            .map(|i| i["connections"].as_u64().unwrap_or(0))
-            .sum()
-    })
-}
-
 /// 50 WebSocket clients exchanging a message every 100 ms through a deploy:
 /// none breaks before connection_drain_timeout; then each gets close 1001
 /// and reconnects, to v2.
@@ -52,7 +44,7 @@ fn websockets_survive_deploy_then_reconnect_to_v2() {
         .spawn()
         .unwrap();
     wait_until(Duration::from_secs(20), "50 open WebSockets", || {
-        open_connections(&d) == 50
+        d.total("connections") == 50
     });
     d.rewrite(&web("v2", extra));
     let out = d.baton(&["deploy"]);

@@ -17,12 +17,7 @@ fn web(instances: u32, env: &str, extra: &str) -> String {
 /// Waits until the probe has had answers, so the change happens under load.
 fn wait_for_load(d: &Daemon) {
     wait_until(Duration::from_secs(20), "the probe's first answers", || {
-        d.status()["instances"].as_array().is_some_and(|a| {
-            a.iter()
-                .map(|i| i["served"].as_u64().unwrap_or(0))
-                .sum::<u64>()
-                >= 20
-        })
+        d.total("served") >= 20
     });
 }
 
@@ -95,12 +90,7 @@ fn two_instances_with_two_second_requests() {
         &["--duration", "7s", "--concurrency", "6", "--timeout", "10s"],
     );
     wait_until(Duration::from_secs(20), "requests in flight", || {
-        d.status()["instances"].as_array().is_some_and(|a| {
-            a.iter()
-                .map(|i| i["in_flight"].as_u64().unwrap_or(0))
-                .sum::<u64>()
-                >= 4
-        })
+        d.total("in_flight") >= 4
     });
     d.rewrite(&web(
         2,
@@ -397,18 +387,7 @@ fn draining_instance_503s_are_retried_on_the_new_release() {
     wait_until(
         Duration::from_secs(20),
         "v1 answers, then requests in flight",
-        || {
-            d.status()["instances"].as_array().is_some_and(|a| {
-                a.iter()
-                    .map(|i| i["served"].as_u64().unwrap_or(0))
-                    .sum::<u64>()
-                    >= 16
-                    && a.iter()
-                        .map(|i| i["in_flight"].as_u64().unwrap_or(0))
-                        .sum::<u64>()
-                        >= 6
-            })
-        },
+        || d.total("served") >= 16 && d.total("in_flight") >= 6,
     );
     d.rewrite(&cfg("v2"));
     deploy_ok(&d, &["deploy"]);
@@ -443,12 +422,7 @@ fn apps_with_graceful_shutdown_code_work_too() {
         &["--duration", "6s", "--concurrency", "4", "--timeout", "10s"],
     );
     wait_until(Duration::from_secs(20), "requests in flight", || {
-        d.status()["instances"].as_array().is_some_and(|a| {
-            a.iter()
-                .map(|i| i["in_flight"].as_u64().unwrap_or(0))
-                .sum::<u64>()
-                >= 3
-        })
+        d.total("in_flight") >= 3
     });
     d.rewrite(&cfg("v2"));
     deploy_ok(&d, &["deploy"]);

@@ -232,6 +232,14 @@ impl Daemon {
             .map_or(0, |a| a.iter().filter(|i| i["state"] == state).count())
     }
 
+    /// A count summed over every instance in `status`: `served`,
+    /// `in_flight`, `connections`.
+    pub fn total(&self, field: &str) -> u64 {
+        self.status()["instances"].as_array().map_or(0, |a| {
+            a.iter().map(|i| i[field].as_u64().unwrap_or(0)).sum()
+        })
+    }
+
     /// Waits until `n` instances are ready.
     pub fn wait_ready(&self, n: usize) {
         wait_until(
