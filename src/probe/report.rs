@@ -141,6 +141,19 @@ fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
+impl Latency {
+    /// The percentiles of `sorted` (ascending) latencies.
+    pub fn of(sorted: &[Duration]) -> Latency {
+        Latency {
+            p50: percentile(sorted, 50.0),
+            p90: percentile(sorted, 90.0),
+            p99: percentile(sorted, 99.0),
+            p999: percentile(sorted, 99.9),
+            max: percentile(sorted, 100.0),
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -259,13 +272,7 @@ impl Report {
             rps: (requests as f64 / secs * 10.0).round() / 10.0,
             status_codes,
             errors,
-            latency_ms: Latency {
-                p50: percentile(&latencies, 50.0),
-                p90: percentile(&latencies, 90.0),
-                p99: percentile(&latencies, 99.0),
-                p999: percentile(&latencies, 99.9),
-                max: percentile(&latencies, 100.0),
-            },
+            latency_ms: Latency::of(&latencies),
             longest_gap_ms: ms(gap.1),
             longest_gap_start_ms: ms(gap.0),
             timeline,

@@ -104,20 +104,7 @@ pub async fn run(args: ProbeArgs) -> WsReport {
     }
     let mut t = std::mem::take(&mut *tally.lock().expect("tally lock poisoned"));
     t.rtts.sort();
-    let pct = |p: f64| -> f64 {
-        if t.rtts.is_empty() {
-            return 0.0;
-        }
-        let rank = ((p / 100.0) * t.rtts.len() as f64).ceil() as usize;
-        (t.rtts[rank.clamp(1, t.rtts.len()) - 1].as_secs_f64() * 1e6).round() / 1e3
-    };
-    t.report.latency_ms = super::report::Latency {
-        p50: pct(50.0),
-        p90: pct(90.0),
-        p99: pct(99.0),
-        p999: pct(99.9),
-        max: pct(100.0),
-    };
+    t.report.latency_ms = super::report::Latency::of(&t.rtts);
     t.report.url = args.url;
     t.report.duration_ms = start.elapsed().as_millis() as u64;
     t.report
