@@ -17,11 +17,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
+/// Whether `name` is stripped: one of [`HOP_BY_HOP`], Upgrade, or `proxy-*`.
 fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade"
-    ) || name.starts_with("proxy-")
+    name == "upgrade" || name.starts_with("proxy-") || HOP_BY_HOP.iter().any(|h| h.as_str() == name)
 }
 
 /// Whether the request asks to switch protocols (WebSocket).
