@@ -12,16 +12,17 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use hyper::client::conn::http1::SendRequest;
-
 use std::future::Future;
 
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::upstream::{ConnectionGuard, RequestGuard, Upstream};
 
+/// Any error a body can end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The body type the proxy answers with.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// A small complete body, for Baton's own answers (503, 502, ...).
 pub fn full(text: impl Into<Bytes>) -> ProxyBody {
@@ -31,18 +32,25 @@ pub fn full(text: impl Into<Bytes>) -> ProxyBody {
 }
 
 /// The client's request body, parked until an attempt first reads it.
-#[derive(Clone)]
-pub struct Parked(Arc<Mutex<Option<Incoming>>>);
+/// Most requests have none, and then nothing is allocated (the default).
+#[derive(Clone, Default)]
+pub struct Parked(Option<Arc<Mutex<Option<Incoming>>>>);
 
 impl Parked {
     /// Parks `body`.
     pub fn new(body: Incoming) -> Parked {
-        Parked(Arc::new(Mutex::new(Some(body))))
+        Parked((!body.is_end_stream()).then(|| Arc::new(Mutex::new(Some(body)))))
+    }
+
+    fn slot(&self) -> Option<std::sync::MutexGuard<'_, Option<Incoming>>> {
+        self.0
+            .as_ref()
+            .map(|m| m.lock().expect("parked body lock poisoned"))
     }
 
     /// True while no attempt has read from the body, so it can be sent again.
     pub fn untouched(&self) -> bool {
-        self.0.lock().expect("parked body lock poisoned").is_some()
+        self.slot().is_none_or(|b| b.is_some())
     }
 
     /// A body for one attempt; it takes the parked body on its first poll.
@@ -56,11 +64,8 @@ impl Parked {
 
     /// True when the client sent no body at all.
     pub fn is_empty(&self) -> bool {
-        self.0
-            .lock()
-            .expect("parked body lock poisoned")
-            .as_ref()
-            .is_none_or(|b| b.is_end_stream())
+        self.slot()
+            .is_none_or(|b| b.as_ref().is_none_or(|b| b.is_end_stream()))
     }
 }
 
@@ -83,12 +88,7 @@ impl Body for TakeOnPoll {
             return Poll::Ready(None);
         }
         if self.body.is_none() {
-            let taken = self
-                .parked
-                .0
-                .lock()
-                .expect("parked body lock poisoned")
-                .take();
+            let taken = self.parked.slot().and_then(|mut b| b.take());
             match taken {
                 Some(b) => self.body = Some(b),
                 None => return Poll::Ready(None),
@@ -107,31 +107,17 @@ impl Body for TakeOnPoll {
             Some(b) => b.size_hint(),
             None => self
                 .parked
-                .0
-                .lock()
-                .expect("parked body lock poisoned")
-                .as_ref()
-                .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint()),
+                .slot()
+                .and_then(|b| b.as_ref().map(|b| b.size_hint()))
+                .unwrap_or_else(|| SizeHint::with_exact(0)),
         }
     }
 }
 
-/// The connection a response came on, to go back to its instance's idle
-/// list once the response has been read in full.
-pub struct Reusable {
-    /// Whose connection.
-    pub upstream: Arc<Upstream>,
-    /// The connection.
-    pub sender: SendRequest<TakeOnPoll>,
-}
-
-/// A response body that keeps its instance's in-flight count until it ends,
-/// then hands its connection back for reuse.
-pub struct Counted {
-    inner: Incoming,
+/// A response body that keeps its instance's in-flight count until it ends.
+pub struct Counted<B> {
+    inner: B,
     guard: Option<RequestGuard>,
-    reusable: Option<Reusable>,
-    finished: bool,
     stream: Option<LongLived>,
 }
 
@@ -143,15 +129,12 @@ struct LongLived {
     closing: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
-impl Counted {
-    /// Wraps `inner`; `guard` is released at the end of the body, and
-    /// `reusable` returned to its pool if the body was read to the end.
-    pub fn new(inner: Incoming, guard: RequestGuard, reusable: Option<Reusable>) -> Counted {
+impl<B> Counted<B> {
+    /// Wraps `inner`; `guard` is released at the end of the body.
+    pub fn new(inner: B, guard: RequestGuard) -> Counted<B> {
         Counted {
             inner,
             guard: Some(guard),
-            reusable,
-            finished: false,
             stream: None,
         }
     }
@@ -159,7 +142,7 @@ impl Counted {
     /// Makes this an event stream of `upstream`: counted as one of its
     /// connections, and ended (cleanly, so clients reconnect) when its
     /// connection drain ends.
-    pub fn long_lived(mut self, upstream: &Arc<Upstream>) -> Counted {
+    pub fn long_lived(mut self, upstream: &Arc<Upstream>) -> Counted<B> {
         self.guard.take();
         self.stream = Some(LongLived {
             _counted: upstream.begin_connection(),
@@ -169,31 +152,23 @@ impl Counted {
     }
 
     fn release(&mut self) {
-        if let Some(r) = self.reusable.take() {
-            if self.finished {
-                r.upstream.pool.put(r.sender);
-            }
-        }
         self.guard.take();
         self.stream = None;
     }
 }
 
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.finished |= self.inner.is_end_stream();
-        self.release();
-    }
-}
-
-impl Body for Counted {
+impl<B> Body for Counted<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(stream) = self.stream.as_mut() {
             if stream.closing.as_mut().poll(cx).is_ready() {
                 self.stream = None;
@@ -202,15 +177,17 @@ impl Body for Counted {
             }
         }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
+        match polled {
             Poll::Ready(None) => {
-                self.finished = true;
                 self.release();
+                Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(_))) => self.release(),
-            _ => {}
+            Poll::Ready(Some(Err(e))) => {
+                self.release();
+                Poll::Ready(Some(Err(e.into())))
+            }
+            other => other.map(|f| f.map(|f| f.map_err(Into::into))),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -18,7 +18,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Whether `name` is stripped: one of [`HOP_BY_HOP`], Upgrade, or `proxy-*`.
-fn is_hop_by_hop(name: &str) -> bool {
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
     name == "upgrade" || name.starts_with("proxy-") || HOP_BY_HOP.iter().any(|h| h.as_str() == name)
 }
 

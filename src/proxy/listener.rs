@@ -40,14 +40,20 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 fn builder(cfg: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
         .max_buf_size(cfg.max_header_bytes.max(8192))
-        .max_headers(cfg.max_headers)
         .keep_alive(true);
+    // hyper's own limit is 100 and costs nothing; any other limit makes it
+    // initialise a header array of that size for every request.
+    if cfg.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        b.http1().max_headers(cfg.max_headers);
+    }
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(cfg.max_header_bytes.min(u32::MAX as usize) as u32);

@@ -10,6 +10,7 @@
 //! - [`tunnel`]: upgraded (WebSocket) connections.
 
 pub mod body;
+pub mod h1;
 pub mod headers;
 pub mod listener;
 pub mod pool;
@@ -30,7 +31,7 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::body::{full, Counted, Parked, ProxyBody, Reusable};
+use self::body::{full, Counted, Parked, ProxyBody};
 use self::router::{NoInstance, Router};
 use self::upstream::Upstream;
 use crate::config::ProxyConfig;
@@ -144,30 +145,26 @@ impl Proxy {
                 Err(why) => return self.respond_no_instance(why),
             };
             let guard = upstream.begin_request();
-            let out = Request::from_parts(parts.clone(), body.attempt());
-
             let sent = if upgrade {
+                let out = Request::from_parts(parts.clone(), body.attempt());
                 tunnel::send_upgrade(out, &upstream)
                     .await
-                    .map(|r| (r, None))
+                    .map(|r| r.map(|b| b.map_err(Into::into).boxed()))
             } else {
-                pool::send(&upstream, out, self.config.upstream_idle_timeout)
+                pool::send(&upstream, &parts, &body, self.config.upstream_idle_timeout)
                     .await
-                    .map(|(r, sender)| {
-                        let upstream = upstream.clone();
-                        (r, Some(Reusable { upstream, sender }))
-                    })
+                    .map(|r| r.map(BodyExt::boxed))
             };
             let can_retry = attempt < self.config.retries && body.untouched();
             match sent {
                 // A draining instance that answers 503 (seed 003's apps do)
                 // has not handled the request: another instance can.
-                Ok((resp, _))
+                Ok(resp)
                     if resp.status() == StatusCode::SERVICE_UNAVAILABLE
                         && upstream.is_draining()
                         && can_retry
                         && (idempotent || !has_body) => {}
-                Ok((mut resp, reusable)) => {
+                Ok(mut resp) => {
                     // 3. Respond; the in-flight count lasts until the body ends.
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(client_side) = client_upgrade.take() {
@@ -179,8 +176,6 @@ impl Proxy {
                                 websocket,
                             );
                         }
-                    } else {
-                        headers::strip_hop_by_hop(resp.headers_mut(), false);
                     }
                     self.count(resp.status());
                     let event_stream = resp
@@ -189,7 +184,7 @@ impl Proxy {
                         .and_then(|v| v.to_str().ok())
                         .is_some_and(|v| v.starts_with("text/event-stream"));
                     return resp.map(|b| {
-                        let body = Counted::new(b, guard, reusable);
+                        let body = Counted::new(b, guard);
                         if event_stream {
                             body.long_lived(&upstream).boxed()
                         } else {

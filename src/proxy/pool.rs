@@ -4,38 +4,30 @@
 //! A connection goes back to its list only once its response body has been
 //! read to the end, and is never reused after `upstream_idle_timeout`, which
 //! stays below the app's own keep-alive timeout: Node closes idle sockets
-//! after 5 s, and a request sent on a socket at that instant meets a reset.
-//! A request that a dead pooled connection could not even take comes back
-//! unsent (hyper's `try_send_request`) and goes out on another connection,
-//! so that race costs nothing, not even a retry.
+//! after 5 s. A connection the instance closed while it sat idle is noticed
+//! before use. When one closes just as a request goes out on it, the request
+//! is sent again on another connection (when it had no body, or its body
+//! was never read): that race costs nothing, not even a retry.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::{request, Response};
 use tokio::net::TcpStream;
 
-use super::body::TakeOnPoll;
+use super::body::Parked;
+use super::h1::{self, Conn, ExchangeError, ResponseBody};
 use super::upstream::Upstream;
-use super::{error_chain, AttemptError};
+use super::AttemptError;
 
 /// Most idle connections kept per instance.
 const MAX_IDLE: usize = 512;
 /// How long connecting to an instance on loopback may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One idle connection.
-pub struct Idle {
-    sender: SendRequest<TakeOnPoll>,
-    since: Instant,
-}
-
 /// The idle list of one instance.
 #[derive(Default)]
-pub struct IdleList(std::sync::Mutex<Vec<Idle>>);
+pub struct IdleList(std::sync::Mutex<Vec<Conn>>);
 
 impl std::fmt::Debug for IdleList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,21 +36,21 @@ impl std::fmt::Debug for IdleList {
 }
 
 impl IdleList {
-    fn pop(&self) -> Option<Idle> {
-        self.0.lock().expect("pool lock poisoned").pop()
+    /// The most recently used connection that can still take a request.
+    fn pop_reusable(&self, idle_timeout: Duration) -> Option<Conn> {
+        loop {
+            let conn = self.0.lock().expect("pool lock poisoned").pop()?;
+            if conn.is_reusable(idle_timeout) {
+                return Some(conn);
+            }
+        }
     }
 
-    /// Puts a connection whose last response was read in full back.
-    pub fn put(&self, sender: SendRequest<TakeOnPoll>) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Puts a connection whose last exchange ended cleanly back.
+    pub fn put(&self, conn: Conn) {
         let mut idle = self.0.lock().expect("pool lock poisoned");
         if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+            idle.push(conn);
         }
     }
 
@@ -68,44 +60,32 @@ impl IdleList {
     }
 }
 
-/// Sends `req` to `upstream` on an idle connection or a new one. On success
-/// the connection comes back with the response; return it to the idle list
-/// once the body has been read.
+/// Sends a request to `upstream` on an idle connection or a new one, and
+/// returns the response once its head has arrived.
 ///
 /// # Errors
 /// [`AttemptError::Connect`] when no connection could be made (nothing was
 /// sent), [`AttemptError::Exchange`] when the exchange broke.
 pub(super) async fn send(
     upstream: &Arc<Upstream>,
-    mut req: Request<TakeOnPoll>,
+    parts: &request::Parts,
+    body: &Parked,
     idle_timeout: Duration,
-) -> Result<(Response<Incoming>, SendRequest<TakeOnPoll>), AttemptError> {
-    while let Some(mut idle) = upstream.pool.pop() {
-        if idle.since.elapsed() >= idle_timeout || idle.sender.ready().await.is_err() {
-            continue;
-        }
-        match idle.sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, idle.sender)),
-            Err(mut e) => match e.take_message() {
-                Some(unsent) => req = unsent,
-                None => {
-                    return Err(AttemptError::Exchange(
-                        upstream.id.clone(),
-                        error_chain(&e.into_error()),
-                    ))
-                }
-            },
+) -> Result<Response<ResponseBody>, AttemptError> {
+    loop {
+        let (conn, reused) = match upstream.pool.pop_reusable(idle_timeout) {
+            Some(conn) => (conn, true),
+            None => (connect(upstream).await?, false),
+        };
+        match h1::exchange(conn, parts, body.attempt(), upstream).await {
+            Ok(resp) => return Ok(resp),
+            Err(ExchangeError::Unanswered(_)) if reused && body.untouched() => continue,
+            Err(e) => return Err(AttemptError::Exchange(upstream.id.clone(), e.to_string())),
         }
     }
-    let mut sender = connect(upstream).await?;
-    sender
-        .try_send_request(req)
-        .await
-        .map(|resp| (resp, sender))
-        .map_err(|e| AttemptError::Exchange(upstream.id.clone(), error_chain(&e.into_error())))
 }
 
-async fn connect(upstream: &Arc<Upstream>) -> Result<SendRequest<TakeOnPoll>, AttemptError> {
+async fn connect(upstream: &Arc<Upstream>) -> Result<Conn, AttemptError> {
     let id = &upstream.id;
     let stream =
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream.addr)).await {
@@ -119,13 +99,93 @@ async fn connect(upstream: &Arc<Upstream>) -> Result<SendRequest<TakeOnPoll>, At
             }
         };
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| AttemptError::Connect(id.clone(), error_chain(&e)))?;
-    let open = upstream.begin_pooled();
-    tokio::spawn(async move {
-        let _open = open;
-        let _ = conn.await;
-    });
-    Ok(sender)
+    Ok(Conn::new(stream, upstream.begin_pooled()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// What the instance does with the `n`th request on its `c`th connection.
+    enum Act {
+        Answer,
+        CloseUnanswered,
+    }
+
+    /// A raw instance: answers each request with the number of the
+    /// connection it came on, or closes as `script(conn, request)` says.
+    async fn instance(script: fn(usize, usize) -> Act) -> Arc<Upstream> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for conn in 1.. {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    for request in 1.. {
+                        head.clear();
+                        while !head.ends_with(b"\r\n\r\n") {
+                            let mut byte = [0u8];
+                            if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push(byte[0]);
+                        }
+                        match script(conn, request) {
+                            Act::Answer => {
+                                let body = format!("conn {conn}");
+                                let answer = format!(
+                                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                                    body.len()
+                                );
+                                s.write_all(answer.as_bytes()).await.unwrap();
+                            }
+                            Act::CloseUnanswered => return,
+                        }
+                    }
+                });
+            }
+        });
+        Arc::new(Upstream::new("web#1".into(), port))
+    }
+
+    async fn get(upstream: &Arc<Upstream>) -> Result<String, AttemptError> {
+        let (mut parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        parts.headers.insert("host", "x".parse().unwrap());
+        let resp = send(upstream, &parts, &Parked::default(), Duration::from_secs(4)).await?;
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Ok(String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_body_is_read() {
+        let up = instance(|_, _| Act::Answer).await;
+        assert_eq!(get(&up).await.unwrap(), "conn 1");
+        assert_eq!(get(&up).await.unwrap(), "conn 1");
+        assert_eq!(up.counts().upstream_connections, 1);
+    }
+
+    /// Node closing a keep-alive socket just as a request arrives on it:
+    /// the request goes out again on a new connection, with no error.
+    #[tokio::test]
+    async fn a_reused_connection_closed_under_a_request_is_replaced() {
+        let up = instance(|conn, request| match (conn, request) {
+            (1, 2) => Act::CloseUnanswered,
+            _ => Act::Answer,
+        })
+        .await;
+        assert_eq!(get(&up).await.unwrap(), "conn 1");
+        assert_eq!(get(&up).await.unwrap(), "conn 2");
+    }
+
+    /// A new connection that closes unanswered is the instance's failure,
+    /// not a race: the caller hears of it.
+    #[tokio::test]
+    async fn a_fresh_connection_closed_unanswered_is_an_error() {
+        let up = instance(|_, _| Act::CloseUnanswered).await;
+        assert!(matches!(get(&up).await, Err(AttemptError::Exchange(..))));
+    }
 }

@@ -26,8 +26,8 @@ pub struct Upstream {
     down: AtomicBool,
     draining: AtomicBool,
     closing: tokio_util::sync::CancellationToken,
-    /// Woken whenever a request or a connection ends here, so a drain
-    /// reacts to the last one instead of polling.
+    /// Woken whenever the requests or the connections here drop to zero, so
+    /// a drain reacts to the last one instead of polling.
     finished: tokio::sync::Notify,
     /// Named L4 ports (`[tcp.<name>]`), as `(name, port)`.
     pub tcp_ports: Vec<(String, u16)>,
@@ -173,8 +173,10 @@ pub struct RequestGuard(Arc<Upstream>);
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.served.fetch_add(1, Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.finished.notify_waiters();
+        // A drain waits for zero; only that change is worth a wake-up.
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.finished.notify_waiters();
+        }
     }
 }
 
@@ -194,8 +196,9 @@ pub struct ConnectionGuard(Arc<Upstream>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
-        self.0.finished.notify_waiters();
+        if self.0.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.finished.notify_waiters();
+        }
     }
 }
 

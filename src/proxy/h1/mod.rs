@@ -1,0 +1,158 @@
+//! Baton's own HTTP/1.1 client for its keep-alive connections to instances.
+//!
+//! hyper's client runs every connection in a task of its own and talks to it
+//! through channels: two task hand-offs per request, plus a body channel per
+//! response. Here a request's whole exchange runs inside the task that
+//! serves the client. The head goes out in one write, and the response head
+//! is parsed by httparse straight out of the connection's buffer; header
+//! values are slices of that buffer, not copies. The response body is read
+//! from the socket when the client side asks for more. A request body is
+//! written from the same polls as the reads, so an instance that answers
+//! while it is still reading (an echo, an early 413) cannot deadlock
+//! against Baton.
+
+mod request;
+mod response;
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::{Method, Response};
+use http_body::Body;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use self::request::Upload;
+pub use self::response::ResponseBody;
+use super::body::TakeOnPoll;
+use super::upstream::{PooledGuard, Upstream};
+
+/// Bytes read from an instance at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One keep-alive connection to an instance.
+pub struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed.
+    buf: BytesMut,
+    /// The request head being written, kept to reuse its allocation.
+    head: Vec<u8>,
+    idle_since: Instant,
+    _counted: PooledGuard,
+}
+
+impl Conn {
+    /// A fresh connection, counted in its instance's open connections.
+    pub fn new(stream: TcpStream, counted: PooledGuard) -> Conn {
+        Conn {
+            stream,
+            buf: BytesMut::new(),
+            head: Vec::with_capacity(512),
+            idle_since: Instant::now(),
+            _counted: counted,
+        }
+    }
+
+    /// Whether an idle connection can take another request: younger than
+    /// `idle_timeout`, and the instance has neither closed it nor sent
+    /// anything unasked on it.
+    pub fn is_reusable(&self, idle_timeout: Duration) -> bool {
+        // No syscall unless the socket was reported readable: then a read
+        // tells a close (0) or stray bytes from nothing to read.
+        self.idle_since.elapsed() < idle_timeout
+            && matches!(self.stream.try_read(&mut [0u8; 1]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Marks the start of an idle period.
+    fn idle(&mut self) {
+        self.idle_since = Instant::now();
+    }
+
+    /// Reads more bytes from the instance into the buffer; `Ok(0)` at its end.
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+    }
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The connection ended before a single byte of an answer. On a reused
+    /// keep-alive connection this is the instance closing it as the request
+    /// went out.
+    #[error("connection closed before any response: {0}")]
+    Unanswered(String),
+    /// The connection broke or the answer was not HTTP.
+    #[error("{0}")]
+    Broken(String),
+}
+
+/// Sends one request on `conn` and reads the response head. The response
+/// body comes with the connection; it returns to `upstream`'s idle list when
+/// the body has been read to its end.
+///
+/// # Errors
+/// [`ExchangeError`] when the instance did not answer with a valid head.
+pub async fn exchange(
+    mut conn: Conn,
+    parts: &http::request::Parts,
+    body: TakeOnPoll,
+    upstream: &Arc<Upstream>,
+) -> Result<Response<ResponseBody>, ExchangeError> {
+    let has_body = !body.is_end_stream();
+    let chunked = request::encode_head(&mut conn.head, parts, &body);
+    if let Err(e) = conn.stream.write_all(&conn.head).await {
+        return Err(ExchangeError::Unanswered(e.to_string()));
+    }
+    let mut upload = has_body.then(|| Upload::new(body, chunked));
+    let mut upload_failed = false;
+    let request_was_head = parts.method == Method::HEAD;
+    let mut answered = false;
+    let head = poll_fn(|cx| loop {
+        if let Some(up) = upload.as_mut() {
+            match up.poll_send(&mut conn.stream, cx) {
+                Poll::Ready(Ok(())) => upload = None,
+                // The instance may still answer (an early 413 and a close):
+                // keep reading, and never reuse this connection.
+                Poll::Ready(Err(_)) => {
+                    upload = None;
+                    upload_failed = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        while !conn.buf.is_empty() {
+            match response::parse_head(&mut conn.buf, request_was_head) {
+                Ok(Some(head)) if head.is_interim() => continue,
+                Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                Ok(None) => break,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        let closed = match conn.poll_read_more(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(0)) => "closed by the instance".to_string(),
+            Poll::Ready(Ok(_)) => {
+                answered = true;
+                continue;
+            }
+            Poll::Ready(Err(e)) => e.to_string(),
+        };
+        return Poll::Ready(Err(if answered {
+            ExchangeError::Broken(format!("{closed} in the middle of the response head"))
+        } else {
+            ExchangeError::Unanswered(closed)
+        }));
+    })
+    .await?;
+    Ok(head.into_response(conn, upload, upload_failed, upstream.clone()))
+}

@@ -1,0 +1,152 @@
+//! Writing a request to an instance: the head, then the body in its framing
+//! (as is when its length is known, chunked when not).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::header::{CONTENT_LENGTH, EXPECT};
+use http::request;
+use http_body::Body;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use crate::proxy::body::TakeOnPoll;
+
+/// Writes the head of `parts` into `out`; says whether the body goes chunked.
+///
+/// `Expect: 100-continue` is the client's business with Baton (hyper sends
+/// the 100 when the body is first read), so it is not passed on.
+pub(super) fn encode_head(out: &mut Vec<u8>, parts: &request::Parts, body: &TakeOnPoll) -> bool {
+    out.clear();
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == EXPECT {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut chunked = false;
+    if !body.is_end_stream() && !parts.headers.contains_key(CONTENT_LENGTH) {
+        match body.size_hint().exact() {
+            Some(n) => {
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            None => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                chunked = true;
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    chunked
+}
+
+/// A request body on its way to the instance.
+pub(super) struct Upload {
+    body: TakeOnPoll,
+    chunked: bool,
+    /// Bytes framed and not yet written.
+    queue: VecDeque<Bytes>,
+    ended: bool,
+}
+
+impl Upload {
+    pub(super) fn new(body: TakeOnPoll, chunked: bool) -> Upload {
+        Upload {
+            body,
+            chunked,
+            queue: VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    /// Writes as much of the body as the socket and the client allow;
+    /// ready once all of it is written.
+    pub(super) fn poll_send(
+        &mut self,
+        stream: &mut TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if !self.queue.is_empty() {
+                let mut slices = [IoSlice::new(&[]); 8];
+                let count = self
+                    .queue
+                    .iter()
+                    .zip(slices.iter_mut())
+                    .map(|(bytes, slice)| *slice = IoSlice::new(bytes))
+                    .count();
+                let written =
+                    ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count]))?;
+                if written == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.consume(written);
+                continue;
+            }
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                None => {
+                    self.ended = true;
+                    if self.chunked {
+                        self.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) if self.chunked => {
+                        self.queue
+                            .push_back(Bytes::from(format!("{:x}\r\n", data.len())));
+                        self.queue.push_back(data);
+                        self.queue.push_back(Bytes::from_static(b"\r\n"));
+                    }
+                    Ok(data) => self.queue.push_back(data),
+                    Err(frame) => {
+                        // Trailers end a chunked body; a sized body has
+                        // nowhere to put them.
+                        if let (true, Ok(trailers)) = (self.chunked, frame.into_trailers()) {
+                            let mut last = b"0\r\n".to_vec();
+                            for (name, value) in &trailers {
+                                last.extend_from_slice(name.as_str().as_bytes());
+                                last.extend_from_slice(b": ");
+                                last.extend_from_slice(value.as_bytes());
+                                last.extend_from_slice(b"\r\n");
+                            }
+                            last.extend_from_slice(b"\r\n");
+                            self.queue.push_back(Bytes::from(last));
+                            self.ended = true;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn consume(&mut self, mut written: usize) {
+        while written > 0 {
+            let front = self.queue.front_mut().expect("written bytes were queued");
+            if front.len() <= written {
+                written -= front.len();
+                self.queue.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+}

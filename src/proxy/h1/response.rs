@@ -1,0 +1,555 @@
+//! Reading an instance's response: the head into `http` types without
+//! copying header values, then the body decoded from its framing (a length,
+//! chunked, or until the instance closes).
+
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+
+use super::request::Upload;
+use super::{Conn, ExchangeError};
+use crate::proxy::body::BoxError;
+use crate::proxy::headers::is_hop_by_hop;
+use crate::proxy::upstream::Upstream;
+
+/// Most headers in a response head.
+const MAX_HEADERS: usize = 128;
+/// Largest response head, and largest chunk-size line or trailer section.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// A parsed response head and what it says about the body.
+pub(super) struct Head {
+    parts: http::response::Parts,
+    framing: Decoding,
+    keep_alive: bool,
+}
+
+/// Where the body is in its framing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Decoding {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Everything until the instance closes (no length, not chunked).
+    UntilClose,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    Trailers,
+}
+
+fn broken(why: impl Into<String>) -> ExchangeError {
+    ExchangeError::Broken(why.into())
+}
+
+/// Parses a response head at the start of `buf` and consumes it; `Ok(None)`
+/// while more bytes are needed. Hop-by-hop headers are left out of it.
+pub(super) fn parse_head(
+    buf: &mut BytesMut,
+    request_was_head: bool,
+) -> Result<Option<Head>, ExchangeError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => return Ok(None),
+        Ok(httparse::Status::Partial) => return Err(broken("response head too large")),
+        Err(e) => return Err(broken(format!("invalid response head: {e}"))),
+    };
+    let code = parsed.code.expect("a complete head has a status");
+    let status = StatusCode::from_u16(code).map_err(|_| broken("invalid status code"))?;
+    let mut keep_alive = parsed.version == Some(1);
+    let mut length: Option<u64> = None;
+    let mut transfer_encoding = None;
+    let mut connection_names = None;
+    // Header values become slices of the head's bytes: found here, cut
+    // once the head is split off the buffer.
+    let start = buf.as_ptr() as usize;
+    let mut fields = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| broken("invalid header name"))?;
+        let at = h.value.as_ptr() as usize - start;
+        let span = (at, at + h.value.len());
+        if name == CONNECTION {
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                } else if !token.is_empty() {
+                    connection_names = Some(span);
+                }
+            }
+        } else if name == TRANSFER_ENCODING {
+            transfer_encoding = Some(h.value);
+        } else if name == CONTENT_LENGTH {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| broken("invalid content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(broken("conflicting content-length headers"));
+            }
+            length = Some(n);
+        }
+        if !is_hop_by_hop(name.as_str()) {
+            fields.push((name, span));
+        }
+    }
+    let framing = if request_was_head || matches!(code, 100..=199 | 204 | 304) {
+        Decoding::Done
+    } else if let Some(codings) = transfer_encoding {
+        // A transfer coding overrides any length (RFC 9112 §6.3).
+        length = None;
+        let last = codings.rsplit(|&b| b == b',').next().unwrap_or_default();
+        if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            Decoding::Chunked(Chunk::Size)
+        } else {
+            Decoding::UntilClose
+        }
+    } else {
+        length.map_or(Decoding::UntilClose, Decoding::Length)
+    };
+    if framing == Decoding::UntilClose {
+        keep_alive = false;
+    }
+
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, (from, to)) in fields {
+        if name == CONTENT_LENGTH && length.is_none() {
+            continue;
+        }
+        let value = HeaderValue::from_maybe_shared(head.slice(from..to))
+            .map_err(|_| broken("invalid header value"))?;
+        headers.append(name, value);
+    }
+    if let Some((from, to)) = connection_names {
+        for token in head[from..to].split(|&b| b == b',') {
+            if let Ok(named) = HeaderName::from_bytes(token.trim_ascii()) {
+                headers.remove(named);
+            }
+        }
+    }
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = status;
+    parts.headers = headers;
+    Ok(Some(Head {
+        parts,
+        framing,
+        keep_alive,
+    }))
+}
+
+impl Head {
+    /// A 1xx other than 101: a provisional answer the final one follows.
+    pub(super) fn is_interim(&self) -> bool {
+        self.parts.status.is_informational() && self.parts.status != StatusCode::SWITCHING_PROTOCOLS
+    }
+
+    /// The response, whose body reads on from `conn`.
+    pub(super) fn into_response(
+        self,
+        conn: Conn,
+        upload: Option<Upload>,
+        upload_failed: bool,
+        upstream: Arc<Upstream>,
+    ) -> Response<ResponseBody> {
+        let mut body = ResponseBody {
+            conn: Some(conn),
+            decoding: self.framing,
+            upload,
+            // A 101 to a plain request leaves the connection in another
+            // protocol: it is never reused.
+            reusable: self.keep_alive
+                && !upload_failed
+                && self.parts.status != StatusCode::SWITCHING_PROTOCOLS,
+            upstream,
+        };
+        if body.decoding == Decoding::Done {
+            body.finish();
+        }
+        Response::from_parts(self.parts, body)
+    }
+}
+
+/// A response body read from the instance's connection as the client side
+/// asks for it. The connection goes back to its instance's idle list once
+/// the body has ended and the request body has been written in full.
+pub struct ResponseBody {
+    conn: Option<Conn>,
+    decoding: Decoding,
+    upload: Option<Upload>,
+    reusable: bool,
+    upstream: Arc<Upstream>,
+}
+
+/// What the buffered bytes yield next.
+enum Step {
+    Frame(Frame<Bytes>),
+    NeedMore,
+    End,
+}
+
+impl ResponseBody {
+    /// The body has ended: the connection goes back for reuse if the
+    /// exchange left it clean.
+    fn finish(&mut self) {
+        self.decoding = Decoding::Done;
+        if let Some(mut conn) = self.conn.take() {
+            if self.reusable && self.upload.is_none() && conn.buf.is_empty() {
+                conn.idle();
+                self.upstream.pool.put(conn);
+            }
+        }
+    }
+}
+
+impl Decoding {
+    /// Decodes the next frame out of `buf`, consuming what it uses.
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Step, ExchangeError> {
+        loop {
+            match self {
+                Decoding::Done => return Ok(Step::End),
+                Decoding::Length(0) => return Ok(Step::End),
+                Decoding::Length(left) => {
+                    if buf.is_empty() {
+                        return Ok(Step::NeedMore);
+                    }
+                    let take = (*left).min(buf.len() as u64);
+                    *left -= take;
+                    return Ok(Step::Frame(Frame::data(
+                        buf.split_to(take as usize).freeze(),
+                    )));
+                }
+                Decoding::UntilClose => {
+                    if buf.is_empty() {
+                        return Ok(Step::NeedMore);
+                    }
+                    return Ok(Step::Frame(Frame::data(buf.split().freeze())));
+                }
+                Decoding::Chunked(chunk) => match *chunk {
+                    Chunk::Size => match httparse::parse_chunk_size(buf) {
+                        Ok(httparse::Status::Complete((used, size))) => {
+                            buf.advance(used);
+                            *chunk = if size == 0 {
+                                Chunk::Trailers
+                            } else {
+                                Chunk::Data(size)
+                            };
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => {
+                            return Ok(Step::NeedMore)
+                        }
+                        _ => return Err(broken("invalid chunk size")),
+                    },
+                    Chunk::Data(left) => {
+                        if buf.is_empty() {
+                            return Ok(Step::NeedMore);
+                        }
+                        let take = left.min(buf.len() as u64);
+                        *chunk = match left - take {
+                            0 => Chunk::DataEnd,
+                            rest => Chunk::Data(rest),
+                        };
+                        return Ok(Step::Frame(Frame::data(
+                            buf.split_to(take as usize).freeze(),
+                        )));
+                    }
+                    Chunk::DataEnd => {
+                        if buf.len() < 2 {
+                            return Ok(Step::NeedMore);
+                        }
+                        if &buf[..2] != b"\r\n" {
+                            return Err(broken("chunk data does not end with CRLF"));
+                        }
+                        buf.advance(2);
+                        *chunk = Chunk::Size;
+                    }
+                    Chunk::Trailers => {
+                        if buf.starts_with(b"\r\n") {
+                            buf.advance(2);
+                            return Ok(Step::End);
+                        }
+                        let mut fields = [httparse::EMPTY_HEADER; 64];
+                        match httparse::parse_headers(buf, &mut fields) {
+                            Ok(httparse::Status::Complete((len, fields))) => {
+                                let mut trailers = HeaderMap::new();
+                                for f in fields {
+                                    if let (Ok(name), Ok(value)) = (
+                                        HeaderName::from_bytes(f.name.as_bytes()),
+                                        HeaderValue::from_bytes(f.value),
+                                    ) {
+                                        trailers.append(name, value);
+                                    }
+                                }
+                                buf.advance(len);
+                                *self = Decoding::Done;
+                                return Ok(Step::Frame(Frame::trailers(trailers)));
+                            }
+                            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => {
+                                return Ok(Step::NeedMore)
+                            }
+                            _ => return Err(broken("invalid trailers")),
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if let Some(up) = this.upload.as_mut() {
+                match up.poll_send(&mut conn.stream, cx) {
+                    Poll::Ready(Ok(())) => this.upload = None,
+                    Poll::Ready(Err(_)) => {
+                        this.upload = None;
+                        this.reusable = false;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            match this.decoding.step(&mut conn.buf) {
+                Ok(Step::Frame(frame)) => {
+                    if matches!(this.decoding, Decoding::Length(0) | Decoding::Done) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Ok(Step::End) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Step::NeedMore) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+            let conn = this.conn.as_mut().expect("checked above");
+            match conn.poll_read_more(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if this.decoding == Decoding::UntilClose => {
+                    this.conn = None;
+                    this.decoding = Decoding::Done;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(broken(
+                        "the instance closed the connection in the middle of the body",
+                    )
+                    .into())));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoding == Decoding::Done || self.decoding == Decoding::Length(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoding {
+            Decoding::Length(left) => SizeHint::with_exact(left),
+            Decoding::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `wire` one byte at a time: the head, then every frame of the
+    /// body. Returns the head, the data, the trailers and what was left.
+    fn decode(wire: &[u8], request_was_head: bool) -> (Head, Vec<u8>, HeaderMap, BytesMut) {
+        let mut bytes = wire.iter();
+        let mut buf = BytesMut::new();
+        let head = loop {
+            if let Some(head) = parse_head(&mut buf, request_was_head).unwrap() {
+                break head;
+            }
+            buf.extend_from_slice(&[*bytes.next().expect("the head ends")]);
+        };
+        let (mut data, mut trailers) = (Vec::new(), HeaderMap::new());
+        let mut decoding = head.framing;
+        loop {
+            match decoding.step(&mut buf).unwrap() {
+                Step::Frame(frame) => match frame.into_data() {
+                    Ok(d) => data.extend_from_slice(&d),
+                    Err(f) => trailers = f.into_trailers().unwrap(),
+                },
+                Step::NeedMore => match bytes.next() {
+                    Some(b) => buf.extend_from_slice(&[*b]),
+                    None if decoding == Decoding::UntilClose => break,
+                    None => panic!("the body never ended: {decoding:?}"),
+                },
+                Step::End => break,
+            }
+        }
+        buf.extend(bytes);
+        (head, data, trailers, buf)
+    }
+
+    #[test]
+    fn chunked_body_with_extensions_and_trailers() {
+        let wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\
+            Connection: keep-alive, x-private\r\nX-Private: 1\r\nKeep-Alive: timeout=5\r\n\
+            Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n\
+            5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-checksum: abc\r\n\r\nNEXT";
+        let (head, data, trailers, rest) = decode(wire, false);
+        assert_eq!(data, b"hello world");
+        assert_eq!(trailers["x-checksum"], "abc");
+        assert_eq!(&rest[..], b"NEXT", "nothing past the body is consumed");
+        assert!(head.keep_alive);
+        let names: Vec<_> = head.parts.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            ["set-cookie"],
+            "hop-by-hop and Connection-named headers go"
+        );
+        assert_eq!(head.parts.headers.get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn content_length_body_stops_at_its_length() {
+        let (head, data, _, rest) = decode(
+            b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\n\r\nhelloHTTP",
+            false,
+        );
+        assert_eq!(head.parts.status, StatusCode::CREATED);
+        assert_eq!(head.parts.headers["content-length"], "5");
+        assert_eq!(data, b"hello");
+        assert_eq!(&rest[..], b"HTTP");
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let framing = |wire: &[u8], head_request: bool| {
+            let mut buf = BytesMut::from(wire);
+            let head = parse_head(&mut buf, head_request).unwrap().unwrap();
+            (head.framing, head.keep_alive)
+        };
+        let ka = true;
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true),
+            (Decoding::Done, ka),
+            "an answer to HEAD has no body"
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 204 No Content\r\n\r\n", false),
+            (Decoding::Done, ka)
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false
+            ),
+            (Decoding::Done, ka)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\n\r\n", false),
+            (Decoding::UntilClose, false),
+            "no length: the body ends with the connection"
+        );
+        assert_eq!(
+            framing(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", false),
+            (Decoding::Length(2), false),
+            "HTTP/1.0 closes unless it says keep-alive"
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n",
+                false
+            ),
+            (Decoding::Length(2), true)
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n",
+                false
+            ),
+            (Decoding::Length(2), false)
+        );
+        let mut both = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+        );
+        let head = parse_head(&mut both, false).unwrap().unwrap();
+        assert_eq!(
+            head.framing,
+            Decoding::Chunked(Chunk::Size),
+            "chunked wins over a length"
+        );
+        assert!(!head.parts.headers.contains_key(CONTENT_LENGTH));
+        let mut interim = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"[..]);
+        assert!(parse_head(&mut interim, false)
+            .unwrap()
+            .unwrap()
+            .is_interim());
+        assert_eq!(&interim[..], b"HTTP/1.1 200 OK\r\n");
+    }
+
+    #[test]
+    fn malformed_answers_are_errors() {
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"NOT HTTP AT ALL\r\n\r\n",
+        ] {
+            let mut buf = BytesMut::from(wire);
+            assert!(parse_head(&mut buf, false).is_err(), "{wire:?}");
+        }
+        let mut huge = BytesMut::from(&b"HTTP/1.1 200 OK\r\nx-big: "[..]);
+        huge.resize(MAX_HEAD_BYTES + 1, b'a');
+        assert!(
+            parse_head(&mut huge, false).is_err(),
+            "a head past the limit"
+        );
+        let mut bad_chunk = BytesMut::from(&b"zz\r\n"[..]);
+        assert!(Decoding::Chunked(Chunk::Size).step(&mut bad_chunk).is_err());
+        let mut no_crlf = BytesMut::from(&b"2\r\nhiXX"[..]);
+        let mut chunked = Decoding::Chunked(Chunk::Size);
+        assert!(matches!(chunked.step(&mut no_crlf), Ok(Step::Frame(_))));
+        assert!(
+            chunked.step(&mut no_crlf).is_err(),
+            "chunk data must end with CRLF"
+        );
+    }
+}
