@@ -136,18 +136,23 @@ impl Proxy {
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut attempt = 0;
         loop {
-            let upstream = match self
-                .router
-                .pick_or_hold(&tried, self.config.hold_timeout)
-                .await
-            {
+            // Holding is the rare case: its future is boxed so that the
+            // common one stays small (this future is moved per request).
+            let picked = match self.router.pick(&tried) {
+                Some(u) => Ok(u),
+                None => {
+                    Box::pin(self.router.pick_or_hold(&tried, self.config.hold_timeout)).await
+                }
+            };
+            let upstream = match picked {
                 Ok(u) => u,
                 Err(why) => return self.respond_no_instance(why),
             };
             let guard = upstream.begin_request();
             let sent = if upgrade {
                 let out = Request::from_parts(parts.clone(), body.attempt());
-                tunnel::send_upgrade(out, &upstream)
+                // Boxed: rare, and its future is large.
+                Box::pin(tunnel::send_upgrade(out, &upstream))
                     .await
                     .map(|r| r.map(|b| b.map_err(Into::into).boxed()))
             } else {

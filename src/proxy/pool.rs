@@ -75,7 +75,9 @@ pub(super) async fn send(
     loop {
         let (conn, reused) = match upstream.pool.pop_reusable(idle_timeout) {
             Some(conn) => (conn, true),
-            None => (connect(upstream).await?, false),
+            // Boxed: connecting is rare next to reuse, and its future is
+            // large.
+            None => (Box::pin(connect(upstream)).await?, false),
         };
         match h1::exchange(conn, parts, body.attempt(), upstream).await {
             Ok(resp) => return Ok(resp),
