@@ -16,6 +16,7 @@ use std::future::Future;
 
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use super::h1::ResponseBody;
 use super::upstream::{ConnectionGuard, RequestGuard, Upstream};
 
 /// Any error a body can end with.
@@ -110,6 +111,46 @@ impl Body for TakeOnPoll {
                 .slot()
                 .and_then(|b| b.as_ref().map(|b| b.size_hint()))
                 .unwrap_or_else(|| SizeHint::with_exact(0)),
+        }
+    }
+}
+
+/// A response body as it comes from an instance.
+// The large variant is the common one: boxing it would cost an allocation
+// per response to save space in the rare one.
+#[allow(clippy::large_enum_variant)]
+pub enum InstanceBody {
+    /// Read by Baton's own client from a pooled connection.
+    Pooled(ResponseBody),
+    /// The (empty) body of an upgrade's answer, from hyper's client.
+    Upgrade(Incoming),
+}
+
+impl Body for InstanceBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            InstanceBody::Pooled(b) => Pin::new(b).poll_frame(cx),
+            InstanceBody::Upgrade(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            InstanceBody::Pooled(b) => b.is_end_stream(),
+            InstanceBody::Upgrade(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            InstanceBody::Pooled(b) => b.size_hint(),
+            InstanceBody::Upgrade(b) => b.size_hint(),
         }
     }
 }

@@ -5,21 +5,19 @@ use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("proxy-connection"),
-];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Whether `name` is stripped: one of [`HOP_BY_HOP`], Upgrade, or `proxy-*`.
-pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    name == "upgrade" || name.starts_with("proxy-") || HOP_BY_HOP.iter().any(|h| h.as_str() == name)
+/// Whether `name` describes one connection and is never forwarded (RFC 9110
+/// §7.6.1): Connection, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade
+/// (kept only on an upgrade) and `proxy-*`.
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    matches!(
+        name,
+        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+    ) || name.starts_with("proxy-")
 }
 
 /// Whether the request asks to switch protocols (WebSocket).
@@ -33,39 +31,85 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Removes hop-by-hop headers, and those named by Connection. With
-/// `upgrade`, `Connection: upgrade` and `Upgrade` are kept.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none of these: one pass over the names says so,
-    // cheaper than a removal per name.
-    if !headers.keys().any(|k| is_hop_by_hop(k.as_str())) {
-        return;
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    let upgrade_value = headers.get(header::UPGRADE).cloned();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
-    for name in headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect::<Vec<_>>()
-    {
-        headers.remove(name);
-    }
-    if upgrade {
-        if let Some(v) = upgrade_value {
-            headers.insert(header::UPGRADE, v);
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+/// How a request's headers change on the way to an instance: hop-by-hop
+/// headers and those the Connection header names are dropped, and
+/// X-Forwarded-For (appended), -Proto and -Host are set. Incoming
+/// X-Forwarded-* values are kept and extended only when trusted.
+pub struct Rewrite<'a> {
+    /// The client's address.
+    pub client: &'a HeaderValue,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// Whether the client's X-Forwarded-* headers are believed.
+    pub trust: bool,
+}
+
+impl Rewrite<'_> {
+    /// Calls `emit` with each header the instance gets. The request head
+    /// is written straight from this, without building a second map.
+    pub fn for_each(&self, headers: &HeaderMap, mut emit: impl FnMut(&HeaderName, &HeaderValue)) {
+        let connection = headers.get(header::CONNECTION);
+        let mut prior_for: Option<String> = None;
+        let (mut has_proto, mut has_host) = (false, false);
+        for (name, value) in headers {
+            if is_hop_by_hop(name) || connection.is_some_and(|c| names(c, name)) {
+                continue;
+            }
+            if name.as_str().starts_with("x-forwarded-") {
+                if *name == X_FORWARDED_FOR {
+                    if self.trust {
+                        let prior = prior_for.get_or_insert_with(String::new);
+                        if !prior.is_empty() {
+                            prior.push_str(", ");
+                        }
+                        prior.push_str(value.to_str().unwrap_or_default());
+                    }
+                    continue;
+                }
+                if *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST {
+                    if !self.trust {
+                        continue;
+                    }
+                    has_proto |= *name == X_FORWARDED_PROTO;
+                    has_host |= *name == X_FORWARDED_HOST;
+                }
+            }
+            emit(name, value);
         }
+        match prior_for.filter(|p| !p.is_empty()) {
+            None => emit(&X_FORWARDED_FOR, self.client),
+            Some(prior) => {
+                let ip = self.client.to_str().unwrap_or_default();
+                let joined = HeaderValue::from_str(&format!("{prior}, {ip}"))
+                    .unwrap_or_else(|_| self.client.clone());
+                emit(&X_FORWARDED_FOR, &joined);
+            }
+        }
+        if !has_proto {
+            emit(&X_FORWARDED_PROTO, &HeaderValue::from_static(self.proto));
+        }
+        if !has_host {
+            if let Some(host) = headers.get(header::HOST) {
+                emit(&X_FORWARDED_HOST, host);
+            }
+        }
+    }
+
+    /// The same rewrite on a header map, for requests that go through
+    /// hyper's client (upgrades). With `upgrade`, `Connection: upgrade` and
+    /// Upgrade are kept.
+    pub fn apply(&self, headers: &mut HeaderMap, upgrade: bool) {
+        let mut out = HeaderMap::with_capacity(headers.len() + 3);
+        self.for_each(headers, |name, value| {
+            out.append(name.clone(), value.clone());
+        });
+        if upgrade {
+            if let Some(v) = headers.get(header::UPGRADE) {
+                out.insert(header::UPGRADE, v.clone());
+                out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            }
+        }
+        *headers = out;
     }
 }
 
@@ -76,71 +120,47 @@ pub fn client_ip(peer: SocketAddr) -> HeaderValue {
         .expect("an IP address is a valid header value")
 }
 
-/// Sets X-Forwarded-For (appended), -Proto and -Host. Untrusted incoming
-/// values are replaced rather than extended.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    client: &HeaderValue,
-    proto: &str,
-    host: Option<&HeaderValue>,
-    trust: bool,
-) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let xfp = HeaderName::from_static("x-forwarded-proto");
-    let xfh = HeaderName::from_static("x-forwarded-host");
-    let prior: Vec<&str> = if trust {
-        headers
-            .get_all(&xff)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let value = if prior.is_empty() {
-        client.clone()
-    } else {
-        let ip = client.to_str().unwrap_or_default();
-        HeaderValue::from_str(&format!("{}, {ip}", prior.join(", ")))
-            .unwrap_or_else(|_| client.clone())
-    };
-    headers.insert(xff, value);
-    if !(trust && headers.contains_key(&xfp)) {
-        headers.insert(
-            xfp,
-            HeaderValue::from_str(proto).unwrap_or(HeaderValue::from_static("http")),
-        );
-    }
-    if !(trust && headers.contains_key(&xfh)) {
-        match host {
-            Some(h) => {
-                headers.insert(xfh, h.clone());
-            }
-            None => {
-                headers.remove(xfh);
-            }
-        }
-    }
+/// Whether the Connection header value `connection` lists `name`.
+fn names(connection: &HeaderValue, name: &HeaderName) -> bool {
+    connection.as_bytes().split(|&b| b == b',').any(|token| {
+        token
+            .trim_ascii()
+            .eq_ignore_ascii_case(name.as_str().as_bytes())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn rewritten(h: &mut HeaderMap, trust: bool, upgrade: bool) {
+        let client = client_ip("10.1.2.3:5555".parse().unwrap());
+        let rewrite = Rewrite {
+            client: &client,
+            proto: "http",
+            trust,
+        };
+        rewrite.apply(h, upgrade);
+    }
+
     /// Hop-by-hop headers, and the ones Connection names, are removed.
     #[test]
     fn strips_connection_named_headers() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert(header::CONNECTION, "keep-alive, X-Secret".parse().unwrap());
         h.insert("x-secret", "1".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert(header::TE, "trailers".parse().unwrap());
         h.insert("proxy-authorization", "x".parse().unwrap());
+        h.insert("proxy-connection", "x".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::TRAILER, "x-sum".parse().unwrap());
         h.insert(header::UPGRADE, "websocket".parse().unwrap());
         h.insert("x-kept", "yes".parse().unwrap());
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert!(h.contains_key("x-kept"));
+        rewritten(&mut h, false, false);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["x-forwarded-for", "x-forwarded-proto", "x-kept"]);
     }
 
     /// On an upgrade, Upgrade and `Connection: upgrade` survive.
@@ -150,30 +170,36 @@ mod tests {
         h.insert(header::CONNECTION, "Upgrade".parse().unwrap());
         h.insert(header::UPGRADE, "websocket".parse().unwrap());
         assert!(is_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
+        rewritten(&mut h, false, true);
         assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
         assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
     }
 
-    /// X-Forwarded-For is appended only when trusted.
+    /// X-Forwarded-* from the client are kept and extended only when
+    /// trusted; other X-Forwarded-* names pass either way.
     #[test]
-    fn forwarded_for_trust() {
-        let client = client_ip("10.1.2.3:5555".parse().unwrap());
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
-        set_forwarded(
-            &mut h,
-            &client,
-            "http",
-            Some(&"example.com".parse().unwrap()),
-            true,
-        );
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "1.1.1.1, 10.1.2.3");
-        assert_eq!(h.get("x-forwarded-host").unwrap(), "example.com");
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
-        set_forwarded(&mut h, &client, "http", None, false);
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
-        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    fn forwarded_trust() {
+        let incoming = || {
+            let mut h = HeaderMap::new();
+            h.append("x-forwarded-for", "1.1.1.1".parse().unwrap());
+            h.append("x-forwarded-for", "2.2.2.2".parse().unwrap());
+            h.insert("x-forwarded-proto", "https".parse().unwrap());
+            h.insert("x-forwarded-port", "443".parse().unwrap());
+            h.insert(header::HOST, "example.com".parse().unwrap());
+            h
+        };
+        let mut h = incoming();
+        rewritten(&mut h, true, false);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(h["x-forwarded-port"], "443");
+        let mut h = incoming();
+        rewritten(&mut h, false, false);
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(h["host"], "example.com", "Host is preserved");
     }
 }

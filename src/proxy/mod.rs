@@ -31,7 +31,7 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::body::{full, Counted, Parked, ProxyBody};
+use self::body::{full, Counted, InstanceBody, Parked, ProxyBody};
 use self::router::{NoInstance, Router};
 use self::upstream::Upstream;
 use crate::config::ProxyConfig;
@@ -94,23 +94,19 @@ impl Proxy {
         let websocket = upgrade && websocket::is_websocket(req.headers());
         let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let host = parts.headers.get(HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        headers::set_forwarded(
-            &mut parts.headers,
-            &client,
-            "http",
-            host.as_ref(),
-            self.config.trust_forwarded,
-        );
-        if let Some(host) = host {
-            parts.headers.insert(HOST, host);
+        // h2 carries the host in the URI; instances read the Host header.
+        if !parts.headers.contains_key(HOST) {
+            if let Some(a) = parts.uri.authority() {
+                if let Ok(host) = HeaderValue::from_str(a.as_str()) {
+                    parts.headers.insert(HOST, host);
+                }
+            }
         }
+        let rewrite = headers::Rewrite {
+            client: &client,
+            proto: "http",
+            trust: self.config.trust_forwarded,
+        };
         parts.version = Version::HTTP_11;
         // Instances get the origin form (`/path?query`), as from any client;
         // an h2 request's absolute URI is narrowed to it.
@@ -140,9 +136,7 @@ impl Proxy {
             // common one stays small (this future is moved per request).
             let picked = match self.router.pick(&tried) {
                 Some(u) => Ok(u),
-                None => {
-                    Box::pin(self.router.pick_or_hold(&tried, self.config.hold_timeout)).await
-                }
+                None => Box::pin(self.router.pick_or_hold(&tried, self.config.hold_timeout)).await,
             };
             let upstream = match picked {
                 Ok(u) => u,
@@ -150,15 +144,22 @@ impl Proxy {
             };
             let guard = upstream.begin_request();
             let sent = if upgrade {
-                let out = Request::from_parts(parts.clone(), body.attempt());
+                let mut out = Request::from_parts(parts.clone(), body.attempt());
+                rewrite.apply(out.headers_mut(), true);
                 // Boxed: rare, and its future is large.
                 Box::pin(tunnel::send_upgrade(out, &upstream))
                     .await
-                    .map(|r| r.map(|b| b.map_err(Into::into).boxed()))
+                    .map(|r| r.map(InstanceBody::Upgrade))
             } else {
-                pool::send(&upstream, &parts, &body, self.config.upstream_idle_timeout)
-                    .await
-                    .map(|r| r.map(BodyExt::boxed))
+                pool::send(
+                    &upstream,
+                    &parts,
+                    &rewrite,
+                    &body,
+                    self.config.upstream_idle_timeout,
+                )
+                .await
+                .map(|r| r.map(InstanceBody::Pooled))
             };
             let can_retry = attempt < self.config.retries && body.untouched();
             match sent {

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 
 use super::body::Parked;
 use super::h1::{self, Conn, ExchangeError, ResponseBody};
+use super::headers::Rewrite;
 use super::upstream::Upstream;
 use super::AttemptError;
 
@@ -69,6 +70,7 @@ impl IdleList {
 pub(super) async fn send(
     upstream: &Arc<Upstream>,
     parts: &request::Parts,
+    rewrite: &Rewrite<'_>,
     body: &Parked,
     idle_timeout: Duration,
 ) -> Result<Response<ResponseBody>, AttemptError> {
@@ -79,7 +81,7 @@ pub(super) async fn send(
             // large.
             None => (Box::pin(connect(upstream)).await?, false),
         };
-        match h1::exchange(conn, parts, body.attempt(), upstream).await {
+        match h1::exchange(conn, parts, rewrite, body.attempt(), upstream).await {
             Ok(resp) => return Ok(resp),
             Err(ExchangeError::Unanswered(_)) if reused && body.untouched() => continue,
             Err(e) => return Err(AttemptError::Exchange(upstream.id.clone(), e.to_string())),
@@ -107,6 +109,7 @@ async fn connect(upstream: &Arc<Upstream>) -> Result<Conn, AttemptError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -157,7 +160,20 @@ mod tests {
     async fn get(upstream: &Arc<Upstream>) -> Result<String, AttemptError> {
         let (mut parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
         parts.headers.insert("host", "x".parse().unwrap());
-        let resp = send(upstream, &parts, &Parked::default(), Duration::from_secs(4)).await?;
+        let client = HeaderValue::from_static("127.0.0.1");
+        let rewrite = Rewrite {
+            client: &client,
+            proto: "http",
+            trust: false,
+        };
+        let resp = send(
+            upstream,
+            &parts,
+            &rewrite,
+            &Parked::default(),
+            Duration::from_secs(4),
+        )
+        .await?;
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         Ok(String::from_utf8(body.to_vec()).unwrap())
     }

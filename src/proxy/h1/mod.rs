@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use self::request::Upload;
 pub use self::response::ResponseBody;
 use super::body::TakeOnPoll;
+use super::headers::Rewrite;
 use super::upstream::{PooledGuard, Upstream};
 
 /// Bytes read from an instance at a time.
@@ -105,11 +106,12 @@ pub enum ExchangeError {
 pub async fn exchange(
     mut conn: Conn,
     parts: &http::request::Parts,
+    rewrite: &Rewrite<'_>,
     body: TakeOnPoll,
     upstream: &Arc<Upstream>,
 ) -> Result<Response<ResponseBody>, ExchangeError> {
     let has_body = !body.is_end_stream();
-    let chunked = request::encode_head(&mut conn.head, parts, &body);
+    let chunked = request::encode_head(&mut conn.head, parts, rewrite, &body);
     if let Err(e) = conn.stream.write_all(&conn.head).await {
         return Err(ExchangeError::Unanswered(e.to_string()));
     }

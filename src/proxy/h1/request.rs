@@ -14,27 +14,34 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use crate::proxy::body::TakeOnPoll;
+use crate::proxy::headers::Rewrite;
 
-/// Writes the head of `parts` into `out`; says whether the body goes chunked.
+/// Writes the head of `parts`, its headers as `rewrite` has them, into
+/// `out`; says whether the body goes chunked.
 ///
 /// `Expect: 100-continue` is the client's business with Baton (hyper sends
 /// the 100 when the body is first read), so it is not passed on.
-pub(super) fn encode_head(out: &mut Vec<u8>, parts: &request::Parts, body: &TakeOnPoll) -> bool {
+pub(super) fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &request::Parts,
+    rewrite: &Rewrite<'_>,
+    body: &TakeOnPoll,
+) -> bool {
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
+    rewrite.for_each(&parts.headers, |name, value| {
         if name == EXPECT {
-            continue;
+            return;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
-    }
+    });
     let mut chunked = false;
     if !body.is_end_stream() && !parts.headers.contains_key(CONTENT_LENGTH) {
         match body.size_hint().exact() {

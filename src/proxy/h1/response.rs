@@ -109,7 +109,7 @@ pub(super) fn parse_head(
             }
             length = Some(n);
         }
-        if !is_hop_by_hop(name.as_str()) {
+        if !is_hop_by_hop(&name) {
             fields.push((name, span));
         }
     }
