@@ -86,9 +86,9 @@ pub async fn serve(
         let proxy = proxy.clone();
         let client = super::headers::client_ip(peer);
         let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            let client = client.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
+            // Called here, not inside the future: see Proxy::handle.
+            let response = proxy.clone().handle(req, client.clone());
+            async move { Ok::<_, Infallible>(response.await) }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)

@@ -59,6 +59,14 @@ pub struct Proxy {
     pub closing: CancellationToken,
 }
 
+/// What goes to the instance at each attempt.
+enum Outgoing {
+    /// A plain request, already encoded for Baton's own client.
+    Plain(h1::RequestHead),
+    /// An upgrade, sent through hyper's client on a connection of its own.
+    Upgrade(http::request::Parts),
+}
+
 /// Why one attempt at an instance failed.
 #[derive(Debug, thiserror::Error)]
 enum AttemptError {
@@ -84,11 +92,17 @@ impl Proxy {
 
     /// A request's whole path: prepare, choose an instance (holding while
     /// none is ready), send, retry what is safe to retry, respond.
-    pub async fn handle(
+    ///
+    /// The preparation runs at once, when hyper hands the request over, and
+    /// leaves nothing of the request behind but an encoded head: the parts
+    /// hold slices of hyper's read buffer, and hyper reads ahead for the next
+    /// request before it first polls this future. Freed by then, the buffer
+    /// is reused instead of a new one being allocated per request.
+    pub fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
         client: HeaderValue,
-    ) -> Response<ProxyBody> {
+    ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + 'static {
         // 1. Prepare the request for the instance.
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let websocket = upgrade && websocket::is_websocket(req.headers());
@@ -127,100 +141,113 @@ impl Proxy {
                 | Method::DELETE
                 | Method::TRACE
         );
+        // Encoded once for every attempt; see RequestHead::encode for why
+        // the parts go with it.
+        let outgoing = if upgrade {
+            Outgoing::Upgrade(parts)
+        } else {
+            Outgoing::Plain(h1::RequestHead::encode(parts, &rewrite, &body))
+        };
 
-        // 2. Choose an instance and send, retrying on another one when safe.
-        let mut tried: Vec<Arc<str>> = Vec::new();
-        let mut attempt = 0;
-        loop {
-            // Holding is the rare case: its future is boxed so that the
-            // common one stays small (this future is moved per request).
-            let picked = match self.router.pick(&tried) {
-                Some(u) => Ok(u),
-                None => Box::pin(self.router.pick_or_hold(&tried, self.config.hold_timeout)).await,
-            };
-            let upstream = match picked {
-                Ok(u) => u,
-                Err(why) => return self.respond_no_instance(why),
-            };
-            let guard = upstream.begin_request();
-            let sent = if upgrade {
-                let mut out = Request::from_parts(parts.clone(), body.attempt());
-                rewrite.apply(out.headers_mut(), true);
-                // Boxed: rare, and its future is large.
-                Box::pin(tunnel::send_upgrade(out, &upstream))
-                    .await
-                    .map(|r| r.map(InstanceBody::Upgrade))
-            } else {
-                pool::send(
-                    &upstream,
-                    &parts,
-                    &rewrite,
-                    &body,
-                    self.config.upstream_idle_timeout,
-                )
-                .await
-                .map(|r| r.map(InstanceBody::Pooled))
-            };
-            let can_retry = attempt < self.config.retries && body.untouched();
-            match sent {
-                // A draining instance that answers 503 (seed 003's apps do)
-                // has not handled the request: another instance can.
-                Ok(resp)
-                    if resp.status() == StatusCode::SERVICE_UNAVAILABLE
-                        && upstream.is_draining()
-                        && can_retry
-                        && (idempotent || !has_body) => {}
-                Ok(mut resp) => {
-                    // 3. Respond; the in-flight count lasts until the body ends.
-                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        if let Some(client_side) = client_upgrade.take() {
-                            tunnel::spawn(
-                                self.clone(),
-                                client_side,
-                                hyper::upgrade::on(&mut resp),
-                                upstream.clone(),
-                                websocket,
+        async move {
+            // 2. Choose an instance and send, retrying on another one when safe.
+            let mut tried: Vec<Arc<str>> = Vec::new();
+            let mut attempt = 0;
+            loop {
+                // Holding is the rare case: its future is boxed so that the
+                // common one stays small (this future is moved per request).
+                let picked = match self.router.pick(&tried) {
+                    Some(u) => Ok(u),
+                    None => {
+                        Box::pin(self.router.pick_or_hold(&tried, self.config.hold_timeout)).await
+                    }
+                };
+                let upstream = match picked {
+                    Ok(u) => u,
+                    Err(why) => return self.respond_no_instance(why),
+                };
+                let guard = upstream.begin_request();
+                let sent = match &outgoing {
+                    Outgoing::Upgrade(parts) => {
+                        let mut out = Request::from_parts(parts.clone(), body.attempt());
+                        let rewrite = headers::Rewrite {
+                            client: &client,
+                            proto: "http",
+                            trust: self.config.trust_forwarded,
+                        };
+                        rewrite.apply(out.headers_mut(), true);
+                        // Boxed: rare, and its future is large.
+                        Box::pin(tunnel::send_upgrade(out, &upstream))
+                            .await
+                            .map(|r| r.map(InstanceBody::Upgrade))
+                    }
+                    Outgoing::Plain(head) => {
+                        pool::send(&upstream, head, &body, self.config.upstream_idle_timeout)
+                            .await
+                            .map(|r| r.map(InstanceBody::Pooled))
+                    }
+                };
+                let can_retry = attempt < self.config.retries && body.untouched();
+                match sent {
+                    // A draining instance that answers 503 (seed 003's apps do)
+                    // has not handled the request: another instance can.
+                    Ok(resp)
+                        if resp.status() == StatusCode::SERVICE_UNAVAILABLE
+                            && upstream.is_draining()
+                            && can_retry
+                            && (idempotent || !has_body) => {}
+                    Ok(mut resp) => {
+                        // 3. Respond; the in-flight count lasts until the body ends.
+                        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                            if let Some(client_side) = client_upgrade.take() {
+                                tunnel::spawn(
+                                    self.clone(),
+                                    client_side,
+                                    hyper::upgrade::on(&mut resp),
+                                    upstream.clone(),
+                                    websocket,
+                                );
+                            }
+                        }
+                        self.count(resp.status());
+                        let event_stream = resp
+                            .headers()
+                            .get(http::header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| v.starts_with("text/event-stream"));
+                        return resp.map(|b| {
+                            let body = Counted::new(b, guard);
+                            if event_stream {
+                                body.long_lived(&upstream).boxed()
+                            } else {
+                                body.boxed()
+                            }
+                        });
+                    }
+                    Err(AttemptError::Connect(id, why)) => {
+                        self.report_unreachable(&upstream);
+                        if !can_retry {
+                            return self.respond_error(
+                                StatusCode::BAD_GATEWAY,
+                                &format!("cannot connect to {id}: {why}"),
                             );
                         }
                     }
-                    self.count(resp.status());
-                    let event_stream = resp
-                        .headers()
-                        .get(http::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .is_some_and(|v| v.starts_with("text/event-stream"));
-                    return resp.map(|b| {
-                        let body = Counted::new(b, guard);
-                        if event_stream {
-                            body.long_lived(&upstream).boxed()
-                        } else {
-                            body.boxed()
+                    Err(e @ AttemptError::Exchange(..)) => {
+                        // Like nginx's max_fails=1: an instance that broke an
+                        // exchange sits out until its port accepts again, so a
+                        // retry does not land on a dying process.
+                        self.report_unreachable(&upstream);
+                        if !(can_retry && (idempotent || !has_body)) {
+                            return self.respond_error(StatusCode::BAD_GATEWAY, &e.to_string());
                         }
-                    });
-                }
-                Err(AttemptError::Connect(id, why)) => {
-                    self.report_unreachable(&upstream);
-                    if !can_retry {
-                        return self.respond_error(
-                            StatusCode::BAD_GATEWAY,
-                            &format!("cannot connect to {id}: {why}"),
-                        );
                     }
                 }
-                Err(e @ AttemptError::Exchange(..)) => {
-                    // Like nginx's max_fails=1: an instance that broke an
-                    // exchange sits out until its port accepts again, so a
-                    // retry does not land on a dying process.
-                    self.report_unreachable(&upstream);
-                    if !(can_retry && (idempotent || !has_body)) {
-                        return self.respond_error(StatusCode::BAD_GATEWAY, &e.to_string());
-                    }
-                }
+                drop(guard);
+                tried.push(upstream.id.clone());
+                attempt += 1;
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
             }
-            drop(guard);
-            tried.push(upstream.id.clone());
-            attempt += 1;
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
     }
 

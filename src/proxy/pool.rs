@@ -12,12 +12,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{request, Response};
+use http::Response;
 use tokio::net::TcpStream;
 
 use super::body::Parked;
-use super::h1::{self, Conn, ExchangeError, ResponseBody};
-use super::headers::Rewrite;
+use super::h1::{self, Conn, ExchangeError, RequestHead, ResponseBody};
 use super::upstream::Upstream;
 use super::AttemptError;
 
@@ -69,8 +68,7 @@ impl IdleList {
 /// sent), [`AttemptError::Exchange`] when the exchange broke.
 pub(super) async fn send(
     upstream: &Arc<Upstream>,
-    parts: &request::Parts,
-    rewrite: &Rewrite<'_>,
+    head: &RequestHead,
     body: &Parked,
     idle_timeout: Duration,
 ) -> Result<Response<ResponseBody>, AttemptError> {
@@ -81,7 +79,7 @@ pub(super) async fn send(
             // large.
             None => (Box::pin(connect(upstream)).await?, false),
         };
-        match h1::exchange(conn, parts, rewrite, body.attempt(), upstream).await {
+        match h1::exchange(conn, head, body.attempt(), upstream).await {
             Ok(resp) => return Ok(resp),
             Err(ExchangeError::Unanswered(_)) if reused && body.untouched() => continue,
             Err(e) => return Err(AttemptError::Exchange(upstream.id.clone(), e.to_string())),
@@ -109,6 +107,7 @@ async fn connect(upstream: &Arc<Upstream>) -> Result<Conn, AttemptError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::headers::Rewrite;
     use http::HeaderValue;
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -160,20 +159,15 @@ mod tests {
     async fn get(upstream: &Arc<Upstream>) -> Result<String, AttemptError> {
         let (mut parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
         parts.headers.insert("host", "x".parse().unwrap());
+        let body = Parked::default();
         let client = HeaderValue::from_static("127.0.0.1");
         let rewrite = Rewrite {
             client: &client,
             proto: "http",
             trust: false,
         };
-        let resp = send(
-            upstream,
-            &parts,
-            &rewrite,
-            &Parked::default(),
-            Duration::from_secs(4),
-        )
-        .await?;
+        let head = RequestHead::encode(parts, &rewrite, &body);
+        let resp = send(upstream, &head, &body, Duration::from_secs(4)).await?;
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         Ok(String::from_utf8(body.to_vec()).unwrap())
     }

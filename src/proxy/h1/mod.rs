@@ -19,18 +19,18 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{Method, Response};
+use http::Response;
 use http_body::Body;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+pub use self::request::RequestHead;
 use self::request::Upload;
 pub use self::response::ResponseBody;
 use super::body::TakeOnPoll;
-use super::headers::Rewrite;
 use super::upstream::{PooledGuard, Upstream};
 
 /// Bytes read from an instance at a time.
@@ -41,9 +41,8 @@ pub struct Conn {
     stream: TcpStream,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
-    /// The request head being written, kept to reuse its allocation.
-    head: Vec<u8>,
-    idle_since: Instant,
+    /// On the coarse clock.
+    idle_since: Duration,
     _counted: PooledGuard,
 }
 
@@ -53,8 +52,7 @@ impl Conn {
         Conn {
             stream,
             buf: BytesMut::new(),
-            head: Vec::with_capacity(512),
-            idle_since: Instant::now(),
+            idle_since: coarse_now(),
             _counted: counted,
         }
     }
@@ -65,14 +63,14 @@ impl Conn {
     pub fn is_reusable(&self, idle_timeout: Duration) -> bool {
         // No syscall unless the socket was reported readable: then a read
         // tells a close (0) or stray bytes from nothing to read.
-        self.idle_since.elapsed() < idle_timeout
+        coarse_now().saturating_sub(self.idle_since) < idle_timeout
             && matches!(self.stream.try_read(&mut [0u8; 1]),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Marks the start of an idle period.
     fn idle(&mut self) {
-        self.idle_since = Instant::now();
+        self.idle_since = coarse_now();
     }
 
     /// Reads more bytes from the instance into the buffer; `Ok(0)` at its end.
@@ -82,6 +80,15 @@ impl Conn {
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
     }
+}
+
+/// The coarse monotonic clock: milliseconds of resolution and no TSC read.
+/// An idle limit in seconds needs no better, and it is read twice per
+/// request.
+fn coarse_now() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 /// Why an exchange failed.
@@ -105,21 +112,19 @@ pub enum ExchangeError {
 /// [`ExchangeError`] when the instance did not answer with a valid head.
 pub async fn exchange(
     mut conn: Conn,
-    parts: &http::request::Parts,
-    rewrite: &Rewrite<'_>,
+    head: &RequestHead,
     body: TakeOnPoll,
     upstream: &Arc<Upstream>,
 ) -> Result<Response<ResponseBody>, ExchangeError> {
     let has_body = !body.is_end_stream();
-    let chunked = request::encode_head(&mut conn.head, parts, rewrite, &body);
-    if let Err(e) = conn.stream.write_all(&conn.head).await {
+    if let Err(e) = conn.stream.write_all(&head.bytes).await {
         return Err(ExchangeError::Unanswered(e.to_string()));
     }
-    let mut upload = has_body.then(|| Upload::new(body, chunked));
+    let mut upload = has_body.then(|| Upload::new(body, head.chunked));
     let mut upload_failed = false;
-    let request_was_head = parts.method == Method::HEAD;
+    let request_was_head = head.is_head;
     let mut answered = false;
-    let head = poll_fn(|cx| loop {
+    let answer = poll_fn(|cx| loop {
         if let Some(up) = upload.as_mut() {
             match up.poll_send(&mut conn.stream, cx) {
                 Poll::Ready(Ok(())) => upload = None,
@@ -134,8 +139,8 @@ pub async fn exchange(
         }
         while !conn.buf.is_empty() {
             match response::parse_head(&mut conn.buf, request_was_head) {
-                Ok(Some(head)) if head.is_interim() => continue,
-                Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                Ok(Some(answer)) if answer.is_interim() => continue,
+                Ok(Some(answer)) => return Poll::Ready(Ok(answer)),
                 Ok(None) => break,
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -156,5 +161,5 @@ pub async fn exchange(
         }));
     })
     .await?;
-    Ok(head.into_response(conn, upload, upload_failed, upstream.clone()))
+    Ok(answer.into_response(conn, upload, upload_failed, upstream.clone()))
 }

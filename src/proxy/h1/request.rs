@@ -8,56 +8,69 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http::header::{CONTENT_LENGTH, EXPECT};
-use http::request;
+use http::{request, Method};
 use http_body::Body;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
-use crate::proxy::body::TakeOnPoll;
+use crate::proxy::body::{Parked, TakeOnPoll};
 use crate::proxy::headers::Rewrite;
 
-/// Writes the head of `parts`, its headers as `rewrite` has them, into
-/// `out`; says whether the body goes chunked.
-///
-/// `Expect: 100-continue` is the client's business with Baton (hyper sends
-/// the 100 when the body is first read), so it is not passed on.
-pub(super) fn encode_head(
-    out: &mut Vec<u8>,
-    parts: &request::Parts,
-    rewrite: &Rewrite<'_>,
-    body: &TakeOnPoll,
-) -> bool {
-    out.clear();
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    rewrite.for_each(&parts.headers, |name, value| {
-        if name == EXPECT {
-            return;
+/// A request head as written to an instance: encoded once, for every
+/// attempt.
+pub struct RequestHead {
+    pub(super) bytes: Vec<u8>,
+    /// The body goes chunked (its length is unknown).
+    pub(super) chunked: bool,
+    /// A HEAD request: its answer has no body whatever its headers say.
+    pub(super) is_head: bool,
+}
+
+impl RequestHead {
+    /// Encodes `parts` with its headers as `rewrite` has them. It takes the
+    /// parts and drops them: the client's request holds slices of hyper's
+    /// read buffer, which hyper can then reuse for the next request instead
+    /// of allocating a new one while this one is in flight.
+    ///
+    /// `Expect: 100-continue` is the client's business with Baton (hyper
+    /// sends the 100 when the body is first read), so it is not passed on.
+    pub fn encode(parts: request::Parts, rewrite: &Rewrite<'_>, body: &Parked) -> RequestHead {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(parts.method.as_str().as_bytes());
+        out.push(b' ');
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        rewrite.for_each(&parts.headers, |name, value| {
+            if name == EXPECT {
+                return;
+            }
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        });
+        let mut chunked = false;
+        if !body.is_empty() && !parts.headers.contains_key(CONTENT_LENGTH) {
+            match body.attempt().size_hint().exact() {
+                Some(n) => {
+                    out.extend_from_slice(b"content-length: ");
+                    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                None => {
+                    out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                    chunked = true;
+                }
+            }
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
-    });
-    let mut chunked = false;
-    if !body.is_end_stream() && !parts.headers.contains_key(CONTENT_LENGTH) {
-        match body.size_hint().exact() {
-            Some(n) => {
-                out.extend_from_slice(b"content-length: ");
-                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-            None => {
-                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                chunked = true;
-            }
+        RequestHead {
+            bytes: out,
+            chunked,
+            is_head: parts.method == Method::HEAD,
         }
     }
-    out.extend_from_slice(b"\r\n");
-    chunked
 }
 
 /// A request body on its way to the instance.
