@@ -113,6 +113,19 @@ impl Rewrite<'_> {
     }
 }
 
+/// Removes hop-by-hop headers and those the Connection header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let connection = headers.get(header::CONNECTION).cloned();
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name) || connection.as_ref().is_some_and(|c| names(c, name)))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
 /// The client's address as an X-Forwarded-For entry; made once per
 /// connection, not per request.
 pub fn client_ip(peer: SocketAddr) -> HeaderValue {
@@ -161,6 +174,18 @@ mod tests {
         let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         names.sort();
         assert_eq!(names, ["x-forwarded-for", "x-forwarded-proto", "x-kept"]);
+    }
+
+    /// A map stripped in place loses the same headers.
+    #[test]
+    fn strip_in_place() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-kept", "yes".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
     }
 
     /// On an upgrade, Upgrade and `Connection: upgrade` survive.

@@ -208,6 +208,10 @@ impl Proxy {
                                     websocket,
                                 );
                             }
+                        } else if matches!(outgoing, Outgoing::Upgrade(_)) {
+                            // An upgrade refused: hyper's client leaves the
+                            // hop-by-hop headers in (Baton's own strips them).
+                            headers::strip_hop_by_hop(resp.headers_mut());
                         }
                         self.count(resp.status());
                         let event_stream = resp
