@@ -52,7 +52,7 @@ impl Rewrite<'_> {
         let mut prior_for: Option<String> = None;
         let (mut has_proto, mut has_host) = (false, false);
         for (name, value) in headers {
-            if is_hop_by_hop(name) || connection.is_some_and(|c| names(c, name)) {
+            if is_dropped(name, connection) {
                 continue;
             }
             if name.as_str().starts_with("x-forwarded-") {
@@ -118,7 +118,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let connection = headers.get(header::CONNECTION).cloned();
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| is_hop_by_hop(name) || connection.as_ref().is_some_and(|c| names(c, name)))
+        .filter(|name| is_dropped(name, connection.as_ref()))
         .cloned()
         .collect();
     for name in doomed {
@@ -131,6 +131,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub fn client_ip(peer: SocketAddr) -> HeaderValue {
     HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .expect("an IP address is a valid header value")
+}
+
+/// Whether `name` stops at this hop: hop-by-hop, or listed in the message's
+/// Connection header.
+fn is_dropped(name: &HeaderName, connection: Option<&HeaderValue>) -> bool {
+    is_hop_by_hop(name) || connection.is_some_and(|c| names(c, name))
 }
 
 /// Whether the Connection header value `connection` lists `name`.

@@ -116,11 +116,7 @@ impl Proxy {
                 }
             }
         }
-        let rewrite = headers::Rewrite {
-            client: &client,
-            proto: "http",
-            trust: self.config.trust_forwarded,
-        };
+        let rewrite = self.rewrite(&client);
         parts.version = Version::HTTP_11;
         // Instances get the origin form (`/path?query`), as from any client;
         // an h2 request's absolute URI is narrowed to it.
@@ -170,12 +166,7 @@ impl Proxy {
                 let sent = match &outgoing {
                     Outgoing::Upgrade(parts) => {
                         let mut out = Request::from_parts(parts.clone(), body.attempt());
-                        let rewrite = headers::Rewrite {
-                            client: &client,
-                            proto: "http",
-                            trust: self.config.trust_forwarded,
-                        };
-                        rewrite.apply(out.headers_mut(), true);
+                        self.rewrite(&client).apply(out.headers_mut(), true);
                         // Boxed: rare, and its future is large.
                         Box::pin(tunnel::send_upgrade(out, &upstream))
                             .await
@@ -252,6 +243,15 @@ impl Proxy {
                 attempt += 1;
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// How this proxy rewrites the headers of a request from `client`.
+    fn rewrite<'a>(&self, client: &'a HeaderValue) -> headers::Rewrite<'a> {
+        headers::Rewrite {
+            client,
+            proto: "http",
+            trust: self.config.trust_forwarded,
         }
     }
 

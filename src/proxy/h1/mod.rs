@@ -122,23 +122,13 @@ pub async fn exchange(
     }
     let mut upload = has_body.then(|| Upload::new(body, head.chunked));
     let mut upload_failed = false;
-    let request_was_head = head.is_head;
     let mut answered = false;
     let answer = poll_fn(|cx| loop {
-        if let Some(up) = upload.as_mut() {
-            match up.poll_send(&mut conn.stream, cx) {
-                Poll::Ready(Ok(())) => upload = None,
-                // The instance may still answer (an early 413 and a close):
-                // keep reading, and never reuse this connection.
-                Poll::Ready(Err(_)) => {
-                    upload = None;
-                    upload_failed = true;
-                }
-                Poll::Pending => {}
-            }
-        }
+        // A failed upload does not end the wait: the instance may still
+        // answer (an early 413 and a close).
+        upload_failed |= Upload::advance(&mut upload, &mut conn.stream, cx);
         while !conn.buf.is_empty() {
-            match response::parse_head(&mut conn.buf, request_was_head) {
+            match response::parse_head(&mut conn.buf, head.is_head) {
                 Ok(Some(answer)) if answer.is_interim() => continue,
                 Ok(Some(answer)) => return Poll::Ready(Ok(answer)),
                 Ok(None) => break,

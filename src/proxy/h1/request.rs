@@ -157,6 +157,26 @@ impl Upload {
         }
     }
 
+    /// Drives the upload in `slot`, if any: the slot empties once it is
+    /// written in full or has failed. Says whether it failed (the instance
+    /// may still answer, but the connection is not reused).
+    pub(super) fn advance(
+        slot: &mut Option<Upload>,
+        stream: &mut TcpStream,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        let Some(upload) = slot.as_mut() else {
+            return false;
+        };
+        match upload.poll_send(stream, cx) {
+            Poll::Pending => false,
+            Poll::Ready(done) => {
+                *slot = None;
+                done.is_err()
+            }
+        }
+    }
+
     fn consume(&mut self, mut written: usize) {
         while written > 0 {
             let front = self.queue.front_mut().expect("written bytes were queued");

@@ -33,7 +33,7 @@ pub(super) struct Head {
 /// Where the body is in its framing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Decoding {
-    /// This many bytes are left.
+    /// This many bytes are left (never 0: that is `Done`).
     Length(u64),
     Chunked(Chunk),
     /// Everything until the instance closes (no length, not chunked).
@@ -125,7 +125,11 @@ pub(super) fn parse_head(
             Decoding::UntilClose
         }
     } else {
-        length.map_or(Decoding::UntilClose, Decoding::Length)
+        match length {
+            None => Decoding::UntilClose,
+            Some(0) => Decoding::Done,
+            Some(n) => Decoding::Length(n),
+        }
     };
     if framing == Decoding::UntilClose {
         keep_alive = false;
@@ -228,13 +232,15 @@ impl Decoding {
         loop {
             match self {
                 Decoding::Done => return Ok(Step::End),
-                Decoding::Length(0) => return Ok(Step::End),
                 Decoding::Length(left) => {
                     if buf.is_empty() {
                         return Ok(Step::NeedMore);
                     }
                     let take = (*left).min(buf.len() as u64);
                     *left -= take;
+                    if *left == 0 {
+                        *self = Decoding::Done;
+                    }
                     return Ok(Step::Frame(Frame::data(
                         buf.split_to(take as usize).freeze(),
                     )));
@@ -329,19 +335,12 @@ impl Body for ResponseBody {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            if let Some(up) = this.upload.as_mut() {
-                match up.poll_send(&mut conn.stream, cx) {
-                    Poll::Ready(Ok(())) => this.upload = None,
-                    Poll::Ready(Err(_)) => {
-                        this.upload = None;
-                        this.reusable = false;
-                    }
-                    Poll::Pending => {}
-                }
+            if Upload::advance(&mut this.upload, &mut conn.stream, cx) {
+                this.reusable = false;
             }
             match this.decoding.step(&mut conn.buf) {
                 Ok(Step::Frame(frame)) => {
-                    if matches!(this.decoding, Decoding::Length(0) | Decoding::Done) {
+                    if this.decoding == Decoding::Done {
                         this.finish();
                     }
                     return Poll::Ready(Some(Ok(frame)));
@@ -381,7 +380,7 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.decoding == Decoding::Done || self.decoding == Decoding::Length(0)
+        self.decoding == Decoding::Done
     }
 
     fn size_hint(&self) -> SizeHint {
