@@ -171,25 +171,30 @@ struct LongLived {
 }
 
 impl<B> Counted<B> {
-    /// Wraps `inner`; `guard` is released at the end of the body.
-    pub fn new(inner: B, guard: RequestGuard) -> Counted<B> {
+    /// Wraps `inner`; `guard` is released at the end of the body. An
+    /// `event_stream` (SSE) streams for as long as it likes: it counts as
+    /// one of `upstream`'s connections instead, and is ended (cleanly, so
+    /// clients reconnect) when its connection drain ends.
+    pub fn new(
+        inner: B,
+        guard: RequestGuard,
+        upstream: &Arc<Upstream>,
+        event_stream: bool,
+    ) -> Counted<B> {
+        let (guard, stream) = if event_stream {
+            let stream = LongLived {
+                _counted: upstream.begin_connection(),
+                closing: Box::pin(upstream.connections_closing().clone().cancelled_owned()),
+            };
+            (None, Some(stream))
+        } else {
+            (Some(guard), None)
+        };
         Counted {
             inner,
-            guard: Some(guard),
-            stream: None,
+            guard,
+            stream,
         }
-    }
-
-    /// Makes this an event stream of `upstream`: counted as one of its
-    /// connections, and ended (cleanly, so clients reconnect) when its
-    /// connection drain ends.
-    pub fn long_lived(mut self, upstream: &Arc<Upstream>) -> Counted<B> {
-        self.guard.take();
-        self.stream = Some(LongLived {
-            _counted: upstream.begin_connection(),
-            closing: Box::pin(upstream.connections_closing().clone().cancelled_owned()),
-        });
-        self
     }
 
     fn release(&mut self) {

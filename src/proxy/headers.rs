@@ -5,19 +5,23 @@ use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// Whether `name` describes one connection and is never forwarded (RFC 9110
-/// §7.6.1): Connection, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade
-/// (kept only on an upgrade) and `proxy-*`.
-pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
-    let name = name.as_str();
-    matches!(
-        name,
-        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade"
-    ) || name.starts_with("proxy-")
+/// Whether a header called `name` (in any case) describes one connection
+/// and is never forwarded (RFC 9110 §7.6.1): Connection, Keep-Alive, TE,
+/// Trailer, Transfer-Encoding, Upgrade (kept only on an upgrade) and
+/// `proxy-*`.
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    const NAMES: [&[u8]; 6] = [
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ];
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+        || name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
 }
 
 /// Whether the request asks to switch protocols (WebSocket).
@@ -26,15 +30,17 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
         && headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            .any(|v| lists(v.as_bytes(), b"upgrade"))
 }
 
 /// How a request's headers change on the way to an instance: hop-by-hop
 /// headers and those the Connection header names are dropped, and
 /// X-Forwarded-For (appended), -Proto and -Host are set. Incoming
 /// X-Forwarded-* values are kept and extended only when trusted.
+///
+/// It reads and writes `(name, value)` byte pairs, so that it serves both
+/// a header map (requests that come through hyper) and the raw fields of a
+/// head Baton parsed itself; names may be in any case.
 pub struct Rewrite<'a> {
     /// The client's address.
     pub client: &'a HeaderValue,
@@ -47,50 +53,52 @@ pub struct Rewrite<'a> {
 impl Rewrite<'_> {
     /// Calls `emit` with each header the instance gets. The request head
     /// is written straight from this, without building a second map.
-    pub fn for_each(&self, headers: &HeaderMap, mut emit: impl FnMut(&HeaderName, &HeaderValue)) {
-        let connection = headers.get(header::CONNECTION);
-        let mut prior_for: Option<String> = None;
+    pub fn for_each(&self, fields: &(impl Fields + ?Sized), mut emit: impl FnMut(&[u8], &[u8])) {
+        let connection = find(fields, b"connection");
+        let mut prior_for: Option<Vec<u8>> = None;
         let (mut has_proto, mut has_host) = (false, false);
-        for (name, value) in headers {
+        for (name, value) in fields.pairs() {
             if is_dropped(name, connection) {
                 continue;
             }
-            if name.as_str().starts_with("x-forwarded-") {
-                if *name == X_FORWARDED_FOR {
+            if name.len() > 12 && name[..12].eq_ignore_ascii_case(b"x-forwarded-") {
+                let suffix = &name[12..];
+                if suffix.eq_ignore_ascii_case(b"for") {
                     if self.trust {
-                        let prior = prior_for.get_or_insert_with(String::new);
+                        let prior = prior_for.get_or_insert_with(Vec::new);
                         if !prior.is_empty() {
-                            prior.push_str(", ");
+                            prior.extend_from_slice(b", ");
                         }
-                        prior.push_str(value.to_str().unwrap_or_default());
+                        prior.extend_from_slice(value);
                     }
                     continue;
                 }
-                if *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST {
+                let proto = suffix.eq_ignore_ascii_case(b"proto");
+                let host = suffix.eq_ignore_ascii_case(b"host");
+                if proto || host {
                     if !self.trust {
                         continue;
                     }
-                    has_proto |= *name == X_FORWARDED_PROTO;
-                    has_host |= *name == X_FORWARDED_HOST;
+                    has_proto |= proto;
+                    has_host |= host;
                 }
             }
             emit(name, value);
         }
         match prior_for.filter(|p| !p.is_empty()) {
-            None => emit(&X_FORWARDED_FOR, self.client),
-            Some(prior) => {
-                let ip = self.client.to_str().unwrap_or_default();
-                let joined = HeaderValue::from_str(&format!("{prior}, {ip}"))
-                    .unwrap_or_else(|_| self.client.clone());
-                emit(&X_FORWARDED_FOR, &joined);
+            None => emit(b"x-forwarded-for", self.client.as_bytes()),
+            Some(mut prior) => {
+                prior.extend_from_slice(b", ");
+                prior.extend_from_slice(self.client.as_bytes());
+                emit(b"x-forwarded-for", &prior);
             }
         }
         if !has_proto {
-            emit(&X_FORWARDED_PROTO, &HeaderValue::from_static(self.proto));
+            emit(b"x-forwarded-proto", self.proto.as_bytes());
         }
         if !has_host {
-            if let Some(host) = headers.get(header::HOST) {
-                emit(&X_FORWARDED_HOST, host);
+            if let Some(host) = find(fields, b"host") {
+                emit(b"x-forwarded-host", host);
             }
         }
     }
@@ -101,7 +109,11 @@ impl Rewrite<'_> {
     pub fn apply(&self, headers: &mut HeaderMap, upgrade: bool) {
         let mut out = HeaderMap::with_capacity(headers.len() + 3);
         self.for_each(headers, |name, value| {
-            out.append(name.clone(), value.clone());
+            if let (Ok(name), Ok(value)) =
+                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+            {
+                out.append(name, value);
+            }
         });
         if upgrade {
             if let Some(v) = headers.get(header::UPGRADE) {
@@ -113,12 +125,37 @@ impl Rewrite<'_> {
     }
 }
 
+/// A message's header fields as `(name, value)` byte pairs, names in any
+/// case: a header map, or the raw fields of a head Baton parsed itself.
+pub trait Fields {
+    /// Every field, in order.
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
+}
+
+impl Fields for HeaderMap {
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.iter()
+            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
+    }
+}
+
+impl Fields for [httparse::Header<'_>] {
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.iter().map(|h| (h.name.as_bytes(), h.value))
+    }
+}
+
 /// Removes hop-by-hop headers and those the Connection header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let connection = headers.get(header::CONNECTION).cloned();
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| is_dropped(name, connection.as_ref()))
+        .filter(|name| {
+            is_dropped(
+                name.as_str().as_bytes(),
+                connection.as_ref().map(HeaderValue::as_bytes),
+            )
+        })
         .cloned()
         .collect();
     for name in doomed {
@@ -133,19 +170,25 @@ pub fn client_ip(peer: SocketAddr) -> HeaderValue {
         .expect("an IP address is a valid header value")
 }
 
-/// Whether `name` stops at this hop: hop-by-hop, or listed in the message's
-/// Connection header.
-fn is_dropped(name: &HeaderName, connection: Option<&HeaderValue>) -> bool {
-    is_hop_by_hop(name) || connection.is_some_and(|c| names(c, name))
+/// Whether a header called `name` stops at this hop: hop-by-hop, or listed
+/// in the message's Connection header.
+pub(crate) fn is_dropped(name: &[u8], connection: Option<&[u8]>) -> bool {
+    is_hop_by_hop(name) || connection.is_some_and(|c| lists(c, name))
 }
 
-/// Whether the Connection header value `connection` lists `name`.
-fn names(connection: &HeaderValue, name: &HeaderName) -> bool {
-    connection.as_bytes().split(|&b| b == b',').any(|token| {
-        token
-            .trim_ascii()
-            .eq_ignore_ascii_case(name.as_str().as_bytes())
-    })
+/// Whether the comma-separated `value` has `token` (in any case).
+pub(crate) fn lists(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// The first value of the header called `name` (in any case).
+pub(crate) fn find<'h>(fields: &'h (impl Fields + ?Sized), name: &[u8]) -> Option<&'h [u8]> {
+    fields
+        .pairs()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
 }
 
 #[cfg(test)]

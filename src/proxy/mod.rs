@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use self::body::{full, Counted, InstanceBody, Parked, ProxyBody};
 use self::router::{NoInstance, Router};
-use self::upstream::Upstream;
+use self::upstream::{RequestGuard, Upstream};
 use crate::config::ProxyConfig;
 
 /// Totals for metrics.
@@ -78,6 +78,70 @@ enum AttemptError {
     Exchange(Arc<str>, String),
 }
 
+/// An instance's answer.
+enum Reply {
+    /// From a pooled connection, by Baton's own client.
+    Pooled(h1::Answer),
+    /// To an upgrade, from hyper's client.
+    Upgrade(Response<Incoming>),
+}
+
+impl Reply {
+    fn status(&self) -> StatusCode {
+        match self {
+            Reply::Pooled(answer) => answer.head.status(),
+            Reply::Upgrade(response) => response.status(),
+        }
+    }
+}
+
+/// The answer the retry loop settled on, with the instance's in-flight
+/// count, which lasts until the body ends.
+struct Forwarded {
+    reply: Reply,
+    guard: RequestGuard,
+    upstream: Arc<Upstream>,
+}
+
+/// Baton's own answer when no instance gave one.
+struct Refusal {
+    status: StatusCode,
+    why: String,
+    /// No instance was ready: the client may come back in a second.
+    retry_after: bool,
+}
+
+impl Refusal {
+    fn failed(status: StatusCode, why: String) -> Refusal {
+        Refusal {
+            status,
+            why,
+            retry_after: false,
+        }
+    }
+
+    fn no_instance(why: NoInstance) -> Refusal {
+        let why = match why {
+            NoInstance::HoldTimeout => "no instance became ready within hold_timeout",
+            NoInstance::HoldFull => "too many requests are waiting for an instance",
+        };
+        Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            why: why.to_string(),
+            retry_after: true,
+        }
+    }
+
+    /// The body: the status, for a human reading it.
+    fn text(&self) -> String {
+        format!(
+            "{} {}\n",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or("")
+        )
+    }
+}
+
 impl Proxy {
     /// A proxy with an empty route table.
     pub fn new(config: ProxyConfig) -> Arc<Proxy> {
@@ -90,8 +154,10 @@ impl Proxy {
         })
     }
 
-    /// A request's whole path: prepare, choose an instance (holding while
-    /// none is ready), send, retry what is safe to retry, respond.
+    /// A request's whole path, for requests that come through hyper:
+    /// prepare, [`forward`](Proxy::forward) (choose an instance, send,
+    /// retry), respond. Baton's own HTTP/1.1 server (`h1::server`) takes the
+    /// same path for the requests it serves.
     ///
     /// The preparation runs at once, when hyper hands the request over, and
     /// leaves nothing of the request behind but an encoded head: the parts
@@ -127,16 +193,7 @@ impl Proxy {
                 .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
         }
         let body = Parked::new(body);
-        let has_body = !body.is_empty();
-        let idempotent = matches!(
-            parts.method,
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::PUT
-                | Method::DELETE
-                | Method::TRACE
-        );
+        let replayable = is_idempotent(&parts.method) || body.is_empty();
         // Encoded once for every attempt; see RequestHead::encode for why
         // the parts go with it.
         let outgoing = if upgrade {
@@ -147,102 +204,119 @@ impl Proxy {
 
         async move {
             // 2. Choose an instance and send, retrying on another one when safe.
-            let mut tried: Vec<Arc<str>> = Vec::new();
-            let mut attempt = 0;
-            loop {
-                // Holding is the rare case: its future is boxed so that the
-                // common one stays small (this future is moved per request).
-                let picked = match self.router.pick(&tried) {
-                    Some(u) => Ok(u),
-                    None => {
-                        Box::pin(self.router.pick_or_hold(&tried, self.config.hold_timeout)).await
-                    }
-                };
-                let upstream = match picked {
-                    Ok(u) => u,
-                    Err(why) => return self.respond_no_instance(why),
-                };
-                let guard = upstream.begin_request();
-                let sent = match &outgoing {
-                    Outgoing::Upgrade(parts) => {
-                        let mut out = Request::from_parts(parts.clone(), body.attempt());
-                        self.rewrite(&client).apply(out.headers_mut(), true);
-                        // Boxed: rare, and its future is large.
-                        Box::pin(tunnel::send_upgrade(out, &upstream))
-                            .await
-                            .map(|r| r.map(InstanceBody::Upgrade))
-                    }
-                    Outgoing::Plain(head) => {
-                        pool::send(&upstream, head, &body, self.config.upstream_idle_timeout)
-                            .await
-                            .map(|r| r.map(InstanceBody::Pooled))
-                    }
-                };
-                let can_retry = attempt < self.config.retries && body.untouched();
-                match sent {
-                    // A draining instance that answers 503 (seed 003's apps do)
-                    // has not handled the request: another instance can.
-                    Ok(resp)
-                        if resp.status() == StatusCode::SERVICE_UNAVAILABLE
-                            && upstream.is_draining()
-                            && can_retry
-                            && (idempotent || !has_body) => {}
-                    Ok(mut resp) => {
-                        // 3. Respond; the in-flight count lasts until the body ends.
-                        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                            if let Some(client_side) = client_upgrade.take() {
-                                tunnel::spawn(
-                                    self.clone(),
-                                    client_side,
-                                    hyper::upgrade::on(&mut resp),
-                                    upstream.clone(),
-                                    websocket,
-                                );
-                            }
-                        } else if matches!(outgoing, Outgoing::Upgrade(_)) {
-                            // An upgrade refused: hyper's client leaves the
-                            // hop-by-hop headers in (Baton's own strips them).
-                            headers::strip_hop_by_hop(resp.headers_mut());
-                        }
-                        self.count(resp.status());
-                        let event_stream = resp
-                            .headers()
-                            .get(http::header::CONTENT_TYPE)
-                            .and_then(|v| v.to_str().ok())
-                            .is_some_and(|v| v.starts_with("text/event-stream"));
-                        return resp.map(|b| {
-                            let body = Counted::new(b, guard);
-                            if event_stream {
-                                body.long_lived(&upstream).boxed()
-                            } else {
-                                body.boxed()
-                            }
-                        });
-                    }
-                    Err(AttemptError::Connect(id, why)) => {
-                        self.report_unreachable(&upstream);
-                        if !can_retry {
-                            return self.respond_error(
-                                StatusCode::BAD_GATEWAY,
-                                &format!("cannot connect to {id}: {why}"),
-                            );
-                        }
-                    }
-                    Err(e @ AttemptError::Exchange(..)) => {
-                        // Like nginx's max_fails=1: an instance that broke an
-                        // exchange sits out until its port accepts again, so a
-                        // retry does not land on a dying process.
-                        self.report_unreachable(&upstream);
-                        if !(can_retry && (idempotent || !has_body)) {
-                            return self.respond_error(StatusCode::BAD_GATEWAY, &e.to_string());
-                        }
+            let forwarded = self.forward(&outgoing, &body, &client, replayable).await;
+            let Forwarded {
+                reply,
+                guard,
+                upstream,
+            } = match forwarded {
+                Ok(f) => f,
+                Err(refusal) => return self.refuse(refusal),
+            };
+            // 3. Respond; the in-flight count lasts until the body ends.
+            let (event_stream, mut resp) = match reply {
+                Reply::Pooled(answer) => (
+                    answer.head.is_event_stream(),
+                    answer.into_response().map(InstanceBody::Pooled),
+                ),
+                Reply::Upgrade(resp) => (false, resp.map(InstanceBody::Upgrade)),
+            };
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(client_side) = client_upgrade.take() {
+                    tunnel::spawn(
+                        self.clone(),
+                        client_side,
+                        hyper::upgrade::on(&mut resp),
+                        upstream.clone(),
+                        websocket,
+                    );
+                }
+            } else if matches!(outgoing, Outgoing::Upgrade(_)) {
+                // An upgrade refused: hyper's client leaves the hop-by-hop
+                // headers in (Baton's own strips them).
+                headers::strip_hop_by_hop(resp.headers_mut());
+            }
+            self.count(resp.status());
+            resp.map(|b| Counted::new(b, guard, &upstream, event_stream).boxed())
+        }
+    }
+
+    /// Chooses an instance (holding while none is ready) and sends, trying
+    /// another instance when that is safe: always when nothing was sent,
+    /// and when `replayable` (idempotent or bodiless) if the exchange broke
+    /// before the body was read or a draining instance answered 503.
+    async fn forward(
+        &self,
+        outgoing: &Outgoing,
+        body: &Parked,
+        client: &HeaderValue,
+        replayable: bool,
+    ) -> Result<Forwarded, Refusal> {
+        let mut tried: Vec<Arc<str>> = Vec::new();
+        let mut attempt = 0;
+        loop {
+            // Holding is the rare case: its future is boxed so that the
+            // common one stays small (this future is moved per request).
+            let picked = match self.router.pick(&tried) {
+                Some(u) => Ok(u),
+                None => Box::pin(self.router.pick_or_hold(&tried, self.config.hold_timeout)).await,
+            };
+            let upstream = picked.map_err(Refusal::no_instance)?;
+            let guard = upstream.begin_request();
+            let sent = match outgoing {
+                Outgoing::Upgrade(parts) => {
+                    let mut out = Request::from_parts(parts.clone(), body.attempt());
+                    self.rewrite(client).apply(out.headers_mut(), true);
+                    // Boxed: rare, and its future is large.
+                    Box::pin(tunnel::send_upgrade(out, &upstream))
+                        .await
+                        .map(Reply::Upgrade)
+                }
+                Outgoing::Plain(head) => {
+                    pool::send(&upstream, head, body, self.config.upstream_idle_timeout)
+                        .await
+                        .map(Reply::Pooled)
+                }
+            };
+            let can_retry = attempt < self.config.retries && body.untouched();
+            match sent {
+                // A draining instance that answers 503 (seed 003's apps do)
+                // has not handled the request: another instance can.
+                Ok(reply)
+                    if reply.status() == StatusCode::SERVICE_UNAVAILABLE
+                        && upstream.is_draining()
+                        && can_retry
+                        && replayable => {}
+                Ok(reply) => {
+                    return Ok(Forwarded {
+                        reply,
+                        guard,
+                        upstream,
+                    })
+                }
+                Err(AttemptError::Connect(id, why)) => {
+                    self.report_unreachable(&upstream);
+                    if !can_retry {
+                        return Err(Refusal::failed(
+                            StatusCode::BAD_GATEWAY,
+                            format!("cannot connect to {id}: {why}"),
+                        ));
                     }
                 }
-                drop(guard);
-                tried.push(upstream.id.clone());
-                attempt += 1;
-                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                Err(e @ AttemptError::Exchange(..)) => {
+                    // Like nginx's max_fails=1: an instance that broke an
+                    // exchange sits out until its port accepts again, so a
+                    // retry does not land on a dying process.
+                    self.report_unreachable(&upstream);
+                    if !(can_retry && replayable) {
+                        return Err(Refusal::failed(StatusCode::BAD_GATEWAY, e.to_string()));
+                    }
+                }
             }
+            drop(guard);
+            tried.push(upstream.id.clone());
+            attempt += 1;
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -260,27 +334,21 @@ impl Proxy {
         self.stats.responses[class].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn respond_error(&self, status: StatusCode, why: &str) -> Response<ProxyBody> {
-        self.count(status);
-        tracing::warn!(status = status.as_u16(), "{why}");
-        let mut resp = Response::new(full(format!(
-            "{} {}\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        )));
-        *resp.status_mut() = status;
+    /// Counts and logs a refusal, and makes it a response for hyper.
+    fn refuse(&self, refusal: Refusal) -> Response<ProxyBody> {
+        self.log_refusal(&refusal);
+        let mut resp = Response::new(full(refusal.text()));
+        *resp.status_mut() = refusal.status;
+        if refusal.retry_after {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
 
-    fn respond_no_instance(&self, why: NoInstance) -> Response<ProxyBody> {
-        let text = match why {
-            NoInstance::HoldTimeout => "no instance became ready within hold_timeout",
-            NoInstance::HoldFull => "too many requests are waiting for an instance",
-        };
-        let mut resp = self.respond_error(StatusCode::SERVICE_UNAVAILABLE, text);
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        resp
+    fn log_refusal(&self, refusal: &Refusal) {
+        self.count(refusal.status);
+        tracing::warn!(status = refusal.status.as_u16(), "{}", refusal.why);
     }
 
     /// Passive health: an instance that refused a connection or broke an
@@ -314,6 +382,15 @@ impl Proxy {
             }
         });
     }
+}
+
+/// Whether a request with `method` may be sent again after an exchange
+/// broke (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// An error with its sources, on one line.

@@ -12,11 +12,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Response;
 use tokio::net::TcpStream;
 
 use super::body::Parked;
-use super::h1::{self, Conn, ExchangeError, RequestHead, ResponseBody};
+use super::h1::{self, Answer, Conn, ExchangeError, RequestHead};
 use super::upstream::Upstream;
 use super::AttemptError;
 
@@ -71,7 +70,7 @@ pub(super) async fn send(
     head: &RequestHead,
     body: &Parked,
     idle_timeout: Duration,
-) -> Result<Response<ResponseBody>, AttemptError> {
+) -> Result<Answer, AttemptError> {
     loop {
         let (conn, reused) = match upstream.pool.pop_reusable(idle_timeout) {
             Some(conn) => (conn, true),
@@ -168,7 +167,7 @@ mod tests {
         };
         let head = RequestHead::encode(parts, &rewrite, &body);
         let resp = send(upstream, &head, &body, Duration::from_secs(4)).await?;
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = resp.body.collect().await.unwrap().to_bytes();
         Ok(String::from_utf8(body.to_vec()).unwrap())
     }
 

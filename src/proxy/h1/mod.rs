@@ -22,14 +22,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::Response;
 use http_body::Body;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 pub use self::request::RequestHead;
 use self::request::Upload;
-pub use self::response::ResponseBody;
+pub use self::response::{Answer, Head, ResponseBody};
 use super::body::TakeOnPoll;
 use super::upstream::{PooledGuard, Upstream};
 
@@ -105,7 +104,7 @@ pub enum ExchangeError {
 }
 
 /// Sends one request on `conn` and reads the response head. The response
-/// body comes with the connection; it returns to `upstream`'s idle list when
+/// body comes with it, still on the connection; it returns to `upstream`'s idle list when
 /// the body has been read to its end.
 ///
 /// # Errors
@@ -115,7 +114,7 @@ pub async fn exchange(
     head: &RequestHead,
     body: TakeOnPoll,
     upstream: &Arc<Upstream>,
-) -> Result<Response<ResponseBody>, ExchangeError> {
+) -> Result<Answer, ExchangeError> {
     let has_body = !body.is_end_stream();
     if let Err(e) = conn.stream.write_all(&head.bytes).await {
         return Err(ExchangeError::Unanswered(e.to_string()));
@@ -151,5 +150,5 @@ pub async fn exchange(
         }));
     })
     .await?;
-    Ok(answer.into_response(conn, upload, upload_failed, upstream.clone()))
+    Ok(answer.into_answer(conn, upload, upload_failed, upstream.clone()))
 }

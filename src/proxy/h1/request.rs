@@ -7,14 +7,14 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
-use http::header::{CONTENT_LENGTH, EXPECT};
+use http::header::CONTENT_LENGTH;
 use http::{request, Method};
 use http_body::Body;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use crate::proxy::body::{Parked, TakeOnPoll};
-use crate::proxy::headers::Rewrite;
+use crate::proxy::headers::{Fields, Rewrite};
 
 /// A request head as written to an instance: encoded once, for every
 /// attempt.
@@ -31,25 +31,14 @@ impl RequestHead {
     /// parts and drops them: the client's request holds slices of hyper's
     /// read buffer, which hyper can then reuse for the next request instead
     /// of allocating a new one while this one is in flight.
-    ///
-    /// `Expect: 100-continue` is the client's business with Baton (hyper
-    /// sends the 100 when the body is first read), so it is not passed on.
     pub fn encode(parts: request::Parts, rewrite: &Rewrite<'_>, body: &Parked) -> RequestHead {
-        let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(parts.method.as_str().as_bytes());
-        out.push(b' ');
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        out.extend_from_slice(target.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        rewrite.for_each(&parts.headers, |name, value| {
-            if name == EXPECT {
-                return;
-            }
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        });
+        let mut out = start(
+            parts.method.as_str().as_bytes(),
+            target.as_bytes(),
+            &parts.headers,
+            rewrite,
+        );
         let mut chunked = false;
         if !body.is_empty() && !parts.headers.contains_key(CONTENT_LENGTH) {
             match body.attempt().size_hint().exact() {
@@ -71,6 +60,50 @@ impl RequestHead {
             is_head: parts.method == Method::HEAD,
         }
     }
+
+    /// Encodes a bodiless request from the raw fields of a head Baton
+    /// parsed itself (see `server`), with no header map in between.
+    pub fn encode_raw(
+        method: &[u8],
+        target: &[u8],
+        fields: &[httparse::Header<'_>],
+        rewrite: &Rewrite<'_>,
+    ) -> RequestHead {
+        let mut out = start(method, target, fields, rewrite);
+        out.extend_from_slice(b"\r\n");
+        RequestHead {
+            bytes: out,
+            chunked: false,
+            is_head: method == b"HEAD",
+        }
+    }
+}
+
+/// The request line and the rewritten headers, without the final CRLF.
+///
+/// `Expect: 100-continue` is the client's business with Baton (Baton sends
+/// the 100 when it first reads the body), so it is not passed on.
+fn start(
+    method: &[u8],
+    target: &[u8],
+    fields: &(impl Fields + ?Sized),
+    rewrite: &Rewrite<'_>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(method);
+    out.push(b' ');
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    rewrite.for_each(fields, |name, value| {
+        if name.eq_ignore_ascii_case(b"expect") {
+            return;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    });
+    out
 }
 
 /// A request body on its way to the instance.

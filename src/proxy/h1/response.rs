@@ -3,19 +3,19 @@
 //! chunked, or until the instance closes).
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 use super::request::Upload;
 use super::{Conn, ExchangeError};
 use crate::proxy::body::BoxError;
-use crate::proxy::headers::is_hop_by_hop;
+use crate::proxy::headers::{is_hop_by_hop, lists};
 use crate::proxy::upstream::Upstream;
 
 /// Most headers in a response head.
@@ -23,11 +23,31 @@ const MAX_HEADERS: usize = 128;
 /// Largest response head, and largest chunk-size line or trailer section.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// A parsed response head and what it says about the body.
-pub(super) struct Head {
-    parts: http::response::Parts,
+/// A parsed response head and what it says about the body. The fields
+/// stay as the instance sent them, as spans of the head's bytes: the
+/// HTTP/1.1 server writes them back out as they are, and only a response
+/// that goes out through hyper needs a header map.
+pub struct Head {
+    status: StatusCode,
+    bytes: Bytes,
+    /// The fields forwarded to the client, hop-by-hop ones left out.
+    fields: Vec<Field>,
     framing: Decoding,
     keep_alive: bool,
+}
+
+/// One field: where its name and value are in the head's bytes.
+struct Field {
+    name: Range<usize>,
+    value: Range<usize>,
+}
+
+/// An instance's answer: the head, and the body still on its connection.
+pub struct Answer {
+    /// The status and fields.
+    pub head: Head,
+    /// The body, read from the instance as it is polled.
+    pub body: ResponseBody,
 }
 
 /// Where the body is in its framing.
@@ -78,28 +98,27 @@ pub(super) fn parse_head(
     let mut length: Option<u64> = None;
     let mut transfer_encoding = None;
     let mut connection_names = None;
-    // Header values become slices of the head's bytes: found here, cut
-    // once the head is split off the buffer.
     let start = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let at = s.as_ptr() as usize - start;
+        at..at + s.len()
+    };
     let mut fields = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| broken("invalid header name"))?;
-        let at = h.value.as_ptr() as usize - start;
-        let span = (at, at + h.value.len());
-        if name == CONNECTION {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"connection") {
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
                     keep_alive = true;
                 } else if !token.is_empty() {
-                    connection_names = Some(span);
+                    connection_names = Some(h.value);
                 }
             }
-        } else if name == TRANSFER_ENCODING {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_encoding = Some(h.value);
-        } else if name == CONTENT_LENGTH {
+        } else if name.eq_ignore_ascii_case(b"content-length") {
             let n = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
@@ -109,8 +128,11 @@ pub(super) fn parse_head(
             }
             length = Some(n);
         }
-        if !is_hop_by_hop(&name) {
-            fields.push((name, span));
+        if !is_hop_by_hop(name) {
+            fields.push(Field {
+                name: span(name),
+                value: span(h.value),
+            });
         }
     }
     let framing = if request_was_head || matches!(code, 100..=199 | 204 | 304) {
@@ -134,48 +156,84 @@ pub(super) fn parse_head(
     if framing == Decoding::UntilClose {
         keep_alive = false;
     }
-
-    let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, (from, to)) in fields {
-        if name == CONTENT_LENGTH && length.is_none() {
-            continue;
-        }
-        let value = HeaderValue::from_maybe_shared(head.slice(from..to))
-            .map_err(|_| broken("invalid header value"))?;
-        headers.append(name, value);
+    // Late filters, rare: a Connection header naming a field it follows,
+    // and a length that a transfer coding overrides.
+    if connection_names.is_some() || (transfer_encoding.is_some() && length.is_none()) {
+        fields.retain(|f| {
+            let name = &buf[f.name.clone()];
+            !(connection_names.is_some_and(|c| lists(c, name))
+                || transfer_encoding.is_some() && name.eq_ignore_ascii_case(b"content-length"))
+        });
     }
-    if let Some((from, to)) = connection_names {
-        for token in head[from..to].split(|&b| b == b',') {
-            if let Ok(named) = HeaderName::from_bytes(token.trim_ascii()) {
-                headers.remove(named);
-            }
-        }
-    }
-    let (mut parts, ()) = Response::new(()).into_parts();
-    parts.status = status;
-    parts.headers = headers;
     Ok(Some(Head {
-        parts,
+        status,
+        bytes: buf.split_to(len).freeze(),
+        fields,
         framing,
         keep_alive,
     }))
 }
 
 impl Head {
-    /// A 1xx other than 101: a provisional answer the final one follows.
-    pub(super) fn is_interim(&self) -> bool {
-        self.parts.status.is_informational() && self.parts.status != StatusCode::SWITCHING_PROTOCOLS
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 
-    /// The response, whose body reads on from `conn`.
-    pub(super) fn into_response(
+    /// A 1xx other than 101: a provisional answer the final one follows.
+    pub(super) fn is_interim(&self) -> bool {
+        self.status.is_informational() && self.status != StatusCode::SWITCHING_PROTOCOLS
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|f| (&self.bytes[f.name.clone()], &self.bytes[f.value.clone()]))
+    }
+
+    /// Whether this is an event stream (SSE), which lasts as long as it
+    /// likes.
+    pub fn is_event_stream(&self) -> bool {
+        self.pairs().any(|(name, value)| {
+            name.eq_ignore_ascii_case(b"content-type")
+                && value
+                    .get(..17)
+                    .is_some_and(|v| v.eq_ignore_ascii_case(b"text/event-stream"))
+        })
+    }
+
+    /// Whether the fields delimit the body for the client: a length, or no
+    /// body at all. Otherwise (chunked, or until close) the side that
+    /// writes to the client frames it.
+    pub fn is_delimited(&self) -> bool {
+        matches!(self.framing, Decoding::Length(_) | Decoding::Done)
+    }
+
+    /// Writes the status line and the forwarded fields, as they came, each
+    /// line ended by CRLF; the caller adds its own fields and the blank
+    /// line.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(self.status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in self.pairs() {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// The answer, whose body reads on from `conn`.
+    pub(super) fn into_answer(
         self,
         conn: Conn,
         upload: Option<Upload>,
         upload_failed: bool,
         upstream: Arc<Upstream>,
-    ) -> Response<ResponseBody> {
+    ) -> Answer {
         let mut body = ResponseBody {
             conn: Some(conn),
             decoding: self.framing,
@@ -184,13 +242,34 @@ impl Head {
             // protocol: it is never reused.
             reusable: self.keep_alive
                 && !upload_failed
-                && self.parts.status != StatusCode::SWITCHING_PROTOCOLS,
+                && self.status != StatusCode::SWITCHING_PROTOCOLS,
             upstream,
         };
         if body.decoding == Decoding::Done {
             body.finish();
         }
-        Response::from_parts(self.parts, body)
+        Answer { head: self, body }
+    }
+}
+
+impl Answer {
+    /// The answer as a response for hyper's server: the fields go into a
+    /// header map, their values as slices of the head, not copies.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let head = self.head;
+        let mut headers = HeaderMap::with_capacity(head.fields.len());
+        for f in &head.fields {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&head.bytes[f.name.clone()]),
+                HeaderValue::from_maybe_shared(head.bytes.slice(f.value.clone())),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        let mut response = Response::new(self.body);
+        *response.status_mut() = head.status;
+        *response.headers_mut() = headers;
+        response
     }
 }
 
@@ -427,6 +506,12 @@ mod tests {
         (head, data, trailers, buf)
     }
 
+    fn written(head: &Head) -> String {
+        let mut out = Vec::new();
+        head.write_to(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn chunked_body_with_extensions_and_trailers() {
         let wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\
@@ -438,13 +523,12 @@ mod tests {
         assert_eq!(trailers["x-checksum"], "abc");
         assert_eq!(&rest[..], b"NEXT", "nothing past the body is consumed");
         assert!(head.keep_alive);
-        let names: Vec<_> = head.parts.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(
-            names,
-            ["set-cookie"],
-            "hop-by-hop and Connection-named headers go"
+            written(&head),
+            "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n",
+            "hop-by-hop and Connection-named headers go; the rest stay as sent"
         );
-        assert_eq!(head.parts.headers.get_all("set-cookie").iter().count(), 2);
+        assert!(!head.is_delimited(), "the client side frames a chunked body");
     }
 
     #[test]
@@ -453,8 +537,12 @@ mod tests {
             b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\n\r\nhelloHTTP",
             false,
         );
-        assert_eq!(head.parts.status, StatusCode::CREATED);
-        assert_eq!(head.parts.headers["content-length"], "5");
+        assert_eq!(head.status(), StatusCode::CREATED);
+        assert_eq!(
+            written(&head),
+            "HTTP/1.1 201 Created\r\nContent-Length: 5\r\n"
+        );
+        assert!(head.is_delimited());
         assert_eq!(data, b"hello");
         assert_eq!(&rest[..], b"HTTP");
     }
@@ -516,7 +604,7 @@ mod tests {
             Decoding::Chunked(Chunk::Size),
             "chunked wins over a length"
         );
-        assert!(!head.parts.headers.contains_key(CONTENT_LENGTH));
+        assert!(!written(&head).to_ascii_lowercase().contains("content-length"));
         let mut interim = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"[..]);
         assert!(parse_head(&mut interim, false)
             .unwrap()
