@@ -398,3 +398,128 @@ fn offline_and_online_for_an_external_balancer() {
     assert!(d.baton(&["online"]).status.success());
     assert_eq!(get(admin, "/health").unwrap().status, 200);
 }
+
+/// One response off a keep-alive connection: the head (names lowercased)
+/// and the body, framed by its length, chunked (decoded), or until close.
+fn read_response(r: &mut std::io::BufReader<TcpStream>) -> (String, String) {
+    use std::io::BufRead;
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            r.read_line(&mut line).unwrap() > 0,
+            "closed mid-head: {head:?}"
+        );
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+    let field = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+    };
+    let mut body = Vec::new();
+    if let Some(n) = field("content-length") {
+        body.resize(n.trim().parse().unwrap(), 0);
+        r.read_exact(&mut body).unwrap();
+    } else if field("transfer-encoding").as_deref() == Some("chunked") {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).unwrap();
+            assert!(chunk.ends_with(b"\r\n"), "a chunk ends with CRLF");
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        r.read_to_end(&mut body).unwrap();
+    }
+    (head, String::from_utf8(body).unwrap())
+}
+
+/// On one keep-alive connection: pipelined requests answered in order, a
+/// chunked answer re-framed for the client, a request with a body (which
+/// hyper serves from then on) and more requests after it, and a close on
+/// request. HTTP/1.0 clients get keep-alive when they ask, and a body of
+/// unknown length until the close.
+#[test]
+fn pipelining_http10_and_a_body_in_mid_connection() {
+    let d = Daemon::start(&web(1, "", HTTP_READY, ""));
+    d.wait_ready(1);
+    let s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(s);
+    w.write_all(
+        b"GET /echo-headers?first HTTP/1.1\r\nHost: a\r\n\r\nGET /?second HTTP/1.1\r\nHost: b\r\n\r\n",
+    )
+    .unwrap();
+    let (head, body) = read_response(&mut r);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["host"],
+        "a"
+    );
+    let (head, body) = read_response(&mut r);
+    assert!(
+        head.starts_with("http/1.1 200") && body.starts_with("version="),
+        "{head}{body}"
+    );
+
+    w.write_all(b"GET /chunked?n=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (head, body) = read_response(&mut r);
+    assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    assert!(
+        body.starts_with("chunk 1 at") && body.contains("chunk 2 at"),
+        "{body:?}"
+    );
+
+    w.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        .unwrap();
+    let (head, body) = read_response(&mut r);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, "received 5\n");
+    w.write_all(b"GET /?after HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (_, body) = read_response(&mut r);
+    assert!(body.starts_with("version="), "{body}");
+
+    w.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (head, _) = read_response(&mut r);
+    assert!(head.contains("connection: close\r\n"), "{head}");
+    let mut rest = Vec::new();
+    assert_eq!(
+        r.read_to_end(&mut rest).unwrap(),
+        0,
+        "closed after the answer"
+    );
+
+    // HTTP/1.0: keep-alive on request, then a body of unknown length.
+    let s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(s);
+    w.write_all(b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let (head, body) = read_response(&mut r);
+    assert!(head.contains("connection: keep-alive\r\n"), "{head}");
+    assert!(body.starts_with("version="), "{body}");
+    w.write_all(b"GET /chunked?n=2 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let (head, body) = read_response(&mut r);
+    assert!(
+        head.contains("connection: close\r\n") && !head.contains("transfer-encoding"),
+        "{head}"
+    );
+    assert!(
+        body.starts_with("chunk 1 at") && body.contains("chunk 2 at"),
+        "{body:?}"
+    );
+}

@@ -1,7 +1,11 @@
-//! Accepting client connections: HTTP/1.1 and h2c on one port, the slowloris
-//! guard, and graceful shutdown.
+//! Accepting client connections: HTTP/1.1 and h2c on one port (Baton's own
+//! HTTP/1.1 server first, hyper for the rest), the slowloris guard, and
+//! graceful shutdown.
 
 use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::HeaderValue;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -14,11 +18,13 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use super::h1::{self, server::Handoff};
 use super::Proxy;
 use crate::config::ProxyConfig;
 
@@ -62,14 +68,19 @@ fn builder(cfg: &ProxyConfig) -> auto::Builder<TokioExecutor> {
 
 /// Serves `listener` until `shutdown` fires, then lets open connections
 /// finish their requests for up to `grace`.
+///
+/// A connection starts with Baton's own HTTP/1.1 server, which serves the
+/// common requests, and goes on with hyper if it sends something else
+/// (h2c, an upgrade, a body).
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let builder = builder(&proxy.config);
+    let builder = Arc::new(builder(&proxy.config));
     let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -80,35 +91,56 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let timeout_reply = stream.as_fd().try_clone_to_owned().ok();
-        let io = PartialHeadIo::new(stream);
-        let pending = io.pending.clone();
         let proxy = proxy.clone();
         let client = super::headers::client_ip(peer);
-        let service = service_fn(move |req| {
-            // Called here, not inside the future: see Proxy::handle.
-            let response = proxy.clone().handle(req, client.clone());
-            async move { Ok::<_, Infallible>(response.await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                let timed_out = e
-                    .downcast_ref::<hyper::Error>()
-                    .is_some_and(hyper::Error::is_timeout);
-                if timed_out && pending.load(Ordering::Acquire) {
-                    if let Some(fd) = timeout_reply {
-                        reply_408(fd).await;
-                    }
-                }
+        let shutdown = shutdown.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        connections.spawn(async move {
+            let served = h1::server::serve(proxy.clone(), stream, client.clone(), shutdown).await;
+            if let Some(handoff) = served {
+                serve_with_hyper(&builder, watcher, handoff, proxy, client).await;
             }
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+    connections.close();
+    let _ = tokio::time::timeout(grace, async {
+        graceful.shutdown().await;
+        connections.wait().await;
+    })
+    .await;
+}
+
+/// Serves the rest of a connection with hyper.
+async fn serve_with_hyper(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    handoff: Handoff,
+    proxy: Arc<Proxy>,
+    client: HeaderValue,
+) {
+    let timeout_reply = handoff.stream.as_fd().try_clone_to_owned().ok();
+    let io = PartialHeadIo::new(handoff);
+    let pending = io.pending.clone();
+    let service = service_fn(move |req| {
+        // Called here, not inside the future: see Proxy::handle.
+        let response = proxy.clone().handle(req, client.clone());
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        let timed_out = e
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout);
+        if timed_out && pending.load(Ordering::Acquire) {
+            if let Some(fd) = timeout_reply {
+                reply_408(fd).await;
+            }
+        }
+    }
 }
 
 /// A client that started a request head and did not finish it in time gets
@@ -129,18 +161,21 @@ async fn reply_408(fd: std::os::fd::OwnedFd) {
     .await;
 }
 
-/// A client stream that remembers whether a request head is half-read: set
-/// when bytes arrive, cleared when a response is written.
+/// A client stream handed to hyper. The bytes Baton's own server read come
+/// first, and it remembers whether a request head is half-read: set when
+/// bytes arrive, cleared when a response is written.
 struct PartialHeadIo {
+    read_first: Bytes,
     inner: TcpStream,
     pending: Arc<AtomicBool>,
 }
 
 impl PartialHeadIo {
-    fn new(inner: TcpStream) -> PartialHeadIo {
+    fn new(handoff: Handoff) -> PartialHeadIo {
         PartialHeadIo {
-            inner,
-            pending: Arc::new(AtomicBool::new(false)),
+            pending: Arc::new(AtomicBool::new(!handoff.read.is_empty())),
+            read_first: handoff.read,
+            inner: handoff.stream,
         }
     }
 }
@@ -151,6 +186,12 @@ impl AsyncRead for PartialHeadIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.read_first.is_empty() {
+            let n = self.read_first.len().min(buf.remaining());
+            buf.put_slice(&self.read_first.split_to(n));
+            self.pending.store(true, Ordering::Release);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {

@@ -1,4 +1,6 @@
-//! Baton's own HTTP/1.1 client for its keep-alive connections to instances.
+//! Baton's own HTTP/1.1: the client for its keep-alive connections to
+//! instances (here), and the server side for the common requests
+//! ([`server`]).
 //!
 //! hyper's client runs every connection in a task of its own and talks to it
 //! through channels: two task hand-offs per request, plus a body channel per
@@ -13,6 +15,7 @@
 
 mod request;
 mod response;
+pub mod server;
 
 use std::future::poll_fn;
 use std::io;

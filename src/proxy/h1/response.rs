@@ -528,7 +528,10 @@ mod tests {
             "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n",
             "hop-by-hop and Connection-named headers go; the rest stay as sent"
         );
-        assert!(!head.is_delimited(), "the client side frames a chunked body");
+        assert!(
+            !head.is_delimited(),
+            "the client side frames a chunked body"
+        );
     }
 
     #[test]
@@ -604,7 +607,9 @@ mod tests {
             Decoding::Chunked(Chunk::Size),
             "chunked wins over a length"
         );
-        assert!(!written(&head).to_ascii_lowercase().contains("content-length"));
+        assert!(!written(&head)
+            .to_ascii_lowercase()
+            .contains("content-length"));
         let mut interim = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"[..]);
         assert!(parse_head(&mut interim, false)
             .unwrap()

@@ -1,0 +1,533 @@
+//! Baton's own HTTP/1.1 server side, for the requests that are nearly all
+//! of the traffic: HTTP/1.x with no body and no upgrade.
+//!
+//! The request head is parsed by httparse straight out of the connection's
+//! buffer, and the instance's request is encoded from its raw fields. The
+//! answer's head goes back to the client as the instance wrote it, less the
+//! hop-by-hop fields. No header map is built on either side, and the whole
+//! exchange runs in the connection's task. hyper, which does all that
+//! generically, cost about half of Baton's CPU time per request.
+//!
+//! Anything else goes to hyper, with the bytes already read: h2c, an
+//! upgrade, a request with a body, a target that is not a path. The
+//! connection stays with hyper from then on.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::HeaderValue;
+use http::StatusCode;
+use http_body::Body;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use super::{coarse_now, RequestHead, ResponseBody};
+use crate::proxy::body::{Counted, Parked};
+use crate::proxy::headers::{find, lists, Fields};
+use crate::proxy::{Forwarded, Outgoing, Proxy, Refusal, Reply};
+
+/// Bytes read from a client at a time.
+const READ_CHUNK: usize = 8 * 1024;
+/// Response bytes gathered before they are written.
+const FLUSH_AT: usize = 64 * 1024;
+/// Header slots kept on the stack; a larger `max_headers` uses the heap.
+const STACK_HEADERS: usize = 128;
+/// The start of the HTTP/2 connection preface (h2c with prior knowledge).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// A connection for hyper to go on with, and what Baton read from it.
+pub struct Handoff {
+    /// The client's connection.
+    pub stream: TcpStream,
+    /// Bytes read and not handled: they come first.
+    pub read: Bytes,
+}
+
+/// Serves a client connection until it closes, or returns it for hyper
+/// when it sends something this server leaves to hyper. Ends after the
+/// request in progress once `shutdown` fires.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    stream: TcpStream,
+    client: HeaderValue,
+    shutdown: CancellationToken,
+) -> Option<Handoff> {
+    let mut conn = Connection::new(stream, proxy.config.header_read_timeout, shutdown);
+    loop {
+        let request = match conn.read_request(&proxy, &client).await {
+            Next::Request(request) => request,
+            Next::Handoff => {
+                return Some(Handoff {
+                    stream: conn.stream,
+                    read: conn.read.freeze(),
+                })
+            }
+            Next::Close => return None,
+            Next::Reject(status) => {
+                conn.reject(status).await;
+                return None;
+            }
+        };
+        match conn.exchange(&proxy, request, &client).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = conn.stream.shutdown().await;
+                return None;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// What a client sent next.
+enum Next {
+    Request(Request),
+    /// Something for hyper.
+    Handoff,
+    /// The client closed, went quiet for header_read_timeout between
+    /// requests, or Baton is shutting down.
+    Close,
+    /// A bad head: the client gets this status and the connection closes.
+    Reject(StatusCode),
+}
+
+/// A request as the instance gets it, and what the answer depends on.
+struct Request {
+    head: RequestHead,
+    keep_alive: bool,
+    /// An HTTP/1.0 client, which knows no chunked bodies.
+    http10: bool,
+}
+
+/// One client connection.
+struct Connection {
+    stream: TcpStream,
+    /// Bytes read from the client and not yet used.
+    read: BytesMut,
+    /// What goes to the client next.
+    out: Vec<u8>,
+    header_read_timeout: Duration,
+    /// When the wait for the current head began, on the coarse clock.
+    waiting_since: Duration,
+    /// Fires at the end of header_read_timeout. It is moved only when it
+    /// fires early, not re-armed for every request: most waits end long
+    /// before it.
+    deadline: Pin<Box<Sleep>>,
+    shutdown: CancellationToken,
+    closing: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+/// How a wait for more of a head ended.
+enum Read {
+    More,
+    Closed,
+    TimedOut,
+}
+
+impl Connection {
+    fn new(stream: TcpStream, header_read_timeout: Duration, shutdown: CancellationToken) -> Self {
+        Connection {
+            stream,
+            read: BytesMut::with_capacity(READ_CHUNK),
+            out: Vec::with_capacity(1024),
+            header_read_timeout,
+            waiting_since: coarse_now(),
+            deadline: Box::pin(tokio::time::sleep(header_read_timeout)),
+            closing: Box::pin(shutdown.clone().cancelled_owned()),
+            shutdown,
+        }
+    }
+
+    /// Reads and parses the next request head.
+    async fn read_request(&mut self, proxy: &Proxy, client: &HeaderValue) -> Next {
+        self.waiting_since = coarse_now();
+        loop {
+            if !self.read.is_empty() {
+                match parse_request(&self.read, proxy, client) {
+                    Parsed::Complete(len, request) => {
+                        self.read.advance(len);
+                        return Next::Request(request);
+                    }
+                    Parsed::Partial if self.read.len() >= proxy.config.max_header_bytes => {
+                        return Next::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+                    }
+                    Parsed::Partial => {}
+                    Parsed::Other(next) => return next,
+                }
+            }
+            match poll_fn(|cx| self.poll_head_bytes(cx)).await {
+                Read::More => {}
+                Read::Closed => return Next::Close,
+                // A client that started a head and did not finish it in time
+                // is told; an idle keep-alive connection is closed quietly.
+                Read::TimedOut if self.read.is_empty() => return Next::Close,
+                Read::TimedOut => return Next::Reject(StatusCode::REQUEST_TIMEOUT),
+            }
+        }
+    }
+
+    /// Reads more of a head, until header_read_timeout from the start of
+    /// the wait.
+    fn poll_head_bytes(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
+        if self.read.capacity() - self.read.len() < 1024 {
+            self.read.reserve(READ_CHUNK);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read) {
+            Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Read::Closed),
+            Poll::Ready(Ok(_)) => return Poll::Ready(Read::More),
+            Poll::Pending => {}
+        }
+        if self.read.is_empty() && self.closing.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Read::Closed);
+        }
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            let waited = coarse_now().saturating_sub(self.waiting_since);
+            if waited >= self.header_read_timeout {
+                return Poll::Ready(Read::TimedOut);
+            }
+            // Set for an earlier wait: move it to the end of this one.
+            let left = self.header_read_timeout - waited;
+            self.deadline.as_mut().reset(Instant::now() + left);
+        }
+        Poll::Pending
+    }
+
+    /// Forwards `request` and writes the answer. Says whether the
+    /// connection stays open for another request.
+    async fn exchange(
+        &mut self,
+        proxy: &Arc<Proxy>,
+        request: Request,
+        client: &HeaderValue,
+    ) -> io::Result<bool> {
+        let outgoing = Outgoing::Plain(request.head);
+        let forwarded = proxy
+            .forward(&outgoing, &Parked::default(), client, true)
+            .await;
+        let mut keep_alive = request.keep_alive && !self.shutdown.is_cancelled();
+        let Forwarded {
+            reply,
+            guard,
+            upstream,
+        } = match forwarded {
+            Ok(f) => f,
+            Err(refusal) => {
+                proxy.log_refusal(&refusal);
+                self.write_refusal(&refusal, keep_alive, request.http10);
+                self.flush().await?;
+                return Ok(keep_alive);
+            }
+        };
+        let Reply::Pooled(answer) = reply else {
+            unreachable!("a plain request is answered on a pooled connection")
+        };
+        let head = &answer.head;
+        if head.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The client asked for no upgrade: it cannot follow one.
+            let refusal = Refusal::failed(
+                StatusCode::BAD_GATEWAY,
+                format!("{} switched protocols unasked", upstream.id),
+            );
+            proxy.log_refusal(&refusal);
+            self.write_refusal(&refusal, false, request.http10);
+            self.flush().await?;
+            return Ok(false);
+        }
+        proxy.count(head.status());
+        // A body the instance did not delimit is chunked for an HTTP/1.1
+        // client; an HTTP/1.0 client reads it until the close.
+        let chunked = !head.is_delimited() && !request.http10;
+        keep_alive &= head.is_delimited() || chunked;
+        head.write_to(&mut self.out);
+        if chunked {
+            self.out
+                .extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        if !keep_alive {
+            self.out.extend_from_slice(b"connection: close\r\n");
+        } else if request.http10 {
+            self.out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        let event_stream = head.is_event_stream();
+        let body = Counted::new(answer.body, guard, &upstream, event_stream);
+        self.send_body(body, chunked).await?;
+        Ok(keep_alive)
+    }
+
+    /// Writes the body as the instance sends it: what is ready goes out in
+    /// one write with the head before it, and an event stream's events go
+    /// out as they come.
+    async fn send_body(
+        &mut self,
+        mut body: Counted<ResponseBody>,
+        chunked: bool,
+    ) -> io::Result<()> {
+        loop {
+            let ended = poll_fn(|cx| self.gather(&mut body, chunked, cx)).await?;
+            self.flush().await?;
+            if ended {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Moves what the body has ready into the output; ready with whether
+    /// the body ended once there is something to write.
+    fn gather(
+        &mut self,
+        body: &mut Counted<ResponseBody>,
+        chunked: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<bool>> {
+        while self.out.len() < FLUSH_AT {
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    if chunked {
+                        self.out.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    return Poll::Ready(Ok(true));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) if chunked => {
+                        let mut size = [0u8; 16];
+                        self.out.extend_from_slice(hex(data.len(), &mut size));
+                        self.out.extend_from_slice(b"\r\n");
+                        self.out.extend_from_slice(&data);
+                        self.out.extend_from_slice(b"\r\n");
+                    }
+                    Ok(data) => self.out.extend_from_slice(&data),
+                    Err(frame) => {
+                        // Trailers end a chunked body; a client that gets it
+                        // any other way has nowhere to put them.
+                        if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
+                            self.out.extend_from_slice(b"0\r\n");
+                            for (name, value) in trailers.pairs() {
+                                self.out.extend_from_slice(name);
+                                self.out.extend_from_slice(b": ");
+                                self.out.extend_from_slice(value);
+                                self.out.extend_from_slice(b"\r\n");
+                            }
+                            self.out.extend_from_slice(b"\r\n");
+                            return Poll::Ready(Ok(true));
+                        }
+                    }
+                },
+                Poll::Pending if !self.out.is_empty() => return Poll::Ready(Ok(false)),
+                Poll::Pending => {
+                    // Nothing to write until the instance sends more: notice
+                    // meanwhile a client that goes away (an event stream
+                    // would otherwise outlive it).
+                    if self.client_gone(cx) {
+                        return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        Poll::Ready(Ok(false))
+    }
+
+    /// Whether the client closed its side. What it sent meanwhile (a
+    /// pipelined request) is kept, up to a head's worth.
+    fn client_gone(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.read.len() < READ_CHUNK * 8 {
+            self.read.reserve(READ_CHUNK);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read) {
+                Poll::Ready(Ok(0) | Err(_)) => return true,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return false,
+            }
+        }
+        false
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        let written = self.stream.write_all(&self.out).await;
+        self.out.clear();
+        written
+    }
+
+    /// Baton's own answer when no instance gave one.
+    fn write_refusal(&mut self, refusal: &Refusal, keep_alive: bool, http10: bool) {
+        let text = refusal.text();
+        self.write_status(refusal.status);
+        self.out
+            .extend_from_slice(b"content-type: text/plain\r\ncontent-length: ");
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(text.len()).as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        if refusal.retry_after {
+            self.out.extend_from_slice(b"retry-after: 1\r\n");
+        }
+        if !keep_alive {
+            self.out.extend_from_slice(b"connection: close\r\n");
+        } else if http10 {
+            self.out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        self.out.extend_from_slice(text.as_bytes());
+    }
+
+    /// Answers a bad head with `status`, then closes.
+    async fn reject(&mut self, status: StatusCode) {
+        self.write_status(status);
+        self.out
+            .extend_from_slice(b"connection: close\r\ncontent-length: 0\r\n\r\n");
+        if self.flush().await.is_ok() {
+            let _ = self.stream.shutdown().await;
+        }
+    }
+
+    fn write_status(&mut self, status: StatusCode) {
+        self.out.extend_from_slice(b"HTTP/1.1 ");
+        self.out.extend_from_slice(status.as_str().as_bytes());
+        self.out.push(b' ');
+        self.out
+            .extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// What the bytes at the start of the buffer are.
+enum Parsed {
+    /// A whole head of this many bytes, and the request made of it.
+    Complete(usize, Request),
+    Partial,
+    Other(Next),
+}
+
+/// Parses a request head at the start of `read` and, when it is one this
+/// server handles, encodes the instance's request from it.
+fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
+    let max = proxy.config.max_headers;
+    let mut stack = [const { MaybeUninit::<httparse::Header>::uninit() }; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots = if max <= STACK_HEADERS {
+        &mut stack[..max]
+    } else {
+        heap.reserve_exact(max);
+        &mut heap.spare_capacity_mut()[..max]
+    };
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(read, slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Other(Next::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE))
+        }
+        Err(_) if read.starts_with(H2_PREFACE) => return Parsed::Other(Next::Handoff),
+        Err(_) => return Parsed::Other(Next::Reject(StatusCode::BAD_REQUEST)),
+    };
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Parsed::Other(Next::Reject(StatusCode::BAD_REQUEST));
+    };
+    let fields: &[httparse::Header] = req.headers;
+    if !target.starts_with('/') || has_body(fields) || is_upgrade(fields) {
+        return Parsed::Other(Next::Handoff);
+    }
+    let connection = find(fields, b"connection");
+    let http10 = version == 0;
+    let keep_alive = if http10 {
+        connection.is_some_and(|c| lists(c, b"keep-alive"))
+    } else {
+        !connection.is_some_and(|c| lists(c, b"close"))
+    };
+    let head = RequestHead::encode_raw(
+        method.as_bytes(),
+        target.as_bytes(),
+        fields,
+        &proxy.rewrite(client),
+    );
+    Parsed::Complete(
+        len,
+        Request {
+            head,
+            keep_alive,
+            http10,
+        },
+    )
+}
+
+/// Whether the request has a body (any length but 0, or a transfer
+/// coding): hyper reads bodies.
+fn has_body(fields: &[httparse::Header]) -> bool {
+    fields.iter().any(|h| {
+        let name = h.name.as_bytes();
+        name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"content-length") && h.value.trim_ascii() != b"0"
+    })
+}
+
+/// Whether the request asks to switch protocols: hyper does upgrades.
+fn is_upgrade(fields: &[httparse::Header]) -> bool {
+    find(fields, b"upgrade").is_some()
+        && fields
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("connection") && lists(h.value, b"upgrade"))
+}
+
+/// `n` in lowercase hex, written into `buf`.
+fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_sizes() {
+        let mut buf = [0u8; 16];
+        assert_eq!(hex(0, &mut buf), b"0");
+        assert_eq!(hex(255, &mut buf), b"ff");
+        assert_eq!(hex(16 * 1024, &mut buf), b"4000");
+        assert_eq!(hex(usize::MAX, &mut buf), b"ffffffffffffffff");
+    }
+
+    fn fields(raw: &'static [u8]) -> Vec<httparse::Header<'static>> {
+        let mut slots = vec![httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut slots);
+        req.parse(raw).unwrap();
+        let n = req.headers.len();
+        slots.truncate(n);
+        slots
+    }
+
+    #[test]
+    fn bodies_and_upgrades_go_to_hyper() {
+        let plain = fields(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        assert!(!has_body(&plain) && !is_upgrade(&plain));
+        let sized = fields(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n");
+        assert!(has_body(&sized));
+        let chunked = fields(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(has_body(&chunked));
+        let ws = fields(
+            b"GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        );
+        assert!(is_upgrade(&ws));
+        let named_only = fields(b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n");
+        assert!(
+            !is_upgrade(&named_only),
+            "Upgrade without Connection: upgrade is ignored"
+        );
+    }
+}
