@@ -8,11 +8,15 @@
 #
 #   bench/proxy.sh                 # 10 s per target, 32 connections
 #   DURATION=30s CONNS=64 bench/proxy.sh
+#   SWEEP="1 8 32 128" bench/proxy.sh   # then Baton/nginx at each concurrency
+#   SWEEP= bench/proxy.sh               # no sweep
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
+SWEEP=${SWEEP-1 8 128}
+SWEEP_DURATION=${SWEEP_DURATION:-3s}
 THREADS=${THREADS:-1}
 BACKEND_PORT=${BACKEND_PORT:-18081}
 NGINX_PORT=${NGINX_PORT:-18082}
@@ -60,7 +64,7 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 100000;
-  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 128; }
+  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 1024; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
     location / {
@@ -137,3 +141,22 @@ echo
 echo "Baton/nginx requests/s: $(ratio "${RPS[baton]}" "${RPS[nginx]}")   p99 Baton/nginx: $(ratio "${P99[baton]}" "${P99[nginx]}")"
 echo "Baton/direct requests/s: $(ratio "${RPS[baton]}" "${RPS[direct]}")"
 echo "Baton daemon RSS: idle $((IDLE_RSS / 1024)) MB ($IDLE_RSS kB), after load $((LOADED_RSS / 1024)) MB"
+
+# The sweep: the same comparison at other concurrencies, fewer columns.
+# At low concurrency the run is bound by latency and wake-ups, at high
+# concurrency by CPU.
+if [ -n "$SWEEP" ]; then
+  echo
+  echo "Baton/nginx requests/s by concurrency (wrk -t$THREADS -d$SWEEP_DURATION, median of $ROUNDS interleaved rounds):"
+  printf '| %-11s | %12s | %12s | %11s |\n' connections "nginx req/s" "Baton req/s" "Baton/nginx"
+  printf '|%s|%s|%s|%s|\n' ------------- -------------- -------------- -------------
+  for c in $SWEEP; do
+    declare -A AT=()
+    for _ in $(seq 1 "$ROUNDS"); do for n in nginx baton; do
+      AT[$n]+=" $(wrk -t"$THREADS" -c"$c" -d"$SWEEP_DURATION" "http://127.0.0.1:${PORT[$n]}/" | awk '/Requests\/sec/ {print $2}')"
+    done; done
+    nginx_rps=$(echo "${AT[nginx]}" | median); baton_rps=$(echo "${AT[baton]}" | median)
+    printf '| %-11s | %12s | %12s | %11s |\n' "$c" "$nginx_rps" "$baton_rps" "$(ratio "$baton_rps" "$nginx_rps")"
+    unset AT
+  done
+fi
