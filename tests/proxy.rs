@@ -282,6 +282,35 @@ fn oversized_header_gets_431() {
     assert_eq!(a.status, 431);
 }
 
+/// `max_header_bytes` holds for a whole head that arrives in one piece, as
+/// for one that keeps coming.
+#[test]
+fn header_limit_holds_for_a_complete_head() {
+    let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
+    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap();
+    std::fs::write(
+        d.path("baton.toml"),
+        toml.replace("[proxy]\n", "[proxy]\nmax_header_bytes = 4096\n"),
+    )
+    .unwrap();
+    let d = d.up();
+    d.wait_ready(1);
+    let fits = "a".repeat(3000);
+    let a = raw(
+        d.port,
+        &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {fits}\r\nConnection: close\r\n\r\n"),
+    )
+    .unwrap();
+    assert_eq!(a.status, 200);
+    let over = "a".repeat(5000);
+    let a = raw(
+        d.port,
+        &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {over}\r\nConnection: close\r\n\r\n"),
+    )
+    .unwrap();
+    assert_eq!(a.status, 431);
+}
+
 /// A slowloris connection gets 408 and is closed after header_read_timeout,
 /// while other clients are served.
 #[test]

@@ -2,41 +2,20 @@
 //! Node IPC channel.
 //!
 //! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits,
-//! not the process. Tokio's blocking pool retires idle threads, so children
-//! are forked from one dedicated thread that lives as long as the daemon.
+//! not the process. Children are forked from the runtime's own threads (the
+//! current-thread runtime's one, or the multi-thread runtime's workers),
+//! which live as long as the daemon; never from the blocking pool, which
+//! retires idle threads. No thread of Baton's own is needed for it: with one
+//! worker thread the daemon stays single-threaded, and then the kernel
+//! skips a file reference count on every socket syscall.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::mpsc as std_mpsc;
-use std::sync::OnceLock;
 
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
 
 /// The fd number the Node IPC channel gets in the child.
 pub const NODE_CHANNEL_FD: RawFd = 3;
-
-type SpawnRequest = (Command, oneshot::Sender<io::Result<Child>>);
-
-static SPAWNER: OnceLock<std_mpsc::Sender<SpawnRequest>> = OnceLock::new();
-
-fn spawner() -> &'static std_mpsc::Sender<SpawnRequest> {
-    SPAWNER.get_or_init(|| {
-        let (tx, rx) = std_mpsc::channel::<SpawnRequest>();
-        let runtime = tokio::runtime::Handle::current();
-        std::thread::Builder::new()
-            .name("baton-spawner".into())
-            .spawn(move || {
-                // tokio's Child registers with the runtime's SIGCHLD driver.
-                let _guard = runtime.enter();
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(cmd.spawn());
-                }
-            })
-            .expect("cannot start the spawner thread");
-        tx
-    })
-}
 
 /// Prepares `cmd` to run in its own process group, to die with the daemon,
 /// and, when `ipc` is given, to inherit it as fd 3 (`NODE_CHANNEL_FD`).
@@ -70,15 +49,11 @@ pub fn prepare(cmd: &mut Command, ipc: Option<&OwnedFd>) {
     }
 }
 
-/// Spawns `cmd` from the long-lived spawner thread.
+/// Spawns `cmd` from the runtime thread this runs on (see the module
+/// notes for why that thread matters).
 ///
 /// # Errors
 /// The spawn error, such as a missing working directory.
-pub async fn spawn(cmd: Command) -> io::Result<Child> {
-    let (tx, rx) = oneshot::channel();
-    spawner()
-        .send((cmd, tx))
-        .map_err(|_| io::Error::other("spawner thread is gone"))?;
-    rx.await
-        .map_err(|_| io::Error::other("spawner thread dropped the request"))?
+pub async fn spawn(mut cmd: Command) -> io::Result<Child> {
+    cmd.spawn()
 }

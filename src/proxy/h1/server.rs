@@ -152,6 +152,9 @@ impl Connection {
         loop {
             if !self.read.is_empty() {
                 match parse_request(&self.read, proxy, client) {
+                    Parsed::Complete(len, _) if len > proxy.config.max_header_bytes => {
+                        return Next::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+                    }
                     Parsed::Complete(len, request) => {
                         self.read.advance(len);
                         return Next::Request(request);
