@@ -262,6 +262,16 @@ impl Connection {
         self.out.extend_from_slice(b"\r\n");
         let event_stream = head.is_event_stream();
         let body = Counted::new(answer.body, guard, &upstream, event_stream);
+        // Answers go out at the end of the event loop's round: yield_now
+        // puts this task back until every ready task has run and the
+        // sockets have been polled again. A client woken by its answer then
+        // finds the answers of its other connections there too. Written one
+        // by one, each write wakes the client, which takes the core from
+        // Baton to read one answer (measured with wrk, 32 connections on 2
+        // cores: wrk's wake-ups per request 0.31 -> 0.20, Baton preempted
+        // 0.16 -> 0.05 times per request, 5-8 % more requests/s; a single
+        // connection is unchanged).
+        tokio::task::yield_now().await;
         self.send_body(body, chunked).await?;
         Ok(keep_alive)
     }
