@@ -311,6 +311,31 @@ fn header_limit_holds_for_a_complete_head() {
     assert_eq!(a.status, 431);
 }
 
+/// A head that arrives a few bytes at a time is answered once it is whole.
+#[test]
+fn a_head_sent_in_pieces_is_answered() {
+    let d = Daemon::start(&web(1, "", HTTP_READY, ""));
+    d.wait_ready(1);
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Paced so that Baton reads the pieces apart (the pause shapes the
+    // input; nothing waits on it): the last piece alone ends the head.
+    for piece in [
+        &b"GET /echo-headers HTTP/1.1\r\nHo"[..],
+        b"st: pieces\r\nConnection: close\r\n",
+        b"\r",
+        b"\n",
+    ] {
+        s.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.contains(r#""host":"pieces""#), "{answer:?}");
+}
+
 /// A slowloris connection gets 408 and is closed after header_read_timeout,
 /// while other clients are served.
 #[test]

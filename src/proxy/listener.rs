@@ -3,9 +3,6 @@
 //! graceful shutdown.
 
 use std::convert::Infallible;
-
-use bytes::Bytes;
-use http::HeaderValue;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -15,6 +12,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;

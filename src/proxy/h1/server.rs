@@ -149,8 +149,16 @@ impl Connection {
     /// Reads and parses the next request head.
     async fn read_request(&mut self, proxy: &Proxy, client: &HeaderValue) -> Next {
         self.waiting_since = coarse_now();
+        // How much of a partial head has been seen to hold no empty line:
+        // it is parsed again only once one arrives, so that a head sent a
+        // byte at a time costs linear time, not quadratic.
+        let mut scanned = None;
         loop {
-            if !self.read.is_empty() {
+            let worth_parsing = match scanned {
+                None => !self.read.is_empty(),
+                Some(from) => ends_head(&self.read, from),
+            };
+            if worth_parsing {
                 match parse_request(&self.read, proxy, client) {
                     Parsed::Complete(len, _) if len > proxy.config.max_header_bytes => {
                         return Next::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
@@ -159,12 +167,13 @@ impl Connection {
                         self.read.advance(len);
                         return Next::Request(request);
                     }
-                    Parsed::Partial if self.read.len() >= proxy.config.max_header_bytes => {
-                        return Next::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-                    }
                     Parsed::Partial => {}
                     Parsed::Other(next) => return next,
                 }
+                scanned = Some(self.read.len());
+            }
+            if self.read.len() >= proxy.config.max_header_bytes {
+                return Next::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
             }
             match poll_fn(|cx| self.poll_head_bytes(cx)).await {
                 Read::More => {}
@@ -472,6 +481,13 @@ fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
     )
 }
 
+/// Whether `read` has an empty line (the end of a head) that ends past
+/// `from`.
+fn ends_head(read: &[u8], from: usize) -> bool {
+    let tail = &read[from.saturating_sub(3)..];
+    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+}
+
 /// Whether the request has a body (any length but 0, or a transfer
 /// coding): hyper reads bodies.
 fn has_body(fields: &[httparse::Header]) -> bool {
@@ -506,6 +522,16 @@ fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_ends_at_an_empty_line() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(ends_head(head, 0));
+        assert!(ends_head(head, head.len() - 1), "the CRLF before counts");
+        assert!(!ends_head(&head[..head.len() - 1], 0));
+        assert!(ends_head(b"GET / HTTP/1.0\n\n", 15));
+        assert!(!ends_head(b"GET / HTTP/1.1\r\nHost: x\r\n", 0));
+    }
 
     #[test]
     fn hex_sizes() {
