@@ -67,6 +67,22 @@ fn streams_100mb_each_way_with_bounded_memory() {
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.contains(&format!("received {MB100}")), "{answer}");
+    // Upload with a length (Baton's own HTTP/1.1 server reads that one),
+    // then another request on the same connection.
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {MB100}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    for _ in 0..100 {
+        s.write_all(&block).unwrap();
+    }
+    s.write_all(b"GET /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains(&format!("received {MB100}\n")), "{answer}");
+    assert!(answer.ends_with("received 0\n"), "{answer}");
     // Download.
     let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
     s.write_all(b"GET /download?mb=100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -32,18 +32,28 @@ pub fn full(text: impl Into<Bytes>) -> ProxyBody {
         .boxed()
 }
 
+/// A client's request body, from hyper or from Baton's own HTTP/1.1 server.
+pub type RequestBody = BoxBody<Bytes, BoxError>;
+
 /// The client's request body, parked until an attempt first reads it.
 /// Most requests have none, and then nothing is allocated (the default).
 #[derive(Clone, Default)]
-pub struct Parked(Option<Arc<Mutex<Option<Incoming>>>>);
+pub struct Parked(Option<Arc<Mutex<Option<RequestBody>>>>);
 
 impl Parked {
     /// Parks `body`.
-    pub fn new(body: Incoming) -> Parked {
-        Parked((!body.is_end_stream()).then(|| Arc::new(Mutex::new(Some(body)))))
+    pub fn new<B>(body: B) -> Parked
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Parked(
+            (!body.is_end_stream())
+                .then(|| Arc::new(Mutex::new(Some(body.map_err(Into::into).boxed())))),
+        )
     }
 
-    fn slot(&self) -> Option<std::sync::MutexGuard<'_, Option<Incoming>>> {
+    fn slot(&self) -> Option<std::sync::MutexGuard<'_, Option<RequestBody>>> {
         self.0
             .as_ref()
             .map(|m| m.lock().expect("parked body lock poisoned"))
@@ -73,18 +83,18 @@ impl Parked {
 /// See [`Parked::attempt`].
 pub struct TakeOnPoll {
     parked: Parked,
-    body: Option<Incoming>,
+    body: Option<RequestBody>,
     end: bool,
 }
 
 impl Body for TakeOnPoll {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.end {
             return Poll::Ready(None);
         }

@@ -1,5 +1,6 @@
 //! Baton's own HTTP/1.1 server side, for the requests that are nearly all
-//! of the traffic: HTTP/1.x with no body and no upgrade.
+//! of the traffic: HTTP/1.x with no body or a body of known length, and no
+//! upgrade.
 //!
 //! The request head is parsed by httparse straight out of the connection's
 //! buffer, and the instance's request is encoded from its raw fields. The
@@ -9,22 +10,23 @@
 //! generically, cost about half of Baton's CPU time per request.
 //!
 //! Anything else goes to hyper, with the bytes already read: h2c, an
-//! upgrade, a request with a body, a target that is not a path. The
+//! upgrade, a chunked request body, a target that is not a path. The
 //! connection stays with hyper from then on.
 
 use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::HeaderValue;
 use http::StatusCode;
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -38,6 +40,10 @@ use crate::proxy::{Forwarded, Outgoing, Proxy, Refusal, Reply};
 const READ_CHUNK: usize = 8 * 1024;
 /// Response bytes gathered before they are written.
 const FLUSH_AT: usize = 64 * 1024;
+/// How long a closing connection reads away what its client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// Request body bytes read from a client at a time.
+const BODY_CHUNK: usize = 16 * 1024;
 /// Header slots kept on the stack; a larger `max_headers` uses the heap.
 const STACK_HEADERS: usize = 128;
 /// The start of the HTTP/2 connection preface (h2c with prior knowledge).
@@ -65,10 +71,11 @@ pub async fn serve(
         let request = match conn.read_request(&proxy, &client).await {
             Next::Request(request) => request,
             Next::Handoff => {
+                let reader = conn.reader?;
                 return Some(Handoff {
-                    stream: conn.stream,
+                    stream: reader.reunite(conn.writer).ok()?,
                     read: conn.read.freeze(),
-                })
+                });
             }
             Next::Close => return None,
             Next::Reject(status) => {
@@ -79,7 +86,7 @@ pub async fn serve(
         match conn.exchange(&proxy, request, &client).await {
             Ok(true) => {}
             Ok(false) => {
-                let _ = conn.stream.shutdown().await;
+                let _ = conn.writer.shutdown().await;
                 return None;
             }
             Err(_) => return None,
@@ -105,11 +112,18 @@ struct Request {
     keep_alive: bool,
     /// An HTTP/1.0 client, which knows no chunked bodies.
     http10: bool,
+    /// The body's length (0: no body).
+    body_length: u64,
+    /// The client waits for `100 Continue` before it sends the body.
+    expects_continue: bool,
+    idempotent: bool,
 }
 
 /// One client connection.
 struct Connection {
-    stream: TcpStream,
+    /// Lent to the request body while one is read (see [`ClientBody`]).
+    reader: Option<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
     /// Bytes read from the client and not yet used.
     read: BytesMut,
     /// What goes to the client next.
@@ -134,8 +148,10 @@ enum Read {
 
 impl Connection {
     fn new(stream: TcpStream, header_read_timeout: Duration, shutdown: CancellationToken) -> Self {
+        let (reader, writer) = stream.into_split();
         Connection {
-            stream,
+            reader: Some(reader),
+            writer,
             read: BytesMut::with_capacity(READ_CHUNK),
             out: Vec::with_capacity(1024),
             header_read_timeout,
@@ -189,10 +205,13 @@ impl Connection {
     /// Reads more of a head, until header_read_timeout from the start of
     /// the wait.
     fn poll_head_bytes(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
+        let Some(reader) = self.reader.as_mut() else {
+            return Poll::Ready(Read::Closed);
+        };
         if self.read.capacity() - self.read.len() < 1024 {
             self.read.reserve(READ_CHUNK);
         }
-        match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read) {
+        match tokio_util::io::poll_read_buf(Pin::new(reader), cx, &mut self.read) {
             Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Read::Closed),
             Poll::Ready(Ok(_)) => return Poll::Ready(Read::More),
             Poll::Pending => {}
@@ -212,19 +231,76 @@ impl Connection {
         Poll::Pending
     }
 
-    /// Forwards `request` and writes the answer. Says whether the
-    /// connection stays open for another request.
+    /// Forwards `request`, with its body if it has one, and writes the
+    /// answer. Says whether the connection stays open for another request.
     async fn exchange(
         &mut self,
         proxy: &Arc<Proxy>,
         request: Request,
         client: &HeaderValue,
     ) -> io::Result<bool> {
-        let outgoing = Outgoing::Plain(request.head);
-        let forwarded = proxy
-            .forward(&outgoing, &Parked::default(), client, true)
+        if request.body_length == 0 {
+            return self
+                .answer(proxy, request, &Parked::default(), None, client)
+                .await;
+        }
+        if request.expects_continue {
+            self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            self.flush().await?;
+        }
+        let lent = Arc::new(Mutex::new(Lent {
+            reader: self.reader.take(),
+            read: std::mem::take(&mut self.read),
+            left: request.body_length,
+        }));
+        let body = Parked::new(ClientBody(lent.clone()));
+        let answered = self
+            .answer(proxy, request, &body, Some(&lent), client)
             .await;
-        let mut keep_alive = request.keep_alive && !self.shutdown.is_cancelled();
+        drop(body);
+        let (reader, read, left) = {
+            let mut lent = lent.lock().expect("lent body lock poisoned");
+            (
+                lent.reader.take(),
+                std::mem::take(&mut lent.read),
+                lent.left,
+            )
+        };
+        self.reader = reader;
+        self.read = read;
+        if left == 0 {
+            return answered;
+        }
+        // The instance answered without reading the whole body. The rest of
+        // it cannot be told from a next request, so the connection closes;
+        // first the client's bytes are read away for a while, since a close
+        // with unread bytes resets the connection, which can destroy the
+        // answer before the client has read it (nginx's lingering close).
+        let _ = self.writer.shutdown().await;
+        if let Some(reader) = self.reader.as_mut() {
+            let mut sink = tokio::io::sink();
+            let _ = tokio::time::timeout(LINGER, tokio::io::copy(reader, &mut sink)).await;
+        }
+        answered.map(|_| false)
+    }
+
+    /// Forwards the request and writes the answer; see [`exchange`].
+    async fn answer(
+        &mut self,
+        proxy: &Arc<Proxy>,
+        request: Request,
+        body: &Parked,
+        lent: Option<&Arc<Mutex<Lent>>>,
+        client: &HeaderValue,
+    ) -> io::Result<bool> {
+        let outgoing = Outgoing::Plain(request.head);
+        let replayable = request.idempotent || request.body_length == 0;
+        let forwarded = proxy.forward(&outgoing, body, client, replayable).await;
+        // The body is not all read when the instance answers first: the
+        // connection closes after this answer (see `exchange`).
+        let body_pending =
+            lent.is_some_and(|l| l.lock().expect("lent body lock poisoned").left > 0);
+        let mut keep_alive = request.keep_alive && !body_pending && !self.shutdown.is_cancelled();
         let Forwarded {
             reply,
             guard,
@@ -363,9 +439,14 @@ impl Connection {
     /// Whether the client closed its side. What it sent meanwhile (a
     /// pipelined request) is kept, up to a head's worth.
     fn client_gone(&mut self, cx: &mut Context<'_>) -> bool {
+        // While the request body has the reading side, the body's reads
+        // notice a close.
+        let Some(reader) = self.reader.as_mut() else {
+            return false;
+        };
         while self.read.len() < READ_CHUNK * 8 {
             self.read.reserve(READ_CHUNK);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read) {
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *reader), cx, &mut self.read) {
                 Poll::Ready(Ok(0) | Err(_)) => return true,
                 Poll::Ready(Ok(_)) => {}
                 Poll::Pending => return false,
@@ -375,7 +456,7 @@ impl Connection {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        let written = self.stream.write_all(&self.out).await;
+        let written = self.writer.write_all(&self.out).await;
         self.out.clear();
         written
     }
@@ -407,7 +488,7 @@ impl Connection {
         self.out
             .extend_from_slice(b"connection: close\r\ncontent-length: 0\r\n\r\n");
         if self.flush().await.is_ok() {
-            let _ = self.stream.shutdown().await;
+            let _ = self.writer.shutdown().await;
         }
     }
 
@@ -455,7 +536,10 @@ fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
         return Parsed::Other(Next::Reject(StatusCode::BAD_REQUEST));
     };
     let fields: &[httparse::Header] = req.headers;
-    if !target.starts_with('/') || has_body(fields) || is_upgrade(fields) {
+    let Some(body_length) = body_length(fields) else {
+        return Parsed::Other(Next::Handoff);
+    };
+    if !target.starts_with('/') || is_upgrade(fields) {
         return Parsed::Other(Next::Handoff);
     }
     let connection = find(fields, b"connection");
@@ -477,6 +561,11 @@ fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
             head,
             keep_alive,
             http10,
+            body_length,
+            expects_continue: body_length > 0
+                && !http10
+                && find(fields, b"expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue")),
+            idempotent: is_idempotent_method(method.as_bytes()),
         },
     )
 }
@@ -488,14 +577,29 @@ fn ends_head(read: &[u8], from: usize) -> bool {
     tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
 }
 
-/// Whether the request has a body (any length but 0, or a transfer
-/// coding): hyper reads bodies.
-fn has_body(fields: &[httparse::Header]) -> bool {
-    fields.iter().any(|h| {
+/// The length of the request's body: 0 without one, `None` when it is
+/// chunked or its length is not one clear number (hyper reads those, and
+/// refuses what is malformed).
+fn body_length(fields: &[httparse::Header]) -> Option<u64> {
+    let mut length = None;
+    for h in fields {
         let name = h.name.as_bytes();
-        name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"content-length") && h.value.trim_ascii() != b"0"
-    })
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return None;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<u64>()
+                .ok()?;
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        }
+    }
+    Some(length.unwrap_or(0))
 }
 
 /// Whether the request asks to switch protocols: hyper does upgrades.
@@ -504,6 +608,74 @@ fn is_upgrade(fields: &[httparse::Header]) -> bool {
         && fields
             .iter()
             .any(|h| h.name.eq_ignore_ascii_case("connection") && lists(h.value, b"upgrade"))
+}
+
+/// A request body read from the client's connection as the instance takes
+/// it. The connection lends it its reading side and its buffer meanwhile,
+/// and takes both back after the answer; what the client sent after the
+/// body (a pipelined request) stays in the buffer.
+struct ClientBody(Arc<Mutex<Lent>>);
+
+/// What the connection lends a request body.
+struct Lent {
+    reader: Option<OwnedReadHalf>,
+    read: BytesMut,
+    /// Body bytes not yet read.
+    left: u64,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let mut lent = self.0.lock().expect("lent body lock poisoned");
+        let lent = &mut *lent;
+        if lent.left == 0 {
+            return Poll::Ready(None);
+        }
+        if lent.read.is_empty() {
+            let Some(reader) = lent.reader.as_mut() else {
+                return Poll::Ready(Some(Err(io::ErrorKind::NotConnected.into())));
+            };
+            lent.read.reserve(BODY_CHUNK);
+            match tokio_util::io::poll_read_buf(Pin::new(reader), cx, &mut lent.read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the client closed in the middle of the request body",
+                    ))))
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+        let take = lent.left.min(lent.read.len() as u64);
+        lent.left -= take;
+        let data = lent.read.split_to(take as usize).freeze();
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.lock().expect("lent body lock poisoned").left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.lock().expect("lent body lock poisoned").left)
+    }
+}
+
+/// Whether a request with `method` may be sent again after an exchange
+/// broke (RFC 9110 §9.2.2).
+fn is_idempotent_method(method: &[u8]) -> bool {
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE"
+    )
 }
 
 /// `n` in lowercase hex, written into `buf`.
@@ -552,13 +724,22 @@ mod tests {
     }
 
     #[test]
-    fn bodies_and_upgrades_go_to_hyper() {
+    fn chunked_bodies_and_upgrades_go_to_hyper() {
         let plain = fields(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
-        assert!(!has_body(&plain) && !is_upgrade(&plain));
+        assert_eq!(body_length(&plain), Some(0));
+        assert!(!is_upgrade(&plain));
         let sized = fields(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n");
-        assert!(has_body(&sized));
+        assert_eq!(body_length(&sized), Some(5));
         let chunked = fields(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert!(has_body(&chunked));
+        assert_eq!(body_length(&chunked), None);
+        let both =
+            fields(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(body_length(&both), None);
+        let conflicting =
+            fields(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n");
+        assert_eq!(body_length(&conflicting), None);
+        let bad = fields(b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n");
+        assert_eq!(body_length(&bad), None);
         let ws = fields(
             b"GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
         );
