@@ -490,7 +490,10 @@ fn read_response(r: &mut std::io::BufReader<TcpStream>) -> (String, String) {
             .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
     };
     let mut body = Vec::new();
-    if let Some(n) = field("content-length") {
+    let status = head.split(' ').nth(1).unwrap_or_default();
+    if status.starts_with('1') || status == "204" || status == "304" {
+        // No body, whatever the fields say.
+    } else if let Some(n) = field("content-length") {
         body.resize(n.trim().parse().unwrap(), 0);
         r.read_exact(&mut body).unwrap();
     } else if field("transfer-encoding").as_deref() == Some("chunked") {
@@ -513,10 +516,10 @@ fn read_response(r: &mut std::io::BufReader<TcpStream>) -> (String, String) {
 }
 
 /// On one keep-alive connection: pipelined requests answered in order, a
-/// chunked answer re-framed for the client, a request with a body (which
-/// hyper serves from then on) and more requests after it, and a close on
-/// request. HTTP/1.0 clients get keep-alive when they ask, and a body of
-/// unknown length until the close.
+/// chunked answer re-framed for the client, a body sent after `100
+/// Continue`, a chunked body (hyper serves the connection from then on) and
+/// more requests after it, and a close on request. HTTP/1.0 clients get
+/// keep-alive when they ask, and a body of unknown length until the close.
 #[test]
 fn pipelining_http10_and_a_body_in_mid_connection() {
     let d = Daemon::start(&web(1, "", HTTP_READY, ""));
@@ -550,7 +553,19 @@ fn pipelining_http10_and_a_body_in_mid_connection() {
         "{body:?}"
     );
 
-    w.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    // A body the client sends only once told to continue.
+    w.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let (head, _) = read_response(&mut r);
+    assert!(head.starts_with("http/1.1 100"), "{head}");
+    w.write_all(b"hello").unwrap();
+    let (head, body) = read_response(&mut r);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, "received 5\n");
+    // A chunked body: hyper serves the connection from here on.
+    w.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
         .unwrap();
     let (head, body) = read_response(&mut r);
     assert!(head.starts_with("http/1.1 200"), "{head}");

@@ -70,7 +70,7 @@ fn builder(cfg: &ProxyConfig) -> auto::Builder<TokioExecutor> {
 ///
 /// A connection starts with Baton's own HTTP/1.1 server, which serves the
 /// common requests, and goes on with hyper if it sends something else
-/// (h2c, an upgrade, a body).
+/// (h2c, an upgrade, a chunked body).
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,

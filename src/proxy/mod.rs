@@ -4,8 +4,9 @@
 //!
 //! - [`listener`]: accepting connections, HTTP/1.1 + h2c, slowloris guard.
 //! - [`h1`]: Baton's own HTTP/1.1, both sides: the server for the common
-//!   requests (no body, no upgrade; hyper serves the rest) and the client
-//!   for the pooled connections to instances ([`pool`]).
+//!   requests (all but upgrades and chunked bodies, which hyper serves, as
+//!   it serves h2c) and the client for the pooled connections to instances
+//!   ([`pool`]).
 //! - [`router`]: the atomically swapped route table and the hold queue.
 //! - [`upstream`]: one instance's address and in-flight counts.
 //! - [`headers`]: hop-by-hop stripping and X-Forwarded-*.
