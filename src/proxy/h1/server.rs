@@ -284,7 +284,7 @@ impl Connection {
         answered.map(|_| false)
     }
 
-    /// Forwards the request and writes the answer; see [`exchange`].
+    /// Forwards the request and writes the answer (see `exchange`).
     async fn answer(
         &mut self,
         proxy: &Arc<Proxy>,
