@@ -205,6 +205,33 @@ mod tests {
         rewrite.apply(h, upgrade);
     }
 
+    #[test]
+    fn hop_by_hop_names_in_any_case() {
+        for name in [
+            "connection",
+            "Keep-Alive",
+            "TE",
+            "trailer",
+            "Transfer-Encoding",
+            "UPGRADE",
+            "proxy-authorization",
+            "Proxy-A",
+        ] {
+            assert!(is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "host",
+            "tk",
+            "trailers",
+            "upgraded",
+            "content-length",
+            "proxy",
+            "x-upgrade",
+        ] {
+            assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+    }
+
     /// Hop-by-hop headers, and the ones Connection names, are removed.
     #[test]
     fn strips_connection_named_headers() {
