@@ -61,8 +61,10 @@ impl RequestHead {
         }
     }
 
-    /// Encodes a bodiless request from the raw fields of a head Baton
-    /// parsed itself (see `server`), with no header map in between.
+    /// Encodes a request from the raw fields of a head Baton parsed itself
+    /// (see `server`), with no header map in between. Its body, if any, has
+    /// the length its Content-Length gives, which passes through: the body
+    /// goes as it is.
     pub fn encode_raw(
         method: &[u8],
         target: &[u8],
@@ -81,8 +83,9 @@ impl RequestHead {
 
 /// The request line and the rewritten headers, without the final CRLF.
 ///
-/// `Expect: 100-continue` is the client's business with Baton (Baton sends
-/// the 100 when it first reads the body), so it is not passed on.
+/// `Expect: 100-continue` is the client's business with Baton, which sends
+/// the 100 itself (hyper when the body is first read, Baton's own server
+/// before it forwards), so it is not passed on.
 fn start(
     method: &[u8],
     target: &[u8],
