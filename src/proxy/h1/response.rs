@@ -1,5 +1,5 @@
-//! Reading an instance's response: the head into `http` types without
-//! copying header values, then the body decoded from its framing (a length,
+//! Reading an instance's response: the head as spans of the bytes it came
+//! in (no field copied), then the body decoded from its framing (a length,
 //! chunked, or until the instance closes).
 
 use std::mem::MaybeUninit;
@@ -156,8 +156,9 @@ pub(super) fn parse_head(
     if framing == Decoding::UntilClose {
         keep_alive = false;
     }
-    // Late filters, rare: a Connection header naming a field it follows,
-    // and a length that a transfer coding overrides.
+    // Late filters, both rare: the fields the Connection header names
+    // (before it or after it), and a length that a transfer coding
+    // overrides.
     if connection_names.is_some() || (transfer_encoding.is_some() && length.is_none()) {
         fields.retain(|f| {
             let name = &buf[f.name.clone()];
