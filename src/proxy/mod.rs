@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderValue, HOST, RETRY_AFTER};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
@@ -197,7 +197,7 @@ impl Proxy {
                 .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
         }
         let body = Parked::new(body);
-        let replayable = is_idempotent(&parts.method) || body.is_empty();
+        let replayable = is_idempotent(parts.method.as_str().as_bytes()) || body.is_empty();
         // Encoded once for every attempt; see RequestHead::encode for why
         // the parts go with it.
         let outgoing = if upgrade {
@@ -390,10 +390,10 @@ impl Proxy {
 
 /// Whether a request with `method` may be sent again after an exchange
 /// broke (RFC 9110 §9.2.2).
-fn is_idempotent(method: &Method) -> bool {
+fn is_idempotent(method: &[u8]) -> bool {
     matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE"
     )
 }
 

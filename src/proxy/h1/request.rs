@@ -13,6 +13,7 @@ use http_body::Body;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
+use super::write_field;
 use crate::proxy::body::{Parked, TakeOnPoll};
 use crate::proxy::headers::{Fields, Rewrite};
 
@@ -101,10 +102,7 @@ fn start(
         if name.eq_ignore_ascii_case(b"expect") {
             return;
         }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        write_field(&mut out, name, value);
     });
     out
 }
@@ -177,11 +175,8 @@ impl Upload {
                         // nowhere to put them.
                         if let (true, Ok(trailers)) = (self.chunked, frame.into_trailers()) {
                             let mut last = b"0\r\n".to_vec();
-                            for (name, value) in &trailers {
-                                last.extend_from_slice(name.as_str().as_bytes());
-                                last.extend_from_slice(b": ");
-                                last.extend_from_slice(value.as_bytes());
-                                last.extend_from_slice(b"\r\n");
+                            for (name, value) in trailers.pairs() {
+                                write_field(&mut last, name, value);
                             }
                             last.extend_from_slice(b"\r\n");
                             self.queue.push_back(Bytes::from(last));

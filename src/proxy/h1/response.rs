@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 use super::request::Upload;
-use super::{Conn, ExchangeError};
+use super::{parse_length, write_field, write_status_line, Conn, ExchangeError};
 use crate::proxy::body::BoxError;
 use crate::proxy::headers::{is_hop_by_hop, lists};
 use crate::proxy::upstream::Upstream;
@@ -119,10 +119,7 @@ pub(super) fn parse_head(
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_encoding = Some(h.value);
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| broken("invalid content-length"))?;
+            let n = parse_length(h.value).ok_or_else(|| broken("invalid content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(broken("conflicting content-length headers"));
             }
@@ -214,16 +211,9 @@ impl Head {
     /// line ended by CRLF; the caller adds its own fields and the blank
     /// line.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(self.status.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(self.status.canonical_reason().unwrap_or("").as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_status_line(out, self.status);
         for (name, value) in self.pairs() {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
+            write_field(out, name, value);
         }
     }
 

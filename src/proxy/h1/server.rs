@@ -31,10 +31,10 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::{coarse_now, RequestHead, ResponseBody};
+use super::{coarse_now, parse_length, write_field, write_status_line, RequestHead, ResponseBody};
 use crate::proxy::body::{Counted, Parked};
 use crate::proxy::headers::{find, lists, Fields};
-use crate::proxy::{Forwarded, Outgoing, Proxy, Refusal, Reply};
+use crate::proxy::{is_idempotent, Forwarded, Outgoing, Proxy, Refusal, Reply};
 
 /// Bytes read from a client at a time.
 const READ_CHUNK: usize = 8 * 1024;
@@ -339,11 +339,7 @@ impl Connection {
             self.out
                 .extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
-        if !keep_alive {
-            self.out.extend_from_slice(b"connection: close\r\n");
-        } else if request.http10 {
-            self.out.extend_from_slice(b"connection: keep-alive\r\n");
-        }
+        self.write_connection(keep_alive, request.http10);
         self.out.extend_from_slice(b"\r\n");
         let event_stream = head.is_event_stream();
         let body = Counted::new(answer.body, guard, &upstream, event_stream);
@@ -411,10 +407,7 @@ impl Connection {
                         if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
                             self.out.extend_from_slice(b"0\r\n");
                             for (name, value) in trailers.pairs() {
-                                self.out.extend_from_slice(name);
-                                self.out.extend_from_slice(b": ");
-                                self.out.extend_from_slice(value);
-                                self.out.extend_from_slice(b"\r\n");
+                                write_field(&mut self.out, name, value);
                             }
                             self.out.extend_from_slice(b"\r\n");
                             return Poll::Ready(Ok(true));
@@ -464,7 +457,7 @@ impl Connection {
     /// Baton's own answer when no instance gave one.
     fn write_refusal(&mut self, refusal: &Refusal, keep_alive: bool, http10: bool) {
         let text = refusal.text();
-        self.write_status(refusal.status);
+        write_status_line(&mut self.out, refusal.status);
         self.out
             .extend_from_slice(b"content-type: text/plain\r\ncontent-length: ");
         self.out
@@ -473,18 +466,14 @@ impl Connection {
         if refusal.retry_after {
             self.out.extend_from_slice(b"retry-after: 1\r\n");
         }
-        if !keep_alive {
-            self.out.extend_from_slice(b"connection: close\r\n");
-        } else if http10 {
-            self.out.extend_from_slice(b"connection: keep-alive\r\n");
-        }
+        self.write_connection(keep_alive, http10);
         self.out.extend_from_slice(b"\r\n");
         self.out.extend_from_slice(text.as_bytes());
     }
 
     /// Answers a bad head with `status`, then closes.
     async fn reject(&mut self, status: StatusCode) {
-        self.write_status(status);
+        write_status_line(&mut self.out, status);
         self.out
             .extend_from_slice(b"connection: close\r\ncontent-length: 0\r\n\r\n");
         if self.flush().await.is_ok() {
@@ -492,13 +481,14 @@ impl Connection {
         }
     }
 
-    fn write_status(&mut self, status: StatusCode) {
-        self.out.extend_from_slice(b"HTTP/1.1 ");
-        self.out.extend_from_slice(status.as_str().as_bytes());
-        self.out.push(b' ');
-        self.out
-            .extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-        self.out.extend_from_slice(b"\r\n");
+    /// The Connection field the client needs: `close` before a close, and
+    /// `keep-alive` for an HTTP/1.0 client, which would close otherwise.
+    fn write_connection(&mut self, keep_alive: bool, http10: bool) {
+        if !keep_alive {
+            self.out.extend_from_slice(b"connection: close\r\n");
+        } else if http10 {
+            self.out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
     }
 }
 
@@ -565,7 +555,7 @@ fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
             expects_continue: body_length > 0
                 && !http10
                 && find(fields, b"expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue")),
-            idempotent: is_idempotent_method(method.as_bytes()),
+            idempotent: is_idempotent(method.as_bytes()),
         },
     )
 }
@@ -588,11 +578,7 @@ fn body_length(fields: &[httparse::Header]) -> Option<u64> {
             return None;
         }
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()?
-                .trim()
-                .parse::<u64>()
-                .ok()?;
+            let n = parse_length(h.value)?;
             if length.is_some_and(|l| l != n) {
                 return None;
             }
@@ -667,15 +653,6 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.0.lock().expect("lent body lock poisoned").left)
     }
-}
-
-/// Whether a request with `method` may be sent again after an exchange
-/// broke (RFC 9110 §9.2.2).
-fn is_idempotent_method(method: &[u8]) -> bool {
-    matches!(
-        method,
-        b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE"
-    )
 }
 
 /// `n` in lowercase hex, written into `buf`.
