@@ -25,12 +25,11 @@ pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
 }
 
 /// Whether the request asks to switch protocols (WebSocket).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| lists(v.as_bytes(), b"upgrade"))
+pub fn is_upgrade(fields: &(impl Fields + ?Sized)) -> bool {
+    find(fields, b"upgrade").is_some()
+        && fields.pairs().any(|(name, value)| {
+            name.eq_ignore_ascii_case(b"connection") && lists(value, b"upgrade")
+        })
 }
 
 /// How a request's headers change on the way to an instance: hop-by-hop

@@ -33,7 +33,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::{coarse_now, parse_length, write_field, write_status_line, RequestHead, ResponseBody};
 use crate::proxy::body::{Counted, Parked};
-use crate::proxy::headers::{find, lists, Fields};
+use crate::proxy::headers::{find, is_upgrade, lists, Fields};
 use crate::proxy::{is_idempotent, Forwarded, Outgoing, Proxy, Refusal, Reply};
 
 /// Bytes read from a client at a time.
@@ -259,7 +259,7 @@ impl Connection {
             .await;
         drop(body);
         let (reader, read, left) = {
-            let mut lent = lent.lock().expect("lent body lock poisoned");
+            let mut lent = lock(&lent);
             (
                 lent.reader.take(),
                 std::mem::take(&mut lent.read),
@@ -298,8 +298,7 @@ impl Connection {
         let forwarded = proxy.forward(&outgoing, body, client, replayable).await;
         // The body is not all read when the instance answers first: the
         // connection closes after this answer (see `exchange`).
-        let body_pending =
-            lent.is_some_and(|l| l.lock().expect("lent body lock poisoned").left > 0);
+        let body_pending = lent.is_some_and(|l| lock(l).left > 0);
         let mut keep_alive = request.keep_alive && !body_pending && !self.shutdown.is_cancelled();
         let Forwarded {
             reply,
@@ -588,14 +587,6 @@ fn body_length(fields: &[httparse::Header]) -> Option<u64> {
     Some(length.unwrap_or(0))
 }
 
-/// Whether the request asks to switch protocols: hyper does upgrades.
-fn is_upgrade(fields: &[httparse::Header]) -> bool {
-    find(fields, b"upgrade").is_some()
-        && fields
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("connection") && lists(h.value, b"upgrade"))
-}
-
 /// A request body read from the client's connection as the instance takes
 /// it. The connection lends it its reading side and its buffer meanwhile,
 /// and takes both back after the answer; what the client sent after the
@@ -610,6 +601,10 @@ struct Lent {
     left: u64,
 }
 
+fn lock(lent: &Mutex<Lent>) -> std::sync::MutexGuard<'_, Lent> {
+    lent.lock().expect("lent body lock poisoned")
+}
+
 impl Body for ClientBody {
     type Data = Bytes;
     type Error = io::Error;
@@ -618,7 +613,7 @@ impl Body for ClientBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let mut lent = self.0.lock().expect("lent body lock poisoned");
+        let mut lent = lock(&self.0);
         let lent = &mut *lent;
         if lent.left == 0 {
             return Poll::Ready(None);
@@ -647,11 +642,11 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.lock().expect("lent body lock poisoned").left == 0
+        lock(&self.0).left == 0
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.0.lock().expect("lent body lock poisoned").left)
+        SizeHint::with_exact(lock(&self.0).left)
     }
 }
 
@@ -704,7 +699,7 @@ mod tests {
     fn chunked_bodies_and_upgrades_go_to_hyper() {
         let plain = fields(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(body_length(&plain), Some(0));
-        assert!(!is_upgrade(&plain));
+        assert!(!is_upgrade(plain.as_slice()));
         let sized = fields(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n");
         assert_eq!(body_length(&sized), Some(5));
         let chunked = fields(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
@@ -720,10 +715,10 @@ mod tests {
         let ws = fields(
             b"GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
         );
-        assert!(is_upgrade(&ws));
+        assert!(is_upgrade(ws.as_slice()));
         let named_only = fields(b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n");
         assert!(
-            !is_upgrade(&named_only),
+            !is_upgrade(named_only.as_slice()),
             "Upgrade without Connection: upgrade is ignored"
         );
     }
