@@ -176,9 +176,6 @@ impl Connection {
             };
             if worth_parsing {
                 match parse_request(&self.read, proxy, client) {
-                    Parsed::Complete(len, _) if len > proxy.config.max_header_bytes => {
-                        return Next::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-                    }
                     Parsed::Complete(len, request) => {
                         self.read.advance(len);
                         return Next::Request(request);
@@ -521,6 +518,9 @@ fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
         Err(_) if read.starts_with(H2_PREFACE) => return Parsed::Other(Next::Handoff),
         Err(_) => return Parsed::Other(Next::Reject(StatusCode::BAD_REQUEST)),
     };
+    if len > proxy.config.max_header_bytes {
+        return Parsed::Other(Next::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+    }
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Parsed::Other(Next::Reject(StatusCode::BAD_REQUEST));
     };
