@@ -375,7 +375,8 @@ pub struct Readiness {
     pub kind: ReadinessKind,
     /// Health path for `http`.
     pub path: String,
-    /// Time between two checks for `http` and `tcp`.
+    /// Longest pause between two checks for `http` and `tcp`. While a
+    /// check fails, checks come every 5 ms at first and slow down to this.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Consecutive passing checks needed for `http`.
