@@ -277,6 +277,52 @@ fn post_meeting_reset_gets_502_and_no_replay() {
     );
 }
 
+/// A client that leaves before its answer takes the request along: the app
+/// sees the request aborted, it stops counting as in flight (a drain would
+/// wait on it), and the metrics count it. Each way a request comes in: no
+/// body, a body of known length (Baton's own server), a chunked body
+/// (hyper's side).
+#[test]
+fn a_client_that_leaves_takes_its_request_along() {
+    let metrics = free_port();
+    let d = Daemon::start(
+        &(web(1, "", HTTP_READY, "")
+            + &format!("\n[daemon]\nmetrics_listen = \"127.0.0.1:{metrics}\"\n")),
+    );
+    d.wait_ready(1);
+    let requests = [
+        "GET /hang HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        "POST /hang HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ];
+    let log = || std::fs::read_to_string(d.path("hang.log")).unwrap_or_default();
+    for (n, request) in requests.iter().enumerate() {
+        let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        wait_until(
+            Duration::from_secs(5),
+            "the request reaches the app",
+            || log().matches("arrived").count() == n + 1,
+        );
+        assert_eq!(d.total("in_flight"), 1, "{request}");
+        drop(s);
+        wait_until(Duration::from_secs(5), "the app sees it aborted", || {
+            log().matches("aborted").count() == n + 1
+        });
+        wait_until(Duration::from_secs(5), "no longer in flight", || {
+            d.total("in_flight") == 0
+        });
+    }
+    assert_eq!(
+        log(),
+        "arrived GET\naborted GET\narrived POST\naborted POST\narrived POST\naborted POST\n"
+    );
+    let m = get(metrics, "/metrics").unwrap().body;
+    assert!(m.contains("baton_abandoned_total 3\n"), "{m}");
+    // The instance still serves.
+    assert_eq!(get(d.port, "/").unwrap().status, 200);
+}
+
 /// An oversized request head gets 431.
 #[test]
 fn oversized_header_gets_431() {

@@ -40,6 +40,15 @@ use self::router::{NoInstance, Router};
 use self::upstream::{RequestGuard, Upstream};
 use crate::config::ProxyConfig;
 
+/// Adds one to a total unless forgotten (`std::mem::forget`).
+struct CountOnDrop<'a>(&'a AtomicU64);
+
+impl Drop for CountOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Totals for metrics.
 #[derive(Default)]
 pub struct ProxyStats {
@@ -47,6 +56,9 @@ pub struct ProxyStats {
     pub responses: [AtomicU64; 6],
     /// Attempts retried on another instance.
     pub retries: AtomicU64,
+    /// Requests whose client left before the answer came (nginx logs these
+    /// as 499).
+    pub abandoned: AtomicU64,
 }
 
 /// The proxy: configuration, router, upstream client, open tunnels.
@@ -207,8 +219,12 @@ impl Proxy {
         };
 
         async move {
+            // hyper drops this future when the client leaves before the
+            // answer (or resets its h2 stream).
+            let abandoned = CountOnDrop(&self.stats.abandoned);
             // 2. Choose an instance and send, retrying on another one when safe.
             let forwarded = self.forward(&outgoing, &body, &client, replayable).await;
+            std::mem::forget(abandoned);
             let Forwarded {
                 reply,
                 guard,

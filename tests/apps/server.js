@@ -66,6 +66,13 @@ function streaming(req, res) {
     req.on('close', () => clearInterval(tick));
     return true;
   }
+  if (url.pathname === '/hang') {
+    // Never answers; logs the request's arrival and its abort.
+    const log = (what) => require('fs').appendFileSync('hang.log', `${what} ${req.method}\n`);
+    log('arrived');
+    res.on('close', () => { if (!res.writableEnded) log('aborted'); });
+    return true;
+  }
   if (url.pathname === '/reset') {
     require('fs').appendFileSync('posts.log', `${req.method} ${env.BATON_INSTANCE}\n`);
     req.socket.destroy();

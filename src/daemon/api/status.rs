@@ -53,6 +53,13 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
         retries.clone(),
     );
     retries.inc_by(stats.retries.load(Ordering::Relaxed));
+    let abandoned = Counter::<u64>::default();
+    registry.register(
+        "abandoned",
+        "Requests whose client left before the answer; the instance's connection was closed (nginx's 499)",
+        abandoned.clone(),
+    );
+    abandoned.inc_by(stats.abandoned.load(Ordering::Relaxed));
     let held = Counter::<u64>::default();
     registry.register(
         "held",

@@ -17,6 +17,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -255,17 +256,8 @@ impl Connection {
             .answer(proxy, request, &body, Some(&lent), client)
             .await;
         drop(body);
-        let (reader, read, left) = {
-            let mut lent = lock(&lent);
-            (
-                lent.reader.take(),
-                std::mem::take(&mut lent.read),
-                lent.left,
-            )
-        };
-        self.reader = reader;
-        self.read = read;
-        if left == 0 {
+        self.reclaim(&lent);
+        if lock(&lent).left == 0 {
             return answered;
         }
         // The instance answered without reading the whole body. The rest of
@@ -292,10 +284,29 @@ impl Connection {
     ) -> io::Result<bool> {
         let outgoing = Outgoing::Plain(request.head);
         let replayable = request.idempotent || request.body_length == 0;
-        let forwarded = proxy.forward(&outgoing, body, client, replayable).await;
+        let forward = proxy.forward(&outgoing, body, client, replayable);
+        tokio::pin!(forward);
+        // A client that leaves before the answer takes its request along
+        // (as with nginx and hyper): the instance's connection closes, so
+        // the app sees the request aborted, and the request stops counting
+        // as in flight, so a drain does not wait for it.
+        let forwarded = poll_fn(|cx| match forward.as_mut().poll(cx) {
+            Poll::Ready(forwarded) => Poll::Ready(Some(forwarded)),
+            Poll::Pending if self.watch_client(lent, cx) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        let Some(forwarded) = forwarded else {
+            proxy.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+            return Err(io::ErrorKind::ConnectionAborted.into());
+        };
         // The body is not all read when the instance answers first: the
         // connection closes after this answer (see `exchange`).
         let body_pending = lent.is_some_and(|l| lock(l).left > 0);
+        if let (Some(lent), false) = (lent, body_pending) {
+            // Read in full: the connection watches its client again.
+            self.reclaim(lent);
+        }
         let mut keep_alive = request.keep_alive && !body_pending && !self.shutdown.is_cancelled();
         let Forwarded {
             reply,
@@ -425,6 +436,26 @@ impl Connection {
         Poll::Ready(Ok(false))
     }
 
+    /// Takes the reading side back from a request body, with what was
+    /// read past the body.
+    fn reclaim(&mut self, lent: &Mutex<Lent>) {
+        let mut lent = lock(lent);
+        if let Some(reader) = lent.reader.take() {
+            self.reader = Some(reader);
+            self.read = std::mem::take(&mut lent.read);
+        }
+    }
+
+    /// Whether the client went away while its answer is awaited. A body
+    /// still being read notices that itself; one read in full gives the
+    /// reading side back first.
+    fn watch_client(&mut self, lent: Option<&Arc<Mutex<Lent>>>, cx: &mut Context<'_>) -> bool {
+        if let Some(lent) = lent.filter(|l| self.reader.is_none() && lock(l).left == 0) {
+            self.reclaim(lent);
+        }
+        self.client_gone(cx)
+    }
+
     /// Whether the client closed its side. What it sent meanwhile (a
     /// pipelined request) is kept, up to a head's worth.
     fn client_gone(&mut self, cx: &mut Context<'_>) -> bool {
@@ -434,7 +465,9 @@ impl Connection {
             return false;
         };
         while self.read.len() < READ_CHUNK * 8 {
-            self.read.reserve(READ_CHUNK);
+            if self.read.capacity() - self.read.len() < 1024 {
+                self.read.reserve(READ_CHUNK);
+            }
             match tokio_util::io::poll_read_buf(Pin::new(&mut *reader), cx, &mut self.read) {
                 Poll::Ready(Ok(0) | Err(_)) => return true,
                 Poll::Ready(Ok(_)) => {}
