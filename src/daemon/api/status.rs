@@ -46,27 +46,24 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
             .get_or_create(&vec![("class".into(), format!("{class}xx"))])
             .inc_by(n.load(Ordering::Relaxed));
     }
-    let retries = Counter::<u64>::default();
-    registry.register(
+    total(
+        &mut registry,
         "retries",
         "Requests retried on another instance",
-        retries.clone(),
+        stats.retries.load(Ordering::Relaxed),
     );
-    retries.inc_by(stats.retries.load(Ordering::Relaxed));
-    let abandoned = Counter::<u64>::default();
-    registry.register(
+    total(
+        &mut registry,
         "abandoned",
         "Requests whose client left before the answer; the instance's connection was closed (nginx's 499)",
-        abandoned.clone(),
+        stats.abandoned.load(Ordering::Relaxed),
     );
-    abandoned.inc_by(stats.abandoned.load(Ordering::Relaxed));
-    let held = Counter::<u64>::default();
-    registry.register(
+    total(
+        &mut registry,
         "held",
         "Requests that waited for a ready instance",
-        held.clone(),
+        daemon.proxy.router.held(),
     );
-    held.inc_by(daemon.proxy.router.held());
 
     let in_flight = Family::<Labels, Gauge>::default();
     registry.register(
@@ -123,3 +120,10 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
 }
 
 type Labels = Vec<(String, String)>;
+
+/// Registers a counter that stands at `value`.
+fn total(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let counter = Counter::<u64>::default();
+    counter.inc_by(value);
+    registry.register(name, help, counter);
+}
