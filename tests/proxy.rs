@@ -335,6 +335,10 @@ fn oversized_header_gets_431() {
     )
     .unwrap();
     assert_eq!(a.status, 431);
+    assert!(
+        a.header("date").is_some_and(|d| d.ends_with(" GMT")),
+        "{a:?}"
+    );
     let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
     let a = raw(
         d.port,
@@ -473,6 +477,10 @@ fn hold_timeout_gives_503_with_retry_after() {
     let a = get(d.port, "/").unwrap();
     assert_eq!(a.status, 503);
     assert_eq!(a.header("retry-after"), Some("1"));
+    assert!(
+        a.header("date").is_some_and(|d| d.ends_with(" GMT")),
+        "{a:?}"
+    );
     assert!(
         start.elapsed() >= Duration::from_millis(900),
         "answered before hold_timeout"

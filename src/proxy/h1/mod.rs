@@ -103,6 +103,13 @@ fn write_status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Writes the Date field of an answer Baton makes itself (RFC 9110 asks
+/// it of a server with a clock; an instance's answers carry their own).
+fn write_date(out: &mut Vec<u8>) {
+    let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+    write_field(out, b"date", now.as_bytes());
+}
+
 /// Writes one field line: `name: value`.
 fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);

@@ -32,7 +32,9 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::{coarse_now, parse_length, write_field, write_status_line, RequestHead, ResponseBody};
+use super::{
+    coarse_now, parse_length, write_date, write_field, write_status_line, RequestHead, ResponseBody,
+};
 use crate::proxy::body::{Counted, Parked};
 use crate::proxy::headers::{find, is_upgrade, lists, Fields};
 use crate::proxy::{is_idempotent, Forwarded, Outgoing, Proxy, Refusal, Reply};
@@ -487,6 +489,7 @@ impl Connection {
     fn write_refusal(&mut self, refusal: &Refusal, keep_alive: bool, http10: bool) {
         let text = refusal.text();
         write_status_line(&mut self.out, refusal.status);
+        write_date(&mut self.out);
         self.out
             .extend_from_slice(b"content-type: text/plain\r\ncontent-length: ");
         self.out
@@ -503,6 +506,7 @@ impl Connection {
     /// Answers a bad head with `status`, then closes.
     async fn reject(&mut self, status: StatusCode) {
         write_status_line(&mut self.out, status);
+        write_date(&mut self.out);
         self.out
             .extend_from_slice(b"connection: close\r\ncontent-length: 0\r\n\r\n");
         if self.flush().await.is_ok() {
