@@ -323,6 +323,37 @@ fn a_client_that_leaves_takes_its_request_along() {
     assert_eq!(get(d.port, "/").unwrap().status, 200);
 }
 
+/// An instance that answers before it has read the request body (an upload
+/// limit's 413): the client gets the answer and `Connection: close`, and the
+/// rest of its body is read away before the close, so the client's writes
+/// are not reset under it (nginx's lingering close).
+#[test]
+fn an_early_answer_lets_the_client_finish_its_upload() {
+    let d = Daemon::start(&web(1, "", HTTP_READY, ""));
+    d.wait_ready(1);
+    const SIZE: usize = 32 * 1024 * 1024;
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\n\r\n"
+    )
+    .unwrap();
+    let block = vec![b'u'; 64 * 1024];
+    for sent in (0..SIZE).step_by(block.len()) {
+        s.write_all(&block)
+            .unwrap_or_else(|e| panic!("the upload was cut after {sent} bytes: {e}"));
+    }
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)
+        .expect("the answer ends with a clean close, not a reset");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(answer.ends_with("too large\n"), "{answer}");
+    assert_eq!(get(d.port, "/").unwrap().status, 200);
+}
+
 /// An oversized request head gets 431.
 #[test]
 fn oversized_header_gets_431() {

@@ -66,6 +66,12 @@ function streaming(req, res) {
     req.on('close', () => clearInterval(tick));
     return true;
   }
+  if (url.pathname === '/early') {
+    // Answers before reading the request body, as an upload limit does.
+    res.statusCode = 413;
+    res.end('too large\n');
+    return true;
+  }
   if (url.pathname === '/hang') {
     // Never answers; logs the request's arrival and its abort.
     const log = (what) => require('fs').appendFileSync('hang.log', `${what} ${req.method}\n`);

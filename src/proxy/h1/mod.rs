@@ -37,7 +37,7 @@ use super::body::TakeOnPoll;
 use super::upstream::{PooledGuard, Upstream};
 
 /// Bytes read from an instance at a time.
-const READ_CHUNK: usize = 16 * 1024;
+const INSTANCE_READ_CHUNK: usize = 16 * 1024;
 
 /// One keep-alive connection to an instance.
 pub struct Conn {
@@ -79,7 +79,7 @@ impl Conn {
     /// Reads more bytes from the instance into the buffer; `Ok(0)` at its end.
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_CHUNK);
+            self.buf.reserve(INSTANCE_READ_CHUNK);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
     }

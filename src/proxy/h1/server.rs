@@ -40,7 +40,7 @@ use crate::proxy::headers::{find, is_upgrade, lists, Fields};
 use crate::proxy::{is_idempotent, Forwarded, Outgoing, Proxy, Refusal, Reply};
 
 /// Bytes read from a client at a time.
-const READ_CHUNK: usize = 8 * 1024;
+const CLIENT_READ_CHUNK: usize = 8 * 1024;
 /// Response bytes gathered before they are written.
 const FLUSH_AT: usize = 64 * 1024;
 /// How long a closing connection reads away what its client still sends.
@@ -155,7 +155,7 @@ impl Connection {
         Connection {
             reader: Some(reader),
             writer,
-            read: BytesMut::with_capacity(READ_CHUNK),
+            read: BytesMut::with_capacity(CLIENT_READ_CHUNK),
             out: Vec::with_capacity(1024),
             header_read_timeout,
             waiting_since: coarse_now(),
@@ -209,7 +209,7 @@ impl Connection {
             return Poll::Ready(Read::Closed);
         };
         if self.read.capacity() - self.read.len() < 1024 {
-            self.read.reserve(READ_CHUNK);
+            self.read.reserve(CLIENT_READ_CHUNK);
         }
         match tokio_util::io::poll_read_buf(Pin::new(reader), cx, &mut self.read) {
             Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Read::Closed),
@@ -466,9 +466,9 @@ impl Connection {
         let Some(reader) = self.reader.as_mut() else {
             return false;
         };
-        while self.read.len() < READ_CHUNK * 8 {
+        while self.read.len() < CLIENT_READ_CHUNK * 8 {
             if self.read.capacity() - self.read.len() < 1024 {
-                self.read.reserve(READ_CHUNK);
+                self.read.reserve(CLIENT_READ_CHUNK);
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut *reader), cx, &mut self.read) {
                 Poll::Ready(Ok(0) | Err(_)) => return true,
