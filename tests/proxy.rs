@@ -317,8 +317,21 @@ fn a_client_that_leaves_takes_its_request_along() {
         log(),
         "arrived GET\naborted GET\narrived POST\naborted POST\narrived POST\naborted POST\n"
     );
+    // An h2 client that gives up on its request (the probe times out).
+    let r = d
+        .probe(
+            "/hang",
+            &["--http2", "--requests", "1", "--timeout", "500ms"],
+        )
+        .report();
+    assert_eq!(r["failed"], 1, "{r:#}");
+    wait_until(
+        Duration::from_secs(5),
+        "the app sees the h2 request aborted",
+        || log().matches("aborted").count() == 4,
+    );
     let m = get(metrics, "/metrics").unwrap().body;
-    assert!(m.contains("baton_abandoned_total 3\n"), "{m}");
+    assert!(m.contains("baton_abandoned_total 4\n"), "{m}");
     // The instance still serves.
     assert_eq!(get(d.port, "/").unwrap().status, 200);
 }
