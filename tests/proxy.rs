@@ -277,6 +277,32 @@ fn post_meeting_reset_gets_502_and_no_replay() {
     );
 }
 
+/// What the test app's `/hang` saw: `arrived` and `aborted` lines.
+fn hang_log(d: &Daemon) -> String {
+    std::fs::read_to_string(d.path("hang.log")).unwrap_or_default()
+}
+
+/// Sends `request` (to `/hang`, after `before` others), and closes once
+/// the app has it; then waits until the app saw it aborted and nothing is
+/// in flight.
+fn send_then_leave(d: &Daemon, request: &str, before: usize) {
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the request reaches the app",
+        || hang_log(d).matches("arrived").count() == before + 1,
+    );
+    assert_eq!(d.total("in_flight"), 1, "{request}");
+    drop(s);
+    wait_until(Duration::from_secs(5), "the app sees it aborted", || {
+        hang_log(d).matches("aborted").count() == before + 1
+    });
+    wait_until(Duration::from_secs(5), "no longer in flight", || {
+        d.total("in_flight") == 0
+    });
+}
+
 /// A client that leaves before its answer takes the request along: the app
 /// sees the request aborted, it stops counting as in flight (a drain would
 /// wait on it), and the metrics count it. Each way a request comes in: no
@@ -295,24 +321,10 @@ fn a_client_that_leaves_takes_its_request_along() {
         "POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
         "POST /hang HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     ];
-    let log = || std::fs::read_to_string(d.path("hang.log")).unwrap_or_default();
     for (n, request) in requests.iter().enumerate() {
-        let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
-        s.write_all(request.as_bytes()).unwrap();
-        wait_until(
-            Duration::from_secs(5),
-            "the request reaches the app",
-            || log().matches("arrived").count() == n + 1,
-        );
-        assert_eq!(d.total("in_flight"), 1, "{request}");
-        drop(s);
-        wait_until(Duration::from_secs(5), "the app sees it aborted", || {
-            log().matches("aborted").count() == n + 1
-        });
-        wait_until(Duration::from_secs(5), "no longer in flight", || {
-            d.total("in_flight") == 0
-        });
+        send_then_leave(&d, request, n);
     }
+    let log = || hang_log(&d);
     assert_eq!(
         log(),
         "arrived GET\naborted GET\narrived POST\naborted POST\narrived POST\naborted POST\n"
@@ -334,6 +346,38 @@ fn a_client_that_leaves_takes_its_request_along() {
     assert!(m.contains("baton_abandoned_total 4\n"), "{m}");
     // The instance still serves.
     assert_eq!(get(d.port, "/").unwrap().status, 200);
+}
+
+/// A client whose request body fails before the answer (it closes in the
+/// middle, or sends a malformed chunk) does not leave the instance waiting
+/// for the rest: its connection closes, and nothing stays in flight. The
+/// instance is not taken out of rotation for it. A client still there gets
+/// 400.
+#[test]
+fn a_body_cut_short_does_not_hold_the_instance() {
+    let d = Daemon::start(&web(1, "", HTTP_READY, ""));
+    d.wait_ready(1);
+    let cut = [
+        "POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nonly this",
+        "POST /hang HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    ];
+    for (n, request) in cut.iter().enumerate() {
+        send_then_leave(&d, request, n);
+    }
+    let log = || hang_log(&d);
+    let a = raw(
+        d.port,
+        "POST /hang HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\nzz\r\n",
+    )
+    .unwrap();
+    assert_eq!(a.status, 400, "{a:?}");
+    wait_until(Duration::from_secs(5), "the app sees it aborted", || {
+        log().matches("aborted").count() == 3
+    });
+    assert_eq!(d.total("in_flight"), 0);
+    // The instance stayed in rotation: the next request is answered at once.
+    assert_eq!(get(d.port, "/").unwrap().status, 200);
+    assert!(!d.output().contains("out of rotation"), "{}", d.output());
 }
 
 /// An instance that answers before it has read the request body (an upload

@@ -92,6 +92,10 @@ enum AttemptError {
     /// The exchange broke after the request went out.
     #[error("{0} broke the exchange: {1}")]
     Exchange(Arc<str>, String),
+    /// The client's request body failed on the way: not the instance's
+    /// fault, and nothing to retry.
+    #[error("the request body failed: {0}")]
+    ClientBody(String),
 }
 
 /// An instance's answer.
@@ -322,6 +326,12 @@ impl Proxy {
                             format!("cannot connect to {id}: {why}"),
                         ));
                     }
+                }
+                Err(AttemptError::ClientBody(why)) => {
+                    return Err(Refusal::failed(
+                        StatusCode::BAD_REQUEST,
+                        format!("the request body failed: {why}"),
+                    ));
                 }
                 Err(e @ AttemptError::Exchange(..)) => {
                     // Like nginx's max_fails=1: an instance that broke an

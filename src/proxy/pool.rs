@@ -81,6 +81,7 @@ pub(super) async fn send(
         match h1::exchange(conn, head, body.attempt(), upstream).await {
             Ok(resp) => return Ok(resp),
             Err(ExchangeError::Unanswered(_)) if reused && body.untouched() => continue,
+            Err(ExchangeError::ClientBody(why)) => return Err(AttemptError::ClientBody(why)),
             Err(e) => return Err(AttemptError::Exchange(upstream.id.clone(), e.to_string())),
         }
     }

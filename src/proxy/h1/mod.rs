@@ -31,7 +31,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 pub use self::request::RequestHead;
-use self::request::Upload;
+use self::request::{Stopped, Upload};
 pub use self::response::{Answer, Head, ResponseBody};
 use super::body::TakeOnPoll;
 use super::upstream::{PooledGuard, Upstream};
@@ -134,6 +134,10 @@ pub enum ExchangeError {
     /// The connection broke or the answer was not HTTP.
     #[error("{0}")]
     Broken(String),
+    /// The client's request body failed before the instance answered; the
+    /// instance is not at fault.
+    #[error("the request body failed: {0}")]
+    ClientBody(String),
 }
 
 /// Sends one request on `conn` and reads the response head. The response
@@ -156,9 +160,17 @@ pub async fn exchange(
     let mut upload_failed = false;
     let mut answered = false;
     let answer = poll_fn(|cx| loop {
-        // A failed upload does not end the wait: the instance may still
-        // answer (an early 413 and a close).
-        upload_failed |= Upload::advance(&mut upload, &mut conn.stream, cx);
+        match Upload::advance(&mut upload, &mut conn.stream, cx) {
+            None => {}
+            // The wait goes on: the instance may still answer (an early
+            // 413 and a close).
+            Some(Stopped::ByInstance) => upload_failed = true,
+            // An instance waiting for the rest of a body would hold the
+            // request until its own timeout.
+            Some(Stopped::ByClient(why)) => {
+                return Poll::Ready(Err(ExchangeError::ClientBody(why)))
+            }
+        }
         while !conn.buf.is_empty() {
             match response::parse_head(&mut conn.buf, head.is_head) {
                 Ok(Some(answer)) if answer.is_interim() => continue,

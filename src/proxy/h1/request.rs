@@ -2,7 +2,7 @@
 //! (as is when its length is known, chunked when not).
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -107,6 +107,16 @@ fn start(
     out
 }
 
+/// Why an upload stopped short.
+pub(super) enum Stopped {
+    /// The instance stopped reading. It may still answer (an early 413);
+    /// its connection is not reused.
+    ByInstance,
+    /// The client's body failed: the client closed in the middle of it, or
+    /// sent a malformed one. The request can never be complete.
+    ByClient(String),
+}
+
 /// A request body on its way to the instance.
 pub(super) struct Upload {
     body: TakeOnPoll,
@@ -132,7 +142,7 @@ impl Upload {
         &mut self,
         stream: &mut TcpStream,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
+    ) -> Poll<Result<(), Stopped>> {
         loop {
             if !self.queue.is_empty() {
                 let mut slices = [IoSlice::new(&[]); 8];
@@ -142,11 +152,12 @@ impl Upload {
                     .zip(slices.iter_mut())
                     .map(|(bytes, slice)| *slice = IoSlice::new(bytes))
                     .count();
-                let written =
-                    ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count]))?;
-                if written == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
+                let written = match ready!(
+                    Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count])
+                ) {
+                    Ok(0) | Err(_) => return Poll::Ready(Err(Stopped::ByInstance)),
+                    Ok(written) => written,
+                };
                 self.consume(written);
                 continue;
             }
@@ -160,7 +171,7 @@ impl Upload {
                         self.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
                     }
                 }
-                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+                Some(Err(e)) => return Poll::Ready(Err(Stopped::ByClient(e.to_string()))),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) if data.is_empty() => {}
                     Ok(data) if self.chunked => {
@@ -189,21 +200,18 @@ impl Upload {
     }
 
     /// Drives the upload in `slot`, if any: the slot empties once it is
-    /// written in full or has failed. Says whether it failed (the instance
-    /// may still answer, but the connection is not reused).
+    /// written in full or has stopped short, and says why it stopped.
     pub(super) fn advance(
         slot: &mut Option<Upload>,
         stream: &mut TcpStream,
         cx: &mut Context<'_>,
-    ) -> bool {
-        let Some(upload) = slot.as_mut() else {
-            return false;
-        };
+    ) -> Option<Stopped> {
+        let upload = slot.as_mut()?;
         match upload.poll_send(stream, cx) {
-            Poll::Pending => false,
+            Poll::Pending => None,
             Poll::Ready(done) => {
                 *slot = None;
-                done.is_err()
+                done.err()
             }
         }
     }

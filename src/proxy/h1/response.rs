@@ -405,7 +405,7 @@ impl Body for ResponseBody {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            if Upload::advance(&mut this.upload, &mut conn.stream, cx) {
+            if Upload::advance(&mut this.upload, &mut conn.stream, cx).is_some() {
                 this.reusable = false;
             }
             match this.decoding.step(&mut conn.buf) {
