@@ -348,11 +348,11 @@ fn a_client_that_leaves_takes_its_request_along() {
     assert_eq!(get(d.port, "/").unwrap().status, 200);
 }
 
-/// A client whose request body fails before the answer (it closes in the
-/// middle, or sends a malformed chunk) does not leave the instance waiting
-/// for the rest: its connection closes, and nothing stays in flight. The
-/// instance is not taken out of rotation for it. A client still there gets
-/// 400.
+/// A client whose request body fails (it closes in the middle, or sends a
+/// malformed chunk) does not leave the instance waiting for the rest, before
+/// the answer or while an answer streams: the instance's connection closes,
+/// and nothing stays in flight. The instance is not taken out of rotation
+/// for it. A client still there gets 400.
 #[test]
 fn a_body_cut_short_does_not_hold_the_instance() {
     let d = Daemon::start(&web(1, "", HTTP_READY, ""));
@@ -365,6 +365,32 @@ fn a_body_cut_short_does_not_hold_the_instance() {
         send_then_leave(&d, request, n);
     }
     let log = || hang_log(&d);
+    // Cut short after the answer began: an app that echoes the body as
+    // it comes would otherwise wait for the rest of it.
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.write_all(b"POST /duplex HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nfirst-piece")
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("first-piece") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    drop(s);
+    wait_until(
+        Duration::from_secs(5),
+        "the app sees the echo aborted",
+        || log().matches("aborted").count() == 3,
+    );
+    wait_until(Duration::from_secs(5), "no longer in flight", || {
+        d.total("in_flight") == 0
+    });
     let a = raw(
         d.port,
         "POST /hang HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\nzz\r\n",
@@ -372,7 +398,7 @@ fn a_body_cut_short_does_not_hold_the_instance() {
     .unwrap();
     assert_eq!(a.status, 400, "{a:?}");
     wait_until(Duration::from_secs(5), "the app sees it aborted", || {
-        log().matches("aborted").count() == 3
+        log().matches("aborted").count() == 4
     });
     assert_eq!(d.total("in_flight"), 0);
     // The instance stayed in rotation: the next request is answered at once.

@@ -72,11 +72,17 @@ function streaming(req, res) {
     res.end('too large\n');
     return true;
   }
-  if (url.pathname === '/hang') {
-    // Never answers; logs the request's arrival and its abort.
+  if (url.pathname === '/hang' || url.pathname === '/duplex') {
+    // /hang never answers; /duplex echoes the body as it comes. Both log
+    // the request's arrival and its abort.
     const log = (what) => require('fs').appendFileSync('hang.log', `${what} ${req.method}\n`);
     log('arrived');
     res.on('close', () => { if (!res.writableEnded) log('aborted'); });
+    if (url.pathname === '/duplex') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      req.on('data', (c) => res.write(c));
+      req.on('end', () => res.end());
+    }
     return true;
   }
   if (url.pathname === '/reset') {

@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
-use super::request::Upload;
+use super::request::{Stopped, Upload};
 use super::{parse_length, write_field, write_status_line, Conn, ExchangeError};
 use crate::proxy::body::BoxError;
 use crate::proxy::headers::{is_hop_by_hop, lists};
@@ -405,8 +405,18 @@ impl Body for ResponseBody {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            if Upload::advance(&mut this.upload, &mut conn.stream, cx).is_some() {
-                this.reusable = false;
+            match Upload::advance(&mut this.upload, &mut conn.stream, cx) {
+                None => {}
+                // The instance stopped reading: its answer goes on.
+                Some(Stopped::ByInstance) => this.reusable = false,
+                // The exchange can never complete: the instance's
+                // connection closes with the answer cut short.
+                Some(Stopped::ByClient(why)) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(
+                        Err(format!("the request body failed: {why}").into()),
+                    ));
+                }
             }
             match this.decoding.step(&mut conn.buf) {
                 Ok(Step::Frame(frame)) => {
