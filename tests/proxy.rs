@@ -683,8 +683,8 @@ fn read_response(r: &mut std::io::BufReader<TcpStream>) -> (String, String) {
     (head, String::from_utf8(body).unwrap())
 }
 
-/// On one keep-alive connection: pipelined requests answered in order, a
-/// chunked answer re-framed for the client, a body sent after `100
+/// On one keep-alive connection: pipelined requests answered in order, an
+/// answer to HEAD without a body, a chunked answer re-framed for the client, a body sent after `100
 /// Continue`, a chunked body (hyper serves the connection from then on) and
 /// more requests after it, and a close on request. HTTP/1.0 clients get
 /// keep-alive when they ask, and a body of unknown length until the close.
@@ -705,6 +705,31 @@ fn pipelining_http10_and_a_body_in_mid_connection() {
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&body).unwrap()["host"],
         "a"
+    );
+    let (head, body) = read_response(&mut r);
+    assert!(
+        head.starts_with("http/1.1 200") && body.starts_with("version="),
+        "{head}{body}"
+    );
+
+    // An answer to HEAD has no body, whatever its fields say: the next
+    // answer follows its head directly.
+    w.write_all(
+        b"HEAD /?head HTTP/1.1\r\nHost: x\r\n\r\nGET /?after-head HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+    assert!(
+        head.starts_with("http/1.1 200") && !head.contains("connection: close"),
+        "{head}"
     );
     let (head, body) = read_response(&mut r);
     assert!(
