@@ -26,7 +26,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The idle list of one instance.
 #[derive(Default)]
-pub struct IdleList(std::sync::Mutex<Vec<Conn>>);
+#[allow(
+    clippy::vec_box,
+    reason = "a connection keeps its box from connect to close; an answer moves it as a pointer"
+)]
+pub struct IdleList(std::sync::Mutex<Vec<Box<Conn>>>);
 
 impl std::fmt::Debug for IdleList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -36,7 +40,7 @@ impl std::fmt::Debug for IdleList {
 
 impl IdleList {
     /// The most recently used connection that can still take a request.
-    fn pop_reusable(&self, idle_timeout: Duration) -> Option<Conn> {
+    fn pop_reusable(&self, idle_timeout: Duration) -> Option<Box<Conn>> {
         loop {
             let conn = self.0.lock().expect("pool lock poisoned").pop()?;
             if conn.is_reusable(idle_timeout) {
@@ -46,7 +50,7 @@ impl IdleList {
     }
 
     /// Puts a connection whose last exchange ended cleanly back.
-    pub fn put(&self, conn: Conn) {
+    pub fn put(&self, conn: Box<Conn>) {
         let mut idle = self.0.lock().expect("pool lock poisoned");
         if idle.len() < MAX_IDLE {
             idle.push(conn);
@@ -87,7 +91,7 @@ pub(super) async fn send(
     }
 }
 
-async fn connect(upstream: &Arc<Upstream>) -> Result<Conn, AttemptError> {
+async fn connect(upstream: &Arc<Upstream>) -> Result<Box<Conn>, AttemptError> {
     let id = &upstream.id;
     let stream =
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream.addr)).await {
@@ -101,7 +105,7 @@ async fn connect(upstream: &Arc<Upstream>) -> Result<Conn, AttemptError> {
             }
         };
     let _ = stream.set_nodelay(true);
-    Ok(Conn::new(stream, upstream.begin_pooled()))
+    Ok(Box::new(Conn::new(stream, upstream.begin_pooled())))
 }
 
 #[cfg(test)]

@@ -147,7 +147,7 @@ pub enum ExchangeError {
 /// # Errors
 /// [`ExchangeError`] when the instance did not answer with a valid head.
 pub async fn exchange(
-    mut conn: Conn,
+    mut conn: Box<Conn>,
     head: &RequestHead,
     body: TakeOnPoll,
     upstream: &Arc<Upstream>,
@@ -156,7 +156,7 @@ pub async fn exchange(
     if let Err(e) = conn.stream.write_all(&head.bytes).await {
         return Err(ExchangeError::Unanswered(e.to_string()));
     }
-    let mut upload = has_body.then(|| Upload::new(body, head.chunked));
+    let mut upload = has_body.then(|| Box::new(Upload::new(body, head.chunked)));
     let mut upload_failed = false;
     let mut answered = false;
     let answer = poll_fn(|cx| loop {

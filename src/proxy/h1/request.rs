@@ -202,7 +202,7 @@ impl Upload {
     /// Drives the upload in `slot`, if any: the slot empties once it is
     /// written in full or has stopped short, and says why it stopped.
     pub(super) fn advance(
-        slot: &mut Option<Upload>,
+        slot: &mut Option<Box<Upload>>,
         stream: &mut TcpStream,
         cx: &mut Context<'_>,
     ) -> Option<Stopped> {
