@@ -683,8 +683,8 @@ fn read_response(r: &mut std::io::BufReader<TcpStream>) -> (String, String) {
     (head, String::from_utf8(body).unwrap())
 }
 
-/// On one keep-alive connection: pipelined requests answered in order, an
-/// answer to HEAD without a body, a chunked answer re-framed for the client, a body sent after `100
+/// On one keep-alive connection: pipelined requests answered in order,
+/// answers to HEAD and 204 and 304 answers without a body, a chunked answer re-framed for the client, a body sent after `100
 /// Continue`, a chunked body (hyper serves the connection from then on) and
 /// more requests after it, and a close on request. HTTP/1.0 clients get
 /// keep-alive when they ask, and a body of unknown length until the close.
@@ -731,6 +731,20 @@ fn pipelining_http10_and_a_body_in_mid_connection() {
         head.starts_with("http/1.1 200") && !head.contains("connection: close"),
         "{head}"
     );
+    let (head, body) = read_response(&mut r);
+    assert!(
+        head.starts_with("http/1.1 200") && body.starts_with("version="),
+        "{head}{body}"
+    );
+    // Nor do 204 and 304 answers.
+    w.write_all(b"GET /status?code=204 HTTP/1.1\r\nHost: x\r\n\r\nGET /status?code=304 HTTP/1.1\r\nHost: x\r\n\r\nGET /?after-304 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    for status in ["204", "304"] {
+        let (head, body) = read_response(&mut r);
+        assert!(head.starts_with(&format!("http/1.1 {status}")), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert_eq!(body, "");
+    }
     let (head, body) = read_response(&mut r);
     assert!(
         head.starts_with("http/1.1 200") && body.starts_with("version="),

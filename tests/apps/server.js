@@ -66,6 +66,12 @@ function streaming(req, res) {
     req.on('close', () => clearInterval(tick));
     return true;
   }
+  if (url.pathname === '/status') {
+    // Answers with ?code=, and a body that only a status with a body carries.
+    res.statusCode = Number(url.searchParams.get('code'));
+    res.end('a body for a bodiless status\n');
+    return true;
+  }
   if (url.pathname === '/early') {
     // Answers before reading the request body, as an upload limit does.
     res.statusCode = 413;
