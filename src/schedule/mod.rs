@@ -55,7 +55,7 @@ async fn run_once(daemon: &Daemon, name: &str, job: &crate::config::CronJob) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     spawn::prepare(&mut cmd, None);
-    let mut child = match spawn::spawn(cmd).await {
+    let mut child = match spawn::spawn(cmd) {
         Ok(c) => c,
         Err(e) => return note(format!("cannot start: {e}")),
     };

@@ -470,7 +470,7 @@ impl InstanceTask {
             Ok(c) => c,
             Err(e) => return RunEnd::Failed(format!("cannot open the readiness channel: {e}")),
         };
-        let mut child = match spawn::spawn(self.command(&channel)).await {
+        let mut child = match spawn::spawn(self.command(&channel)) {
             Ok(c) => c,
             Err(e) => {
                 return RunEnd::Failed(format!(

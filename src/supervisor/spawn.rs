@@ -54,6 +54,6 @@ pub fn prepare(cmd: &mut Command, ipc: Option<&OwnedFd>) {
 ///
 /// # Errors
 /// The spawn error, such as a missing working directory.
-pub async fn spawn(mut cmd: Command) -> io::Result<Child> {
+pub fn spawn(mut cmd: Command) -> io::Result<Child> {
     cmd.spawn()
 }
