@@ -327,11 +327,8 @@ impl Proxy {
                         ));
                     }
                 }
-                Err(AttemptError::ClientBody(why)) => {
-                    return Err(Refusal::failed(
-                        StatusCode::BAD_REQUEST,
-                        format!("the request body failed: {why}"),
-                    ));
+                Err(e @ AttemptError::ClientBody(_)) => {
+                    return Err(Refusal::failed(StatusCode::BAD_REQUEST, e.to_string()));
                 }
                 Err(e @ AttemptError::Exchange(..)) => {
                     // Like nginx's max_fails=1: an instance that broke an

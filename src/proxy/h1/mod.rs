@@ -141,8 +141,8 @@ pub enum ExchangeError {
 }
 
 /// Sends one request on `conn` and reads the response head. The response
-/// body comes with it, still on the connection; it returns to `upstream`'s idle list when
-/// the body has been read to its end.
+/// body comes with it, still on the connection, which returns to
+/// `upstream`'s idle list when the body has been read to its end.
 ///
 /// # Errors
 /// [`ExchangeError`] when the instance did not answer with a valid head.

@@ -417,9 +417,7 @@ impl Body for ResponseBody {
                 // connection closes with the answer cut short.
                 Some(Stopped::ByClient(why)) => {
                     this.conn = None;
-                    return Poll::Ready(Some(
-                        Err(format!("the request body failed: {why}").into()),
-                    ));
+                    return Poll::Ready(Some(Err(ExchangeError::ClientBody(why).into())));
                 }
             }
             match this.decoding.step(&mut conn.buf) {

@@ -17,7 +17,6 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -37,7 +36,7 @@ use super::{
 };
 use crate::proxy::body::{Counted, Parked};
 use crate::proxy::headers::{find, is_upgrade, lists, Fields};
-use crate::proxy::{is_idempotent, Forwarded, Outgoing, Proxy, Refusal, Reply};
+use crate::proxy::{is_idempotent, CountOnDrop, Forwarded, Outgoing, Proxy, Refusal, Reply};
 
 /// Bytes read from a client at a time.
 const CLIENT_READ_CHUNK: usize = 8 * 1024;
@@ -291,7 +290,9 @@ impl Connection {
         // A client that leaves before the answer takes its request along
         // (as with nginx and hyper): the instance's connection closes, so
         // the app sees the request aborted, and the request stops counting
-        // as in flight, so a drain does not wait for it.
+        // as in flight, so a drain does not wait for it. Counted as in
+        // `Proxy::handle`, when the wait is dropped unfinished.
+        let abandoned = CountOnDrop(&proxy.stats.abandoned);
         let forwarded = poll_fn(|cx| match forward.as_mut().poll(cx) {
             Poll::Ready(forwarded) => Poll::Ready(Some(forwarded)),
             Poll::Pending if self.watch_client(lent, cx) => Poll::Ready(None),
@@ -299,9 +300,9 @@ impl Connection {
         })
         .await;
         let Some(forwarded) = forwarded else {
-            proxy.stats.abandoned.fetch_add(1, Ordering::Relaxed);
             return Err(io::ErrorKind::ConnectionAborted.into());
         };
+        std::mem::forget(abandoned);
         // The body is not all read when the instance answers first: the
         // connection closes after this answer (see `exchange`).
         let body_pending = lent.is_some_and(|l| lock(l).left > 0);
