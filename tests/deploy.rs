@@ -215,6 +215,17 @@ fn release_that_exits_after_ready() {
     );
 }
 
+/// `baton rollback` under load, which must go back to release `to`.
+fn rollback_to_previous(d: &Daemon, to: &str) -> serde_json::Value {
+    under_load(d, &["--duration", "3s", "--concurrency", "4"], || {
+        let out = deploy_ok(d, &["rollback"]);
+        assert!(
+            out.contains(&format!("rolling back to release {to}")),
+            "{out}"
+        );
+    })
+}
+
 /// Deploy a directory, then roll back to the in-place release, all under load.
 #[test]
 fn rollback_after_deploy() {
@@ -238,17 +249,54 @@ fn rollback_after_deploy() {
         .path(&format!(".baton/releases/{second}/server.js"))
         .exists());
 
-    let report = under_load(&d, &["--duration", "3s", "--concurrency", "4"], || {
-        let out = deploy_ok(&d, &["rollback"]);
-        assert!(
-            out.contains(&format!("rolling back to release {first}")),
-            "{out}"
-        );
-    });
+    let report = rollback_to_previous(&d, &first);
     assert_clean_switch(&report, "v2", "v1");
     assert_eq!(d.status()["release"], first.as_str());
     let r = text(&d.baton(&["releases"]));
     assert!(r.contains(&first) && r.contains(&second), "{r}");
+}
+
+/// The README's tour: edit the app in place, deploy, roll back. The rollback
+/// brings the old code back even though the folder holds newer code by then,
+/// and a rollback forward by id brings the in-place release back, all under
+/// load with 0 failed requests.
+#[test]
+fn rollback_of_an_in_place_deploy_restores_its_code() {
+    let d = Daemon::start(&web(2, "", ""));
+    d.wait_ready(2);
+    let first = d.status()["release"].as_str().unwrap().to_string();
+    let code = std::fs::read_to_string(d.path("server.js")).unwrap();
+    let edit = |version: &str| {
+        let edited = code.replace("env.APP_VERSION || 'v1'", &format!("'{version}'"));
+        assert_ne!(edited, code, "the test app's version line moved");
+        std::fs::write(d.path("server.js"), edited).unwrap();
+    };
+
+    edit("v2");
+    let report = under_load(&d, &["--duration", "3s", "--concurrency", "4"], || {
+        let out = deploy_ok(&d, &["deploy"]);
+        assert!(out.contains("keeping a copy of the app directory"), "{out}");
+    });
+    assert_clean_switch(&report, "v1", "v2");
+    let second = d.status()["release"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    let kept = d.path(&format!(".baton/releases/{first}/server.js"));
+    assert!(
+        std::fs::read_to_string(&kept).unwrap().contains("'v1'"),
+        "the first release's code was kept in {}",
+        kept.display()
+    );
+
+    edit("v3");
+    let report = rollback_to_previous(&d, &first);
+    assert_clean_switch(&report, "v2", "v1");
+    assert_eq!(d.status()["release"], first.as_str());
+
+    let report = under_load(&d, &["--duration", "3s", "--concurrency", "4"], || {
+        deploy_ok(&d, &["rollback", &second]);
+    });
+    assert_clean_switch(&report, "v1", "v2");
+    assert_eq!(d.status()["release"], second.as_str());
 }
 
 /// Reload after an env change, with 1 instance: zero downtime (seed 004

@@ -364,6 +364,8 @@ fn hostile_tarballs_are_refused() {
     use tar::EntryType::*;
     let d = Daemon::start(&format!("[releases]\nmax_unpacked_size = \"1MB\"\n{WEB}"));
     d.wait_ready(2);
+    let before = release_dirs(&d);
+    assert_eq!(before.len(), 1, "the copy kept of the first release");
     let work = tempfile::tempdir().unwrap();
     let outside = work.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
@@ -435,10 +437,10 @@ fn hostile_tarballs_are_refused() {
             "{name}: want {expect:?} in {}",
             text(&out)
         );
-        assert!(
-            release_dirs(&d).is_empty(),
-            "{name}: left {:?}",
-            release_dirs(&d)
+        assert_eq!(
+            release_dirs(&d),
+            before,
+            "{name}: left a folder besides the first release's"
         );
         assert_eq!(
             std::fs::read_dir(&outside).unwrap().count(),
@@ -482,12 +484,19 @@ fn crash_between_unpack_and_switch_recovers() {
     );
     assert_eq!(version(&d), "version=v2");
     let dirs = release_dirs(&d);
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    assert!(dirs[0].ends_with(&serving));
-    // And the history survives: rolling back to the in-place app is not
-    // possible after a restart, but the release list is there.
+    assert_eq!(
+        dirs.len(),
+        2,
+        "the first, in-place release and v2: {dirs:?}"
+    );
+    assert!(dirs.iter().any(|dir| dir.ends_with(&serving)), "{dirs:?}");
+    // And the history survives: the first release ran the app folder in
+    // place, and the copy kept of it brings it back after the restart.
     let rels = text(&d.baton(&["releases"]));
     assert!(rels.contains(&serving), "{rels}");
+    let out = d.baton(&["rollback"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(version(&d), "version=v1");
 }
 
 /// Out of space while unpacking (a file size limit on the daemon makes
@@ -561,4 +570,51 @@ fn release_with_its_own_config_then_in_place_deploy() {
         2,
         "the app's config"
     );
+}
+
+/// A state folder inside the app under another name is never copied into a
+/// release (it holds the releases themselves and the control socket), and
+/// the copy kept of the in-place release links the app's `node_modules` and
+/// shared paths instead of copying them.
+#[test]
+fn copies_leave_the_state_folder_out_and_link_node_modules() {
+    let d = Daemon::prepare(&format!(
+        "[daemon]\nstate_dir = \"state\"\n[releases]\nshared = [\"logs\"]\nignore = [\"daemon.out\"]\n{WEB}"
+    ));
+    std::fs::create_dir_all(d.path("node_modules/dep")).unwrap();
+    std::fs::write(d.path("node_modules/dep/index.js"), "").unwrap();
+    std::fs::create_dir_all(d.path("logs")).unwrap();
+    std::fs::write(d.path("logs/app.log"), "a line\n").unwrap();
+    let d = d.up();
+    d.wait_ready(2);
+    let first = d.status()["release"].as_str().unwrap().to_string();
+    let kept = d.path(&format!("state/releases/{first}"));
+    assert!(kept.join("server.js").exists(), "{}", kept.display());
+    assert!(!kept.join("state").exists(), "the state folder was copied");
+    for linked in ["node_modules", "logs"] {
+        assert_eq!(
+            std::fs::read_link(kept.join(linked)).unwrap(),
+            d.path(linked),
+            "{linked}"
+        );
+    }
+
+    // An in-place deploy of unchanged files reuses the copy.
+    let out = d.baton(&["deploy"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(d.status()["release"], first.as_str());
+    let kept_copies = std::fs::read_dir(d.path("state/releases")).unwrap().count();
+    assert_eq!(kept_copies, 1);
+
+    let out = d.baton(&["deploy", "."]);
+    assert!(out.status.success(), "{}", text(&out));
+    let second = d.status()["release"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    let folder = d.path(&format!("state/releases/{second}"));
+    assert!(folder.join("server.js").exists());
+    assert!(
+        !folder.join("state").exists(),
+        "the state folder was copied"
+    );
+    assert_eq!(version(&d), "version=v1");
 }

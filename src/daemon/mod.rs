@@ -184,7 +184,7 @@ pub async fn run(loaded: Loaded) -> Result<(), StartError> {
         "baton daemon started (pid {})", std::process::id()
     );
 
-    daemon.clone().start_initial();
+    daemon.clone().start_initial().await;
     for name in daemon.config().config.cron.keys() {
         tokio::spawn(crate::schedule::run(daemon.clone(), name.clone()));
     }

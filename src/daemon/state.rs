@@ -243,7 +243,7 @@ impl Daemon {
     /// After a restart that is the release `current` points at, when it is a
     /// complete release folder; otherwise the app directory in place. Release
     /// folders on disk become the rollback history.
-    pub fn start_initial(self: Arc<Self>) {
+    pub async fn start_initial(self: Arc<Self>) {
         let loaded = self.config();
         let store = crate::release::Store::new(&loaded);
         for leftover in store.recover() {
@@ -278,14 +278,17 @@ impl Daemon {
                 r.dir.display()
             );
         }
-        let release = from_disk.unwrap_or_else(|| Release {
-            id: super::super::deploy::new_release_id(),
-            source: "app directory".into(),
-            dir: loaded.base_dir.clone(),
-            config: loaded.clone(),
-            created: SystemTime::now(),
-            failed: false,
-        });
+        let release = match from_disk {
+            Some(release) => release,
+            None => Release {
+                id: Self::keep_copy(&loaded).await,
+                source: crate::release::APP_DIR_SOURCE.into(),
+                dir: loaded.base_dir.clone(),
+                config: loaded.clone(),
+                created: SystemTime::now(),
+                failed: false,
+            },
+        };
         let loaded = release.config.clone();
         let mut started = Vec::new();
         for _ in 0..loaded.config.web.instance_count() {
@@ -300,6 +303,24 @@ impl Daemon {
         let mut serving = self.serving.lock().expect("serving lock poisoned");
         serving.release = Some(release);
         serving.instances = started;
+    }
+
+    /// The id of the app directory about to run in place, with a copy of it
+    /// kept for rollback (see [`crate::release::Store::keep_copy`]).
+    async fn keep_copy(loaded: &Loaded) -> String {
+        match crate::release::keep_app_copy(loaded).await {
+            Ok((id, copy)) => {
+                tracing::info!(
+                    "release {id}: the app directory, kept in {}",
+                    copy.display()
+                );
+                id
+            }
+            Err(e) => {
+                tracing::warn!("no copy of the app directory kept, so no rollback to it: {e}");
+                super::super::deploy::new_release_id()
+            }
+        }
     }
 
     /// Makes `instances` (of `release`) the serving set and publishes the

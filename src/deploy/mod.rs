@@ -20,7 +20,7 @@ use crate::daemon::protocol::Progress;
 use crate::daemon::state::Release;
 use crate::daemon::Daemon;
 use crate::proxy::upstream::Upstream;
-use crate::release::{Meta, Source, Store};
+use crate::release::{Meta, Source, Store, APP_DIR_SOURCE};
 use crate::supervisor::{Instance, State};
 
 /// Lines of a failed instance's log quoted in the deploy error.
@@ -99,6 +99,28 @@ pub fn new_release_id() -> String {
     COUNTER.fetch_add(1, Ordering::Relaxed).hash(&mut h);
     std::process::id().hash(&mut h);
     format!("{stamp}-{:06x}", h.finish() & 0xff_ffff)
+}
+
+/// A release that ran the app directory in place comes back from the copy
+/// kept of it: the app directory holds newer code by now.
+fn from_kept_copy(target: Release, loaded: &config::Loaded) -> Result<Release, DeployError> {
+    let store = Store::new(loaded);
+    if target.dir.starts_with(&store.root) {
+        return Ok(target);
+    }
+    let kept = store.root.join(&target.id);
+    if !kept.join(crate::release::META_FILE).exists() {
+        return Err(DeployError::NoTarget(format!(
+            "release {} ran the app directory in place and no copy of it was kept; \
+             nothing was changed",
+            target.id
+        )));
+    }
+    Ok(Release {
+        config: release_config(loaded, &kept)?,
+        dir: kept,
+        ..target
+    })
 }
 
 /// The configuration a release folder runs with: its own baton.toml if it
@@ -363,9 +385,29 @@ impl Deploy {
             Kind::Deploy { source: None } => {
                 let mut fresh = config::load(&self.daemon.app_config)?;
                 fresh.config.daemon.state_dir = Some(loaded.state_dir());
+                self.report.step(
+                    Phase::Preparing,
+                    "keeping a copy of the app directory for rollback".into(),
+                );
+                let id = match crate::release::keep_app_copy(&fresh).await {
+                    Ok((id, copy)) => {
+                        self.report.step(
+                            Phase::Preparing,
+                            format!("release {id}, kept in {}", copy.display()),
+                        );
+                        id
+                    }
+                    Err(e) => {
+                        self.report.step(
+                            Phase::Preparing,
+                            format!("no copy kept, so this release cannot be rolled back to: {e}"),
+                        );
+                        new_release_id()
+                    }
+                };
                 Ok(Release {
-                    id: new_release_id(),
-                    source: "app directory".into(),
+                    id,
+                    source: APP_DIR_SOURCE.into(),
                     dir: fresh.base_dir.clone(),
                     config: fresh,
                     created: SystemTime::now(),
@@ -398,7 +440,7 @@ impl Deploy {
                     Phase::Preparing,
                     format!("rolling back to release {}", target.id),
                 );
-                Ok(target)
+                from_kept_copy(target, &loaded)
             }
             Kind::Scale { instances } => {
                 let mut current = current

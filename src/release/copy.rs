@@ -3,52 +3,101 @@
 //! list, and hash what was copied.
 
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 /// Names never copied.
 const ALWAYS_IGNORED: [&str; 2] = [".git", ".baton"];
 
+/// What a copy leaves out besides [`ALWAYS_IGNORED`].
+#[derive(Debug, Clone, Default)]
+pub struct Exclude {
+    /// File or folder names left out wherever they appear.
+    pub names: Vec<String>,
+    /// Folders left out by location: Baton's state folder and release root
+    /// when they sit inside the app under another name. Copying them would
+    /// copy the release being made into itself, and the control socket.
+    pub paths: Vec<PathBuf>,
+}
+
+impl Exclude {
+    fn resolved(&self) -> Exclude {
+        Exclude {
+            names: self.names.clone(),
+            paths: self
+                .paths
+                .iter()
+                .filter_map(|p| std::fs::canonicalize(p).ok())
+                .collect(),
+        }
+    }
+
+    fn leaves_out(&self, name: &std::ffi::OsStr, path: &Path) -> bool {
+        ALWAYS_IGNORED.iter().any(|i| name == *i)
+            || self.names.iter().any(|i| name == i.as_str())
+            || self.paths.iter().any(|p| p == path)
+    }
+}
+
 /// Copies `from` into `to`, returning the sha256 of the copied paths and
 /// contents. Symlinks are copied as symlinks; special files are refused.
 ///
 /// # Errors
 /// Any I/O error, or a special file in the source.
-pub fn copy_dir(from: &Path, to: &Path, ignore: &[String]) -> io::Result<String> {
+pub fn copy_dir(from: &Path, to: &Path, exclude: &Exclude) -> io::Result<String> {
+    walk(from, Some(to), exclude)
+}
+
+/// The checksum [`copy_dir`] would return, without copying.
+///
+/// # Errors
+/// As [`copy_dir`].
+pub fn checksum_dir(from: &Path, exclude: &Exclude) -> io::Result<String> {
+    walk(from, None, exclude)
+}
+
+fn walk(from: &Path, to: Option<&Path>, exclude: &Exclude) -> io::Result<String> {
+    // From the canonical root, every folder's path is canonical too (symlinks
+    // are not followed), so excluded paths compare as they are.
+    let from = std::fs::canonicalize(from)?;
     let mut hash = Sha256::new();
-    copy_into(from, to, ignore, Path::new(""), &mut hash)?;
+    copy_into(&from, to, &exclude.resolved(), Path::new(""), &mut hash)?;
     Ok(hex(&hash.finalize()))
 }
 
 fn copy_into(
     from: &Path,
-    to: &Path,
-    ignore: &[String],
+    to: Option<&Path>,
+    exclude: &Exclude,
     rel: &Path,
     hash: &mut Sha256,
 ) -> io::Result<()> {
-    std::fs::create_dir_all(to)?;
+    if let Some(to) = to {
+        std::fs::create_dir_all(to)?;
+    }
     let mut entries: Vec<_> = std::fs::read_dir(from)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name();
-        if ALWAYS_IGNORED.iter().any(|i| name == *i) || ignore.iter().any(|i| name == i.as_str()) {
+        let src = entry.path();
+        if exclude.leaves_out(&name, &src) {
             continue;
         }
-        let src = entry.path();
-        let dst = to.join(&name);
+        let dst = to.map(|to| to.join(&name));
         let rel = rel.join(&name);
         hash.update(rel.as_os_str().as_encoded_bytes());
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            copy_into(&src, &dst, ignore, &rel, hash)?;
+            copy_into(&src, dst.as_deref(), exclude, &rel, hash)?;
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&src)?;
             hash.update(target.as_os_str().as_encoded_bytes());
-            std::os::unix::fs::symlink(target, &dst)?;
+            if let Some(dst) = dst {
+                std::os::unix::fs::symlink(target, dst)?;
+            }
         } else if kind.is_file() {
-            copy_file(&src, &dst, hash)?;
+            copy_file(&src, dst.as_deref(), hash)?;
         } else {
             return Err(io::Error::other(format!(
                 "{} is not a regular file, folder or symlink",
@@ -59,9 +108,9 @@ fn copy_into(
     Ok(())
 }
 
-fn copy_file(src: &Path, dst: &Path, hash: &mut Sha256) -> io::Result<()> {
+fn copy_file(src: &Path, dst: Option<&Path>, hash: &mut Sha256) -> io::Result<()> {
     let mut input = std::fs::File::open(src)?;
-    let mut output = std::fs::File::create(dst)?;
+    let mut output = dst.map(std::fs::File::create).transpose()?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = input.read(&mut buf)?;
@@ -69,13 +118,50 @@ fn copy_file(src: &Path, dst: &Path, hash: &mut Sha256) -> io::Result<()> {
             break;
         }
         hash.update(&buf[..n]);
-        output.write_all(&buf[..n])?;
+        if let Some(output) = &mut output {
+            output.write_all(&buf[..n])?;
+        }
     }
-    output.set_permissions(input.metadata()?.permissions())?;
+    if let Some(output) = output {
+        output.set_permissions(input.metadata()?.permissions())?;
+    }
     Ok(())
 }
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state folder inside the app under another name is left out by
+    /// location, and the checksum alone matches the copy's.
+    #[test]
+    fn state_folder_left_out_and_checksum_matches_copy() {
+        let app = tempfile::tempdir().unwrap();
+        std::fs::write(app.path().join("server.js"), "v1").unwrap();
+        let state = app.path().join("state");
+        std::fs::create_dir_all(state.join("releases")).unwrap();
+        std::fs::write(state.join("baton.log"), "log").unwrap();
+        std::fs::create_dir_all(app.path().join("lib/state")).unwrap();
+        std::fs::write(app.path().join("lib/state/x.js"), "kept").unwrap();
+        let exclude = Exclude {
+            names: vec![],
+            paths: vec![state.clone()],
+        };
+        let to = state.join("releases/copy");
+        let copied = copy_dir(app.path(), &to, &exclude).unwrap();
+        assert!(to.join("server.js").exists());
+        assert!(!to.join("state").exists(), "the state folder is not copied");
+        assert!(
+            to.join("lib/state/x.js").exists(),
+            "a name elsewhere is kept"
+        );
+        assert_eq!(checksum_dir(app.path(), &exclude).unwrap(), copied);
+        std::fs::write(app.path().join("server.js"), "v2").unwrap();
+        assert_ne!(checksum_dir(app.path(), &exclude).unwrap(), copied);
+    }
 }

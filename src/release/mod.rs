@@ -27,6 +27,9 @@ use crate::config::{Loaded, ReleasesConfig};
 /// The metadata file in each release folder.
 pub const META_FILE: &str = "RELEASE";
 
+/// The source of a release that runs the app directory in place.
+pub const APP_DIR_SOURCE: &str = "app directory";
+
 /// Where a release comes from.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -206,12 +209,24 @@ impl Store {
         source: &Source,
         cfg: &ReleasesConfig,
     ) -> Result<(String, PathBuf, String), ReleaseError> {
+        self.make(|staging| {
+            let checksum = self.fill(staging, source, cfg)?;
+            self.link_shared(staging, cfg)?;
+            Ok(checksum)
+        })
+    }
+
+    /// Fills a staging folder with `fill` (which returns the checksum), then
+    /// renames it to its id.
+    fn make(
+        &self,
+        fill: impl FnOnce(&Path) -> Result<String, ReleaseError>,
+    ) -> Result<(String, PathBuf, String), ReleaseError> {
         let stamp = crate::deploy::new_release_id();
         let staging = self.root.join(format!(".staging-{stamp}"));
         std::fs::create_dir_all(&staging)
             .map_err(|e| ReleaseError::Io(format!("creating {}: {e}", staging.display())))?;
-        let made = self.fill(&staging, source, cfg).and_then(|checksum| {
-            self.link_shared(&staging, cfg)?;
+        let made = fill(&staging).and_then(|checksum| {
             let time = stamp.split('-').next().unwrap_or(&stamp);
             let mut id = format!("{time}-{}", &checksum[..6]);
             // The same content twice in one second still gets two folders.
@@ -234,6 +249,72 @@ impl Store {
         }
     }
 
+    /// What copying a directory leaves out.
+    fn exclude(&self, cfg: &ReleasesConfig) -> copy::Exclude {
+        let mut names = cfg.ignore.clone();
+        if !cfg.keep_node_modules {
+            names.push("node_modules".into());
+        }
+        copy::Exclude {
+            names,
+            paths: vec![self.state_dir.clone(), self.root.clone()],
+        }
+    }
+
+    /// Keeps a copy of the app directory that is about to run in place, so
+    /// that a rollback to it runs this code and not whatever the folder holds
+    /// by then. Unchanged content reuses the copy kept last time. Returns the
+    /// release id and the copy's folder.
+    ///
+    /// The copy runs with the app directory's data, as the release did in
+    /// place: its shared paths and (unless `keep_node_modules`) its
+    /// `node_modules` are links to the app directory's own, not copies.
+    ///
+    /// # Errors
+    /// [`ReleaseError`]; nothing is left behind.
+    pub fn keep_copy(
+        &self,
+        app_dir: &Path,
+        cfg: &ReleasesConfig,
+    ) -> Result<(String, PathBuf), ReleaseError> {
+        let mut exclude = self.exclude(cfg);
+        exclude
+            .paths
+            .extend(cfg.shared.iter().map(|name| app_dir.join(name)));
+        let read_err = |e| ReleaseError::Io(format!("copying {}: {e}", app_dir.display()));
+        let checksum = copy::checksum_dir(app_dir, &exclude).map_err(read_err)?;
+        let kept_before = self.list().into_iter().rev().find(|(meta, _)| {
+            meta.source == APP_DIR_SOURCE && meta.status == "ready" && meta.checksum == checksum
+        });
+        if let Some((meta, dir)) = kept_before {
+            return Ok((meta.id, dir));
+        }
+        let (id, dir, checksum) = self.make(|staging| {
+            let checksum = copy::copy_dir(app_dir, staging, &exclude).map_err(read_err)?;
+            let mut links = cfg.shared.clone();
+            if !cfg.keep_node_modules {
+                links.push("node_modules".into());
+            }
+            link_to_app(staging, app_dir, &links)?;
+            Ok(checksum)
+        })?;
+        let meta = Meta {
+            id: id.clone(),
+            source: APP_DIR_SOURCE.into(),
+            checksum,
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            build_log: None,
+            status: "ready".into(),
+        };
+        match self.finish(&dir, &meta) {
+            Ok(()) => Ok((id, dir)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(ReleaseError::Io(format!("writing {META_FILE}: {e}")))
+            }
+        }
+    }
+
     fn fill(
         &self,
         dir: &Path,
@@ -242,14 +323,8 @@ impl Store {
     ) -> Result<String, ReleaseError> {
         let limit = cfg.max_unpacked_size.get_ref().0;
         match source {
-            Source::Dir(from) => {
-                let mut ignore = cfg.ignore.clone();
-                if !cfg.keep_node_modules {
-                    ignore.push("node_modules".into());
-                }
-                copy::copy_dir(from, dir, &ignore)
-                    .map_err(|e| ReleaseError::Io(format!("copying {}: {e}", from.display())))
-            }
+            Source::Dir(from) => copy::copy_dir(from, dir, &self.exclude(cfg))
+                .map_err(|e| ReleaseError::Io(format!("copying {}: {e}", from.display()))),
             Source::Tarball(path) => {
                 let name = path.display().to_string();
                 let wrap = |error| ReleaseError::Unpack {
@@ -304,16 +379,7 @@ impl Store {
     fn link_shared(&self, dir: &Path, cfg: &ReleasesConfig) -> Result<(), ReleaseError> {
         let err = |what: &str, e: io::Error| ReleaseError::Io(format!("shared {what}: {e}"));
         for name in &cfg.shared {
-            let rel = Path::new(name);
-            if rel.is_absolute()
-                || rel
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-            {
-                return Err(ReleaseError::Io(format!(
-                    "shared path {name:?} must stay inside the release"
-                )));
-            }
+            let rel = inside_release(name)?;
             let shared = self.state_dir.join("shared").join(rel);
             let inside = dir.join(rel);
             if let Some(parent) = shared.parent() {
@@ -358,4 +424,53 @@ impl Store {
         std::fs::write(&tmp, serde_json::to_vec_pretty(meta).unwrap_or_default())?;
         std::fs::rename(tmp, dir.join(META_FILE))
     }
+}
+
+/// [`Store::keep_copy`] of the app directory `loaded` runs in, off the async
+/// threads.
+///
+/// # Errors
+/// Why no copy was kept.
+pub async fn keep_app_copy(loaded: &Loaded) -> Result<(String, PathBuf), String> {
+    let store = Store::new(loaded);
+    let (dir, cfg) = (loaded.base_dir.clone(), loaded.config.releases.clone());
+    match tokio::task::spawn_blocking(move || store.keep_copy(&dir, &cfg)).await {
+        Ok(kept) => kept.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A shared path, refused unless it stays inside the release folder.
+fn inside_release(name: &str) -> Result<&Path, ReleaseError> {
+    let rel = Path::new(name);
+    let escapes = rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir));
+    if escapes {
+        return Err(ReleaseError::Io(format!(
+            "shared path {name:?} must stay inside the release"
+        )));
+    }
+    Ok(rel)
+}
+
+/// Links each of `names` that the app directory has into `copy` (which left
+/// them out), so the copy uses the app directory's own.
+fn link_to_app(copy: &Path, app_dir: &Path, names: &[String]) -> Result<(), ReleaseError> {
+    let err = |name: &str, e: io::Error| ReleaseError::Io(format!("linking {name}: {e}"));
+    for name in names {
+        let rel = inside_release(name)?;
+        let target = app_dir.join(rel);
+        if !target.exists() {
+            continue;
+        }
+        let target = std::path::absolute(&target).map_err(|e| err(name, e))?;
+        let inside = copy.join(rel);
+        if let Some(parent) = inside.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| err(name, e))?;
+        }
+        std::os::unix::fs::symlink(&target, &inside).map_err(|e| err(name, e))?;
+    }
+    Ok(())
 }
