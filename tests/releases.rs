@@ -86,6 +86,19 @@ fn each_source_kind() {
         "{release}"
     );
     assert!(meta["source"].as_str().unwrap().ends_with("shop-2.tar.gz"));
+    let code_size = std::fs::metadata(v2.path().join("server.js"))
+        .unwrap()
+        .len();
+    assert_eq!(meta["size"], code_size, "the release holds server.js alone");
+    let listed: serde_json::Value =
+        serde_json::from_slice(&d.baton(&["releases", "--json"]).stdout).unwrap();
+    let current = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "current")
+        .unwrap();
+    assert_eq!(current["size"], code_size);
     assert_eq!(
         std::fs::read_link(d.path(".baton/current")).unwrap(),
         d.path(&format!(".baton/releases/{release}"))

@@ -92,7 +92,7 @@ pub fn status_table(s: &StatusReport) -> String {
 
 /// The `baton releases` table.
 pub fn releases_table(r: &[ReleaseReport]) -> String {
-    let mut rows = vec![["ID", "CREATED", "STATUS", "SOURCE"]
+    let mut rows = vec![["ID", "CREATED", "STATUS", "SIZE", "SOURCE"]
         .map(String::from)
         .to_vec()];
     for rel in r {
@@ -100,8 +100,39 @@ pub fn releases_table(r: &[ReleaseReport]) -> String {
             rel.id.clone(),
             rel.created.clone(),
             rel.status.clone(),
+            rel.size.map_or_else(|| "-".into(), size),
             rel.source.clone(),
         ]);
     }
     table(rows)
+}
+
+/// Bytes for a person, in binary units as `du -h` prints them: 512 B, 1.5 KiB.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size;
+
+    #[test]
+    fn sizes_in_binary_units() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(5 << 20), "5.0 MiB");
+        assert_eq!(size(3 << 30), "3.0 GiB");
+    }
 }

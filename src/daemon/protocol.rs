@@ -118,6 +118,9 @@ pub struct ReleaseReport {
     pub source: String,
     /// Its folder.
     pub dir: String,
+    /// Bytes in its folder, when known.
+    #[serde(default)]
+    pub size: Option<u64>,
     /// current, previous, or failed.
     pub status: String,
 }

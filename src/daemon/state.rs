@@ -28,6 +28,8 @@ pub struct Release {
     pub created: SystemTime,
     /// It failed to deploy.
     pub failed: bool,
+    /// Bytes in its folder (or in the copy kept of it), when known.
+    pub size: Option<u64>,
 }
 
 /// The instances that take traffic, and those on their way out.
@@ -262,6 +264,7 @@ impl Daemon {
                 config,
                 created: humantime::parse_rfc3339(&meta.created).unwrap_or(SystemTime::now()),
                 failed: meta.status != "ready",
+                size: meta.size,
             };
             if current_dir.as_deref() == Some(dir.as_path()) && !release.failed {
                 from_disk = Some(release.clone());
@@ -280,14 +283,18 @@ impl Daemon {
         }
         let release = match from_disk {
             Some(release) => release,
-            None => Release {
-                id: Self::keep_copy(&loaded).await,
-                source: crate::release::APP_DIR_SOURCE.into(),
-                dir: loaded.base_dir.clone(),
-                config: loaded.clone(),
-                created: SystemTime::now(),
-                failed: false,
-            },
+            None => {
+                let (id, size) = Self::keep_copy(&loaded).await;
+                Release {
+                    id,
+                    source: crate::release::APP_DIR_SOURCE.into(),
+                    dir: loaded.base_dir.clone(),
+                    config: loaded.clone(),
+                    created: SystemTime::now(),
+                    failed: false,
+                    size,
+                }
+            }
         };
         let loaded = release.config.clone();
         let mut started = Vec::new();
@@ -307,18 +314,20 @@ impl Daemon {
 
     /// The id of the app directory about to run in place, with a copy of it
     /// kept for rollback (see [`crate::release::Store::keep_copy`]).
-    async fn keep_copy(loaded: &Loaded) -> String {
+    /// Returns the id and the copy's size.
+    async fn keep_copy(loaded: &Loaded) -> (String, Option<u64>) {
         match crate::release::keep_app_copy(loaded).await {
-            Ok((id, copy)) => {
+            Ok((meta, copy)) => {
                 tracing::info!(
-                    "release {id}: the app directory, kept in {}",
+                    "release {}: the app directory, kept in {}",
+                    meta.id,
                     copy.display()
                 );
-                id
+                (meta.id, meta.size)
             }
             Err(e) => {
                 tracing::warn!("no copy of the app directory kept, so no rollback to it: {e}");
-                super::super::deploy::new_release_id()
+                (super::super::deploy::new_release_id(), None)
             }
         }
     }
@@ -444,6 +453,7 @@ impl Daemon {
                 created: humantime::format_rfc3339_seconds(r.created).to_string(),
                 source: r.source.clone(),
                 dir: r.dir.display().to_string(),
+                size: r.size,
                 status: if Some(&r.id) == current.as_ref() {
                     "current".into()
                 } else if r.failed {

@@ -325,6 +325,7 @@ impl Deploy {
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             build_log: None,
             status: "ready".into(),
+            size: None,
         };
         if let Some(command) = &loaded.config.releases.build {
             self.report
@@ -354,6 +355,7 @@ impl Deploy {
                     config: loaded.clone(),
                     created: SystemTime::now(),
                     failed: true,
+                    size: None,
                 });
                 return Err(DeployError::Prepare(format!(
                     "release {id}: build failed, traffic was not touched: {why}"
@@ -361,6 +363,10 @@ impl Deploy {
             }
         }
         let config = release_config(loaded, &dir)?;
+        let measured = dir.clone();
+        meta.size = tokio::task::spawn_blocking(move || crate::release::folder_size(&measured))
+            .await
+            .ok();
         store.finish(&dir, &meta).map_err(|e| {
             DeployError::Prepare(format!(
                 "writing {}: {e}",
@@ -374,6 +380,7 @@ impl Deploy {
             config,
             created: SystemTime::now(),
             failed: false,
+            size: meta.size,
         })
     }
 
@@ -389,20 +396,20 @@ impl Deploy {
                     Phase::Preparing,
                     "keeping a copy of the app directory for rollback".into(),
                 );
-                let id = match crate::release::keep_app_copy(&fresh).await {
-                    Ok((id, copy)) => {
+                let (id, size) = match crate::release::keep_app_copy(&fresh).await {
+                    Ok((meta, copy)) => {
                         self.report.step(
                             Phase::Preparing,
-                            format!("release {id}, kept in {}", copy.display()),
+                            format!("release {}, kept in {}", meta.id, copy.display()),
                         );
-                        id
+                        (meta.id, meta.size)
                     }
                     Err(e) => {
                         self.report.step(
                             Phase::Preparing,
                             format!("no copy kept, so this release cannot be rolled back to: {e}"),
                         );
-                        new_release_id()
+                        (new_release_id(), None)
                     }
                 };
                 Ok(Release {
@@ -412,6 +419,7 @@ impl Deploy {
                     config: fresh,
                     created: SystemTime::now(),
                     failed: false,
+                    size,
                 })
             }
             Kind::Deploy {

@@ -72,6 +72,9 @@ pub struct Meta {
     pub build_log: Option<String>,
     /// `ready`, or `failed` when the build failed.
     pub status: String,
+    /// Bytes in the folder's files once it was made (see [`folder_size`]).
+    #[serde(default)]
+    pub size: Option<u64>,
 }
 
 /// Why a release could not be made.
@@ -276,7 +279,7 @@ impl Store {
         &self,
         app_dir: &Path,
         cfg: &ReleasesConfig,
-    ) -> Result<(String, PathBuf), ReleaseError> {
+    ) -> Result<(Meta, PathBuf), ReleaseError> {
         let mut exclude = self.exclude(cfg);
         exclude
             .paths
@@ -286,8 +289,8 @@ impl Store {
         let kept_before = self.list().into_iter().rev().find(|(meta, _)| {
             meta.source == APP_DIR_SOURCE && meta.status == "ready" && meta.checksum == checksum
         });
-        if let Some((meta, dir)) = kept_before {
-            return Ok((meta.id, dir));
+        if let Some(kept) = kept_before {
+            return Ok(kept);
         }
         let (id, dir, checksum) = self.make(|staging| {
             let checksum = copy::copy_dir(app_dir, staging, &exclude).map_err(read_err)?;
@@ -305,9 +308,10 @@ impl Store {
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             build_log: None,
             status: "ready".into(),
+            size: Some(folder_size(&dir)),
         };
         match self.finish(&dir, &meta) {
-            Ok(()) => Ok((id, dir)),
+            Ok(()) => Ok((meta, dir)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(ReleaseError::Io(format!("writing {META_FILE}: {e}")))
@@ -431,13 +435,35 @@ impl Store {
 ///
 /// # Errors
 /// Why no copy was kept.
-pub async fn keep_app_copy(loaded: &Loaded) -> Result<(String, PathBuf), String> {
+pub async fn keep_app_copy(loaded: &Loaded) -> Result<(Meta, PathBuf), String> {
     let store = Store::new(loaded);
     let (dir, cfg) = (loaded.base_dir.clone(), loaded.config.releases.clone());
     match tokio::task::spawn_blocking(move || store.keep_copy(&dir, &cfg)).await {
         Ok(kept) => kept.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Bytes in the files of a release folder. Links are not followed, so a
+/// `node_modules` or shared path linked in counts nothing.
+pub fn folder_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => folders.push(entry.path()),
+                Ok(kind) if kind.is_file() => {
+                    total += entry.metadata().map_or(0, |m| m.len());
+                }
+                _ => {}
+            }
+        }
+    }
+    total
 }
 
 /// A shared path, refused unless it stays inside the release folder.
