@@ -631,3 +631,43 @@ fn copies_leave_the_state_folder_out_and_link_node_modules() {
     );
     assert_eq!(version(&d), "version=v1");
 }
+
+/// An app directory larger than `max_unpacked_size` holds data, not just
+/// code: no copy of it is kept. Its deploy still goes ahead, and a rollback
+/// to it is refused with the reason while the current release serves on.
+#[test]
+fn no_copy_is_kept_of_a_large_app_directory() {
+    let d = Daemon::prepare(&format!("[releases]\nmax_unpacked_size = \"1MB\"\n{WEB}"));
+    std::fs::write(d.path("data.bin"), vec![0u8; 1_500_000]).unwrap();
+    let d = d.up();
+    d.wait_ready(2);
+    let first = d.status()["release"].as_str().unwrap().to_string();
+    assert!(release_dirs(&d).is_empty(), "{:?}", release_dirs(&d));
+
+    let code = std::fs::read_to_string(d.path("server.js")).unwrap();
+    std::fs::write(
+        d.path("server.js"),
+        code.replace("env.APP_VERSION || 'v1'", "'v2'"),
+    )
+    .unwrap();
+    let out = d.baton(&["deploy"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no copy kept") && text(&out).contains("max_unpacked_size"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(version(&d), "version=v2");
+
+    let out = d.baton(&["rollback"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "release {first} ran the app directory in place and no copy of it was kept"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(version(&d), "version=v2");
+    assert_eq!(d.count_in("ready"), 2);
+}

@@ -46,7 +46,9 @@ impl Exclude {
 /// # Errors
 /// Any I/O error, or a special file in the source.
 pub fn copy_dir(from: &Path, to: &Path, exclude: &Exclude) -> io::Result<String> {
-    walk(from, Some(to), exclude)
+    let mut hash = Sha256::new();
+    walk(from, Some(to), exclude, &mut Pass::Copy(&mut hash))?;
+    Ok(hex(&hash.finalize()))
 }
 
 /// The checksum [`copy_dir`] would return, without copying.
@@ -54,16 +56,45 @@ pub fn copy_dir(from: &Path, to: &Path, exclude: &Exclude) -> io::Result<String>
 /// # Errors
 /// As [`copy_dir`].
 pub fn checksum_dir(from: &Path, exclude: &Exclude) -> io::Result<String> {
-    walk(from, None, exclude)
+    let mut hash = Sha256::new();
+    walk(from, None, exclude, &mut Pass::Hash(&mut hash))?;
+    Ok(hex(&hash.finalize()))
 }
 
-fn walk(from: &Path, to: Option<&Path>, exclude: &Exclude) -> io::Result<String> {
+/// The bytes [`copy_dir`] would copy, from the file sizes alone.
+///
+/// # Errors
+/// As [`copy_dir`].
+pub fn measure_dir(from: &Path, exclude: &Exclude) -> io::Result<u64> {
+    let mut bytes = 0;
+    walk(from, None, exclude, &mut Pass::Measure(&mut bytes))?;
+    Ok(bytes)
+}
+
+/// What one walk over the source does with each entry.
+enum Pass<'a> {
+    /// Adds up file sizes.
+    Measure(&'a mut u64),
+    /// Hashes paths and contents.
+    Hash(&'a mut Sha256),
+    /// Hashes and copies.
+    Copy(&'a mut Sha256),
+}
+
+impl Pass<'_> {
+    fn hash(&mut self, bytes: &[u8]) {
+        match self {
+            Pass::Measure(_) => {}
+            Pass::Hash(hash) | Pass::Copy(hash) => hash.update(bytes),
+        }
+    }
+}
+
+fn walk(from: &Path, to: Option<&Path>, exclude: &Exclude, pass: &mut Pass<'_>) -> io::Result<()> {
     // From the canonical root, every folder's path is canonical too (symlinks
     // are not followed), so excluded paths compare as they are.
     let from = std::fs::canonicalize(from)?;
-    let mut hash = Sha256::new();
-    copy_into(&from, to, &exclude.resolved(), Path::new(""), &mut hash)?;
-    Ok(hex(&hash.finalize()))
+    copy_into(&from, to, &exclude.resolved(), Path::new(""), pass)
 }
 
 fn copy_into(
@@ -71,7 +102,7 @@ fn copy_into(
     to: Option<&Path>,
     exclude: &Exclude,
     rel: &Path,
-    hash: &mut Sha256,
+    pass: &mut Pass<'_>,
 ) -> io::Result<()> {
     if let Some(to) = to {
         std::fs::create_dir_all(to)?;
@@ -86,18 +117,22 @@ fn copy_into(
         }
         let dst = to.map(|to| to.join(&name));
         let rel = rel.join(&name);
-        hash.update(rel.as_os_str().as_encoded_bytes());
+        pass.hash(rel.as_os_str().as_encoded_bytes());
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            copy_into(&src, dst.as_deref(), exclude, &rel, hash)?;
+            copy_into(&src, dst.as_deref(), exclude, &rel, pass)?;
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&src)?;
-            hash.update(target.as_os_str().as_encoded_bytes());
+            pass.hash(target.as_os_str().as_encoded_bytes());
             if let Some(dst) = dst {
                 std::os::unix::fs::symlink(target, dst)?;
             }
         } else if kind.is_file() {
-            copy_file(&src, dst.as_deref(), hash)?;
+            match pass {
+                Pass::Measure(bytes) => **bytes += entry.metadata()?.len(),
+                Pass::Hash(hash) => copy_file(&src, None, hash)?,
+                Pass::Copy(hash) => copy_file(&src, dst.as_deref(), hash)?,
+            }
         } else {
             return Err(io::Error::other(format!(
                 "{} is not a regular file, folder or symlink",
@@ -161,6 +196,7 @@ mod tests {
             "a name elsewhere is kept"
         );
         assert_eq!(checksum_dir(app.path(), &exclude).unwrap(), copied);
+        assert_eq!(measure_dir(app.path(), &exclude).unwrap(), 2 + 4);
         std::fs::write(app.path().join("server.js"), "v2").unwrap();
         assert_ne!(checksum_dir(app.path(), &exclude).unwrap(), copied);
     }

@@ -267,11 +267,14 @@ impl Store {
     /// Keeps a copy of the app directory that is about to run in place, so
     /// that a rollback to it runs this code and not whatever the folder holds
     /// by then. Unchanged content reuses the copy kept last time. Returns the
-    /// release id and the copy's folder.
+    /// copy's `RELEASE` and folder.
     ///
     /// The copy runs with the app directory's data, as the release did in
     /// place: its shared paths and (unless `keep_node_modules`) its
     /// `node_modules` are links to the app directory's own, not copies.
+    ///
+    /// A copy larger than `max_unpacked_size` is not made: that is data, not
+    /// code, and copying it at each start would fill the disk.
     ///
     /// # Errors
     /// [`ReleaseError`]; nothing is left behind.
@@ -285,6 +288,15 @@ impl Store {
             .paths
             .extend(cfg.shared.iter().map(|name| app_dir.join(name)));
         let read_err = |e| ReleaseError::Io(format!("copying {}: {e}", app_dir.display()));
+        let bytes = copy::measure_dir(app_dir, &exclude).map_err(read_err)?;
+        let limit = cfg.max_unpacked_size.get_ref().0;
+        if bytes > limit {
+            return Err(ReleaseError::Io(format!(
+                "{} holds {bytes} bytes, more than releases.max_unpacked_size ({limit}); \
+                 name its data folders in releases.ignore or releases.shared",
+                app_dir.display()
+            )));
+        }
         let checksum = copy::checksum_dir(app_dir, &exclude).map_err(read_err)?;
         let kept_before = self.list().into_iter().rev().find(|(meta, _)| {
             meta.source == APP_DIR_SOURCE && meta.status == "ready" && meta.checksum == checksum
