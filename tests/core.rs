@@ -344,6 +344,75 @@ fn detach_then_stop() {
     assert!(!d.path(".baton/baton.sock").exists());
 }
 
+/// Under systemd socket activation the daemon serves on the socket it was
+/// passed, and restarting it (an upgrade of Baton itself) fails no request:
+/// clients that connect meanwhile wait in the socket's backlog, then in the
+/// hold queue until the new instance is ready. A connection accepted before
+/// the stop and still silent gets its request served, not a close. Apps
+/// inherit neither the socket nor the variables.
+#[test]
+fn restart_under_socket_activation_fails_nothing() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let d = Daemon::prepare(WEB_HTTP);
+    let listener = std::net::TcpListener::bind(("127.0.0.1", d.port)).unwrap();
+    let mut d = d.up_activated(&listener);
+    d.wait_ready(1);
+    assert_eq!(get(d.port, "/env/LISTEN_FDS").unwrap().body, "");
+    let socket = format!(
+        "socket:[{}]",
+        nix::sys::stat::fstat(listener.as_raw_fd()).unwrap().st_ino
+    );
+    let pid = d.status()["instances"][0]["pid"].as_i64().unwrap();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        assert_ne!(target.to_string_lossy(), socket, "the app holds the socket");
+    }
+
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the silent connection's accept",
+        || accept_queue(d.port) == Some(0),
+    );
+    let probe = d.probe(
+        "/",
+        &[
+            "--duration",
+            "4s",
+            "--concurrency",
+            "4",
+            "--keepalive=false",
+        ],
+    );
+    wait_until(Duration::from_secs(20), "the probe's first answers", || {
+        d.total("served") >= 20
+    });
+    d.terminate();
+    wait_until(
+        Duration::from_secs(10),
+        "the daemon to begin stopping",
+        || d.output().contains("stopping: no new connections"),
+    );
+    silent
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = silent.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(d.stop().success());
+    let d = d.up_activated(&listener);
+    let report = probe.report();
+    assert_eq!(report["failed"], 0, "failed across the restart: {report:#}");
+    assert!(
+        d.total("served") > 0,
+        "the new daemon served part of the load: {report:#}"
+    );
+}
+
 /// Under systemd (`Type=notify`), the daemon says READY=1 with its pid once
 /// it serves, and STOPPING=1 when it stops; the apps do not inherit
 /// systemd's socket.

@@ -258,8 +258,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 fn up_foreground(cli: &Cli) -> Result<(), Failure> {
     let loaded = load(cli)?;
     init_tracing();
+    // Before the runtime's threads start: it clears the variables.
+    let inherited = crate::proxy::activation::Inherited::take_from_env();
     runtime_with(loaded.config.daemon.worker_threads)?
-        .block_on(crate::daemon::run(loaded))
+        .block_on(crate::daemon::run(loaded, inherited))
         .map_err(Failure::failed)
 }
 

@@ -18,6 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Loaded;
+use crate::proxy::activation::Inherited;
 use crate::proxy::{listener, Proxy};
 use crate::supervisor::logs::LogSink;
 use crate::supervisor::ports::PortPool;
@@ -106,11 +107,12 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Runs the daemon in the foreground until `baton stop`, SIGINT or SIGTERM.
-/// SIGHUP reloads.
+/// SIGHUP reloads. It listens on the sockets systemd passed in (`inherited`)
+/// where their addresses match, and binds the others itself.
 ///
 /// # Errors
 /// [`StartError`] when it cannot start; once running it only logs.
-pub async fn run(loaded: Loaded) -> Result<(), StartError> {
+pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<(), StartError> {
     // Past a file size limit, a write should fail (EFBIG, like a full disk)
     // and fail the release it belongs to, not kill the daemon. Children get
     // the default back before exec.
@@ -128,10 +130,28 @@ pub async fn run(loaded: Loaded) -> Result<(), StartError> {
     std::fs::create_dir_all(&run_dir).map_err(io_err("creating the run folder"))?;
 
     let proxy = Proxy::new(loaded.config.proxy.clone());
+    let mut listen = |addr| {
+        match inherited.take(addr) {
+            Ok(Some(l)) => Ok(l),
+            Ok(None) => listener::bind(addr),
+            Err(e) => Err(e),
+        }
+        .map_err(|source| StartError::Listen { addr, source })
+    };
     let mut listeners = Vec::new();
     for addr in loaded.config.proxy.listen_addrs() {
-        let l = listener::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
-        listeners.push(l);
+        listeners.push(listen(addr)?);
+    }
+    let mut tcp_listeners = Vec::new();
+    for (name, svc) in &loaded.config.tcp {
+        tcp_listeners.push((name.clone(), listen(svc.addr())?));
+    }
+    let unused = inherited.addresses();
+    if !unused.is_empty() {
+        tracing::warn!(
+            "systemd passed sockets for {unused:?}, which baton.toml does not listen on; \
+             they stay unused"
+        );
     }
     let reaper = Reaper::start().map_err(io_err("starting the orphan reaper"))?;
     let ctx = Context {
@@ -152,12 +172,10 @@ pub async fn run(loaded: Loaded) -> Result<(), StartError> {
 
     let listen_shutdown = CancellationToken::new();
     let mut servers = Vec::new();
-    for (name, svc) in &daemon.config().config.tcp {
-        let addr = svc.addr();
-        let l = listener::bind(addr).map_err(|source| StartError::Listen { addr, source })?;
+    for (name, l) in tcp_listeners {
         tokio::spawn(crate::proxy::tcp::serve(
             l,
-            name.clone(),
+            name,
             proxy.clone(),
             listen_shutdown.clone(),
         ));

@@ -3,6 +3,7 @@
 //! safe to retry.
 //!
 //! - [`listener`]: accepting connections, HTTP/1.1 + h2c, slowloris guard.
+//! - [`activation`]: listening sockets passed in by systemd.
 //! - [`h1`]: Baton's own HTTP/1.1, both sides: the server for the common
 //!   requests (all but upgrades and chunked bodies, which hyper serves, as
 //!   it serves h2c) and the client for the pooled connections to instances
@@ -13,6 +14,7 @@
 //! - [`body`]: replayable request bodies and counted response bodies.
 //! - [`tunnel`]: upgraded (WebSocket) connections.
 
+pub mod activation;
 pub mod body;
 pub mod h1;
 pub mod headers;

@@ -169,10 +169,47 @@ impl Daemon {
     }
 
     /// Starts `baton up` in the foreground, output to `daemon.out`.
-    pub fn up(mut self) -> Daemon {
-        let out = std::fs::File::create(self.dir.path().join("daemon.out")).expect("daemon.out");
-        let child = Command::new(bin())
-            .arg("up")
+    pub fn up(self) -> Daemon {
+        let mut cmd = Command::new(bin());
+        cmd.arg("up");
+        self.launch(cmd)
+    }
+
+    /// Starts `baton up` as systemd's socket activation does: `listener` as
+    /// fd 3, `LISTEN_FDS=1`, and `LISTEN_PID` the daemon's pid (`sh` execs
+    /// it, keeping its pid).
+    pub fn up_activated(self, listener: &std::net::TcpListener) -> Daemon {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = listener.as_raw_fd();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" up", bin()]);
+        // SAFETY: dup2 and fcntl are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if fd == 3 {
+                    nix::fcntl::fcntl(
+                        fd,
+                        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                    )?;
+                } else {
+                    nix::unistd::dup2(fd, 3)?;
+                }
+                Ok(())
+            });
+        }
+        self.launch(cmd)
+    }
+
+    /// Runs `cmd` in the app folder, output appended to `daemon.out`, and
+    /// waits until the daemon answers.
+    fn launch(mut self, mut cmd: Command) -> Daemon {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.out"))
+            .expect("daemon.out");
+        let child = cmd
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup"))
@@ -270,12 +307,20 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for the daemon to exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("started");
+        self.terminate();
+        self.child
+            .take()
+            .expect("started")
+            .wait()
+            .expect("wait daemon")
+    }
+
+    /// Sends SIGTERM, and does not wait.
+    pub fn terminate(&self) {
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::unistd::Pid::from_raw(self.pid()),
             nix::sys::signal::Signal::SIGTERM,
         );
-        child.wait().expect("wait daemon")
     }
 
     /// SIGKILLs the daemon.
@@ -344,6 +389,21 @@ pub fn assert_clean_switch(report: &Value, from: &str, to: &str) {
     );
     assert_eq!(switches[0]["from"], from);
     assert_eq!(switches[0]["to"], to);
+}
+
+/// Connections waiting to be accepted on the listener at 127.0.0.1:`port`
+/// (for a listening socket, /proc/net/tcp's rx_queue is its accept queue).
+pub fn accept_queue(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&local.as_str()) || fields.get(3) != Some(&"0A") {
+            return None;
+        }
+        let rx = fields.get(4)?.split(':').nth(1)?;
+        u64::from_str_radix(rx, 16).ok()
+    })
 }
 
 /// Stdout and stderr of a CLI run, for messages.

@@ -139,6 +139,11 @@ struct Connection {
     deadline: Pin<Box<Sleep>>,
     shutdown: CancellationToken,
     closing: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// No request has come yet. A shutdown does not close such a
+    /// connection: its client connected to send one, and a close now would
+    /// fail that request (a new connection is never retried the way a
+    /// reused one is).
+    fresh: bool,
 }
 
 /// How a wait for more of a head ended.
@@ -161,6 +166,7 @@ impl Connection {
             deadline: Box::pin(tokio::time::sleep(header_read_timeout)),
             closing: Box::pin(shutdown.clone().cancelled_owned()),
             shutdown,
+            fresh: true,
         }
     }
 
@@ -180,6 +186,7 @@ impl Connection {
                 match parse_request(&self.read, proxy, client) {
                     Parsed::Complete(len, request) => {
                         self.read.advance(len);
+                        self.fresh = false;
                         return Next::Request(request);
                     }
                     Parsed::Partial => {}
@@ -215,7 +222,7 @@ impl Connection {
             Poll::Ready(Ok(_)) => return Poll::Ready(Read::More),
             Poll::Pending => {}
         }
-        if self.read.is_empty() && self.closing.as_mut().poll(cx).is_ready() {
+        if self.read.is_empty() && !self.fresh && self.closing.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Read::Closed);
         }
         while self.deadline.as_mut().poll(cx).is_ready() {
