@@ -586,24 +586,27 @@ fn release_with_its_own_config_then_in_place_deploy() {
 }
 
 /// A state folder inside the app under another name is never copied into a
-/// release (it holds the releases themselves and the control socket), and
-/// the copy kept of the in-place release links the app's `node_modules` and
-/// shared paths instead of copying them.
+/// release (it holds the releases themselves and the control socket), nor
+/// is the inbox, and the copy kept of the in-place release links the app's
+/// `node_modules` and shared paths instead of copying them.
 #[test]
 fn copies_leave_the_state_folder_out_and_link_node_modules() {
     let d = Daemon::prepare(&format!(
-        "[daemon]\nstate_dir = \"state\"\n[releases]\nshared = [\"logs\"]\nignore = [\"daemon.out\"]\n{WEB}"
+        "[daemon]\nstate_dir = \"state\"\n[releases]\nshared = [\"logs\"]\nignore = [\"daemon.out\"]\ninbox = \"incoming\"\n{WEB}"
     ));
     std::fs::create_dir_all(d.path("node_modules/dep")).unwrap();
     std::fs::write(d.path("node_modules/dep/index.js"), "").unwrap();
     std::fs::create_dir_all(d.path("logs")).unwrap();
     std::fs::write(d.path("logs/app.log"), "a line\n").unwrap();
+    std::fs::create_dir_all(d.path("incoming")).unwrap();
+    std::fs::write(d.path("incoming/shop-1.0.tar.gz.partial"), "uploading").unwrap();
     let d = d.up();
     d.wait_ready(2);
     let first = d.status()["release"].as_str().unwrap().to_string();
     let kept = d.path(&format!("state/releases/{first}"));
     assert!(kept.join("server.js").exists(), "{}", kept.display());
     assert!(!kept.join("state").exists(), "the state folder was copied");
+    assert!(!kept.join("incoming").exists(), "the inbox was copied");
     for linked in ["node_modules", "logs"] {
         assert_eq!(
             std::fs::read_link(kept.join(linked)).unwrap(),
@@ -629,6 +632,7 @@ fn copies_leave_the_state_folder_out_and_link_node_modules() {
         !folder.join("state").exists(),
         "the state folder was copied"
     );
+    assert!(!folder.join("incoming").exists(), "the inbox was copied");
     assert_eq!(version(&d), "version=v1");
 }
 

@@ -103,6 +103,8 @@ pub struct Store {
     pub root: PathBuf,
     /// The state directory (holds `current` and `shared/`).
     pub state_dir: PathBuf,
+    /// The watched upload folder, if any: never part of a release.
+    pub inbox: Option<PathBuf>,
 }
 
 impl Store {
@@ -111,6 +113,7 @@ impl Store {
         Store {
             root: loaded.releases_root(),
             state_dir: loaded.state_dir(),
+            inbox: (loaded.config.releases.inbox.as_ref()).map(|i| loaded.base_dir.join(i)),
         }
     }
 
@@ -258,10 +261,9 @@ impl Store {
         if !cfg.keep_node_modules {
             names.push("node_modules".into());
         }
-        copy::Exclude {
-            names,
-            paths: vec![self.state_dir.clone(), self.root.clone()],
-        }
+        let mut paths = vec![self.state_dir.clone(), self.root.clone()];
+        paths.extend(self.inbox.clone());
+        copy::Exclude { names, paths }
     }
 
     /// Keeps a copy of the app directory that is about to run in place, so
