@@ -36,11 +36,9 @@ impl Inherited {
             // SAFETY: systemd passed this fd to this process for it to own,
             // and nothing else in it has used the fd yet.
             let socket = unsafe { socket2::Socket::from_raw_fd(fd) };
+            let _ = socket.set_cloexec(true);
             match tcp_listener_addr(&socket) {
-                Some(addr) => {
-                    let _ = socket.set_cloexec(true);
-                    sockets.push((addr, socket.into()));
-                }
+                Some(addr) => sockets.push((addr, socket.into())),
                 None => {
                     tracing::warn!("fd {fd} from systemd is not a TCP listening socket; ignored");
                     let _ = socket.into_raw_fd();
