@@ -444,11 +444,12 @@ impl Deploy {
                         None => "no previous release to roll back to".into(),
                     })
                 })?;
+                let target = from_kept_copy(target, &loaded)?;
                 self.report.step(
                     Phase::Preparing,
                     format!("rolling back to release {}", target.id),
                 );
-                from_kept_copy(target, &loaded)
+                Ok(target)
             }
             Kind::Scale { instances } => {
                 let mut current = current
