@@ -65,6 +65,20 @@ fn reports_exactly_k_failures() {
     server.kill().unwrap();
 }
 
+/// A server that ends keep-alive connections with `Connection: close` fails
+/// nothing: the probe opens a new connection, as any client does, instead of
+/// counting the closed one's next request as a failure.
+#[test]
+fn connection_close_is_honoured() {
+    let (mut server, port) = flaky(&[("CLOSE_EVERY", "10")]);
+    let (code, r) = probe(port, &["--requests", "300", "--concurrency", "4"]);
+    assert_eq!(r["requests"], 300, "{r:#}");
+    assert_eq!(r["failed"], 0, "{r:#}");
+    assert_eq!(r["status_codes"]["200"], 300);
+    assert_eq!(code, Some(0));
+    server.kill().unwrap();
+}
+
 /// Refused connections for a window: the outage is measured within one
 /// interval (open loop, 200 requests/s: 5 ms), errors are `refused`.
 #[test]

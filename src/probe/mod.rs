@@ -151,6 +151,15 @@ enum Conn {
     H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
+impl Conn {
+    fn is_closed(&self) -> bool {
+        match self {
+            Conn::H1(s) => s.is_closed(),
+            Conn::H2(s) => s.is_closed(),
+        }
+    }
+}
+
 /// Runs the probe and returns its report.
 ///
 /// # Errors
@@ -290,6 +299,12 @@ async fn open_loop(plan: Arc<Plan>, rate: f64) {
 /// Sends one request on `conn` (connecting first if needed) and classifies
 /// how it ended. A broken connection is dropped so the next one reconnects.
 async fn one_request(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
+    // A kept connection that the server has closed since (it said
+    // `Connection: close`, or closed it while idle) is not used, as no client
+    // would: the request goes on a new one, so nothing failed.
+    if conn.as_ref().is_some_and(Conn::is_closed) {
+        *conn = None;
+    }
     let attempt = async {
         if conn.is_none() {
             *conn = Some(connect(plan).await?);
@@ -329,6 +344,11 @@ async fn one_request(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
         }
         .map_err(classify_hyper)?;
         let status = res.status().as_u16();
+        let closing = res
+            .headers()
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.eq_ignore_ascii_case("close")));
         let header_version = plan
             .args
             .version_header
@@ -344,6 +364,9 @@ async fn one_request(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
             .to_bytes();
         let version =
             header_version.or_else(|| version_in(&String::from_utf8_lossy(&body), &plan.args));
+        if closing {
+            *conn = None;
+        }
         Ok::<_, &'static str>(Outcome::Answered { status, version })
     };
     match tokio::time::timeout(plan.args.timeout, attempt).await {

@@ -3,6 +3,8 @@
 // OUTAGE_MS after request OUTAGE_AT (the listener is closed and reopened),
 // and answers v2 instead of v1 from request SWITCH_AT on. Requests are
 // counted in arrival order; keep-alive sockets are closed with the outage.
+// With CLOSE_EVERY=N, every Nth answer says `Connection: close` and its
+// socket closes after it, as a server going away between requests does.
 const http = require('http');
 const env = process.env;
 const port = Number(env.PORT);
@@ -11,6 +13,7 @@ const failCount = Number(env.FAIL_COUNT || 0);
 const outageAt = Number(env.OUTAGE_AT || 0);
 const outageMs = Number(env.OUTAGE_MS || 0);
 const switchAt = Number(env.SWITCH_AT || 0);
+const closeEvery = Number(env.CLOSE_EVERY || 0);
 
 let n = 0;
 const sockets = new Set();
@@ -18,6 +21,7 @@ const server = http.createServer((req, res) => {
   n += 1;
   const version = switchAt && n >= switchAt ? 'v2' : 'v1';
   res.setHeader('x-version', version);
+  if (closeEvery && n % closeEvery === 0) res.setHeader('connection', 'close');
   if (failCount && n >= failFrom && n < failFrom + failCount) {
     res.statusCode = 500;
     res.end('failing on purpose\n');

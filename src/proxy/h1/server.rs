@@ -40,6 +40,9 @@ use crate::proxy::{is_idempotent, CountOnDrop, Forwarded, Outgoing, Proxy, Refus
 
 /// Bytes read from a client at a time.
 const CLIENT_READ_CHUNK: usize = 8 * 1024;
+/// At shutdown, a keep-alive connection idle this long is closed; one
+/// answered more recently gets until then to send its next request.
+const SHUTDOWN_IDLE: Duration = Duration::from_millis(200);
 /// Response bytes gathered before they are written.
 const FLUSH_AT: usize = 64 * 1024;
 /// How long a closing connection reads away what its client still sends.
@@ -222,9 +225,6 @@ impl Connection {
             Poll::Ready(Ok(_)) => return Poll::Ready(Read::More),
             Poll::Pending => {}
         }
-        if self.read.is_empty() && !self.fresh && self.closing.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Read::Closed);
-        }
         while self.deadline.as_mut().poll(cx).is_ready() {
             let waited = coarse_now().saturating_sub(self.waiting_since);
             if waited >= self.header_read_timeout {
@@ -233,6 +233,22 @@ impl Connection {
             // Set for an earlier wait: move it to the end of this one.
             let left = self.header_read_timeout - waited;
             self.deadline.as_mut().reset(Instant::now() + left);
+        }
+        if self.read.is_empty() && !self.fresh && self.closing.as_mut().poll(cx).is_ready() {
+            // Shutting down: an idle keep-alive connection closes. One that
+            // was answered a moment ago likely carries its next request
+            // already, and a close under it would reset that request; it
+            // gets SHUTDOWN_IDLE to send it, and the answer says close.
+            let idle = coarse_now().saturating_sub(self.waiting_since);
+            if idle >= SHUTDOWN_IDLE {
+                return Poll::Ready(Read::Closed);
+            }
+            let at = Instant::now() + (SHUTDOWN_IDLE - idle);
+            if self.deadline.deadline() > at {
+                self.deadline.as_mut().reset(at);
+                // Registers the timer's waker.
+                let _ = self.deadline.as_mut().poll(cx);
+            }
         }
         Poll::Pending
     }
