@@ -154,6 +154,9 @@ pub struct ReleasesConfig {
     pub ignore: Vec<String>,
     /// Largest unpacked size of a tarball, such as "2GB".
     pub max_unpacked_size: Spanned<Size>,
+    /// Largest app directory of which a copy is kept at an in-place release
+    /// (for its rollback); 0 keeps none.
+    pub max_copy_size: Size,
     /// A folder watched for new tarballs to deploy.
     pub inbox: Option<PathBuf>,
     /// A tarball is taken once its size and mtime held still this long.
@@ -176,6 +179,7 @@ impl Default for ReleasesConfig {
             keep_node_modules: false,
             ignore: Vec::new(),
             max_unpacked_size: Spanned::new(0..0, Size(2 << 30)),
+            max_copy_size: Size(256 << 20),
             inbox: None,
             settle: Duration::from_secs(2),
             stagger: Duration::ZERO,

@@ -636,12 +636,12 @@ fn copies_leave_the_state_folder_out_and_link_node_modules() {
     assert_eq!(version(&d), "version=v1");
 }
 
-/// An app directory larger than `max_unpacked_size` holds data, not just
+/// An app directory larger than `max_copy_size` holds data, not just
 /// code: no copy of it is kept. Its deploy still goes ahead, and a rollback
 /// to it is refused with the reason while the current release serves on.
 #[test]
 fn no_copy_is_kept_of_a_large_app_directory() {
-    let d = Daemon::prepare(&format!("[releases]\nmax_unpacked_size = \"1MB\"\n{WEB}"));
+    let d = Daemon::prepare(&format!("[releases]\nmax_copy_size = \"1MB\"\n{WEB}"));
     std::fs::write(d.path("data.bin"), vec![0u8; 1_500_000]).unwrap();
     let d = d.up();
     d.wait_ready(2);
@@ -657,7 +657,7 @@ fn no_copy_is_kept_of_a_large_app_directory() {
     let out = d.baton(&["deploy"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("no copy kept") && text(&out).contains("max_unpacked_size"),
+        text(&out).contains("no copy kept") && text(&out).contains("max_copy_size"),
         "{}",
         text(&out)
     );

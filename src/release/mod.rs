@@ -275,8 +275,8 @@ impl Store {
     /// place: its shared paths and (unless `keep_node_modules`) its
     /// `node_modules` are links to the app directory's own, not copies.
     ///
-    /// A copy larger than `max_unpacked_size` is not made: that is data, not
-    /// code, and copying it at each start would fill the disk.
+    /// A copy larger than `max_copy_size` is not made: that is data, not
+    /// code, and copying it at each release would fill the disk.
     ///
     /// # Errors
     /// [`ReleaseError`]; nothing is left behind.
@@ -291,10 +291,15 @@ impl Store {
             .extend(cfg.shared.iter().map(|name| app_dir.join(name)));
         let read_err = |e| ReleaseError::Io(format!("copying {}: {e}", app_dir.display()));
         let bytes = copy::measure_dir(app_dir, &exclude).map_err(read_err)?;
-        let limit = cfg.max_unpacked_size.get_ref().0;
+        let limit = cfg.max_copy_size.0;
+        if limit == 0 {
+            return Err(ReleaseError::Io(
+                "copies are off (releases.max_copy_size = 0)".into(),
+            ));
+        }
         if bytes > limit {
             return Err(ReleaseError::Io(format!(
-                "{} holds {bytes} bytes, more than releases.max_unpacked_size ({limit}); \
+                "{} holds {bytes} bytes, more than releases.max_copy_size ({limit}); \
                  name its data folders in releases.ignore or releases.shared",
                 app_dir.display()
             )));
