@@ -3,6 +3,7 @@
 //! list, and hash what was copied.
 
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -41,7 +42,8 @@ impl Exclude {
 }
 
 /// Copies `from` into `to`, returning the sha256 of the copied paths and
-/// contents. Symlinks are copied as symlinks; special files are refused.
+/// contents. Symlinks are copied as symlinks; sockets and FIFOs are left
+/// out; devices are refused.
 ///
 /// # Errors
 /// Any I/O error, or a special file in the source.
@@ -115,10 +117,15 @@ fn copy_into(
         if exclude.leaves_out(&name, &src) {
             continue;
         }
+        let kind = entry.file_type()?;
+        // A socket or FIFO is a running program's, not part of the code:
+        // an app listening on `tmp/app.sock` can still be released.
+        if kind.is_socket() || kind.is_fifo() {
+            continue;
+        }
         let dst = to.map(|to| to.join(&name));
         let rel = rel.join(&name);
         pass.hash(rel.as_os_str().as_encoded_bytes());
-        let kind = entry.file_type()?;
         if kind.is_dir() {
             copy_into(&src, dst.as_deref(), exclude, &rel, pass)?;
         } else if kind.is_symlink() {
@@ -135,7 +142,7 @@ fn copy_into(
             }
         } else {
             return Err(io::Error::other(format!(
-                "{} is not a regular file, folder or symlink",
+                "{} is a device, not a regular file, folder or symlink",
                 src.display()
             )));
         }
@@ -173,7 +180,7 @@ mod tests {
     use super::*;
 
     /// A state folder inside the app under another name is left out by
-    /// location, and the checksum alone matches the copy's.
+    /// location, as is a socket, and the checksum alone matches the copy's.
     #[test]
     fn state_folder_left_out_and_checksum_matches_copy() {
         let app = tempfile::tempdir().unwrap();
@@ -187,10 +194,12 @@ mod tests {
             names: vec![],
             paths: vec![state.clone()],
         };
+        let _socket = std::os::unix::net::UnixListener::bind(app.path().join("app.sock")).unwrap();
         let to = state.join("releases/copy");
         let copied = copy_dir(app.path(), &to, &exclude).unwrap();
         assert!(to.join("server.js").exists());
         assert!(!to.join("state").exists(), "the state folder is not copied");
+        assert!(!to.join("app.sock").exists(), "a socket is left out");
         assert!(
             to.join("lib/state/x.js").exists(),
             "a name elsewhere is kept"
