@@ -344,6 +344,41 @@ fn detach_then_stop() {
     assert!(!d.path(".baton/baton.sock").exists());
 }
 
+/// `baton status` shows each instance's CPU and memory, as `pm2 ls` does:
+/// sums over its process group. An instance kept busy shows the CPU time.
+#[test]
+fn status_shows_cpu_and_memory() {
+    let metrics = free_port();
+    let d = Daemon::start(&format!(
+        "[daemon]\nmetrics_listen = \"127.0.0.1:{metrics}\"\n{WEB_HTTP}"
+    ));
+    d.wait_ready(1);
+    let before = d.status()["instances"][0].clone();
+    let memory = before["memory_bytes"].as_u64().unwrap();
+    assert!(memory > 5 << 20 && memory < 2 << 30, "{before:#}");
+    let cpu_before = before["cpu_seconds"].as_f64().unwrap();
+    assert_eq!(get(d.port, "/burn?ms=1200").unwrap().body, "burnt\n");
+    let after = d.status()["instances"][0].clone();
+    let used = after["cpu_seconds"].as_f64().unwrap() - cpu_before;
+    assert!(
+        used >= 1.15,
+        "{used} s of CPU counted for 1.2 s used: {after:#}"
+    );
+    let percent = after["cpu_percent"].as_f64().unwrap();
+    assert!(percent > 10.0, "{after:#}");
+    let table = text(&d.baton(&["status"]));
+    assert!(table.contains("CPU") && table.contains("MiB"), "{table}");
+    let m = get(metrics, "/metrics").unwrap().body;
+    let value = |name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {m}"))
+    };
+    assert!(value("baton_instance_memory_bytes{") > 5e6, "{m}");
+    assert!(value("baton_instance_cpu_seconds_total{") >= 1.15, "{m}");
+}
+
 /// Under systemd socket activation the daemon serves on the socket it was
 /// passed, and restarting it (an upgrade of Baton itself) fails no request:
 /// clients that connect meanwhile wait in the socket's backlog, then in the

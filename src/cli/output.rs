@@ -55,6 +55,8 @@ pub fn status_table(s: &StatusReport) -> String {
         "STATE",
         "UPTIME",
         "RESTARTS",
+        "CPU",
+        "MEM",
         "IN-FLIGHT",
         "CONNS",
     ]
@@ -74,6 +76,8 @@ pub fn status_table(s: &StatusReport) -> String {
             state,
             i.uptime_secs.map_or("-".into(), short_duration),
             i.restarts.to_string(),
+            i.cpu_percent.map_or("-".into(), |p| format!("{p:.1}%")),
+            i.memory_bytes.map_or("-".into(), size),
             i.counts.in_flight.to_string(),
             i.counts.connections.to_string(),
         ]);

@@ -52,6 +52,16 @@ pub struct InstanceReport {
     pub uptime_secs: Option<u64>,
     /// Restarts after crashes.
     pub restarts: u32,
+    /// Resident memory of its process group, in bytes.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// CPU time its process group used, in seconds.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
+    /// Its CPU use since the previous status (or since it started), in
+    /// percent of one core, as `pm2 ls` shows it.
+    #[serde(default)]
+    pub cpu_percent: Option<f64>,
     /// Live proxy counts.
     #[serde(flatten)]
     pub counts: Counts,

@@ -59,6 +59,8 @@ pub struct Daemon {
     releases: Mutex<Vec<Release>>,
     /// Held by the one deploy that runs.
     pub deploy_lock: Arc<tokio::sync::Mutex<()>>,
+    /// CPU and memory readings for `status`.
+    usage: crate::supervisor::usage::Sampler,
     deploying: Mutex<Option<String>>,
     offline: std::sync::atomic::AtomicBool,
     next_number: AtomicU64,
@@ -85,6 +87,7 @@ impl Daemon {
             singletons: Mutex::default(),
             releases: Mutex::default(),
             deploy_lock: Arc::default(),
+            usage: Default::default(),
             deploying: Mutex::default(),
             offline: Default::default(),
             next_number: AtomicU64::new(1),
@@ -485,6 +488,9 @@ impl Daemon {
                     .and_then(|t| now.duration_since(t).ok())
                     .map(|d| d.as_secs()),
                 restarts: s.restarts,
+                memory_bytes: None,
+                cpu_seconds: None,
+                cpu_percent: None,
                 counts: i.upstream.counts(),
                 draining_since: draining_since
                     .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
@@ -518,6 +524,35 @@ impl Daemon {
             online: !self.offline.load(Ordering::Acquire),
             instances,
         }
+    }
+
+    /// [`Daemon::status`] with each instance's CPU and memory, read from
+    /// /proc off the async threads.
+    pub async fn status_with_usage(self: &Arc<Self>) -> StatusReport {
+        let mut report = self.status();
+        let now = std::time::Instant::now();
+        let groups: Vec<(i32, std::time::Instant)> = report
+            .instances
+            .iter()
+            .filter_map(|i| {
+                let up = std::time::Duration::from_secs(i.uptime_secs?.max(1));
+                Some((i32::try_from(i.pid?).ok()?, now.checked_sub(up)?))
+            })
+            .collect();
+        let daemon = self.clone();
+        let Ok(usage) = tokio::task::spawn_blocking(move || daemon.usage.read(&groups)).await
+        else {
+            return report;
+        };
+        for i in &mut report.instances {
+            let Some(u) = i.pid.and_then(|p| usage.get(&(p as i32))) else {
+                continue;
+            };
+            i.memory_bytes = Some(u.memory_bytes);
+            i.cpu_seconds = Some(u.cpu_seconds);
+            i.cpu_percent = Some(u.cpu_percent);
+        }
+        report
     }
 
     /// Stops every instance, serving and draining, at once.

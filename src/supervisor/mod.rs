@@ -8,6 +8,7 @@
 //! - [`logs`]: line capture, prefixes, files, followers.
 //! - [`ports`]: private port hand-out.
 //! - [`reaper`]: the helper that kills orphans if the daemon is killed.
+//! - [`usage`]: CPU and memory per instance, from /proc.
 
 pub mod instance;
 pub mod logs;
@@ -15,5 +16,6 @@ pub mod ports;
 pub mod readiness;
 pub mod reaper;
 pub mod spawn;
+pub mod usage;
 
 pub use instance::{Context, Instance, InstanceSpec, State, Status};

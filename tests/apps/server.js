@@ -123,6 +123,17 @@ const server = http.createServer((req, res) => {
         res.end(String(env[req.url.slice(5)] || ''));
         return;
       }
+      if (req.url.startsWith('/burn')) {
+        // Busy until this process has used `ms` of CPU time.
+        const ms = Number(new URL(req.url, 'http://x').searchParams.get('ms') || 0);
+        const from = process.cpuUsage();
+        for (;;) {
+          const used = process.cpuUsage(from);
+          if ((used.user + used.system) / 1000 >= ms) break;
+        }
+        res.end('burnt\n');
+        return;
+      }
       res.end(`version=${version} instance=${env.BATON_INSTANCE} release=${env.BATON_RELEASE}\n`);
     };
     if (delay > 0 && req.url !== '/health') setTimeout(reply, delay);

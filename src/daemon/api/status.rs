@@ -1,7 +1,7 @@
 //! `GET /status`, `GET /releases`, and Prometheus `GET /metrics`
 //! (prometheus-client's OpenMetrics text).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -20,7 +20,7 @@ use crate::supervisor::State as InstanceState;
 
 /// Every instance and the release serving.
 pub async fn status(State(daemon): State<Arc<Daemon>>) -> Json<StatusReport> {
-    Json(daemon.status())
+    Json(daemon.status_with_usage().await)
 }
 
 /// Known releases.
@@ -31,7 +31,7 @@ pub async fn releases(State(daemon): State<Arc<Daemon>>) -> Json<Vec<ReleaseRepo
 /// Prometheus metrics (OpenMetrics text), made from the live counts at
 /// each scrape.
 pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
-    let status = daemon.status();
+    let status = daemon.status_with_usage().await;
     let stats = &daemon.proxy.stats;
     let mut registry = Registry::with_prefix("baton");
 
@@ -83,6 +83,18 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
         "Crash restarts per instance",
         restarts.clone(),
     );
+    let memory = Family::<Labels, Gauge>::default();
+    registry.register(
+        "instance_memory_bytes",
+        "Resident memory of each instance's process group",
+        memory.clone(),
+    );
+    let cpu = Family::<Labels, Counter<f64, AtomicU64>>::default();
+    registry.register(
+        "instance_cpu_seconds",
+        "CPU time used by each instance's process group",
+        cpu.clone(),
+    );
     for i in &status.instances {
         let labels = vec![
             ("instance".into(), i.instance.clone()),
@@ -97,6 +109,12 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
         restarts
             .get_or_create(&labels)
             .inc_by(u64::from(i.restarts));
+        if let (Some(bytes), Some(seconds)) = (i.memory_bytes, i.cpu_seconds) {
+            memory
+                .get_or_create(&labels)
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            cpu.get_or_create(&labels).inc_by(seconds);
+        }
     }
     let ready = Gauge::<i64>::default();
     registry.register("instances_ready", "Instances taking traffic", ready.clone());

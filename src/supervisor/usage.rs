@@ -1,0 +1,169 @@
+//! CPU and memory of each instance, as `pm2 ls` shows them: the sums over
+//! the instance's process group (its `sh`, node and node's children), read
+//! from /proc.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What one process group uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    /// Resident memory, in bytes.
+    pub memory_bytes: u64,
+    /// CPU time used since the group started, in seconds.
+    pub cpu_seconds: f64,
+    /// CPU use over the last window of at least a second between two
+    /// readings of this group (the first: since it started), in percent of
+    /// one core.
+    pub cpu_percent: f64,
+}
+
+/// CPU ticks and resident pages of one process group.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    ticks: u64,
+    pages: u64,
+}
+
+/// CPU use is measured over at least this long: CPU time comes in ticks of
+/// 10 ms, so over a few ms it reads 0 % or over 100 %.
+const CPU_WINDOW: Duration = Duration::from_secs(1);
+
+/// The start of a group's CPU window, and the use over the window before.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    since: Instant,
+    ticks: u64,
+    percent: f64,
+}
+
+/// Reads the usage of process groups, remembering each group's last CPU
+/// reading so that the next one gives the use in between, as pm2 does.
+#[derive(Debug, Default)]
+pub struct Sampler {
+    windows: Mutex<HashMap<i32, Window>>,
+}
+
+impl Sampler {
+    /// The usage of each of `groups` (process group ids, which are their
+    /// leaders' pids) that has a live process; `started` gives when each
+    /// began, for a group read the first time. Blocking: it reads /proc.
+    pub fn read(&self, groups: &[(i32, Instant)]) -> HashMap<i32, Usage> {
+        let totals = group_totals();
+        let tick = clock_ticks_per_second();
+        let page = page_size();
+        let now = Instant::now();
+        let mut windows = self.windows.lock().expect("usage lock poisoned");
+        windows.retain(|pgid, _| totals.contains_key(pgid));
+        let mut out = HashMap::new();
+        for &(pgid, started) in groups {
+            let Some(t) = totals.get(&pgid) else {
+                continue;
+            };
+            let window = windows.entry(pgid).or_insert(Window {
+                since: started,
+                ticks: 0,
+                percent: 0.0,
+            });
+            let elapsed = now.saturating_duration_since(window.since);
+            if elapsed >= CPU_WINDOW || window.ticks == 0 {
+                let used = t.ticks.saturating_sub(window.ticks) as f64 / tick;
+                let seconds = elapsed.as_secs_f64().max(CPU_WINDOW.as_secs_f64());
+                *window = Window {
+                    since: now,
+                    ticks: t.ticks,
+                    percent: 100.0 * used / seconds,
+                };
+            }
+            out.insert(
+                pgid,
+                Usage {
+                    memory_bytes: t.pages * page,
+                    cpu_seconds: t.ticks as f64 / tick,
+                    cpu_percent: window.percent,
+                },
+            );
+        }
+        out
+    }
+}
+
+/// CPU ticks and resident pages of every process group, from /proc/*/stat.
+fn group_totals() -> HashMap<i32, Totals> {
+    let mut totals: HashMap<i32, Totals> = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return totals;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((pgrp, ticks, pages)) = parse_stat(&stat) {
+            let t = totals.entry(pgrp).or_default();
+            t.ticks += ticks;
+            t.pages += pages;
+        }
+    }
+    totals
+}
+
+/// Process group, utime + stime (ticks) and rss (pages) from a
+/// /proc/<pid>/stat line. The command name can hold spaces and parentheses,
+/// so fields are counted from the last `)`.
+fn parse_stat(stat: &str) -> Option<(i32, u64, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After the name: state(3) ppid(4) pgrp(5) ... utime(14) stime(15) ... rss(24).
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).copied();
+    let pgrp = field(5)?.parse().ok()?;
+    let utime: u64 = field(14)?.parse().ok()?;
+    let stime: u64 = field(15)?.parse().ok()?;
+    let rss: i64 = field(24)?.parse().ok()?;
+    Some((pgrp, utime + stime, rss.max(0) as u64))
+}
+
+fn clock_ticks_per_second() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |t| t as f64)
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |p| p as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fields are counted after the name, which may hold spaces and `)`.
+    #[test]
+    fn parses_a_stat_line_whose_name_has_spaces() {
+        let line = "4242 (node ) x) S 1 4240 4240 0 -1 4194560 100 0 0 0 \
+                    150 25 0 0 20 0 11 0 123456 987654321 9000 18446744073709551615";
+        assert_eq!(parse_stat(line), Some((4240, 175, 9000)));
+    }
+
+    /// This test's own process group is found, with memory and CPU time.
+    #[test]
+    fn reads_this_process_group() {
+        let pgid = nix::unistd::getpgrp().as_raw();
+        let sampler = Sampler::default();
+        let started = Instant::now() - std::time::Duration::from_secs(1);
+        let usage = sampler.read(&[(pgid, started)])[&pgid];
+        assert!(usage.memory_bytes > 1 << 20, "{usage:?}");
+        assert!(
+            usage.cpu_seconds >= 0.0 && usage.cpu_percent >= 0.0,
+            "{usage:?}"
+        );
+    }
+}
