@@ -460,6 +460,11 @@ pub struct WebConfig {
     /// After this many unstable restarts in a row the instance is `failed`.
     #[serde(default = "default_max_restarts")]
     pub max_restarts: u32,
+    /// An instance whose process group holds more memory than this is
+    /// replaced by a fresh one without downtime (pm2's
+    /// `max_memory_restart`).
+    #[serde(default)]
+    pub max_memory: Option<Spanned<Size>>,
 }
 
 fn default_instances() -> Spanned<Instances> {
@@ -763,6 +768,15 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
             ));
         }
     }
+    if let Some(max) = &c.web.max_memory {
+        if max.get_ref().0 == 0 {
+            return Err(err(
+                max.span(),
+                "web.max_memory",
+                "must be more than 0".into(),
+            ));
+        }
+    }
     if c.releases.max_unpacked_size.get_ref().0 == 0 {
         return Err(err(
             c.releases.max_unpacked_size.span(),
@@ -915,6 +929,11 @@ mod tests {
         assert_eq!(parse_size("2GiB"), Some(2 << 30));
         assert_eq!(parse_size("100"), Some(100));
         assert_eq!(parse_size("lots"), None);
+        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\nmax_memory = 0\n");
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(5), Some("web.max_memory"))
+        );
         let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\n[releases]\nmax_unpacked_size = \"huge\"\n");
         assert_eq!(
             (e.line, e.field.as_deref()),

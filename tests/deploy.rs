@@ -299,6 +299,43 @@ fn rollback_of_an_in_place_deploy_restores_its_code() {
     assert_eq!(d.status()["release"], second.as_str());
 }
 
+/// pm2's max_memory_restart without its downtime: an instance past
+/// `max_memory` is replaced by a fresh one, started and ready before the old
+/// one leaves rotation and drains, under load with 0 failed.
+#[test]
+fn an_instance_past_max_memory_is_replaced_without_downtime() {
+    let d = Daemon::start(&web(2, "", "max_memory = \"200MiB\""));
+    d.wait_ready(2);
+    let ids = |d: &Daemon| -> Vec<String> {
+        d.status()["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["instance"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let probe = d.probe("/", &["--duration", "8s", "--concurrency", "4"]);
+    wait_for_load(&d);
+    let grown = get(d.port, "/grow?mb=300").unwrap().body.trim().to_string();
+    assert!(ids(&d).contains(&grown), "{grown}");
+    wait_until(
+        Duration::from_secs(20),
+        "the grown instance replaced by a ready one",
+        || {
+            let now = ids(&d);
+            !now.contains(&grown) && d.count_in("ready") == 2
+        },
+    );
+    let report = probe.report();
+    assert_eq!(report["failed"], 0, "{report:#}");
+    let log = d.output();
+    assert!(
+        log.contains(&format!("{grown}: it holds"))
+            && log.contains("more than max_memory (200 MiB)"),
+        "{log}"
+    );
+}
+
 /// Reload after an env change, with 1 instance: zero downtime (seed 004
 /// case 3-2, where pm2 fails), and the change shows in responses.
 #[test]

@@ -5,9 +5,11 @@
 //! - [`api`]: the HTTP+JSON control API on the 0600 Unix socket.
 //! - [`state`]: the serving set, release history and route publishing.
 //! - [`lock`]: one daemon per state directory.
+//! - [`memory`]: replacing instances past `max_memory`.
 
 pub mod api;
 pub mod lock;
+pub mod memory;
 pub mod protocol;
 pub mod state;
 
@@ -203,6 +205,7 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<(), StartEr
     );
 
     daemon.clone().start_initial().await;
+    tokio::spawn(memory::watch(daemon.clone()));
     for name in daemon.config().config.cron.keys() {
         tokio::spawn(crate::schedule::run(daemon.clone(), name.clone()));
     }

@@ -46,6 +46,14 @@ pub enum Kind {
         /// New count.
         instances: u32,
     },
+    /// One serving instance swapped for a fresh one of the same release
+    /// (one past `max_memory`).
+    Replace {
+        /// Its id.
+        instance: String,
+        /// Why, for the progress report.
+        why: String,
+    },
 }
 
 impl Kind {
@@ -55,6 +63,7 @@ impl Kind {
             Kind::Reload => "reload",
             Kind::Rollback { .. } => "rollback",
             Kind::Scale { .. } => "scale",
+            Kind::Replace { .. } => "replace",
         }
     }
 }
@@ -240,6 +249,9 @@ impl Deploy {
         let strategy = target.config.config.web.strategy;
         let result = match (&kind, strategy) {
             (Kind::Scale { .. }, _) => self.scale(target.clone()).await,
+            (Kind::Replace { instance, why }, _) => {
+                self.replace(target.clone(), instance, why).await
+            }
             (_, Strategy::BlueGreen) => self.blue_green(target.clone()).await,
             (_, Strategy::Rolling) => self.rolling(target.clone()).await,
         };
@@ -248,7 +260,7 @@ impl Deploy {
                 self.daemon.set_config(target.config.clone());
                 self.daemon.record_release(target.clone());
                 self.settle_on_disk(&target);
-                if !matches!(kind, Kind::Scale { .. }) {
+                if !matches!(kind, Kind::Scale { .. } | Kind::Replace { .. }) {
                     let report = &self.report;
                     self.daemon
                         .replace_singletons(&target, |m| report.step(Phase::Done, m))
@@ -450,6 +462,9 @@ impl Deploy {
                     format!("rolling back to release {}", target.id),
                 );
                 Ok(target)
+            }
+            Kind::Replace { .. } => {
+                current.ok_or_else(|| DeployError::NoTarget("nothing is running yet".into()))
             }
             Kind::Scale { instances } => {
                 let mut current = current
@@ -733,6 +748,30 @@ impl Deploy {
         }
         stop_all(fresh).await;
         self.daemon.forget_drained(fresh);
+    }
+
+    /// Starts a fresh instance of `release`, and once it is ready swaps it
+    /// in for `id`, which then drains and stops.
+    async fn replace(
+        &mut self,
+        release: Release,
+        id: &str,
+        why: &str,
+    ) -> Result<String, DeployError> {
+        let serving = self.daemon.serving();
+        if !serving.iter().any(|i| &*i.id == id) {
+            return Err(DeployError::NoTarget(format!("{id} no longer serves")));
+        }
+        self.report
+            .step(Phase::Preparing, format!("replacing {id}: {why}"));
+        let fresh = self.start_ready(&release, 1).await?;
+        let mut next: Vec<Instance> = serving.into_iter().filter(|i| &*i.id != id).collect();
+        next.extend(fresh);
+        let retired = self.switch(&release, next);
+        let ms = self.began.elapsed().as_millis();
+        self.drain_and_stop(&retired, release.config.config.web.drain_timeout)
+            .await;
+        self.done(&release, ms)
     }
 
     async fn scale(&mut self, release: Release) -> Result<String, DeployError> {

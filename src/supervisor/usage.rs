@@ -89,6 +89,17 @@ impl Sampler {
     }
 }
 
+/// The resident memory, in bytes, of each of `groups` that has a live
+/// process. Blocking: it reads /proc.
+pub fn memory(groups: &[i32]) -> HashMap<i32, u64> {
+    let totals = group_totals();
+    let page = page_size();
+    groups
+        .iter()
+        .filter_map(|g| Some((*g, totals.get(g)?.pages * page)))
+        .collect()
+}
+
 /// CPU ticks and resident pages of every process group, from /proc/*/stat.
 fn group_totals() -> HashMap<i32, Totals> {
     let mut totals: HashMap<i32, Totals> = HashMap::new();

@@ -100,6 +100,7 @@ function streaming(req, res) {
 }
 
 let draining = false;
+const held = [];
 if (env.DRAIN_503 === '1') process.on('SIGUSR2', () => { draining = true; });
 
 const server = http.createServer((req, res) => {
@@ -121,6 +122,13 @@ const server = http.createServer((req, res) => {
       }
       if (req.url.startsWith('/env/')) {
         res.end(String(env[req.url.slice(5)] || ''));
+        return;
+      }
+      if (req.url.startsWith('/grow')) {
+        // Holds `mb` more MiB, written so that they are resident.
+        const mb = Number(new URL(req.url, 'http://x').searchParams.get('mb') || 0);
+        for (let i = 0; i < mb; i++) held.push(Buffer.alloc(1 << 20, 1));
+        res.end(`${env.BATON_INSTANCE}\n`);
         return;
       }
       if (req.url.startsWith('/burn')) {
