@@ -12,15 +12,20 @@ use crate::supervisor::State;
 
 /// How often memory is read (pm2 reads it every 30 s).
 const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// After a replacement that failed (its new instance never got ready), the
+/// next try waits this long rather than starting instances back to back.
+const AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 /// Replaces instances past `max_memory`, one at a time, for the daemon's
 /// life. A deploy in progress goes first: the check comes again later.
 pub async fn watch(daemon: Arc<Daemon>) {
+    let mut pause = CHECK_EVERY;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(CHECK_EVERY) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = daemon.shutdown.cancelled() => return,
         }
+        pause = CHECK_EVERY;
         let Some(limit) = daemon.config().config.web.max_memory.map(|m| m.get_ref().0) else {
             continue;
         };
@@ -57,7 +62,10 @@ pub async fn watch(daemon: Arc<Daemon>) {
         match crate::deploy::run(&daemon, kind, tx, false).await {
             Ok(_) => tracing::info!("{id} replaced"),
             Err(DeployError::Busy(_)) => {}
-            Err(e) => tracing::warn!("{id} could not be replaced: {e}"),
+            Err(e) => {
+                tracing::warn!("{id} could not be replaced: {e}");
+                pause = AFTER_FAILURE;
+            }
         }
     }
 }
