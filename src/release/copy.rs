@@ -63,20 +63,22 @@ pub fn checksum_dir(from: &Path, exclude: &Exclude) -> io::Result<String> {
     Ok(hex(&hash.finalize()))
 }
 
-/// The bytes [`copy_dir`] would copy, from the file sizes alone.
+/// The bytes [`copy_dir`] would copy, from the file sizes alone. The walk
+/// stops once they pass `limit` (a whole home folder need not be walked to
+/// know it is too big), so a result above `limit` is a lower bound.
 ///
 /// # Errors
 /// As [`copy_dir`].
-pub fn measure_dir(from: &Path, exclude: &Exclude) -> io::Result<u64> {
+pub fn measure_dir(from: &Path, exclude: &Exclude, limit: u64) -> io::Result<u64> {
     let mut bytes = 0;
-    walk(from, None, exclude, &mut Pass::Measure(&mut bytes))?;
+    walk(from, None, exclude, &mut Pass::Measure(&mut bytes, limit))?;
     Ok(bytes)
 }
 
 /// What one walk over the source does with each entry.
 enum Pass<'a> {
-    /// Adds up file sizes.
-    Measure(&'a mut u64),
+    /// Adds up file sizes, up to just past a limit.
+    Measure(&'a mut u64, u64),
     /// Hashes paths and contents.
     Hash(&'a mut Sha256),
     /// Hashes and copies.
@@ -86,7 +88,7 @@ enum Pass<'a> {
 impl Pass<'_> {
     fn hash(&mut self, bytes: &[u8]) {
         match self {
-            Pass::Measure(_) => {}
+            Pass::Measure(..) => {}
             Pass::Hash(hash) | Pass::Copy(hash) => hash.update(bytes),
         }
     }
@@ -112,6 +114,11 @@ fn copy_into(
     let mut entries: Vec<_> = std::fs::read_dir(from)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
+        if let Pass::Measure(bytes, limit) = pass {
+            if **bytes > *limit {
+                return Ok(());
+            }
+        }
         let name = entry.file_name();
         let src = entry.path();
         if exclude.leaves_out(&name, &src) {
@@ -136,7 +143,7 @@ fn copy_into(
             }
         } else if kind.is_file() {
             match pass {
-                Pass::Measure(bytes) => **bytes += entry.metadata()?.len(),
+                Pass::Measure(bytes, _) => **bytes += entry.metadata()?.len(),
                 Pass::Hash(hash) => copy_file(&src, None, hash)?,
                 Pass::Copy(hash) => copy_file(&src, dst.as_deref(), hash)?,
             }
@@ -205,7 +212,8 @@ mod tests {
             "a name elsewhere is kept"
         );
         assert_eq!(checksum_dir(app.path(), &exclude).unwrap(), copied);
-        assert_eq!(measure_dir(app.path(), &exclude).unwrap(), 2 + 4);
+        assert_eq!(measure_dir(app.path(), &exclude, 100).unwrap(), 2 + 4);
+        assert!(measure_dir(app.path(), &exclude, 1).unwrap() > 1);
         std::fs::write(app.path().join("server.js"), "v2").unwrap();
         assert_ne!(checksum_dir(app.path(), &exclude).unwrap(), copied);
     }

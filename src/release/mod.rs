@@ -290,8 +290,8 @@ impl Store {
             .paths
             .extend(cfg.shared.iter().map(|name| app_dir.join(name)));
         let read_err = |e| ReleaseError::Io(format!("copying {}: {e}", app_dir.display()));
-        let bytes = copy::measure_dir(app_dir, &exclude).map_err(read_err)?;
         let limit = cfg.max_copy_size.0;
+        let bytes = copy::measure_dir(app_dir, &exclude, limit).map_err(read_err)?;
         if limit == 0 {
             return Err(ReleaseError::Io(
                 "copies are off (releases.max_copy_size = 0)".into(),
@@ -299,7 +299,7 @@ impl Store {
         }
         if bytes > limit {
             return Err(ReleaseError::Io(format!(
-                "{} holds {bytes} bytes, more than releases.max_copy_size ({limit}); \
+                "{} holds more than releases.max_copy_size ({limit} bytes); \
                  name its data folders in releases.ignore or releases.shared",
                 app_dir.display()
             )));
