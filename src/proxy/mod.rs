@@ -177,7 +177,7 @@ impl Proxy {
     }
 
     /// A request's whole path, for requests that come through hyper:
-    /// prepare, [`forward`](Proxy::forward) (choose an instance, send,
+    /// prepare, `forward` (choose an instance, send,
     /// retry), respond. Baton's own HTTP/1.1 server (`h1::server`) takes the
     /// same path for the requests it serves.
     ///

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 /// Names never copied.
 const ALWAYS_IGNORED: [&str; 2] = [".git", ".baton"];
 
-/// What a copy leaves out besides [`ALWAYS_IGNORED`].
+/// What a copy leaves out besides `.git` and `.baton`.
 #[derive(Debug, Clone, Default)]
 pub struct Exclude {
     /// File or folder names left out wherever they appear.

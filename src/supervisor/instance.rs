@@ -1,6 +1,6 @@
 //! One task owns each instance's lifecycle: spawn, readiness, crash restarts
 //! with backoff, and stop. Everyone else holds an [`Instance`] handle, reads
-//! its [`Status`] from a watch channel and sends it [`Control`] messages.
+//! its [`Status`] from a watch channel and sends it `Control` messages.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
