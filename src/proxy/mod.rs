@@ -177,9 +177,9 @@ impl Proxy {
     }
 
     /// A request's whole path, for requests that come through hyper:
-    /// prepare, `forward` (choose an instance, send,
-    /// retry), respond. Baton's own HTTP/1.1 server (`h1::server`) takes the
-    /// same path for the requests it serves.
+    /// prepare, `forward` (choose an instance, send, retry), respond.
+    /// Baton's own HTTP/1.1 server (`h1::server`) takes the same path for
+    /// the requests it serves.
     ///
     /// The preparation runs at once, when hyper hands the request over, and
     /// leaves nothing of the request behind but an encoded head: the parts
