@@ -465,6 +465,11 @@ pub struct WebConfig {
     /// `max_memory_restart`).
     #[serde(default)]
     pub max_memory: Option<Spanned<Size>>,
+    /// A cron pattern: at each tick every instance is replaced by a fresh
+    /// one of the same release and configuration, without downtime (pm2's
+    /// `cron_restart`).
+    #[serde(default)]
+    pub cron_restart: Option<Spanned<String>>,
 }
 
 fn default_instances() -> Spanned<Instances> {
@@ -728,6 +733,11 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
             ));
         }
     }
+    if let Some(pattern) = &c.web.cron_restart {
+        if let Err(e) = parse_cron(pattern.get_ref()) {
+            return Err(err(pattern.span(), "web.cron_restart", e));
+        }
+    }
     for (name, job) in &c.cron {
         if let Err(e) = parse_cron(job.schedule.get_ref()) {
             return Err(err(
@@ -929,6 +939,11 @@ mod tests {
         assert_eq!(parse_size("2GiB"), Some(2 << 30));
         assert_eq!(parse_size("100"), Some(100));
         assert_eq!(parse_size("lots"), None);
+        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\ncron_restart = \"soon\"\n");
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(5), Some("web.cron_restart"))
+        );
         let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\nmax_memory = 0\n");
         assert_eq!(
             (e.line, e.field.as_deref()),

@@ -21,6 +21,16 @@ fn wait_for_load(d: &Daemon) {
     });
 }
 
+/// The ids of the instances listed by `status`.
+fn instance_ids(d: &Daemon) -> Vec<String> {
+    d.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Runs `change` while a probe with `probe_args` runs, and returns the report.
 fn under_load(d: &Daemon, probe_args: &[&str], change: impl FnOnce()) -> serde_json::Value {
     let probe = d.probe("/", probe_args);
@@ -306,23 +316,15 @@ fn rollback_of_an_in_place_deploy_restores_its_code() {
 fn an_instance_past_max_memory_is_replaced_without_downtime() {
     let d = Daemon::start(&web(2, "", "max_memory = \"200MiB\""));
     d.wait_ready(2);
-    let ids = |d: &Daemon| -> Vec<String> {
-        d.status()["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["instance"].as_str().unwrap().to_string())
-            .collect()
-    };
     let probe = d.probe("/", &["--duration", "8s", "--concurrency", "4"]);
     wait_for_load(&d);
     let grown = get(d.port, "/grow?mb=300").unwrap().body.trim().to_string();
-    assert!(ids(&d).contains(&grown), "{grown}");
+    assert!(instance_ids(&d).contains(&grown), "{grown}");
     wait_until(
         Duration::from_secs(20),
         "the grown instance replaced by a ready one",
         || {
-            let now = ids(&d);
+            let now = instance_ids(&d);
             !now.contains(&grown) && d.count_in("ready") == 2
         },
     );
@@ -334,6 +336,26 @@ fn an_instance_past_max_memory_is_replaced_without_downtime() {
             && log.contains("more than max_memory (200 MiB)"),
         "{log}"
     );
+}
+
+/// pm2's cron_restart without its downtime: at each tick the instances are
+/// replaced by fresh ones of the same release, ready before the old ones
+/// drain, under load with 0 failed.
+#[test]
+fn cron_restart_gives_fresh_instances_without_downtime() {
+    let d = Daemon::start(&web(2, "", "cron_restart = \"*/3 * * * * *\""));
+    d.wait_ready(2);
+    let first = instance_ids(&d);
+    let probe = d.probe("/", &["--duration", "5s", "--concurrency", "4"]);
+    wait_for_load(&d);
+    wait_until(Duration::from_secs(20), "a restart on the schedule", || {
+        let now = instance_ids(&d);
+        d.count_in("ready") == 2 && now.iter().all(|i| !first.contains(i))
+    });
+    let report = probe.report();
+    assert_eq!(report["failed"], 0, "{report:#}");
+    let log = d.output();
+    assert!(log.contains("cron_restart (*/3 * * * * *)"), "{log}");
 }
 
 /// Reload after an env change, with 1 instance: zero downtime (seed 004

@@ -206,6 +206,7 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<(), StartEr
 
     daemon.clone().start_initial().await;
     tokio::spawn(memory::watch(daemon.clone()));
+    tokio::spawn(crate::schedule::cron_restart(daemon.clone()));
     for name in daemon.config().config.cron.keys() {
         tokio::spawn(crate::schedule::run(daemon.clone(), name.clone()));
     }

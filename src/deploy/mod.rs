@@ -36,6 +36,9 @@ pub enum Kind {
     },
     /// The same release, fresh processes, baton.toml read again.
     Reload,
+    /// The same release and configuration, fresh processes
+    /// (`cron_restart`).
+    Restart,
     /// An earlier release, by id or the previous one.
     Rollback {
         /// Release id.
@@ -61,6 +64,7 @@ impl Kind {
         match self {
             Kind::Deploy { .. } => "deploy",
             Kind::Reload => "reload",
+            Kind::Restart => "restart",
             Kind::Rollback { .. } => "rollback",
             Kind::Scale { .. } => "scale",
             Kind::Replace { .. } => "replace",
@@ -260,7 +264,12 @@ impl Deploy {
                 self.daemon.set_config(target.config.clone());
                 self.daemon.record_release(target.clone());
                 self.settle_on_disk(&target);
-                if !matches!(kind, Kind::Scale { .. } | Kind::Replace { .. }) {
+                // Only a new release or configuration restarts singletons.
+                let web_only = matches!(
+                    kind,
+                    Kind::Scale { .. } | Kind::Replace { .. } | Kind::Restart
+                );
+                if !web_only {
                     let report = &self.report;
                     self.daemon
                         .replace_singletons(&target, |m| report.step(Phase::Done, m))
@@ -463,7 +472,7 @@ impl Deploy {
                 );
                 Ok(target)
             }
-            Kind::Replace { .. } => {
+            Kind::Replace { .. } | Kind::Restart => {
                 current.ok_or_else(|| DeployError::NoTarget("nothing is running yet".into()))
             }
             Kind::Scale { instances } => {

@@ -13,6 +13,32 @@ use tokio::process::Command;
 use crate::daemon::Daemon;
 use crate::supervisor::{logs, spawn};
 
+/// Restarts the web instances at each tick of `[web] cron_restart`, as a
+/// deploy of the serving release (fresh instances ready before the old ones
+/// drain), for the daemon's life. A tick that meets a running deploy is
+/// skipped: that deploy brings fresh instances anyway.
+pub async fn cron_restart(daemon: Arc<Daemon>) {
+    loop {
+        let Some(pattern) = daemon.config().config.web.cron_restart.clone() else {
+            return;
+        };
+        if !next_tick(&daemon, pattern.get_ref()).await {
+            return;
+        }
+        tracing::info!(
+            "cron_restart ({}): restarting the web instances",
+            pattern.get_ref()
+        );
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        match crate::deploy::run(&daemon, crate::deploy::Kind::Restart, tx, false).await {
+            Ok(release) => {
+                tracing::info!("cron_restart: release {release} runs on fresh instances")
+            }
+            Err(e) => tracing::warn!("cron_restart: {e}"),
+        }
+    }
+}
+
 /// Runs `[cron.<name>]` for the daemon's life. The job's schedule and
 /// command are read again at every tick, so a deploy that changes them
 /// applies from the next tick.
@@ -21,19 +47,27 @@ pub async fn run(daemon: Arc<Daemon>, name: String) {
         let Some(job) = daemon.config().config.cron.get(&name).cloned() else {
             return;
         };
-        let Ok(cron) = crate::config::parse_cron(job.schedule.get_ref()) else {
+        if !next_tick(&daemon, job.schedule.get_ref()).await {
             return;
-        };
-        let now = chrono::Utc::now();
-        let Ok(next) = cron.find_next_occurrence(&now, false) else {
-            return;
-        };
-        let wait = (next - now).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = daemon.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
         }
         run_once(&daemon, &name, &job).await;
+    }
+}
+
+/// Sleeps until the next tick of `pattern`. False when the daemon stops
+/// first, or the pattern has no next tick.
+async fn next_tick(daemon: &Daemon, pattern: &str) -> bool {
+    let Ok(cron) = crate::config::parse_cron(pattern) else {
+        return false;
+    };
+    let now = chrono::Utc::now();
+    let Ok(next) = cron.find_next_occurrence(&now, false) else {
+        return false;
+    };
+    let wait = (next - now).to_std().unwrap_or_default();
+    tokio::select! {
+        _ = daemon.shutdown.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
     }
 }
 
