@@ -243,6 +243,10 @@ pub struct DaemonConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Threads serving the proxy and the daemon (default: one per CPU).
     pub worker_threads: Option<usize>,
+    /// The app's log file: every process's lines, prefixed (pm2's `log`).
+    /// Relative to the directory holding baton.toml. Default
+    /// `<state_dir>/logs/web.log`.
+    pub app_log: Option<PathBuf>,
 }
 
 /// How the proxy picks an instance for a request.
@@ -606,6 +610,14 @@ impl Loaded {
         match &self.config.daemon.state_dir {
             Some(p) => self.base_dir.join(p),
             None => self.base_dir.join(".baton"),
+        }
+    }
+
+    /// The app's log file.
+    pub fn app_log(&self) -> PathBuf {
+        match &self.config.daemon.app_log {
+            Some(p) => self.base_dir.join(p),
+            None => self.state_dir().join("logs").join("web.log"),
         }
     }
 

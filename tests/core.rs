@@ -94,6 +94,24 @@ fn status_and_environment() {
     );
 }
 
+/// `app_log` puts the app's log where pm2's `log` would, `baton logs` reads
+/// it there, and the copy kept of an in-place release leaves it out.
+#[test]
+fn app_log_goes_where_baton_toml_says() {
+    let d = Daemon::start(&format!("[daemon]\napp_log = \"logs/app.log\"\n{WEB_HTTP}"));
+    d.wait_ready(1);
+    wait_until(Duration::from_secs(5), "app lines in logs/app.log", || {
+        std::fs::read_to_string(d.path("logs/app.log"))
+            .is_ok_and(|log| log.contains(" web#1 out | listening on"))
+    });
+    let logs = text(&d.baton(&["logs", "-n", "5"]));
+    assert!(logs.contains(" web#1 out | listening on"), "{logs}");
+    let release = d.status()["release"].as_str().unwrap().to_string();
+    let kept = d.path(&format!(".baton/releases/{release}"));
+    assert!(kept.join("server.js").exists(), "{}", kept.display());
+    assert!(!kept.join("logs/app.log").exists(), "the log was copied");
+}
+
 /// `kind = "tcp"`: ready once the port accepts.
 #[test]
 fn readiness_tcp() {

@@ -159,7 +159,7 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<(), StartEr
     let ctx = Context {
         ports: PortPool::default(),
         reaper: reaper.clone(),
-        logs: LogSink::new(&state_dir.join("logs"), "web", true),
+        logs: LogSink::new(&loaded.app_log(), true),
         run_dir,
         changed: Default::default(),
     };

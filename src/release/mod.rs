@@ -105,6 +105,9 @@ pub struct Store {
     pub state_dir: PathBuf,
     /// The watched upload folder, if any: never part of a release.
     pub inbox: Option<PathBuf>,
+    /// The app's log file, which may sit in the app directory: never part
+    /// of a release either.
+    pub app_log: PathBuf,
 }
 
 impl Store {
@@ -114,6 +117,7 @@ impl Store {
             root: loaded.releases_root(),
             state_dir: loaded.state_dir(),
             inbox: (loaded.config.releases.inbox.as_ref()).map(|i| loaded.base_dir.join(i)),
+            app_log: loaded.app_log(),
         }
     }
 
@@ -261,7 +265,14 @@ impl Store {
         if !cfg.keep_node_modules {
             names.push("node_modules".into());
         }
-        let mut paths = vec![self.state_dir.clone(), self.root.clone()];
+        let mut rotated_log = self.app_log.clone().into_os_string();
+        rotated_log.push(".1");
+        let mut paths = vec![
+            self.state_dir.clone(),
+            self.root.clone(),
+            self.app_log.clone(),
+            rotated_log.into(),
+        ];
         paths.extend(self.inbox.clone());
         copy::Exclude { names, paths }
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::broadcast;
 
-/// A log file is rotated to `<name>.log.1` past this size.
+/// A log file is rotated to `<file>.1` past this size.
 const ROTATE_BYTES: u64 = 16 * 1024 * 1024;
 /// Lines kept per instance for failure reports.
 const TAIL_LINES: usize = 40;
@@ -31,10 +31,12 @@ struct SinkFile {
 }
 
 impl LogSink {
-    /// A sink writing to `<dir>/<process>.log`; `echo` also prints to stdout.
-    pub fn new(dir: &Path, process: &str, echo: bool) -> LogSink {
-        let path = dir.join(format!("{process}.log"));
-        let _ = std::fs::create_dir_all(dir);
+    /// A sink writing to the file `path`; `echo` also prints to stdout.
+    pub fn new(path: &Path, echo: bool) -> LogSink {
+        let path = path.to_path_buf();
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -73,7 +75,8 @@ impl LogSink {
         let _ = self.live.send(line.to_string());
         let mut sink = self.inner.lock().expect("log lock poisoned");
         if sink.written > ROTATE_BYTES {
-            let rotated = sink.path.with_extension("log.1");
+            let mut rotated = sink.path.clone().into_os_string();
+            rotated.push(".1");
             let _ = std::fs::rename(&sink.path, rotated);
             sink.file = OpenOptions::new()
                 .create(true)
