@@ -3,7 +3,9 @@
 //! it sleeps until the next tick of the schedule, runs the command once in
 //! the release serving at that moment, and only then looks for the next
 //! tick, so a job never overlaps itself and deploys never double it.
-//! (`[process.<name>]` singletons live in the supervisor, beside `web`.)
+//! `[web] cron_restart` ticks the same way, and each tick is a deploy of the
+//! serving release. (`[process.<name>]` singletons live in the supervisor,
+//! beside `web`.)
 
 use std::process::Stdio;
 use std::sync::Arc;
