@@ -469,6 +469,61 @@ fn restart_under_socket_activation_fails_nothing() {
     );
 }
 
+/// `baton systemd` prints the units that run this app at boot (as `pm2
+/// startup`): the service starts this binary on this baton.toml, the socket
+/// unit holds `[proxy] listen`, and systemd's own checker, where installed,
+/// finds nothing wrong in either.
+#[test]
+fn systemd_units_for_this_app() {
+    let d = Daemon::prepare(WEB_HTTP);
+    let out = d.baton(&["systemd"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let units = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "Type=notify".to_string(),
+        format!(
+            "ExecStart={} up --config {}",
+            bin(),
+            d.path("baton.toml").display()
+        ),
+        format!("WorkingDirectory={}", d.dir.path().display()),
+        format!("ListenStream=127.0.0.1:{}", d.port),
+        "Requires=baton-e2e.socket".to_string(),
+    ] {
+        assert!(units.lines().any(|l| l == line), "no {line:?} in\n{units}");
+    }
+    let files = tempfile::tempdir().unwrap();
+    let mut name = None;
+    let mut body = String::new();
+    for line in units.lines().chain(["# /etc/systemd/system/end"]) {
+        if let Some(next) = line.strip_prefix("# /etc/systemd/system/") {
+            if let Some(name) = name.replace(next.to_string()) {
+                std::fs::write(files.path().join(name), std::mem::take(&mut body)).unwrap();
+            }
+        } else {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    let service = files.path().join("baton-e2e.service");
+    let socket = files.path().join("baton-e2e.socket");
+    assert!(service.exists() && socket.exists(), "{units}");
+    let Ok(verify) = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&service)
+        .arg(&socket)
+        .output()
+    else {
+        eprintln!("no systemd-analyze here; the units' lines were checked above");
+        return;
+    };
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}\n{units}",
+        text(&verify)
+    );
+}
+
 /// Under systemd (`Type=notify`), the daemon says READY=1 with its pid once
 /// it serves, and STOPPING=1 when it stops; the apps do not inherit
 /// systemd's socket.

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod output;
+pub mod systemd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,6 +116,10 @@ pub enum Command {
     },
     /// Send load and report every failed request (exit 1 on failures).
     Probe(Box<crate::probe::ProbeArgs>),
+    /// Print systemd units that run this app's daemon at boot (as `pm2
+    /// startup`): a Type=notify service and a socket unit for the public
+    /// addresses, so that restarting Baton itself refuses nothing.
+    Systemd,
     /// Show the app's log.
     Logs {
         /// How many past lines.
@@ -235,6 +240,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Up { detach: false } => up_foreground(&cli),
         Command::Up { detach: true } => up_detached(&cli),
         Command::Check { json } => check(&cli, *json),
+        Command::Systemd => {
+            let loaded = load(&cli)?;
+            let exe = std::env::current_exe().map_err(Failure::failed)?;
+            print!("{}", systemd::units(&loaded, &exe));
+            Ok(())
+        }
         Command::Probe(args) => {
             let (ok, failed, total) = runtime()?
                 .block_on(crate::probe::run_and_report((**args).clone()))
@@ -495,7 +506,7 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
             )
             .await
         }
-        Command::Up { .. } | Command::Check { .. } | Command::Probe(_) => {
+        Command::Up { .. } | Command::Check { .. } | Command::Probe(_) | Command::Systemd => {
             unreachable!("handled before connecting")
         }
     }

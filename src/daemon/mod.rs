@@ -30,7 +30,7 @@ use crate::supervisor::Context;
 pub use state::Daemon;
 
 /// How long open client connections get to finish at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
