@@ -106,6 +106,9 @@ pub struct ProcessConfig {
     /// Unstable restarts in a row before failed.
     #[serde(default = "default_max_restarts")]
     pub max_restarts: u32,
+    /// Restart it when it exits (pm2's `autorestart`).
+    #[serde(default = "yes")]
+    pub autorestart: bool,
 }
 
 impl ProcessConfig {
@@ -464,6 +467,10 @@ pub struct WebConfig {
     /// After this many unstable restarts in a row the instance is `failed`.
     #[serde(default = "default_max_restarts")]
     pub max_restarts: u32,
+    /// Restart an instance that exits (pm2's `autorestart`). Off, an exit
+    /// leaves it `failed` and the others serve.
+    #[serde(default = "yes")]
+    pub autorestart: bool,
     /// An instance whose process group holds more memory than this is
     /// replaced by a fresh one without downtime (pm2's
     /// `max_memory_restart`).
@@ -502,6 +509,9 @@ fn default_min_uptime() -> Duration {
 }
 fn default_max_restarts() -> u32 {
     10
+}
+fn yes() -> bool {
+    true
 }
 
 /// One address or a list of them.

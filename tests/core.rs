@@ -194,6 +194,43 @@ fn crash_restarts_then_crash_loop_fails() {
     }
 }
 
+/// `autorestart = false` (pm2's): an instance that exits after it was ready
+/// stays down, `failed` with the reason, and is not restarted; the other
+/// instance keeps serving.
+#[test]
+fn autorestart_false_leaves_an_exit_down() {
+    let d = Daemon::start(
+        "[web]\ncommand = \"node server.js\"\ninstances = 2\nautorestart = false\n[web.readiness]\nkind = \"tcp\"\n",
+    );
+    d.wait_ready(2);
+    let pid = d.status()["instances"][0]["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the killed instance failed",
+        || d.count_in("failed") == 1,
+    );
+    let s = d.status();
+    let failed = s["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["state"] == "failed")
+        .unwrap();
+    assert_eq!(failed["restarts"], 0, "{failed:#}");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("not restarted (autorestart = false)"),
+        "{reason}"
+    );
+    assert_eq!(d.count_in("ready"), 1);
+    assert_eq!(get(d.port, "/").unwrap().status, 200);
+}
+
 /// Two instances whose groups each hold node and a `sleep` grandchild;
 /// returns the daemon and the group ids.
 fn two_instances_with_grandchildren() -> (Daemon, Vec<i32>) {

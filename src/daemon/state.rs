@@ -183,6 +183,7 @@ impl Daemon {
             kill_timeout: web.kill_timeout,
             min_uptime: web.min_uptime,
             max_restarts: web.max_restarts,
+            autorestart: web.autorestart,
             tcp: release.config.config.tcp.keys().cloned().collect(),
             restart_before_ready,
         };
@@ -212,6 +213,7 @@ impl Daemon {
                 kill_timeout: p.kill_timeout,
                 min_uptime: p.min_uptime,
                 max_restarts: p.max_restarts,
+                autorestart: p.autorestart,
                 tcp: Vec::new(),
                 restart_before_ready: true,
             };

@@ -103,6 +103,8 @@ pub struct InstanceSpec {
     pub min_uptime: Duration,
     /// Unstable exits in a row before failed.
     pub max_restarts: u32,
+    /// Restart it when it exits; off, an exit is final.
+    pub autorestart: bool,
     /// Names of L4 services; each gets a port as `PORT_<NAME>`.
     pub tcp: Vec<String>,
     /// Restart an instance that exits before its first ready. A deploy says
@@ -357,6 +359,10 @@ impl InstanceTask {
             let how = describe_exit(status);
             if !self.status.borrow().ever_ready && !self.spec.restart_before_ready {
                 let reason = self.with_tail(format!("{how} before it was ready"));
+                return self.end(Some(reason), restarts);
+            }
+            if !self.spec.autorestart {
+                let reason = self.with_tail(format!("{how}; not restarted (autorestart = false)"));
                 return self.end(Some(reason), restarts);
             }
             unstable = if uptime < self.spec.min_uptime {
