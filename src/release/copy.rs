@@ -16,9 +16,9 @@ const ALWAYS_IGNORED: [&str; 2] = [".git", ".baton"];
 pub struct Exclude {
     /// File or folder names left out wherever they appear.
     pub names: Vec<String>,
-    /// Folders left out by location: Baton's state folder and release root
-    /// when they sit inside the app under another name. Copying them would
-    /// copy the release being made into itself, and the control socket.
+    /// Files and folders left out by location: Baton's state folder, release
+    /// root, inbox and app log when they sit inside the app. Copying the
+    /// state folder would copy the release being made into itself.
     pub paths: Vec<PathBuf>,
 }
 
@@ -46,7 +46,7 @@ impl Exclude {
 /// out; devices are refused.
 ///
 /// # Errors
-/// Any I/O error, or a special file in the source.
+/// Any I/O error, or a device file in the source.
 pub fn copy_dir(from: &Path, to: &Path, exclude: &Exclude) -> io::Result<String> {
     let mut hash = Sha256::new();
     walk(from, Some(to), exclude, &mut Pass::Copy(&mut hash))?;
