@@ -54,12 +54,11 @@ pub async fn watch(daemon: Arc<Daemon>) {
             limit >> 20
         );
         tracing::warn!("{id}: {why}; replacing it");
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let kind = Kind::Replace {
             instance: id.clone(),
             why,
         };
-        match crate::deploy::run(&daemon, kind, tx, false).await {
+        match crate::deploy::run_unwatched(&daemon, kind).await {
             Ok(_) => tracing::info!("{id} replaced"),
             Err(DeployError::Busy(_)) => {}
             Err(e) => {

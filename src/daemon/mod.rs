@@ -229,8 +229,7 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<(), StartEr
                 tracing::info!("SIGHUP: reloading");
                 let d = daemon.clone();
                 tokio::spawn(async move {
-                    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-                    let _ = crate::deploy::run(&d, crate::deploy::Kind::Reload, tx, false).await;
+                    let _ = crate::deploy::run_unwatched(&d, crate::deploy::Kind::Reload).await;
                 });
             }
         }

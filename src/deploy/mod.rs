@@ -220,6 +220,19 @@ pub async fn run(
     result
 }
 
+/// [`run`] for what Baton starts itself (SIGHUP, `cron_restart`,
+/// `max_memory`): nobody watches the progress stream, and every step is in
+/// the daemon's log already. A running deploy is not waited for.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_unwatched(daemon: &Arc<Daemon>, kind: Kind) -> Result<String, DeployError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    // Steps sent to a closed stream are dropped, not kept for no one.
+    drop(rx);
+    run(daemon, kind, tx, false).await
+}
+
 struct Deploy {
     daemon: Arc<Daemon>,
     report: Reporter,

@@ -31,8 +31,7 @@ pub async fn cron_restart(daemon: Arc<Daemon>) {
             "cron_restart ({}): restarting the web instances",
             pattern.get_ref()
         );
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        match crate::deploy::run(&daemon, crate::deploy::Kind::Restart, tx, false).await {
+        match crate::deploy::run_unwatched(&daemon, crate::deploy::Kind::Restart).await {
             Ok(release) => {
                 tracing::info!("cron_restart: release {release} runs on fresh instances")
             }
