@@ -892,6 +892,12 @@ mod tests {
         parse(text, Path::new("baton.toml")).expect_err("config should be rejected")
     }
 
+    /// The line and field a rejected config is blamed on.
+    fn located(text: &str) -> (Option<usize>, Option<String>) {
+        let e = parse_err(text);
+        (e.line, e.field)
+    }
+
     /// The three-line file from the README is enough.
     #[test]
     fn minimal_config_gets_defaults() {
@@ -929,28 +935,21 @@ mod tests {
     /// Impossible values are refused with their line.
     #[test]
     fn impossible_values_are_located() {
-        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\ninstances = 0\n");
         assert_eq!(
-            (e.line, e.field.as_deref()),
-            (Some(5), Some("web.instances"))
-        );
-        let e = parse_err(
-            "[app]\nname = \"x\"\n[proxy]\nlisten = \"nowhere\"\n[web]\ncommand = \"x\"\n",
+            located("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\ninstances = 0\n"),
+            (Some(5), Some("web.instances".into()))
         );
         assert_eq!(
-            (e.line, e.field.as_deref()),
-            (Some(4), Some("proxy.listen"))
+            located("[app]\nname = \"x\"\n[proxy]\nlisten = \"nowhere\"\n[web]\ncommand = \"x\"\n"),
+            (Some(4), Some("proxy.listen".into()))
         );
-        let e =
-            parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\nstop_signal = \"SIGNOPE\"\n");
         assert_eq!(
-            (e.line, e.field.as_deref()),
-            (Some(5), Some("web.stop_signal"))
+            located("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\nstop_signal = \"SIGNOPE\"\n"),
+            (Some(5), Some("web.stop_signal".into()))
         );
-        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\ninstances = \"lots\"\n");
         assert_eq!(
-            (e.line, e.field.as_deref()),
-            (Some(5), Some("web.instances"))
+            located("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\ninstances = \"lots\"\n"),
+            (Some(5), Some("web.instances".into()))
         );
     }
 
@@ -961,35 +960,28 @@ mod tests {
         assert_eq!(parse_size("2GiB"), Some(2 << 30));
         assert_eq!(parse_size("100"), Some(100));
         assert_eq!(parse_size("lots"), None);
-        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\ncron_restart = \"soon\"\n");
         assert_eq!(
-            (e.line, e.field.as_deref()),
-            (Some(5), Some("web.cron_restart"))
+            located("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\nmax_memory = 0\n"),
+            (Some(5), Some("web.max_memory".into()))
         );
-        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\nmax_memory = 0\n");
-        assert_eq!(
-            (e.line, e.field.as_deref()),
-            (Some(5), Some("web.max_memory"))
-        );
-        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\n[releases]\nmax_unpacked_size = \"huge\"\n");
-        assert_eq!(
-            (e.line, e.field.as_deref()),
-            (Some(6), Some("releases.max_unpacked_size"))
-        );
+        assert_eq!(located("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\n[releases]\nmax_unpacked_size = \"huge\"\n"), (Some(6), Some("releases.max_unpacked_size".into())));
     }
 
-    /// A bad cron pattern or a singleton named `web` is refused with its line.
+    /// A bad cron pattern (of a job or of `cron_restart`) or a singleton
+    /// named `web` is refused with its line.
     #[test]
     fn cron_and_process_validation() {
-        let e = parse_err("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\n[cron.clean]\nschedule = \"every day\"\ncommand = \"x\"\n");
+        assert_eq!(located("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\n[cron.clean]\nschedule = \"every day\"\ncommand = \"x\"\n"), (Some(6), Some("cron.clean.schedule".into())));
         assert_eq!(
-            (e.line, e.field.as_deref()),
-            (Some(6), Some("cron.clean.schedule"))
+            located(
+                "[app]\nname = \"x\"\n[web]\ncommand = \"x\"\n[process.web]\ncommand = \"y\"\n"
+            ),
+            (Some(6), Some("process.web".into()))
         );
-        let e = parse_err(
-            "[app]\nname = \"x\"\n[web]\ncommand = \"x\"\n[process.web]\ncommand = \"y\"\n",
+        assert_eq!(
+            located("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\ncron_restart = \"soon\"\n"),
+            (Some(5), Some("web.cron_restart".into()))
         );
-        assert_eq!((e.line, e.field.as_deref()), (Some(6), Some("process.web")));
         assert!(parse_cron("0 4 * * *").is_ok());
         assert!(parse_cron("*/5 * * * * *").is_ok());
     }
