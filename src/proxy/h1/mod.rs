@@ -13,6 +13,7 @@
 //! while it is still reading (an echo, an early 413) cannot deadlock
 //! against Baton.
 
+mod coalesce;
 mod request;
 mod response;
 pub mod server;

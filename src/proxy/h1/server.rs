@@ -31,6 +31,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use super::coalesce::{hold_answer, Awaiting};
 use super::{
     coarse_now, parse_length, write_date, write_field, write_status_line, RequestHead, ResponseBody,
 };
@@ -316,6 +317,7 @@ impl Connection {
         // as in flight, so a drain does not wait for it. Counted as in
         // `Proxy::handle`, when the wait is dropped unfinished.
         let abandoned = CountOnDrop(&proxy.stats.abandoned);
+        let awaiting = Awaiting::new();
         let forwarded = poll_fn(|cx| match forward.as_mut().poll(cx) {
             Poll::Ready(forwarded) => Poll::Ready(Some(forwarded)),
             Poll::Pending if self.watch_client(lent, cx) => Poll::Ready(None),
@@ -326,6 +328,7 @@ impl Connection {
             return Err(io::ErrorKind::ConnectionAborted.into());
         };
         std::mem::forget(abandoned);
+        drop(awaiting);
         // The body is not all read when the instance answers first: the
         // connection closes after this answer (see `exchange`).
         let body_pending = lent.is_some_and(|l| lock(l).left > 0);
@@ -376,16 +379,7 @@ impl Connection {
         self.out.extend_from_slice(b"\r\n");
         let event_stream = head.is_event_stream();
         let body = Counted::new(answer.body, guard, &upstream, event_stream);
-        // Answers go out at the end of the event loop's round: yield_now
-        // puts this task back until every ready task has run and the
-        // sockets have been polled again. A client woken by its answer then
-        // finds the answers of its other connections there too. Written one
-        // by one, each write wakes the client, which takes the core from
-        // Baton to read one answer (measured with wrk, 32 connections on 2
-        // cores: wrk's wake-ups per request 0.31 -> 0.20, Baton preempted
-        // 0.16 -> 0.05 times per request, 5-8 % more requests/s; a single
-        // connection is unchanged).
-        tokio::task::yield_now().await;
+        hold_answer().await;
         self.send_body(body, chunked).await?;
         Ok(keep_alive)
     }
