@@ -8,14 +8,14 @@
 #
 #   bench/proxy.sh                 # 10 s per target, 32 connections
 #   DURATION=30s CONNS=64 bench/proxy.sh
-#   SWEEP="1 8 32 128" bench/proxy.sh   # then Baton/nginx at each concurrency
+#   SWEEP="1 8 16 32 128" bench/proxy.sh   # then Baton/nginx at each concurrency
 #   SWEEP= bench/proxy.sh               # no sweep
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
-SWEEP=${SWEEP-1 8 128}
+SWEEP=${SWEEP-1 8 16 128}
 SWEEP_DURATION=${SWEEP_DURATION:-3s}
 THREADS=${THREADS:-1}
 BACKEND_PORT=${BACKEND_PORT:-18081}
@@ -147,16 +147,20 @@ echo "Baton daemon RSS: idle $((IDLE_RSS / 1024)) MB ($IDLE_RSS kB), after load 
 # concurrency by CPU.
 if [ -n "$SWEEP" ]; then
   echo
-  echo "Baton/nginx requests/s by concurrency (wrk -t$THREADS -d$SWEEP_DURATION, median of $ROUNDS interleaved rounds):"
-  printf '| %-11s | %12s | %12s | %11s |\n' connections "nginx req/s" "Baton req/s" "Baton/nginx"
-  printf '|%s|%s|%s|%s|\n' ------------- -------------- -------------- -------------
+  echo "Baton/nginx by concurrency (wrk -t$THREADS -d$SWEEP_DURATION, median of $ROUNDS interleaved rounds):"
+  printf '| %-11s | %12s | %12s | %11s | %13s | %13s | %11s |\n' connections "nginx req/s" "Baton req/s" "Baton/nginx" "nginx p99 ms" "Baton p99 ms" "p99 B/n"
+  printf '|%s|%s|%s|%s|%s|%s|%s|\n' ------------- -------------- -------------- ------------- --------------- --------------- -------------
   for c in $SWEEP; do
-    declare -A AT=()
+    declare -A AT=() TAIL=()
     for _ in $(seq 1 "$ROUNDS"); do for n in nginx baton; do
-      AT[$n]+=" $(wrk -t"$THREADS" -c"$c" -d"$SWEEP_DURATION" "http://127.0.0.1:${PORT[$n]}/" | awk '/Requests\/sec/ {print $2}')"
+      out=$(wrk -t"$THREADS" -c"$c" -d"$SWEEP_DURATION" --latency "http://127.0.0.1:${PORT[$n]}/")
+      AT[$n]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+      TAIL[$n]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
     done; done
     nginx_rps=$(echo "${AT[nginx]}" | median); baton_rps=$(echo "${AT[baton]}" | median)
-    printf '| %-11s | %12s | %12s | %11s |\n' "$c" "$nginx_rps" "$baton_rps" "$(ratio "$baton_rps" "$nginx_rps")"
-    unset AT
+    nginx_p99=$(echo "${TAIL[nginx]}" | median); baton_p99=$(echo "${TAIL[baton]}" | median)
+    printf '| %-11s | %12s | %12s | %11s | %13s | %13s | %11s |\n' "$c" "$nginx_rps" "$baton_rps" "$(ratio "$baton_rps" "$nginx_rps")" \
+      "$nginx_p99" "$baton_p99" "$(ratio "$baton_p99" "$nginx_p99")"
+    unset AT TAIL
   done
 fi
