@@ -469,20 +469,7 @@ fn restart_under_socket_activation_fails_nothing() {
         "the silent connection's accept",
         || accept_queue(d.port) == Some(0),
     );
-    let keep_alive = d.probe("/", &["--duration", "4s", "--concurrency", "8"]);
-    let new_each_time = d.probe(
-        "/",
-        &[
-            "--duration",
-            "4s",
-            "--concurrency",
-            "2",
-            "--keepalive=false",
-        ],
-    );
-    wait_until(Duration::from_secs(20), "the probe's first answers", || {
-        d.total("served") >= 20
-    });
+    let [keep_alive, new_each_time] = mixed_load(&d);
     d.terminate();
     wait_until(
         Duration::from_secs(10),
@@ -504,6 +491,128 @@ fn restart_under_socket_activation_fails_nothing() {
         d.total("served") > 0,
         "the new daemon served part of the load"
     );
+}
+
+/// 4 s of load from 8 keep-alive clients and 2 that connect for each
+/// request, once it is being served.
+fn mixed_load(d: &Daemon) -> [Probe; 2] {
+    let keep_alive = d.probe("/", &["--duration", "4s", "--concurrency", "8"]);
+    let new_each_time = d.probe(
+        "/",
+        &[
+            "--duration",
+            "4s",
+            "--concurrency",
+            "2",
+            "--keepalive=false",
+        ],
+    );
+    wait_until(Duration::from_secs(20), "the probe's first answers", || {
+        d.total("served") >= 20
+    });
+    [keep_alive, new_each_time]
+}
+
+fn instance_pids(status: &serde_json::Value) -> Vec<i64> {
+    status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["pid"].as_i64())
+        .collect()
+}
+
+/// `baton upgrade` run from a new Baton binary (here a copy of this one):
+/// the daemon execs it in the same process and keeps the public socket
+/// open, so clients with kept connections and with a new one per request
+/// see no failure, and the new binary serves with fresh instances.
+#[test]
+fn upgrade_replaces_the_daemon_without_refusing_anyone() {
+    let d = Daemon::start(&WEB_HTTP.replace("[web]\n", "[web]\ninstances = 2\n"));
+    d.wait_ready(2);
+    let before = d.status();
+    let old_pids = instance_pids(&before);
+    let next = d.path("baton-next");
+    std::fs::copy(bin(), &next).unwrap();
+
+    let [keep_alive, new_each_time] = mixed_load(&d);
+    let out = std::process::Command::new(&next)
+        .args(["upgrade", "--json"])
+        .current_dir(d.path("."))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["pid"], d.pid(), "{outcome}");
+    assert_eq!(outcome["ready"], 2, "{outcome}");
+
+    for report in [keep_alive.report(), new_each_time.report()] {
+        assert_eq!(report["failed"], 0, "failed across the upgrade: {report:#}");
+        assert!(report["requests"].as_u64().unwrap() > 0, "{report:#}");
+    }
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/exe", d.pid())).unwrap(),
+        next.canonicalize().unwrap(),
+        "the daemon runs the new binary"
+    );
+    let after = d.status();
+    assert_ne!(after["started"], before["started"]);
+    let new_pids = instance_pids(&after);
+    assert_eq!(new_pids.len(), 2, "{after:#}");
+    for pid in &old_pids {
+        assert!(!new_pids.contains(pid), "{pid} survived the upgrade");
+        assert!(!alive(*pid as i32), "the old instance {pid} still runs");
+    }
+    assert!(
+        d.total("served") > 0,
+        "the new daemon served part of the load"
+    );
+    assert!(
+        d.output().contains("the public sockets stay open"),
+        "{}",
+        d.output()
+    );
+}
+
+/// A binary that is not Baton, or a Baton that rejects baton.toml, is
+/// refused before anything stops: same daemon, same instances.
+#[test]
+fn upgrade_to_a_bad_binary_changes_nothing() {
+    let d = Daemon::prepare(WEB_HTTP);
+    let not_baton = d.path("not-baton");
+    std::fs::write(&not_baton, "#!/bin/sh\necho 'something else 1.0'\n").unwrap();
+    let picky = d.path("picky-baton");
+    std::fs::write(
+        &picky,
+        "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'baton 9.9.9'; exit 0; }\n\
+         echo 'baton.toml:1: unknown field' >&2; exit 2\n",
+    )
+    .unwrap();
+    for script in [&not_baton, &picky] {
+        std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let d = d.up();
+    d.wait_ready(1);
+    let before = d.status();
+
+    let out = d.baton(&["upgrade", "--binary", "not-baton"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("is not baton"), "{}", text(&out));
+    let out = d.baton(&["upgrade", "--binary", "picky-baton"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("does not accept") && text(&out).contains("unknown field"),
+        "{}",
+        text(&out)
+    );
+    let out = d.baton(&["upgrade", "--binary", "missing"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("cannot run"), "{}", text(&out));
+
+    let after = d.status();
+    assert_eq!(after["started"], before["started"]);
+    assert_eq!(instance_pids(&after), instance_pids(&before));
+    assert_eq!(get(d.port, "/").unwrap().status, 200);
 }
 
 /// `baton systemd` prints the units that run this app at boot (as `pm2

@@ -101,15 +101,7 @@ impl ApiClient {
     /// # Errors
     /// [`ClientError`].
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let res = self.send(Method::GET, path, None).await?;
-        let bytes = res
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?
-            .to_bytes();
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Transport(format!("bad answer: {e}")))
+        read_json(self.send(Method::GET, path, None).await?).await
     }
 
     /// Sends a request and calls `on_line` for each line of the streamed answer.
@@ -140,4 +132,20 @@ impl ApiClient {
         }
         Ok(())
     }
+}
+
+/// An answer's body decoded from JSON.
+///
+/// # Errors
+/// [`ClientError::Transport`] when it cannot be read or decoded.
+pub async fn read_json<T: DeserializeOwned>(
+    res: http::Response<Incoming>,
+) -> Result<T, ClientError> {
+    let bytes = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Transport(e.to_string()))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport(format!("bad answer: {e}")))
 }

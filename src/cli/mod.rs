@@ -6,8 +6,9 @@
 pub mod client;
 pub mod output;
 pub mod systemd;
+pub mod upgrade;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,8 @@ use http::Method;
 use self::client::{ApiClient, ClientError};
 use crate::config::{self, Loaded};
 use crate::daemon::protocol::{Progress, ReleaseReport, StatusReport};
+use crate::daemon::upgrade::exec as upgrade_exec;
+use crate::daemon::Exit;
 
 /// Deploy, reload and roll back web apps with zero failed requests.
 #[derive(Debug, Parser)]
@@ -116,6 +119,17 @@ pub enum Command {
     },
     /// Send load and report every failed request (exit 1 on failures).
     Probe(Box<crate::probe::ProbeArgs>),
+    /// Replace the running daemon with this baton binary (after installing a
+    /// new Baton), keeping the public sockets open: clients wait, none is
+    /// refused.
+    Upgrade {
+        /// Another baton binary to run instead of this one.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print systemd units that run this app's daemon at boot (as `pm2
     /// startup`): a Type=notify service and a socket unit for the public
     /// addresses, so that restarting Baton itself refuses nothing.
@@ -271,9 +285,27 @@ fn up_foreground(cli: &Cli) -> Result<(), Failure> {
     init_tracing();
     // Before the runtime's threads start: it clears the variables.
     let inherited = crate::proxy::activation::Inherited::take_from_env();
-    runtime_with(loaded.config.daemon.worker_threads)?
+    let exit = runtime_with(loaded.config.daemon.worker_threads)?
         .block_on(crate::daemon::run(loaded, inherited))
-        .map_err(Failure::failed)
+        .map_err(Failure::failed)?;
+    // The runtime and its threads are gone: the exec may renumber fds.
+    match exit {
+        Exit::Stopped => Ok(()),
+        Exit::Upgrade { exe, sockets } => {
+            let error = upgrade_exec(&exe, &sockets);
+            tracing::error!(
+                "cannot run {}: {error}; running this binary again",
+                exe.display()
+            );
+            // The binary this daemon was started from, even if replaced on
+            // disk since, so that the app comes back.
+            let again = upgrade_exec(Path::new("/proc/self/exe"), &sockets);
+            Err(Failure::failed(format!(
+                "cannot run {}: {error}, nor this binary again: {again}",
+                exe.display()
+            )))
+        }
+    }
 }
 
 fn init_tracing() {
@@ -409,6 +441,7 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Upgrade { binary, json } => upgrade::run(client, binary.as_deref(), *json).await,
         Command::Stop => {
             client.send(Method::POST, "/stop", None).await?;
             // Stopped once the daemon let go of its state lock: every

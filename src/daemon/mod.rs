@@ -6,12 +6,14 @@
 //! - [`state`]: the serving set, release history and route publishing.
 //! - [`lock`]: one daemon per state directory.
 //! - [`memory`]: replacing instances past `max_memory`.
+//! - [`upgrade`]: replacing the daemon with another binary, sockets kept.
 
 pub mod api;
 pub mod lock;
 pub mod memory;
 pub mod protocol;
 pub mod state;
+pub mod upgrade;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +30,7 @@ use crate::supervisor::reaper::Reaper;
 use crate::supervisor::Context;
 
 pub use state::Daemon;
+pub use upgrade::Exit;
 
 /// How long open client connections get to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -108,13 +111,14 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("baton.sock")
 }
 
-/// Runs the daemon in the foreground until `baton stop`, SIGINT or SIGTERM.
-/// SIGHUP reloads. It listens on the sockets systemd passed in (`inherited`)
-/// where their addresses match, and binds the others itself.
+/// Runs the daemon in the foreground until `baton stop`, SIGINT, SIGTERM or
+/// `baton upgrade`. SIGHUP reloads. It listens on the sockets passed in
+/// (`inherited`: by systemd, or by the daemon it upgrades) where their
+/// addresses match, and binds the others itself.
 ///
 /// # Errors
 /// [`StartError`] when it cannot start; once running it only logs.
-pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<(), StartError> {
+pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, StartError> {
     // Past a file size limit, a write should fail (EFBIG, like a full disk)
     // and fail the release it belongs to, not kill the daemon. Children get
     // the default back before exec.
@@ -148,10 +152,23 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<(), StartEr
     for (name, svc) in &loaded.config.tcp {
         tcp_listeners.push((name.clone(), listen(svc.addr())?));
     }
+    let metrics_listener = match loaded.config.daemon.metrics_listen {
+        Some(addr) => Some(listen(addr)?),
+        None => None,
+    };
+    // Kept open across `baton upgrade`, when the listeners themselves close.
+    let mut kept = Vec::new();
+    let every = listeners
+        .iter()
+        .chain(tcp_listeners.iter().map(|(_, l)| l))
+        .chain(metrics_listener.iter());
+    for l in every {
+        kept.push(upgrade::keep(l).map_err(io_err("keeping a listening socket"))?);
+    }
     let unused = inherited.addresses();
     if !unused.is_empty() {
         tracing::warn!(
-            "systemd passed sockets for {unused:?}, which baton.toml does not listen on; \
+            "sockets were passed for {unused:?}, which baton.toml does not listen on; \
              they stay unused"
         );
     }
@@ -190,13 +207,8 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<(), StartEr
             SHUTDOWN_GRACE,
         )));
     }
-    if let Some(addr) = daemon.config().config.daemon.metrics_listen {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => {
-                tokio::spawn(api::serve_metrics(l, daemon.clone(), shutdown.clone()));
-            }
-            Err(source) => return Err(StartError::Listen { addr, source }),
-        }
+    if let Some(l) = metrics_listener {
+        tokio::spawn(api::serve_metrics(l, daemon.clone(), shutdown.clone()));
     }
     tracing::info!(
         app = %daemon.config().config.app.name,
@@ -234,8 +246,21 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<(), StartEr
             }
         }
     }
-    tracing::info!("stopping: no new connections; stopping instances");
-    notify_systemd("STOPPING=1");
+    let upgrade_to = daemon.upgrade_target();
+    match &upgrade_to {
+        Some(exe) => {
+            tracing::info!(
+                "upgrading to {}: stopping: no new connections; stopping instances; \
+                 the public sockets stay open",
+                exe.display()
+            );
+            notify_systemd("RELOADING=1");
+        }
+        None => {
+            tracing::info!("stopping: no new connections; stopping instances");
+            notify_systemd("STOPPING=1");
+        }
+    }
     shutdown.cancel();
     // Requests already accepted finish before their instances go.
     listen_shutdown.cancel();
@@ -247,5 +272,8 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<(), StartEr
     reaper.shutdown();
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
-    Ok(())
+    Ok(match upgrade_to {
+        Some(exe) => Exit::Upgrade { exe, sockets: kept },
+        None => Exit::Stopped,
+    })
 }

@@ -12,8 +12,11 @@ pub struct StatusReport {
     pub app: String,
     /// Daemon pid.
     pub pid: u32,
-    /// Daemon start time (RFC 3339).
+    /// Daemon start time (RFC 3339, in ms).
     pub started: String,
+    /// The daemon's Baton version.
+    #[serde(default)]
+    pub version: String,
     /// Seconds since the daemon started.
     pub uptime_secs: u64,
     /// Public addresses.
@@ -133,6 +136,20 @@ pub struct ReleaseReport {
     pub size: Option<u64>,
     /// current, previous, or failed.
     pub status: String,
+}
+
+/// `POST /upgrade`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpgradeRequest {
+    /// The Baton binary to run, an absolute path.
+    pub exe: String,
+}
+
+/// The answer to [`UpgradeRequest`], before the daemon stops.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpgradeReport {
+    /// What the new binary's `--version` printed.
+    pub version: String,
 }
 
 /// Body of every error answer.

@@ -66,6 +66,9 @@ pub struct Daemon {
     next_number: AtomicU64,
     /// Cancelled when the daemon stops.
     pub shutdown: CancellationToken,
+    /// Set by `baton upgrade`: the binary to exec once stopped, and the
+    /// deploy lock, held so that no deploy starts meanwhile.
+    upgrade: Mutex<Option<(PathBuf, tokio::sync::OwnedMutexGuard<()>)>>,
     started: SystemTime,
 }
 
@@ -92,8 +95,22 @@ impl Daemon {
             offline: Default::default(),
             next_number: AtomicU64::new(1),
             shutdown,
+            upgrade: Mutex::default(),
             started: SystemTime::now(),
         })
+    }
+
+    /// Stops the daemon to exec `exe` (see [`super::upgrade`]); `deploys`
+    /// is the deploy lock, held until then.
+    pub fn upgrade_to(&self, exe: PathBuf, deploys: tokio::sync::OwnedMutexGuard<()>) {
+        *self.upgrade.lock().expect("upgrade lock poisoned") = Some((exe, deploys));
+        self.shutdown.cancel();
+    }
+
+    /// The binary `baton upgrade` asked for, if it did.
+    pub fn upgrade_target(&self) -> Option<PathBuf> {
+        let upgrade = self.upgrade.lock().expect("upgrade lock poisoned");
+        upgrade.as_ref().map(|(exe, _)| exe.clone())
     }
 
     /// The configuration in force.
@@ -512,7 +529,8 @@ impl Daemon {
         StatusReport {
             app: loaded.config.app.name.clone(),
             pid: std::process::id(),
-            started: humantime::format_rfc3339_seconds(self.started).to_string(),
+            started: humantime::format_rfc3339_millis(self.started).to_string(),
+            version: crate::VERSION.to_string(),
             uptime_secs: now.duration_since(self.started).map_or(0, |d| d.as_secs()),
             listen: loaded
                 .config

@@ -6,7 +6,7 @@
 //! | `GET /status`, `GET /releases`, `GET /metrics` | [`status`] |
 //! | `POST /deploy`, `/reload`, `/rollback`, `/scale` | [`deploy`] |
 //! | `GET /logs` | [`logs`] |
-//! | `POST /stop`, `/offline`, `/online`, `GET /health` | here |
+//! | `POST /stop`, `/upgrade`, `/offline`, `/online`, `GET /health` | here |
 
 pub mod deploy;
 pub mod logs;
@@ -24,7 +24,7 @@ use axum::{Json, Router};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::ErrorBody;
+use super::protocol::{ErrorBody, UpgradeReport, UpgradeRequest};
 use super::Daemon;
 
 /// Binds the control socket with mode 0600. The umask makes the socket
@@ -56,6 +56,7 @@ fn routes(daemon: Arc<Daemon>) -> Router {
         .route("/scale", post(deploy::scale))
         .route("/logs", get(logs::logs))
         .route("/stop", post(stop))
+        .route("/upgrade", post(upgrade))
         .route("/offline", post(offline))
         .route("/online", post(online))
         .route("/health", get(health))
@@ -90,6 +91,34 @@ async fn stop(
 ) -> Json<serde_json::Value> {
     daemon.shutdown.cancel();
     Json(serde_json::json!({ "stopping": true }))
+}
+
+/// Checks the new binary, then stops the daemon for it to exec (see
+/// [`super::upgrade`]). A broken binary, or a running deploy, is refused
+/// before anything stops.
+async fn upgrade(
+    axum::extract::State(daemon): axum::extract::State<Arc<Daemon>>,
+    Json(req): Json<UpgradeRequest>,
+) -> Result<Json<UpgradeReport>, ApiError> {
+    let exe = std::path::PathBuf::from(&req.exe);
+    if !exe.is_absolute() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the binary must be an absolute path, not {:?}", req.exe),
+        ));
+    }
+    let version = super::upgrade::check_binary(&exe, &daemon.app_config)
+        .await
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let Ok(deploys) = daemon.deploy_lock.clone().try_lock_owned() else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "a deploy is running: upgrade once it is done".to_string(),
+        ));
+    };
+    tracing::info!("upgrade to {} ({version}) requested", exe.display());
+    daemon.upgrade_to(exe, deploys);
+    Ok(Json(UpgradeReport { version }))
 }
 
 async fn offline(

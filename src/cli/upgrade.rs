@@ -1,0 +1,137 @@
+//! `baton upgrade`: asks the daemon to replace itself with this binary (or
+//! the one named) and follows it until the new daemon serves.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+
+use super::client::ApiClient;
+use super::Failure;
+use crate::daemon::protocol::{StatusReport, UpgradeReport, UpgradeRequest};
+use crate::supervisor::State;
+
+/// How long the new daemon gets to have every web instance ready.
+const READY_WITHIN: Duration = Duration::from_secs(600);
+
+/// Runs the upgrade and prints what happened.
+///
+/// # Errors
+/// A refused binary (exit 1, nothing changed), or a daemon that does not
+/// come back ready.
+pub async fn run(client: &ApiClient, binary: Option<&Path>, json: bool) -> Result<(), Failure> {
+    let exe = match binary {
+        Some(b) => std::path::absolute(b),
+        None => std::env::current_exe(),
+    }
+    .map_err(Failure::failed)?;
+    let before: StatusReport = client.get("/status").await?;
+    if !json {
+        eprintln!("checking {}", exe.display());
+    }
+    let request = UpgradeRequest {
+        exe: exe.to_string_lossy().into_owned(),
+    };
+    let body = serde_json::to_value(&request).map_err(Failure::failed)?;
+    let answer = client.send(Method::POST, "/upgrade", Some(body)).await?;
+    let report: UpgradeReport = super::client::read_json(answer).await?;
+    if !json {
+        eprintln!(
+            "{}: the daemon (pid {}) stops its instances and runs it; \
+             the public sockets stay open, clients wait meanwhile",
+            report.version, before.pid
+        );
+    }
+    let after = wait_for_new_daemon(client, &before).await?;
+    if json {
+        let out = serde_json::json!({
+            "pid": after.pid,
+            "from": before.version,
+            "to": after.version,
+            "exe": exe,
+            "started": after.started,
+            "ready": ready(&after),
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "upgraded: baton {} -> {} ({}), {} instance{} ready",
+            before.version,
+            after.version,
+            exe.display(),
+            ready(&after),
+            if ready(&after) == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}
+
+fn ready(status: &StatusReport) -> usize {
+    status
+        .instances
+        .iter()
+        .filter(|i| i.state == State::Ready)
+        .count()
+}
+
+/// Every web instance is ready, and there is one.
+fn serving(status: &StatusReport) -> bool {
+    let mut web = status.instances.iter().filter(|i| i.process == "web");
+    let first = web.next();
+    first.is_some_and(|i| i.state == State::Ready) && web.all(|i| i.state == State::Ready)
+}
+
+/// Polls until a daemon started after `before` answers with every web
+/// instance ready.
+async fn wait_for_new_daemon(
+    client: &ApiClient,
+    before: &StatusReport,
+) -> Result<StatusReport, Failure> {
+    let deadline = Instant::now() + READY_WITHIN;
+    let mut said_started = false;
+    loop {
+        // Errors are expected while the socket is gone between the two.
+        if let Ok(now) = client.get::<StatusReport>("/status").await {
+            if now.started != before.started {
+                if !said_started {
+                    said_started = true;
+                    eprintln!("new daemon started; starting instances");
+                }
+                if serving(&now) {
+                    return Ok(now);
+                }
+            }
+        }
+        // The same process runs the new binary: if it is gone, the new
+        // daemon failed to start.
+        if !running(before.pid) {
+            return Err(Failure::failed(format!(
+                "the daemon exited during the upgrade; its log says why ({} when started \
+                 with --detach)",
+                log_hint(client.state_dir()).display()
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::failed(format!(
+                "no ready instance {READY_WITHIN:?} after the upgrade: see `baton logs` and {}",
+                log_hint(client.state_dir()).display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether `pid` is a live process: not gone, and not a zombie waiting for
+/// its parent to reap it.
+fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses.
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+    !state.is_some_and(|s| s.starts_with('Z') || s.starts_with('X'))
+}
+
+fn log_hint(state_dir: &Path) -> PathBuf {
+    state_dir.join("logs").join("daemon.log")
+}
