@@ -116,6 +116,12 @@ async fn upgrade(
             "a deploy is running: upgrade once it is done".to_string(),
         ));
     };
+    if daemon.shutdown.is_cancelled() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "the daemon is stopping".to_string(),
+        ));
+    }
     tracing::info!("upgrade to {} ({version}) requested", exe.display());
     daemon.upgrade_to(exe, deploys);
     Ok(Json(UpgradeReport { version }))
