@@ -574,6 +574,35 @@ fn upgrade_replaces_the_daemon_without_refusing_anyone() {
     );
 }
 
+/// An address dropped from `[proxy] listen` before an upgrade is closed by
+/// the new daemon: its clients are refused, not left waiting in a backlog
+/// nobody accepts from.
+#[test]
+fn an_address_dropped_before_an_upgrade_is_closed() {
+    let d = Daemon::prepare(WEB_HTTP);
+    let second = free_port();
+    let single = format!("listen = \"127.0.0.1:{}\"", d.port);
+    let both = format!(
+        "listen = [\"127.0.0.1:{}\", \"127.0.0.1:{second}\"]",
+        d.port
+    );
+    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap();
+    std::fs::write(d.path("baton.toml"), toml.replace(&single, &both)).unwrap();
+    let d = d.up();
+    d.wait_ready(1);
+    assert_eq!(get(second, "/").unwrap().status, 200);
+
+    d.rewrite(WEB_HTTP);
+    let out = d.baton(&["upgrade"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(get(d.port, "/").unwrap().status, 200);
+    let refused = std::net::TcpStream::connect(("127.0.0.1", second));
+    assert!(
+        refused.is_err(),
+        "port {second} still accepts after it left baton.toml"
+    );
+}
+
 /// A binary that is not Baton, or a Baton that rejects baton.toml, is
 /// refused before anything stops: same daemon, same instances.
 #[test]

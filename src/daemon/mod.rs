@@ -169,9 +169,12 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
     if !unused.is_empty() {
         tracing::warn!(
             "sockets were passed for {unused:?}, which baton.toml does not listen on; \
-             they stay unused"
+             closing them"
         );
     }
+    // Closed here, not at the end: a socket still open but never accepted
+    // on would leave its clients waiting instead of refused.
+    drop(inherited);
     let reaper = Reaper::start().map_err(io_err("starting the orphan reaper"))?;
     let ctx = Context {
         ports: PortPool::default(),
