@@ -18,11 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::proxy::activation::FIRST_FD;
+
 /// How long the new binary gets to answer `--version` and `check`.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The first fd the sockets are passed at (`SD_LISTEN_FDS_START`).
-const FIRST_FD: RawFd = 3;
 
 /// What the daemon does once it has stopped.
 pub enum Exit {

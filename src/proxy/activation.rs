@@ -6,8 +6,9 @@
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 
-/// The first fd systemd passes (`SD_LISTEN_FDS_START`).
-const FIRST_FD: RawFd = 3;
+/// The first fd passed (`SD_LISTEN_FDS_START`), by systemd or by the
+/// daemon that upgrades to this one.
+pub const FIRST_FD: RawFd = 3;
 
 /// The TCP listening sockets passed to this process, by address.
 #[derive(Debug, Default)]
