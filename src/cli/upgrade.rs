@@ -104,7 +104,7 @@ async fn wait_for_new_daemon(
         }
         // The same process runs the new binary: if it is gone, the new
         // daemon failed to start.
-        if !running(before.pid) {
+        if !crate::supervisor::usage::is_running(before.pid) {
             return Err(Failure::failed(format!(
                 "the daemon exited during the upgrade; its log says why ({} when started \
                  with --detach)",
@@ -119,17 +119,6 @@ async fn wait_for_new_daemon(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Whether `pid` is a live process: not gone, and not a zombie waiting for
-/// its parent to reap it.
-fn running(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the command name, which is in parentheses.
-    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
-    !state.is_some_and(|s| s.starts_with('Z') || s.starts_with('X'))
 }
 
 fn log_hint(state_dir: &Path) -> PathBuf {

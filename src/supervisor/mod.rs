@@ -8,7 +8,8 @@
 //! - [`logs`]: line capture, prefixes, files, followers.
 //! - [`ports`]: private port hand-out.
 //! - [`reaper`]: the helper that kills orphans if the daemon is killed.
-//! - [`usage`]: CPU and memory per instance, from /proc.
+//! - [`usage`]: CPU and memory per instance, and whether a process runs,
+//!   from /proc.
 
 pub mod instance;
 pub mod logs;

@@ -1,6 +1,6 @@
 //! CPU and memory of each instance, as `pm2 ls` shows them: the sums over
 //! the instance's process group (its `sh`, node and node's children), read
-//! from /proc.
+//! from /proc; and whether a process still runs.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -123,13 +123,27 @@ fn group_totals() -> HashMap<i32, Totals> {
     totals
 }
 
+/// Whether `pid` is a live process: not gone, and not a zombie waiting for
+/// its parent to reap it. Blocking: it reads /proc.
+pub fn is_running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = after_name(&stat).and_then(|rest| rest.split_whitespace().next());
+    !matches!(state, Some("Z" | "X"))
+}
+
+/// A /proc/<pid>/stat line from field 3 (the state) on. The command name
+/// before it can hold spaces and parentheses, so it ends at the last `)`.
+fn after_name(stat: &str) -> Option<&str> {
+    Some(&stat[stat.rfind(')')? + 1..])
+}
+
 /// Process group, utime + stime (ticks) and rss (pages) from a
-/// /proc/<pid>/stat line. The command name can hold spaces and parentheses,
-/// so fields are counted from the last `)`.
+/// /proc/<pid>/stat line.
 fn parse_stat(stat: &str) -> Option<(i32, u64, u64)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
     // After the name: state(3) ppid(4) pgrp(5) ... utime(14) stime(15) ... rss(24).
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let fields: Vec<&str> = after_name(stat)?.split_whitespace().collect();
     let field = |n: usize| fields.get(n - 3).copied();
     let pgrp = field(5)?.parse().ok()?;
     let utime: u64 = field(14)?.parse().ok()?;
@@ -162,6 +176,20 @@ mod tests {
         let line = "4242 (node ) x) S 1 4240 4240 0 -1 4194560 100 0 0 0 \
                     150 25 0 0 20 0 11 0 123456 987654321 9000 18446744073709551615";
         assert_eq!(parse_stat(line), Some((4240, 175, 9000)));
+    }
+
+    /// A child that exited but is not reaped yet (a zombie) no longer runs.
+    #[test]
+    fn a_zombie_is_not_running() {
+        assert!(is_running(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while is_running(child.id()) {
+            assert!(Instant::now() < deadline, "an exited child still runs");
+            std::thread::yield_now();
+        }
+        assert!(std::path::Path::new(&format!("/proc/{}", child.id())).exists());
+        child.wait().unwrap();
     }
 
     /// This test's own process group is found, with memory and CPU time.
