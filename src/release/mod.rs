@@ -338,7 +338,9 @@ impl Store {
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             build_log: None,
             status: "ready".into(),
-            size: Some(folder_size(&dir)),
+            // Measured above: the copy holds the same files, and its links
+            // count nothing, as in folder_size.
+            size: Some(bytes),
         };
         match self.finish(&dir, &meta) {
             Ok(()) => Ok((meta, dir)),
