@@ -527,7 +527,11 @@ impl InstanceTask {
         // Whatever ended the leader, leave nothing of its group behind.
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         self.ctx.reaper.unregister(pgid);
-        self.upstream.set_down(false);
+        // Nothing listens on the port now. The route table drops this
+        // instance only once the publisher runs; until then a request that
+        // picked it would meet a refusal and, on its last attempt, fail.
+        // The flag is cleared when a fresh process passes its check.
+        self.upstream.set_down(true);
         end
     }
 
