@@ -109,6 +109,15 @@ pub struct ProcessConfig {
     /// Restart it when it exits (pm2's `autorestart`).
     #[serde(default = "yes")]
     pub autorestart: bool,
+    /// Restarted (stopped, then started: two never run at once) when its
+    /// process group holds more memory than this (pm2's
+    /// `max_memory_restart`).
+    #[serde(default)]
+    pub max_memory: Option<Spanned<Size>>,
+    /// A cron pattern: restarted the same way at each tick (pm2's
+    /// `cron_restart`).
+    #[serde(default)]
+    pub cron_restart: Option<Spanned<String>>,
 }
 
 impl ProcessConfig {
@@ -754,6 +763,24 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
                 format!("{:?} is not a signal name", p.stop_signal.get_ref()),
             ));
         }
+        if let Some(pattern) = &p.cron_restart {
+            if let Err(e) = parse_cron(pattern.get_ref()) {
+                return Err(err(
+                    pattern.span(),
+                    &format!("process.{name}.cron_restart"),
+                    e,
+                ));
+            }
+        }
+        if let Some(max) = &p.max_memory {
+            if max.get_ref().0 == 0 {
+                return Err(err(
+                    max.span(),
+                    &format!("process.{name}.max_memory"),
+                    "must be more than 0".into(),
+                ));
+            }
+        }
     }
     if let Some(pattern) = &c.web.cron_restart {
         if let Err(e) = parse_cron(pattern.get_ref()) {
@@ -981,6 +1008,16 @@ mod tests {
         assert_eq!(
             located("[app]\nname = \"x\"\n[web]\ncommand = \"x\"\ncron_restart = \"soon\"\n"),
             (Some(5), Some("web.cron_restart".into()))
+        );
+        let singleton =
+            "[app]\nname = \"x\"\n[web]\ncommand = \"x\"\n[process.jobs]\ncommand = \"y\"\n";
+        assert_eq!(
+            located(&format!("{singleton}cron_restart = \"soon\"\n")),
+            (Some(7), Some("process.jobs.cron_restart".into()))
+        );
+        assert_eq!(
+            located(&format!("{singleton}max_memory = 0\n")),
+            (Some(7), Some("process.jobs.max_memory".into()))
         );
         assert!(parse_cron("0 4 * * *").is_ok());
         assert!(parse_cron("*/5 * * * * *").is_ok());

@@ -606,6 +606,83 @@ fn singleton_process_never_runs_twice() {
     assert_eq!(scheduler[0]["release"], second.as_str());
 }
 
+/// A daemon running one web instance and the test scheduler as a singleton,
+/// with `extra` lines in its `[process.scheduler]` and `env` in its
+/// environment; its lock and tick files in the daemon's folder.
+fn with_scheduler(extra: &str, env: &str) -> Daemon {
+    let cfg = |lock_dir: &str| {
+        format!(
+            "[process.scheduler]\ncommand = \"node {}\"\nenv = {{ LOCK_DIR = \"{lock_dir}\"{env} }}\n{extra}\n\n{}",
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/scheduler.js").display(),
+            web(1, "", "")
+        )
+    };
+    let d = Daemon::prepare(&cfg("LOCK_DIR_PLACEHOLDER"));
+    let lock_dir = d.dir.path().display().to_string();
+    d.rewrite(&cfg(&lock_dir));
+    let d = d.up();
+    d.wait_ready(2);
+    d
+}
+
+/// The scheduler's instance id and pid, and the web instances' ids.
+fn scheduler_and_web(d: &Daemon) -> ((String, u64), Vec<String>) {
+    let s = d.status();
+    let all = s["instances"].as_array().unwrap();
+    let (scheduler, web): (Vec<_>, Vec<_>) = all.iter().partition(|i| i["process"] == "scheduler");
+    assert_eq!(scheduler.len(), 1, "one scheduler: {s:#}");
+    let pid = scheduler[0]["pid"].as_u64().unwrap_or(0);
+    let id = scheduler[0]["instance"].as_str().unwrap().to_string();
+    let web = web
+        .iter()
+        .map(|i| i["instance"].as_str().unwrap().to_string());
+    ((id, pid), web.collect())
+}
+
+/// Waits until the scheduler runs with a process other than `old_pid`, and
+/// checks that the web instances were left alone and that the two
+/// schedulers never ran at once (the app's own lock file says so).
+fn wait_for_fresh_scheduler(d: &Daemon, old_pid: u64, web: &[String]) {
+    wait_until(Duration::from_secs(20), "a fresh scheduler", || {
+        let ((_, pid), _) = scheduler_and_web(d);
+        pid != 0 && pid != old_pid
+    });
+    let (_, now) = scheduler_and_web(d);
+    assert_eq!(now, web, "the web instances are not restarted");
+    let log = d.output();
+    assert!(!log.contains("two schedulers at once"), "{log}");
+    assert!(log.contains("stopping it first (singleton)"), "{log}");
+}
+
+/// pm2's max_memory_restart for a singleton: past `[process.<name>]
+/// max_memory` it is restarted (stopped, then started, never two at once),
+/// and the web instances are left alone.
+#[test]
+fn a_singleton_past_max_memory_is_restarted_alone() {
+    let d = with_scheduler("max_memory = \"100MiB\"", ", GROW_MB = \"200\"");
+    let ((id, pid), web) = scheduler_and_web(&d);
+    wait_for_fresh_scheduler(&d, pid, &web);
+    let log = d.output();
+    assert!(
+        log.contains(&format!("{id}: it holds")) && log.contains("more than max_memory (100 MiB)"),
+        "{log}"
+    );
+}
+
+/// pm2's cron_restart for a singleton: at each tick it is restarted
+/// (stopped, then started), and the web instances are left alone.
+#[test]
+fn a_singleton_cron_restart_restarts_it_alone() {
+    let d = with_scheduler("cron_restart = \"*/2 * * * * *\"", "");
+    let ((_, pid), web) = scheduler_and_web(&d);
+    wait_for_fresh_scheduler(&d, pid, &web);
+    assert!(
+        d.output().contains("cron_restart (*/2 * * * * *)"),
+        "{}",
+        d.output()
+    );
+}
+
 /// `[cron.<name>]` runs on its schedule in the serving release, never
 /// overlapping itself, and follows a deploy to the new release.
 #[test]

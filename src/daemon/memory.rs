@@ -1,6 +1,8 @@
 //! pm2's `max_memory_restart`, without its downtime: an instance whose
 //! process group holds more than `[web] max_memory` is replaced by a fresh
 //! one, started and ready before the old one leaves rotation and drains.
+//! A singleton past its `[process.<name>] max_memory` is restarted: stopped,
+//! then started, since two must never run at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use super::Daemon;
 use crate::deploy::{DeployError, Kind};
 use crate::supervisor::usage;
-use crate::supervisor::State;
+use crate::supervisor::{Instance, State};
 
 /// How often memory is read (pm2 reads it every 30 s).
 const CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -26,26 +28,19 @@ pub async fn watch(daemon: Arc<Daemon>) {
             _ = daemon.shutdown.cancelled() => return,
         }
         pause = CHECK_EVERY;
-        let Some(limit) = daemon.config().config.web.max_memory.map(|m| m.get_ref().0) else {
+        let watched = watched_instances(&daemon);
+        if watched.is_empty() {
             continue;
-        };
-        let ready: Vec<(String, i32)> = daemon
-            .serving()
-            .iter()
-            .filter_map(|i| {
-                let status = i.status();
-                let pid = i32::try_from(status.pid?).ok()?;
-                (status.state == State::Ready).then(|| (i.id.to_string(), pid))
-            })
-            .collect();
-        let groups: Vec<i32> = ready.iter().map(|(_, pid)| *pid).collect();
+        }
+        let groups: Vec<i32> = watched.iter().map(|w| w.pid).collect();
         let Ok(memory) = tokio::task::spawn_blocking(move || usage::memory(&groups)).await else {
             continue;
         };
-        let over = ready
-            .into_iter()
-            .find_map(|(id, pid)| Some((id, *memory.get(&pid)?)).filter(|(_, m)| *m > limit));
-        let Some((id, bytes)) = over else {
+        let over = watched.into_iter().find_map(|w| {
+            let bytes = *memory.get(&w.pid)?;
+            (bytes > w.limit).then_some((w.id, bytes, w.limit))
+        });
+        let Some((id, bytes, limit)) = over else {
             continue;
         };
         let why = format!(
@@ -53,7 +48,7 @@ pub async fn watch(daemon: Arc<Daemon>) {
             bytes >> 20,
             limit >> 20
         );
-        tracing::warn!("{id}: {why}; replacing it");
+        tracing::warn!("{id}: {why}; giving it a fresh process");
         let kind = Kind::Replace {
             instance: id.clone(),
             why,
@@ -67,4 +62,40 @@ pub async fn watch(daemon: Arc<Daemon>) {
             }
         }
     }
+}
+
+/// A running instance with a memory limit.
+struct Watched {
+    id: String,
+    pid: i32,
+    limit: u64,
+}
+
+/// The serving web instances (under `[web] max_memory`) and singletons
+/// (under their `[process.<name>] max_memory`) that are up, with their
+/// limits.
+fn watched_instances(daemon: &Daemon) -> Vec<Watched> {
+    let loaded = daemon.config();
+    let config = &loaded.config;
+    let running = |i: &Instance, limit: u64| {
+        let status = i.status();
+        let pid = i32::try_from(status.pid?).ok()?;
+        (status.state == State::Ready).then(|| Watched {
+            id: i.id.to_string(),
+            pid,
+            limit,
+        })
+    };
+    let mut watched = Vec::new();
+    if let Some(max) = &config.web.max_memory {
+        let limit = max.get_ref().0;
+        watched.extend(daemon.serving().iter().filter_map(|i| running(i, limit)));
+    }
+    for i in daemon.singletons() {
+        let process = config.process.get(&*i.process);
+        if let Some(max) = process.and_then(|p| p.max_memory.as_ref()) {
+            watched.extend(running(&i, max.get_ref().0));
+        }
+    }
+    watched
 }

@@ -209,37 +209,82 @@ impl Daemon {
 
     /// Starts `release`'s `[process.<name>]` singletons.
     fn start_singletons(&self, release: &Release) -> Vec<Instance> {
-        let mut started = Vec::new();
-        for (name, p) in &release.config.config.process {
-            let spec = InstanceSpec {
-                process: name.clone(),
-                number: self.next_number.fetch_add(1, Ordering::Relaxed),
-                release: release.id.clone(),
-                command: p.command.get_ref().clone(),
-                cwd: p
-                    .cwd
-                    .as_ref()
-                    .map_or_else(|| release.dir.clone(), |c| release.dir.join(c)),
-                env: p.env.clone(),
-                readiness: crate::config::Readiness {
-                    kind: crate::config::ReadinessKind::None,
-                    ..Default::default()
-                },
-                start_timeout: std::time::Duration::from_secs(30),
-                stop_signal: p.stop_signal(),
-                kill_timeout: p.kill_timeout,
-                min_uptime: p.min_uptime,
-                max_restarts: p.max_restarts,
-                autorestart: p.autorestart,
-                tcp: Vec::new(),
-                restart_before_ready: true,
-            };
-            match Instance::start(spec, self.ctx.clone()) {
-                Ok(i) => started.push(i),
-                Err(e) => tracing::error!("cannot start {name}: {e}"),
-            }
+        release
+            .config
+            .config
+            .process
+            .keys()
+            .filter_map(|name| self.start_singleton(release, name))
+            .collect()
+    }
+
+    /// Starts `release`'s `[process.<name>]`; logs why when it cannot.
+    fn start_singleton(&self, release: &Release, name: &str) -> Option<Instance> {
+        let p = release.config.config.process.get(name)?;
+        let spec = InstanceSpec {
+            process: name.to_string(),
+            number: self.next_number.fetch_add(1, Ordering::Relaxed),
+            release: release.id.clone(),
+            command: p.command.get_ref().clone(),
+            cwd: p
+                .cwd
+                .as_ref()
+                .map_or_else(|| release.dir.clone(), |c| release.dir.join(c)),
+            env: p.env.clone(),
+            readiness: crate::config::Readiness {
+                kind: crate::config::ReadinessKind::None,
+                ..Default::default()
+            },
+            start_timeout: std::time::Duration::from_secs(30),
+            stop_signal: p.stop_signal(),
+            kill_timeout: p.kill_timeout,
+            min_uptime: p.min_uptime,
+            max_restarts: p.max_restarts,
+            autorestart: p.autorestart,
+            tcp: Vec::new(),
+            restart_before_ready: true,
+        };
+        Instance::start(spec, self.ctx.clone())
+            .map_err(|e| tracing::error!("cannot start {name}: {e}"))
+            .ok()
+    }
+
+    /// The singletons now running.
+    pub fn singletons(&self) -> Vec<Instance> {
+        self.singletons
+            .lock()
+            .expect("singletons lock poisoned")
+            .clone()
+    }
+
+    /// Gives the singleton `id` a fresh process of `release`: the old one is
+    /// stopped first, as at a deploy, so two never run at once; it is
+    /// listed (as stopping) until then. False when `id` is not a running
+    /// singleton. Calls `report` for each step.
+    pub async fn restart_singleton(
+        &self,
+        release: &Release,
+        id: &str,
+        report: impl Fn(String),
+    ) -> bool {
+        let Some(old) = self.singletons().into_iter().find(|i| &*i.id == id) else {
+            return false;
+        };
+        report(format!("{id}: stopping it first (singleton)"));
+        old.stop().await;
+        // A daemon stopping meanwhile has stopped the old one too.
+        let fresh = if self.shutdown.is_cancelled() {
+            None
+        } else {
+            self.start_singleton(release, &old.process)
+        };
+        let mut singletons = self.singletons.lock().expect("singletons lock poisoned");
+        singletons.retain(|i| &*i.id != id);
+        if let Some(fresh) = fresh {
+            report(format!("{}: started with release {}", fresh.id, release.id));
+            singletons.push(fresh);
         }
-        started
+        true
     }
 
     /// Replaces the singletons with `release`'s: each old one is stopped

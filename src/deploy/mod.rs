@@ -50,7 +50,8 @@ pub enum Kind {
         instances: u32,
     },
     /// One serving instance swapped for a fresh one of the same release
-    /// (one past `max_memory`).
+    /// (one past `max_memory`), or a singleton restarted (past its
+    /// `max_memory`, or at a tick of its `cron_restart`).
     Replace {
         /// Its id.
         instance: String,
@@ -780,6 +781,17 @@ impl Deploy {
         id: &str,
         why: &str,
     ) -> Result<String, DeployError> {
+        if self.daemon.singletons().iter().any(|i| &*i.id == id) {
+            // A singleton takes no traffic, and two must never run at once:
+            // handing its role to a fresh process means stopping it first.
+            self.to(Phase::Switching, format!("restarting {id}: {why}"));
+            let report = &self.report;
+            self.daemon
+                .restart_singleton(&release, id, |m| report.step(Phase::Switching, m))
+                .await;
+            let ms = self.began.elapsed().as_millis();
+            return self.done(&release, ms);
+        }
         let serving = self.daemon.serving();
         if !serving.iter().any(|i| &*i.id == id) {
             return Err(DeployError::NoTarget(format!("{id} no longer serves")));

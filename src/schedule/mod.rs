@@ -4,8 +4,8 @@
 //! the release serving at that moment, and only then looks for the next
 //! tick, so a job never overlaps itself and deploys never double it.
 //! `[web] cron_restart` ticks the same way, and each tick is a deploy of the
-//! serving release. (`[process.<name>]` singletons live in the supervisor,
-//! beside `web`.)
+//! serving release; a `[process.<name>] cron_restart` tick restarts that
+//! singleton. (Singletons live in the supervisor, beside `web`.)
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -36,6 +36,41 @@ pub async fn cron_restart(daemon: Arc<Daemon>) {
                 tracing::info!("cron_restart: release {release} runs on fresh instances")
             }
             Err(e) => tracing::warn!("cron_restart: {e}"),
+        }
+    }
+}
+
+/// Restarts the singleton `[process.<name>]` at each tick of its
+/// `cron_restart`, for the daemon's life: stopped, then started, as at a
+/// deploy. A tick that meets a running deploy is skipped.
+pub async fn cron_restart_singleton(daemon: Arc<Daemon>, name: String) {
+    loop {
+        let config = daemon.config();
+        let Some(pattern) = config
+            .config
+            .process
+            .get(&name)
+            .and_then(|p| p.cron_restart.clone())
+        else {
+            return;
+        };
+        if !next_tick(&daemon, pattern.get_ref()).await {
+            return;
+        }
+        let running = daemon
+            .singletons()
+            .into_iter()
+            .find(|i| *i.process == *name);
+        let Some(singleton) = running else {
+            continue;
+        };
+        let kind = crate::deploy::Kind::Replace {
+            instance: singleton.id.to_string(),
+            why: format!("cron_restart ({})", pattern.get_ref()),
+        };
+        match crate::deploy::run_unwatched(&daemon, kind).await {
+            Ok(_) => tracing::info!("cron_restart: {} has a fresh process", singleton.id),
+            Err(e) => tracing::warn!("cron_restart of {}: {e}", singleton.id),
         }
     }
 }

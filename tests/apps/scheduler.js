@@ -13,6 +13,12 @@ try {
 const bye = () => { fs.unlinkSync(lock); process.exit(0); };
 process.on('SIGTERM', bye);
 process.on('SIGINT', bye);
+// With GROW_MB, the first copy to run holds that much memory (max_memory).
+const grown = path.join(process.env.LOCK_DIR, 'grown');
+if (process.env.GROW_MB && !fs.existsSync(grown)) {
+  fs.writeFileSync(grown, String(process.pid));
+  global.ballast = Buffer.alloc(Number(process.env.GROW_MB) << 20, 1);
+}
 console.log(`scheduler up, release ${process.env.BATON_RELEASE}, role ${process.env.BATON_ROLE}`);
 setInterval(() => {
   fs.appendFileSync(path.join(process.env.LOCK_DIR, 'ticks.log'), `${process.env.BATON_RELEASE} ${Date.now()}\n`);
