@@ -786,9 +786,14 @@ impl Deploy {
             // handing its role to a fresh process means stopping it first.
             self.to(Phase::Switching, format!("restarting {id}: {why}"));
             let report = &self.report;
-            self.daemon
+            let restarted = self
+                .daemon
                 .restart_singleton(&release, id, |m| report.step(Phase::Switching, m))
                 .await;
+            if !restarted {
+                self.machine.advance(Phase::Failed);
+                return Err(DeployError::NoTarget(format!("{id} no longer runs")));
+            }
             let ms = self.began.elapsed().as_millis();
             return self.done(&release, ms);
         }
