@@ -724,6 +724,36 @@ fn cron_job_runs_once_per_tick_in_the_serving_release() {
     );
 }
 
+/// A deploy that adds a `[cron.<name>]` starts it, and one that drops it
+/// stops it: no run of it in the release without it.
+#[test]
+fn a_deploy_adds_and_drops_cron_jobs() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let log_path = log.path().display().to_string();
+    let job = |name: &str| {
+        format!("[cron.{name}]\nschedule = \"* * * * * *\"\ncommand = \"echo {name} $BATON_RELEASE >> {log_path}\"\n")
+    };
+    let release = |d: &Daemon| d.status()["release"].as_str().unwrap().to_string();
+    let lines = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let d = Daemon::start(&web(1, "APP_VERSION = \"v1\"", ""));
+    d.wait_ready(1);
+    d.rewrite(&(job("added") + &web(1, "APP_VERSION = \"v2\"", "")));
+    deploy_ok(&d, &["deploy"]);
+    let second = release(&d);
+    wait_until(Duration::from_secs(15), "a run of the added job", || {
+        lines().contains(&format!("added {second}"))
+    });
+    d.rewrite(&(job("other") + &web(1, "APP_VERSION = \"v3\"", "")));
+    deploy_ok(&d, &["deploy"]);
+    let third = release(&d);
+    wait_until(
+        Duration::from_secs(15),
+        "two runs of the job that replaced it",
+        || lines().matches(&format!("other {third}")).count() >= 2,
+    );
+    assert!(!lines().contains(&format!("added {third}")), "{}", lines());
+}
+
 /// Rolling: a release that dies right after its first batch switched sends
 /// every request back to the old instances, which were never stopped.
 #[test]

@@ -221,16 +221,7 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
 
     daemon.clone().start_initial().await;
     tokio::spawn(memory::watch(daemon.clone()));
-    tokio::spawn(crate::schedule::cron_restart(daemon.clone()));
-    for name in daemon.config().config.process.keys() {
-        tokio::spawn(crate::schedule::cron_restart_singleton(
-            daemon.clone(),
-            name.clone(),
-        ));
-    }
-    for name in daemon.config().config.cron.keys() {
-        tokio::spawn(crate::schedule::run(daemon.clone(), name.clone()));
-    }
+    tokio::spawn(crate::schedule::keep(daemon.clone()));
     if let Some(inbox) = &daemon.config().config.releases.inbox {
         let inbox = daemon.config().base_dir.join(inbox);
         tokio::spawn(crate::release::inbox::watch(daemon.clone(), inbox));

@@ -44,6 +44,8 @@ struct Serving {
 /// route publisher.
 pub struct Daemon {
     config: RwLock<Loaded>,
+    /// Told at every change of configuration (one waiter: the schedules).
+    pub config_changed: tokio::sync::Notify,
     /// The folder of the baton.toml the daemon started with: the app's home,
     /// and the repository `deploy --git` exports from.
     pub app_dir: PathBuf,
@@ -84,6 +86,7 @@ impl Daemon {
             app_dir: config.base_dir.clone(),
             app_config: config.path.clone(),
             config: RwLock::new(config),
+            config_changed: tokio::sync::Notify::new(),
             proxy,
             ctx,
             serving: Mutex::default(),
@@ -121,6 +124,7 @@ impl Daemon {
     /// Replaces the configuration in force (after a successful deploy).
     pub fn set_config(&self, loaded: Loaded) {
         *self.config.write().expect("config lock poisoned") = loaded;
+        self.config_changed.notify_one();
     }
 
     /// The release serving traffic.

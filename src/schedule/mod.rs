@@ -6,87 +6,131 @@
 //! `[web] cron_restart` ticks the same way, and each tick is a deploy of the
 //! serving release; a `[process.<name>] cron_restart` tick restarts that
 //! singleton. (Singletons live in the supervisor, beside `web`.)
+//!
+//! [`keep`] owns these tasks: it starts one for each schedule in the
+//! configuration, and looks again whenever a deploy changes it.
 
+use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::Arc;
 
 use tokio::process::Command;
+use tokio::task::JoinHandle;
 
+use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::supervisor::{logs, spawn};
 
-/// Restarts the web instances at each tick of `[web] cron_restart`, as a
-/// deploy of the serving release (fresh instances ready before the old ones
-/// drain), for the daemon's life. A tick that meets a running deploy is
-/// skipped: that deploy brings fresh instances anyway.
-pub async fn cron_restart(daemon: Arc<Daemon>) {
-    loop {
-        let Some(pattern) = daemon.config().config.web.cron_restart.clone() else {
-            return;
-        };
-        if !next_tick(&daemon, pattern.get_ref()).await {
-            return;
-        }
-        tracing::info!(
-            "cron_restart ({}): restarting the web instances",
-            pattern.get_ref()
-        );
-        match crate::deploy::run_unwatched(&daemon, crate::deploy::Kind::Restart).await {
-            Ok(release) => {
-                tracing::info!("cron_restart: release {release} runs on fresh instances")
-            }
-            Err(e) => tracing::warn!("cron_restart: {e}"),
-        }
-    }
+/// What ticks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Schedule {
+    /// `[web] cron_restart`.
+    WebRestart,
+    /// `[process.<name>] cron_restart`.
+    SingletonRestart(String),
+    /// `[cron.<name>]`.
+    Job(String),
 }
 
-/// Restarts the singleton `[process.<name>]` at each tick of its
-/// `cron_restart`, for the daemon's life: stopped, then started, as at a
-/// deploy. A tick that meets a running deploy is skipped.
-pub async fn cron_restart_singleton(daemon: Arc<Daemon>, name: String) {
-    loop {
-        let config = daemon.config();
-        let Some(pattern) = config
-            .config
+impl Schedule {
+    /// The schedules `config` has.
+    fn all_in(config: &Config) -> Vec<Schedule> {
+        let web = config
+            .web
+            .cron_restart
+            .is_some()
+            .then_some(Schedule::WebRestart);
+        let singletons = config
             .process
-            .get(&name)
-            .and_then(|p| p.cron_restart.clone())
-        else {
-            return;
+            .iter()
+            .filter(|(_, p)| p.cron_restart.is_some())
+            .map(|(name, _)| Schedule::SingletonRestart(name.clone()));
+        let jobs = config.cron.keys().map(|name| Schedule::Job(name.clone()));
+        web.into_iter().chain(singletons).chain(jobs).collect()
+    }
+
+    /// Its cron pattern in `config`, if it is still there.
+    fn pattern(&self, config: &Config) -> Option<String> {
+        let pattern = match self {
+            Schedule::WebRestart => config.web.cron_restart.as_ref(),
+            Schedule::SingletonRestart(name) => config.process.get(name)?.cron_restart.as_ref(),
+            Schedule::Job(name) => Some(&config.cron.get(name)?.schedule),
         };
-        if !next_tick(&daemon, pattern.get_ref()).await {
-            return;
-        }
-        let running = daemon
-            .singletons()
-            .into_iter()
-            .find(|i| *i.process == *name);
-        let Some(singleton) = running else {
-            continue;
-        };
-        let kind = crate::deploy::Kind::Replace {
-            instance: singleton.id.to_string(),
-            why: format!("cron_restart ({})", pattern.get_ref()),
-        };
-        match crate::deploy::run_unwatched(&daemon, kind).await {
-            Ok(_) => tracing::info!("cron_restart: {} has a fresh process", singleton.id),
-            Err(e) => tracing::warn!("cron_restart of {}: {e}", singleton.id),
+        pattern.map(|p| p.get_ref().clone())
+    }
+
+    /// What it does at a tick.
+    async fn tick(&self, daemon: &Arc<Daemon>, pattern: &str) {
+        match self {
+            Schedule::WebRestart => restart_web(daemon, pattern).await,
+            Schedule::SingletonRestart(name) => restart_singleton(daemon, name, pattern).await,
+            Schedule::Job(name) => run_once(daemon, name).await,
         }
     }
 }
 
-/// Runs `[cron.<name>]` for the daemon's life. The job's schedule and
-/// command are read again at every tick, so a deploy that changes them
-/// applies from the next tick.
-pub async fn run(daemon: Arc<Daemon>, name: String) {
+/// Keeps one task per schedule of the configuration in force, for the
+/// daemon's life: a deploy that adds one starts it. A task ends once its
+/// schedule is gone at a tick.
+pub async fn keep(daemon: Arc<Daemon>) {
+    let mut tasks: HashMap<Schedule, JoinHandle<()>> = HashMap::new();
     loop {
-        let Some(job) = daemon.config().config.cron.get(&name).cloned() else {
-            return;
-        };
-        if !next_tick(&daemon, job.schedule.get_ref()).await {
+        for schedule in Schedule::all_in(&daemon.config().config) {
+            if tasks.get(&schedule).is_none_or(JoinHandle::is_finished) {
+                let task = on_each_tick(daemon.clone(), schedule.clone());
+                tasks.insert(schedule, tokio::spawn(task));
+            }
+        }
+        tokio::select! {
+            _ = daemon.config_changed.notified() => {}
+            _ = daemon.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Runs `schedule` at each of its ticks while the configuration has it.
+/// The pattern is read again at every tick, so a deploy that changes or
+/// removes it applies from the next tick.
+async fn on_each_tick(daemon: Arc<Daemon>, schedule: Schedule) {
+    while let Some(pattern) = schedule.pattern(&daemon.config().config) {
+        if !next_tick(&daemon, &pattern).await {
             return;
         }
-        run_once(&daemon, &name, &job).await;
+        // Changed or removed while asleep: the configuration in force decides.
+        if schedule.pattern(&daemon.config().config).as_ref() == Some(&pattern) {
+            schedule.tick(&daemon, &pattern).await;
+        }
+    }
+}
+
+/// A `[web] cron_restart` tick: a deploy of the serving release (fresh
+/// instances ready before the old ones drain). A tick that meets a running
+/// deploy is skipped: that deploy brings fresh instances anyway.
+async fn restart_web(daemon: &Arc<Daemon>, pattern: &str) {
+    tracing::info!("cron_restart ({pattern}): restarting the web instances");
+    match crate::deploy::run_unwatched(daemon, crate::deploy::Kind::Restart).await {
+        Ok(release) => tracing::info!("cron_restart: release {release} runs on fresh instances"),
+        Err(e) => tracing::warn!("cron_restart: {e}"),
+    }
+}
+
+/// A `[process.<name>] cron_restart` tick: that singleton is stopped, then
+/// started, as at a deploy. A tick that meets a running deploy is skipped.
+async fn restart_singleton(daemon: &Arc<Daemon>, name: &str, pattern: &str) {
+    let running = daemon
+        .singletons()
+        .into_iter()
+        .find(|i| *i.process == *name);
+    let Some(singleton) = running else {
+        return;
+    };
+    let kind = crate::deploy::Kind::Replace {
+        instance: singleton.id.to_string(),
+        why: format!("cron_restart ({pattern})"),
+    };
+    match crate::deploy::run_unwatched(daemon, kind).await {
+        Ok(_) => tracing::info!("cron_restart: {} has a fresh process", singleton.id),
+        Err(e) => tracing::warn!("cron_restart of {}: {e}", singleton.id),
     }
 }
 
@@ -107,8 +151,14 @@ async fn next_tick(daemon: &Daemon, pattern: &str) -> bool {
     }
 }
 
-async fn run_once(daemon: &Daemon, name: &str, job: &crate::config::CronJob) {
+/// Runs the job `name` once, as the serving release defines it: during a
+/// deploy, from the switch on, that is the new release, whose baton.toml
+/// may have changed or dropped the job.
+async fn run_once(daemon: &Daemon, name: &str) {
     let Some(release) = daemon.current_release() else {
+        return;
+    };
+    let Some(job) = release.config.config.cron.get(name) else {
         return;
     };
     let who = format!("cron:{name}");
