@@ -644,6 +644,59 @@ fn upgrade_to_a_bad_binary_changes_nothing() {
     assert_eq!(get(d.port, "/").unwrap().status, 200);
 }
 
+/// A new Baton that passes the check but fails to start once it has
+/// replaced the daemon: `baton upgrade` starts the copy of the previous
+/// binary the daemon kept, the app serves again, and the command fails with
+/// both stories.
+#[test]
+fn an_upgrade_that_fails_to_start_goes_back_to_the_previous_baton() {
+    let d = Daemon::prepare(WEB_HTTP);
+    let broken = d.path("broken-baton");
+    std::fs::write(
+        &broken,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version|check) exec {} \"$@\";; esac\n\
+             echo 'this Baton crashes at start' >&2; exit 3\n",
+            bin()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = d.up();
+    d.wait_ready(1);
+    let before = d.status();
+
+    let out = d.baton(&["upgrade", "--binary", "broken-baton"]);
+    // The daemon now running came from the fallback, detached: stopped at
+    // the end whatever the assertions say.
+    struct StopAtEnd<'a>(&'a Daemon);
+    impl Drop for StopAtEnd<'_> {
+        fn drop(&mut self) {
+            self.0.baton(&["stop"]);
+        }
+    }
+    let _stop = StopAtEnd(&d);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    for said in ["the new daemon exited during the upgrade", "serves again"] {
+        assert!(text(&out).contains(said), "{said:?} in {}", text(&out));
+    }
+    assert!(
+        std::fs::read_to_string(d.path("daemon.out"))
+            .unwrap()
+            .contains("this Baton crashes at start"),
+        "the broken binary ran"
+    );
+    let after = d.status();
+    assert_ne!(after["pid"], before["pid"], "{after:#}");
+    assert_eq!(after["version"], before["version"]);
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/exe", after["pid"])).unwrap(),
+        d.path(".baton/baton.previous").canonicalize().unwrap(),
+        "the previous Baton runs again"
+    );
+    assert_eq!(get(d.port, "/").unwrap().status, 200);
+}
+
 /// `baton systemd` prints the units that run this app at boot (as `pm2
 /// startup`): the service starts this binary on this baton.toml, the socket
 /// unit holds `[proxy] listen`, and systemd's own checker, where installed,

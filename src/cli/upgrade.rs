@@ -2,6 +2,7 @@
 //! the one named) and follows it until the new daemon serves.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hyper::Method;
@@ -42,7 +43,11 @@ pub async fn run(client: &ApiClient, binary: Option<&Path>, json: bool) -> Resul
             report.version, before.pid
         );
     }
-    let after = wait_for_new_daemon(client, &before).await?;
+    let after = match wait_for_new_daemon(client, &before).await {
+        Ok(after) => after,
+        Err(NotServing::Exited) => return Err(go_back(client, &report, &before).await),
+        Err(NotServing::Failed(failure)) => return Err(failure),
+    };
     if json {
         let out = serde_json::json!({
             "pid": after.pid,
@@ -81,12 +86,20 @@ fn serving(status: &StatusReport) -> bool {
     first.is_some_and(|i| i.state == State::Ready) && web.all(|i| i.state == State::Ready)
 }
 
+/// Why the new daemon does not serve.
+enum NotServing {
+    /// Its process is gone: it failed to start.
+    Exited,
+    /// Anything else, said for a person.
+    Failed(Failure),
+}
+
 /// Polls until a daemon started after `before` answers with every web
 /// instance ready.
 async fn wait_for_new_daemon(
     client: &ApiClient,
     before: &StatusReport,
-) -> Result<StatusReport, Failure> {
+) -> Result<StatusReport, NotServing> {
     let deadline = Instant::now() + READY_WITHIN;
     let mut said_started = false;
     loop {
@@ -105,17 +118,79 @@ async fn wait_for_new_daemon(
         // The same process runs the new binary: if it is gone, the new
         // daemon failed to start.
         if !crate::supervisor::usage::is_running(before.pid) {
-            return Err(Failure::failed(format!(
-                "the daemon exited during the upgrade; its log says why ({} when started \
-                 with --detach)",
-                log_hint(client.state_dir()).display()
-            )));
+            return Err(NotServing::Exited);
         }
         if Instant::now() > deadline {
-            return Err(Failure::failed(format!(
+            return Err(NotServing::Failed(Failure::failed(format!(
                 "no ready instance {READY_WITHIN:?} after the upgrade: see `baton logs` and {}",
                 log_hint(client.state_dir()).display()
-            )));
+            ))));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The new daemon failed to start: starts the copy of the previous Baton
+/// that the daemon kept, as `baton up --detach` would, and waits until it
+/// serves. Under systemd, which starts the service again by itself, only
+/// says where the copy is. Always a failure: the upgrade did not happen.
+async fn go_back(client: &ApiClient, report: &UpgradeReport, before: &StatusReport) -> Failure {
+    let exited = format!(
+        "the new daemon exited during the upgrade; its log says why ({} when started \
+         with --detach)",
+        log_hint(client.state_dir()).display()
+    );
+    let (Some(previous), Some(config)) = (&report.previous, &report.config) else {
+        return Failure::failed(exited);
+    };
+    if report.systemd {
+        return Failure::failed(format!(
+            "{exited}. systemd starts the service again with the binary it names; \
+             the previous Baton ({}) is kept at {previous}",
+            before.version
+        ));
+    }
+    eprintln!(
+        "{exited}; starting the previous Baton ({}) again",
+        before.version
+    );
+    let started = tokio::process::Command::new(previous)
+        .args(["up", "--detach", "--config", config, "--state-dir"])
+        .arg(client.state_dir())
+        .stdin(Stdio::null())
+        // stdout is for the result alone (--json).
+        .stdout(std::io::stderr())
+        .status()
+        .await;
+    match started {
+        Ok(status) if status.success() => {}
+        Ok(status) => {
+            return Failure::failed(format!(
+                "{exited}; the previous Baton did not start either ({status})"
+            ))
+        }
+        Err(e) => {
+            return Failure::failed(format!("{exited}; cannot run {previous}: {e}"));
+        }
+    }
+    let deadline = Instant::now() + READY_WITHIN;
+    loop {
+        if let Ok(now) = client.get::<StatusReport>("/status").await {
+            if serving(&now) {
+                return Failure::failed(format!(
+                    "{exited}. The previous Baton ({}) serves again: pid {}, {} instance{} ready",
+                    now.version,
+                    now.pid,
+                    ready(&now),
+                    if ready(&now) == 1 { "" } else { "s" }
+                ));
+            }
+        }
+        if Instant::now() > deadline {
+            return Failure::failed(format!(
+                "{exited}; the previous Baton started again, but no instance is ready \
+                 {READY_WITHIN:?} later: see `baton logs`"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -150,6 +150,17 @@ pub struct UpgradeRequest {
 pub struct UpgradeReport {
     /// What the new binary's `--version` printed.
     pub version: String,
+    /// A copy of the running binary, to start again should the new one
+    /// fail to start. (Optional: `baton upgrade` runs the new CLI against
+    /// the old daemon, which may not send it.)
+    #[serde(default)]
+    pub previous: Option<String>,
+    /// The baton.toml the daemon runs.
+    #[serde(default)]
+    pub config: Option<String>,
+    /// The daemon runs under systemd, which restarts it by itself.
+    #[serde(default)]
+    pub systemd: bool,
 }
 
 /// Body of every error answer.

@@ -10,7 +10,9 @@
 //! does not change). Clients that connect meanwhile wait in the kernel's
 //! backlog until the new daemon's instances are ready. The new binary is
 //! checked first (it runs, and accepts baton.toml), so a broken one is
-//! refused before anything stops.
+//! refused before anything stops; and a copy of the running binary is kept
+//! in the state directory, which `baton upgrade` starts again should the
+//! new one fail to start all the same.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -70,6 +72,22 @@ pub async fn check_binary(exe: &Path, config: &Path) -> Result<String, String> {
     .await
     .map_err(|e| format!("{version} does not accept {}: {e}", config.display()))?;
     Ok(version)
+}
+
+/// Copies the running binary (even if replaced on disk since) to
+/// `<state_dir>/baton.previous`, for `baton upgrade` to start again should
+/// the new binary fail to start once it has replaced this one.
+///
+/// # Errors
+/// When the copy cannot be written.
+pub async fn keep_previous(state_dir: &Path) -> std::io::Result<PathBuf> {
+    let kept = state_dir.join("baton.previous");
+    let partial = state_dir.join("baton.previous.partial");
+    // Written aside and renamed: a daemon running from the kept copy (after
+    // one such return) keeps its own file while the new copy replaces it.
+    tokio::fs::copy("/proc/self/exe", &partial).await?;
+    tokio::fs::rename(&partial, &kept).await?;
+    Ok(kept)
 }
 
 /// Runs `exe args` and returns its stdout, or why it failed.

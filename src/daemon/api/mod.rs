@@ -122,9 +122,22 @@ async fn upgrade(
             "the daemon is stopping".to_string(),
         ));
     }
+    let previous = super::upgrade::keep_previous(&daemon.config().state_dir())
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot keep a copy of the running binary to go back to: {e}"),
+            )
+        })?;
     tracing::info!("upgrade to {} ({version}) requested", exe.display());
     daemon.upgrade_to(exe, deploys);
-    Ok(Json(UpgradeReport { version }))
+    Ok(Json(UpgradeReport {
+        version,
+        previous: Some(previous.to_string_lossy().into_owned()),
+        config: Some(daemon.app_config.to_string_lossy().into_owned()),
+        systemd: std::env::var_os("NOTIFY_SOCKET").is_some(),
+    }))
 }
 
 async fn offline(
