@@ -703,6 +703,31 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
+/// The `cron_restart` and `max_memory` of `section` (`web`, or
+/// `process.<name>`), which mean the same in both; `err` locates an error.
+fn check_restarts(
+    section: &str,
+    cron_restart: Option<&Spanned<String>>,
+    max_memory: Option<&Spanned<Size>>,
+    err: impl Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if let Some(pattern) = cron_restart {
+        if let Err(e) = parse_cron(pattern.get_ref()) {
+            return Err(err(pattern.span(), &format!("{section}.cron_restart"), e));
+        }
+    }
+    if let Some(max) = max_memory {
+        if max.get_ref().0 == 0 {
+            return Err(err(
+                max.span(),
+                &format!("{section}.max_memory"),
+                "must be more than 0".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
     let err = |span: Range<usize>, field: &str, message: String| ConfigError {
         file: file.to_path_buf(),
@@ -763,30 +788,19 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
                 format!("{:?} is not a signal name", p.stop_signal.get_ref()),
             ));
         }
-        if let Some(pattern) = &p.cron_restart {
-            if let Err(e) = parse_cron(pattern.get_ref()) {
-                return Err(err(
-                    pattern.span(),
-                    &format!("process.{name}.cron_restart"),
-                    e,
-                ));
-            }
-        }
-        if let Some(max) = &p.max_memory {
-            if max.get_ref().0 == 0 {
-                return Err(err(
-                    max.span(),
-                    &format!("process.{name}.max_memory"),
-                    "must be more than 0".into(),
-                ));
-            }
-        }
+        check_restarts(
+            &format!("process.{name}"),
+            p.cron_restart.as_ref(),
+            p.max_memory.as_ref(),
+            err,
+        )?;
     }
-    if let Some(pattern) = &c.web.cron_restart {
-        if let Err(e) = parse_cron(pattern.get_ref()) {
-            return Err(err(pattern.span(), "web.cron_restart", e));
-        }
-    }
+    check_restarts(
+        "web",
+        c.web.cron_restart.as_ref(),
+        c.web.max_memory.as_ref(),
+        err,
+    )?;
     for (name, job) in &c.cron {
         if let Err(e) = parse_cron(job.schedule.get_ref()) {
             return Err(err(
@@ -824,15 +838,6 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
                     "{:?} is neither \"ipc\" nor a signal name",
                     notice.get_ref()
                 ),
-            ));
-        }
-    }
-    if let Some(max) = &c.web.max_memory {
-        if max.get_ref().0 == 0 {
-            return Err(err(
-                max.span(),
-                "web.max_memory",
-                "must be more than 0".into(),
             ));
         }
     }
