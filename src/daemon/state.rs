@@ -261,20 +261,16 @@ impl Daemon {
             .clone()
     }
 
-    /// Gives the singleton `id` a fresh process of `release`: the old one is
+    /// Gives the singleton `old` a fresh process of `release`: `old` is
     /// stopped first, as at a deploy, so two never run at once; it is
-    /// listed (as stopping) until then. False when `id` is not a running
-    /// singleton. Calls `report` for each step.
+    /// listed (as stopping) until then. Calls `report` for each step.
     pub async fn restart_singleton(
         &self,
         release: &Release,
-        id: &str,
+        old: &Instance,
         report: impl Fn(String),
-    ) -> bool {
-        let Some(old) = self.singletons().into_iter().find(|i| &*i.id == id) else {
-            return false;
-        };
-        report(format!("{id}: stopping it first (singleton)"));
+    ) {
+        report(format!("{}: stopping it first (singleton)", old.id));
         old.stop().await;
         // A daemon stopping meanwhile has stopped the old one too.
         let fresh = if self.shutdown.is_cancelled() {
@@ -283,12 +279,11 @@ impl Daemon {
             self.start_singleton(release, &old.process)
         };
         let mut singletons = self.singletons.lock().expect("singletons lock poisoned");
-        singletons.retain(|i| &*i.id != id);
+        singletons.retain(|i| i.id != old.id);
         if let Some(fresh) = fresh {
             report(format!("{}: started with release {}", fresh.id, release.id));
             singletons.push(fresh);
         }
-        true
     }
 
     /// Replaces the singletons with `release`'s: each old one is stopped

@@ -781,19 +781,14 @@ impl Deploy {
         id: &str,
         why: &str,
     ) -> Result<String, DeployError> {
-        if self.daemon.singletons().iter().any(|i| &*i.id == id) {
+        if let Some(singleton) = self.daemon.singletons().into_iter().find(|i| &*i.id == id) {
             // A singleton takes no traffic, and two must never run at once:
             // handing its role to a fresh process means stopping it first.
             self.to(Phase::Switching, format!("restarting {id}: {why}"));
             let report = &self.report;
-            let restarted = self
-                .daemon
-                .restart_singleton(&release, id, |m| report.step(Phase::Switching, m))
+            self.daemon
+                .restart_singleton(&release, &singleton, |m| report.step(Phase::Switching, m))
                 .await;
-            if !restarted {
-                self.machine.advance(Phase::Failed);
-                return Err(DeployError::NoTarget(format!("{id} no longer runs")));
-            }
             let ms = self.began.elapsed().as_millis();
             return self.done(&release, ms);
         }
