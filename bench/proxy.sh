@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Proxy benchmark: in one run, wrk against
 #   direct  - a fast backend (nginx returning a fixed body, 1 worker)
+#   relay   - bench/relay.rs, a byte relay without HTTP (1 thread) in front of
+#             it: the ceiling for any proxy on this machine
 #   nginx   - nginx as reverse proxy (1 worker, keepalive upstream) in front of it
 #   baton   - Baton (1 worker thread) in front of an identical backend
-# and prints requests/s, latency percentiles and the ratios Baton/nginx and
-# Baton/direct, plus Baton's idle RSS and its deploy overhead.
+# and prints requests/s, latency percentiles and the ratios Baton/nginx,
+# Baton/relay and Baton/direct, plus Baton's idle RSS.
 #
 #   bench/proxy.sh                 # 10 s per target, 32 connections
 #   DURATION=30s CONNS=64 bench/proxy.sh
@@ -21,12 +23,14 @@ THREADS=${THREADS:-1}
 BACKEND_PORT=${BACKEND_PORT:-18081}
 NGINX_PORT=${NGINX_PORT:-18082}
 BATON_PORT=${BATON_PORT:-18083}
+RELAY_PORT=${RELAY_PORT:-18084}
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
 fi
-(cd "$ROOT" && cargo build --release -q)
+(cd "$ROOT" && cargo build --release -q --bin baton --example relay)
 BATON="$ROOT/target/release/baton"
+RELAY="$ROOT/target/release/examples/relay"
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -79,6 +83,8 @@ http {
 CONF
 nginx -c "$WORK/proxy.conf" -p "$WORK" 2>"$WORK/proxy.err" &
 PIDS+=($!)
+"$RELAY" "127.0.0.1:$RELAY_PORT" "127.0.0.1:$BACKEND_PORT" &
+PIDS+=($!)
 
 mkdir -p "$WORK/app"
 cat > "$WORK/app/baton.toml" <<CONF
@@ -96,7 +102,7 @@ CONF
 "$BATON" up --detach -c "$WORK/app/baton.toml" >/dev/null
 
 wait_port() { for _ in $(seq 1 500); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.02; done; echo "port $1 never opened" >&2; exit 1; }
-wait_port "$BACKEND_PORT"; wait_port "$NGINX_PORT"
+wait_port "$BACKEND_PORT"; wait_port "$NGINX_PORT"; wait_port "$RELAY_PORT"
 for _ in $(seq 1 500); do curl -sf "http://127.0.0.1:$BATON_PORT/" >/dev/null && break; sleep 0.02; done
 
 DAEMON_PID=$("$BATON" status --json -c "$WORK/app/baton.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
@@ -110,7 +116,8 @@ for u,f in (("us",0.001),("ms",1),("s",1000)):
     if v.endswith(u) and (u!="s" or not v.endswith(("ms","us"))):
         print(round(float(v[:-len(u)])*f,3)); break' "$1"
 }
-declare -A RPS P50 P99 PORT=([direct]=$BACKEND_PORT [nginx]=$NGINX_PORT [baton]=$BATON_PORT)
+TARGETS="direct relay nginx baton"
+declare -A RPS P50 P99 PORT=([direct]=$BACKEND_PORT [relay]=$RELAY_PORT [nginx]=$NGINX_PORT [baton]=$BATON_PORT)
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 run() { # one wrk run; appends to the sample lists
   local name=$1 port=${PORT[$1]}
@@ -120,11 +127,17 @@ run() { # one wrk run; appends to the sample lists
   P99[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
   if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "$name: $(echo "$out" | grep 'Non-2xx\|Socket errors')" >&2; fi
 }
-for n in direct nginx baton; do wrk -t"$THREADS" -c"$CONNS" -d3s "http://127.0.0.1:${PORT[$n]}/" >/dev/null 2>&1; done # warm-up
-# Rounds interleave the targets so that machine noise hits all three alike;
-# the table shows each target's median.
-for _ in $(seq 1 "$ROUNDS"); do for n in direct nginx baton; do run "$n"; done; done
-for n in direct nginx baton; do
+for n in $TARGETS; do wrk -t"$THREADS" -c"$CONNS" -d3s "http://127.0.0.1:${PORT[$n]}/" >/dev/null 2>&1; done # warm-up
+# Rounds interleave the targets so that machine noise hits them alike; the
+# table shows each target's median.
+for _ in $(seq 1 "$ROUNDS"); do for n in $TARGETS; do run "$n"; done; done
+# Each round's own Baton/nginx ratio, before the lists become medians: how
+# far apart rounds land shows how much one run can be trusted.
+PER_ROUND=$(python3 -c 'import sys
+b, n = (list(map(float, a.split())) for a in sys.argv[1:3])
+r = sorted(x / y for x, y in zip(b, n))
+print(f"{r[0]:.2f}-{r[-1]:.2f}, at least 1.00 in {sum(x >= 1 for x in r)} of {len(r)} rounds")' "${RPS[baton]}" "${RPS[nginx]}")
+for n in $TARGETS; do
   RPS[$n]=$(echo "${RPS[$n]}" | median); P50[$n]=$(echo "${P50[$n]}" | median); P99[$n]=$(echo "${P99[$n]}" | median)
 done
 LOADED_RSS=$(rss_kb "$DAEMON_PID")
@@ -134,11 +147,13 @@ echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); wrk -t$THREADS -c$CONNS -d$DURATION, median of $ROUNDS interleaved rounds"
 printf '| %-7s | %12s | %9s | %9s |\n' target "requests/s" "p50 ms" "p99 ms"
 printf '|%s|%s|%s|%s|\n' ---------- -------------- ----------- -----------
-for n in direct nginx baton; do
+for n in $TARGETS; do
   printf '| %-7s | %12s | %9s | %9s |\n' "$n" "${RPS[$n]}" "${P50[$n]}" "${P99[$n]}"
 done
 echo
 echo "Baton/nginx requests/s: $(ratio "${RPS[baton]}" "${RPS[nginx]}")   p99 Baton/nginx: $(ratio "${P99[baton]}" "${P99[nginx]}")"
+echo "Baton/nginx requests/s round by round: $PER_ROUND"
+echo "Baton/relay requests/s: $(ratio "${RPS[baton]}" "${RPS[relay]}")   nginx/relay: $(ratio "${RPS[nginx]}" "${RPS[relay]}")"
 echo "Baton/direct requests/s: $(ratio "${RPS[baton]}" "${RPS[direct]}")"
 echo "Baton daemon RSS: idle $((IDLE_RSS / 1024)) MB ($IDLE_RSS kB), after load $((LOADED_RSS / 1024)) MB"
 
