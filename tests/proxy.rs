@@ -549,6 +549,40 @@ fn slowloris_is_closed_while_others_are_served() {
     assert!(r["ok"].as_u64().unwrap() > 10, "{r:#}");
 }
 
+/// A connection that never sends a request (a browser's preconnect, a
+/// client pool's spare) does not hold up a stop for header_read_timeout:
+/// during an upgrade that wait kept every new client in the backlog.
+#[test]
+fn a_connection_that_never_sends_does_not_hold_up_a_stop() {
+    let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
+    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap();
+    std::fs::write(
+        d.path("baton.toml"),
+        toml.replace("[proxy]\n", "[proxy]\nheader_read_timeout = \"60s\"\n"),
+    )
+    .unwrap();
+    let mut d = d.up();
+    d.wait_ready(1);
+    let mut silent = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // Accepts are in order: once a later connection is answered, the
+    // silent one has been accepted too.
+    assert_eq!(get(d.port, "/").unwrap().status, 200);
+    let start = Instant::now();
+    let exit = d.stop();
+    let waited = start.elapsed();
+    assert!(exit.success(), "{exit:?}");
+    let mut rest = Vec::new();
+    let closed = silent.read_to_end(&mut rest);
+    assert!(closed.is_ok() && rest.is_empty(), "{closed:?} {rest:?}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "the stop waited {waited:?}"
+    );
+}
+
 /// Every listen address serves, IPv4 and IPv6 side by side.
 #[test]
 fn listens_on_ipv4_and_ipv6() {

@@ -44,6 +44,12 @@ const CLIENT_READ_CHUNK: usize = 8 * 1024;
 /// At shutdown, a keep-alive connection idle this long is closed; one
 /// answered more recently gets until then to send its next request.
 const SHUTDOWN_IDLE: Duration = Duration::from_millis(200);
+/// At shutdown, a connection that has sent no request yet gets this long
+/// from its accept to send one. Its client most likely connected to send
+/// one at once; but a browser's preconnect, or a client pool's spare
+/// connection, may never send, and waiting out header_read_timeout for it
+/// held a stop, and an upgrade with every client in the backlog, for 10 s.
+const SHUTDOWN_FRESH: Duration = Duration::from_secs(1);
 /// Response bytes gathered before they are written.
 const FLUSH_AT: usize = 64 * 1024;
 /// How long a closing connection reads away what its client still sends.
@@ -143,10 +149,10 @@ struct Connection {
     deadline: Pin<Box<Sleep>>,
     shutdown: CancellationToken,
     closing: Pin<Box<WaitForCancellationFutureOwned>>,
-    /// No request has come yet. A shutdown does not close such a
-    /// connection: its client connected to send one, and a close now would
-    /// fail that request (a new connection is never retried the way a
-    /// reused one is).
+    /// No request has come yet. A shutdown gives such a connection
+    /// SHUTDOWN_FRESH from its accept: its client connected to send one,
+    /// and a close now would fail that request (a new connection is never
+    /// retried the way a reused one is).
     fresh: bool,
 }
 
@@ -235,16 +241,21 @@ impl Connection {
             let left = self.header_read_timeout - waited;
             self.deadline.as_mut().reset(Instant::now() + left);
         }
-        if self.read.is_empty() && !self.fresh && self.closing.as_mut().poll(cx).is_ready() {
+        if self.read.is_empty() && self.closing.as_mut().poll(cx).is_ready() {
             // Shutting down: an idle keep-alive connection closes. One that
             // was answered a moment ago likely carries its next request
             // already, and a close under it would reset that request; it
             // gets SHUTDOWN_IDLE to send it, and the answer says close.
+            let allowed = if self.fresh {
+                SHUTDOWN_FRESH
+            } else {
+                SHUTDOWN_IDLE
+            };
             let idle = coarse_now().saturating_sub(self.waiting_since);
-            if idle >= SHUTDOWN_IDLE {
+            if idle >= allowed {
                 return Poll::Ready(Read::Closed);
             }
-            let at = Instant::now() + (SHUTDOWN_IDLE - idle);
+            let at = Instant::now() + (allowed - idle);
             if self.deadline.deadline() > at {
                 self.deadline.as_mut().reset(at);
                 // Registers the timer's waker.
