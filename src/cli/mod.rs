@@ -398,7 +398,7 @@ fn check(cli: &Cli, json: bool) -> Result<(), Failure> {
                     l.path.display(),
                     c.app.name,
                     c.web.instance_count(),
-                    if c.web.instance_count() == 1 { "" } else { "s" },
+                    crate::deploy::plural(c.web.instance_count() as usize),
                     c.proxy
                         .listen_addrs()
                         .iter()

@@ -10,6 +10,7 @@ use hyper::Method;
 use super::client::ApiClient;
 use super::Failure;
 use crate::daemon::protocol::{StatusReport, UpgradeReport, UpgradeRequest};
+use crate::deploy::plural;
 use crate::supervisor::State;
 
 /// How long the new daemon gets to have every web instance ready.
@@ -59,13 +60,13 @@ pub async fn run(client: &ApiClient, binary: Option<&Path>, json: bool) -> Resul
         });
         println!("{out}");
     } else {
+        let ready = ready(&after);
         println!(
-            "upgraded: baton {} -> {} ({}), {} instance{} ready",
+            "upgraded: baton {} -> {} ({}), {ready} instance{} ready",
             before.version,
             after.version,
             exe.display(),
-            ready(&after),
-            if ready(&after) == 1 { "" } else { "s" }
+            plural(ready)
         );
     }
     Ok(())
@@ -177,12 +178,12 @@ async fn go_back(client: &ApiClient, report: &UpgradeReport, before: &StatusRepo
     loop {
         if let Ok(now) = client.get::<StatusReport>("/status").await {
             if serving(&now) {
+                let ready = ready(&now);
                 return Failure::failed(format!(
-                    "{exited}. The previous Baton ({}) serves again: pid {}, {} instance{} ready",
+                    "{exited}. The previous Baton ({}) serves again: pid {}, {ready} instance{} ready",
                     now.version,
                     now.pid,
-                    ready(&now),
-                    if ready(&now) == 1 { "" } else { "s" }
+                    plural(ready)
                 ));
             }
         }

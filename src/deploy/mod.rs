@@ -516,7 +516,7 @@ impl Deploy {
             Phase::Starting,
             format!(
                 "starting {count} new instance{} of release {}",
-                plural(count),
+                plural(count as usize),
                 release.id
             ),
         );
@@ -601,7 +601,7 @@ impl Deploy {
                 "draining {} in flight on {} old instance{}",
                 in_flight(retired),
                 retired.len(),
-                plural(retired.len() as u32)
+                plural(retired.len())
             ),
         );
         self.stop_drained(retired, drain_timeout).await;
@@ -625,11 +625,7 @@ impl Deploy {
             .partition(|i| i.upstream.connections() > 0);
         self.to(
             Phase::Stopping,
-            format!(
-                "stopping {} old instance{}",
-                idle.len(),
-                plural(idle.len() as u32)
-            ),
+            format!("stopping {} old instance{}", idle.len(), plural(idle.len())),
         );
         stop_all(&idle).await;
         self.daemon.forget_drained(&idle);
@@ -644,8 +640,8 @@ impl Deploy {
             format!(
                 "{} old instance{} keep {open} open connection{} for up to {} (connection_drain_timeout), then close them (WebSocket 1001, TCP FIN)",
                 busy.len(),
-                plural(busy.len() as u32),
-                plural(open as u32),
+                plural(busy.len()),
+                plural(open),
                 humantime::format_duration(timeout)
             ),
         );
@@ -681,7 +677,7 @@ impl Deploy {
                 "draining {} in flight on {} old instance{}",
                 in_flight(&retired),
                 retired.len(),
-                plural(retired.len() as u32)
+                plural(retired.len())
             ),
         );
         // The old set keeps running until the new one has stayed up for
@@ -915,7 +911,8 @@ async fn stop_all(instances: &[Instance]) {
     futures_util::future::join_all(instances.iter().map(Instance::stop)).await;
 }
 
-fn plural(n: u32) -> &'static str {
+/// The "s" that makes `n` things plural in a message.
+pub(crate) fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
     } else {
