@@ -586,8 +586,7 @@ fn an_address_dropped_before_an_upgrade_is_closed() {
         "listen = [\"127.0.0.1:{}\", \"127.0.0.1:{second}\"]",
         d.port
     );
-    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap();
-    std::fs::write(d.path("baton.toml"), toml.replace(&single, &both)).unwrap();
+    d.edit_config(|toml| toml.replace(&single, &both));
     let d = d.up();
     d.wait_ready(1);
     assert_eq!(get(second, "/").unwrap().status, 200);

@@ -610,16 +610,14 @@ fn singleton_process_never_runs_twice() {
 /// with `extra` lines in its `[process.scheduler]` and `env` in its
 /// environment; its lock and tick files in the daemon's folder.
 fn with_scheduler(extra: &str, env: &str) -> Daemon {
-    let cfg = |lock_dir: &str| {
-        format!(
-            "[process.scheduler]\ncommand = \"node {}\"\nenv = {{ LOCK_DIR = \"{lock_dir}\"{env} }}\n{extra}\n\n{}",
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/scheduler.js").display(),
-            web(1, "", "")
-        )
-    };
-    let d = Daemon::prepare(&cfg("LOCK_DIR_PLACEHOLDER"));
+    let d = Daemon::prepare(&format!(
+        "[process.scheduler]\ncommand = \"node {}\"\nenv = {{ LOCK_DIR = \"LOCK_DIR_PLACEHOLDER\"{env} }}\n{extra}\n\n{}",
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/scheduler.js").display(),
+        web(1, "", "")
+    ));
+    // The lock directory is the daemon's own folder, known once prepared.
     let lock_dir = d.dir.path().display().to_string();
-    d.rewrite(&cfg(&lock_dir));
+    d.edit_config(|toml| toml.replace("LOCK_DIR_PLACEHOLDER", &lock_dir));
     let d = d.up();
     d.wait_ready(2);
     d

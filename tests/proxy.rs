@@ -178,12 +178,7 @@ fn hop_by_hop_and_forwarded_headers() {
 #[test]
 fn trusted_forwarded_for_is_appended() {
     let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
-    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap();
-    std::fs::write(
-        d.path("baton.toml"),
-        toml.replace("[proxy]\n", "[proxy]\ntrust_forwarded = true\n"),
-    )
-    .unwrap();
+    d.edit_config(|toml| toml.replace("[proxy]\n", "[proxy]\ntrust_forwarded = true\n"));
     let d = d.up();
     d.wait_ready(1);
     let a = raw(d.port, "GET /echo-headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Forwarded-For: 10.0.0.9\r\n\r\n").unwrap();
@@ -467,12 +462,7 @@ fn oversized_header_gets_431() {
 #[test]
 fn header_limit_holds_for_a_complete_head() {
     let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
-    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap();
-    std::fs::write(
-        d.path("baton.toml"),
-        toml.replace("[proxy]\n", "[proxy]\nmax_header_bytes = 4096\n"),
-    )
-    .unwrap();
+    d.edit_config(|toml| toml.replace("[proxy]\n", "[proxy]\nmax_header_bytes = 4096\n"));
     let d = d.up();
     d.wait_ready(1);
     let fits = "a".repeat(3000);
@@ -521,12 +511,7 @@ fn a_head_sent_in_pieces_is_answered() {
 #[test]
 fn slowloris_is_closed_while_others_are_served() {
     let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
-    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap();
-    std::fs::write(
-        d.path("baton.toml"),
-        toml.replace("[proxy]\n", "[proxy]\nheader_read_timeout = \"1s\"\n"),
-    )
-    .unwrap();
+    d.edit_config(|toml| toml.replace("[proxy]\n", "[proxy]\nheader_read_timeout = \"1s\"\n"));
     let d = d.up();
     d.wait_ready(1);
     let mut slow = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
@@ -555,12 +540,7 @@ fn slowloris_is_closed_while_others_are_served() {
 #[test]
 fn a_connection_that_never_sends_does_not_hold_up_a_stop() {
     let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
-    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap();
-    std::fs::write(
-        d.path("baton.toml"),
-        toml.replace("[proxy]\n", "[proxy]\nheader_read_timeout = \"60s\"\n"),
-    )
-    .unwrap();
+    d.edit_config(|toml| toml.replace("[proxy]\n", "[proxy]\nheader_read_timeout = \"60s\"\n"));
     let mut d = d.up();
     d.wait_ready(1);
     let mut silent = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
@@ -592,12 +572,12 @@ fn listens_on_ipv4_and_ipv6() {
     }
     let v6 = free_port();
     let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
-    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap();
-    let toml = toml.replace(
-        &format!("listen = \"127.0.0.1:{}\"", d.port),
-        &format!("listen = [\"127.0.0.1:{}\", \"[::1]:{v6}\"]", d.port),
-    );
-    std::fs::write(d.path("baton.toml"), toml).unwrap();
+    d.edit_config(|toml| {
+        toml.replace(
+            &format!("listen = \"127.0.0.1:{}\"", d.port),
+            &format!("listen = [\"127.0.0.1:{}\", \"[::1]:{v6}\"]", d.port),
+        )
+    });
     let d = d.up();
     d.wait_ready(1);
     assert_eq!(get(d.port, "/").unwrap().status, 200);
@@ -616,10 +596,10 @@ fn listens_on_ipv4_and_ipv6() {
 fn hold_timeout_gives_503_with_retry_after() {
     let metrics = free_port();
     let d = Daemon::prepare(&web(1, "NEVER_LISTEN = \"1\"", "kind = \"tcp\"", ""));
-    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap();
-    let toml = toml.replace("[proxy]\n", "[proxy]\nhold_timeout = \"1s\"\n")
-        + &format!("\n[daemon]\nmetrics_listen = \"127.0.0.1:{metrics}\"\n");
-    std::fs::write(d.path("baton.toml"), toml).unwrap();
+    d.edit_config(|toml| {
+        toml.replace("[proxy]\n", "[proxy]\nhold_timeout = \"1s\"\n")
+            + &format!("\n[daemon]\nmetrics_listen = \"127.0.0.1:{metrics}\"\n")
+    });
     let d = d.up();
     let start = Instant::now();
     let a = get(d.port, "/").unwrap();
@@ -650,9 +630,7 @@ fn hold_timeout_gives_503_with_retry_after() {
 fn offline_and_online_for_an_external_balancer() {
     let admin = free_port();
     let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
-    let toml = std::fs::read_to_string(d.path("baton.toml")).unwrap()
-        + &format!("\n[daemon]\nmetrics_listen = \"127.0.0.1:{admin}\"\n");
-    std::fs::write(d.path("baton.toml"), toml).unwrap();
+    d.edit_config(|toml| toml + &format!("\n[daemon]\nmetrics_listen = \"127.0.0.1:{admin}\"\n"));
     let d = d.up();
     d.wait_ready(1);
     assert_eq!(get(admin, "/health").unwrap().status, 200);

@@ -233,6 +233,13 @@ impl Daemon {
         self.dir.path().join(p)
     }
 
+    /// Rewrites baton.toml through `change` (before `up`, to set what
+    /// `prepare` writes no line for).
+    pub fn edit_config(&self, change: impl FnOnce(String) -> String) {
+        let toml = std::fs::read_to_string(self.path("baton.toml")).expect("read baton.toml");
+        std::fs::write(self.path("baton.toml"), change(toml)).expect("write baton.toml");
+    }
+
     /// Replaces baton.toml's part after `[proxy]`.
     pub fn rewrite(&self, rest: &str) {
         let toml = format!(
