@@ -547,7 +547,13 @@ fn upgrade_replaces_the_daemon_without_refusing_anyone() {
     assert_eq!(outcome["ready"], 2, "{outcome}");
 
     for report in [keep_alive.report(), new_each_time.report()] {
-        assert_eq!(report["failed"], 0, "failed across the upgrade: {report:#}");
+        assert_eq!(
+            report["failed"],
+            0,
+            "failed across the upgrade: {report:#}\nupgrade: {}\ndaemon: {}",
+            text(&out),
+            d.output()
+        );
         assert!(report["requests"].as_u64().unwrap() > 0, "{report:#}");
     }
     assert_eq!(
