@@ -49,6 +49,14 @@ fn release_dirs(d: &Daemon) -> Vec<PathBuf> {
     v
 }
 
+/// The names of the release folders, in order.
+fn release_ids(d: &Daemon) -> Vec<String> {
+    let names = release_dirs(d)
+        .into_iter()
+        .map(|dir| dir.file_name().unwrap().to_string_lossy().into_owned());
+    names.collect()
+}
+
 fn version(d: &Daemon) -> String {
     get(d.port, "/")
         .unwrap()
@@ -603,6 +611,7 @@ fn copies_leave_the_state_folder_out_and_link_node_modules() {
     let d = d.up();
     d.wait_ready(2);
     let first = d.status()["release"].as_str().unwrap().to_string();
+    wait_for_copy(&d, &first);
     let kept = d.path(&format!("state/releases/{first}"));
     assert!(kept.join("server.js").exists(), "{}", kept.display());
     assert!(!kept.join("state").exists(), "the state folder was copied");
@@ -633,6 +642,98 @@ fn copies_leave_the_state_folder_out_and_link_node_modules() {
         "the state folder was copied"
     );
     assert!(!folder.join("incoming").exists(), "the inbox was copied");
+    assert_eq!(version(&d), "version=v1");
+}
+
+/// Waits for the daemon's log to say the copy of the app directory that
+/// release `id` runs is kept: a start makes it once its instances run.
+fn wait_for_copy(d: &Daemon, id: &str) {
+    let kept = format!("release {id}: the app directory, kept in");
+    wait_until(Duration::from_secs(20), &kept, || {
+        d.output().contains(&kept)
+    });
+}
+
+/// Whether the test app's files last changed over a second ago: a survey
+/// fingerprints only files older than that (see `copy::Survey`).
+fn files_settled(d: &Daemon) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    ["server.js", "baton.toml"].iter().all(|file| {
+        let meta = std::fs::metadata(d.path(file)).unwrap();
+        let changed = meta.ctime() as f64 + meta.ctime_nsec() as f64 / 1e9;
+        now - changed > 1.1
+    })
+}
+
+/// A start runs the app directory first and copies it for rollback after,
+/// while the instances start: a changed app directory is read whole, and
+/// nobody is served until an instance is ready. A restart with the same
+/// files reuses the copy and its id; one after the files were only
+/// rewritten renames the copy of the same content to the new id; one after
+/// an edit makes a new copy, and a rollback brings the old code back.
+#[test]
+fn a_start_runs_the_app_before_copying_it_and_reuses_unchanged_copies() {
+    let d = Daemon::prepare(&format!("[releases]\nignore = [\"daemon.out\"]\n{WEB}"));
+    let settle = |d: &Daemon| {
+        wait_until(Duration::from_secs(5), "the files to settle", || {
+            files_settled(d)
+        })
+    };
+    settle(&d);
+    let mut d = d.up();
+    d.wait_ready(2);
+    let first = d.status()["release"].as_str().unwrap().to_string();
+    wait_for_copy(&d, &first);
+    let out = d.output();
+    let starting = out.find(&format!("release {first}: starting 2 instances"));
+    let kept = out.find(&format!("release {first}: the app directory, kept in"));
+    assert!(starting.is_some() && starting < kept, "{out}");
+    assert_eq!(release_ids(&d), [first.as_str()]);
+
+    d.stop();
+    let mut d = d.up();
+    d.wait_ready(2);
+    assert_eq!(
+        d.status()["release"],
+        first.as_str(),
+        "same files, same release"
+    );
+    let reused = format!("release {first}: the app directory, unchanged since its copy");
+    assert!(d.output().contains(&reused), "{}", d.output());
+    assert_eq!(release_ids(&d), [first.as_str()]);
+
+    let code = std::fs::read_to_string(d.path("server.js")).unwrap();
+    std::fs::write(d.path("server.js"), &code).unwrap();
+    settle(&d);
+    d.stop();
+    let mut d = d.up();
+    d.wait_ready(2);
+    let second = d.status()["release"].as_str().unwrap().to_string();
+    assert_ne!(second, first, "a rewritten file is a change to the survey");
+    wait_for_copy(&d, &second);
+    let renamed = format!("release {first} had the same files; its copy is release {second}'s now");
+    assert!(d.output().contains(&renamed), "{}", d.output());
+    assert_eq!(release_ids(&d), [second.as_str()]);
+    let listed = text(&d.baton(&["releases"]));
+    assert!(!listed.contains(&first), "{listed}");
+
+    let edited = code.replace("env.APP_VERSION || 'v1'", "'v2'");
+    assert_ne!(edited, code, "the test app's version line moved");
+    std::fs::write(d.path("server.js"), edited).unwrap();
+    d.stop();
+    let d = d.up();
+    d.wait_ready(2);
+    let third = d.status()["release"].as_str().unwrap().to_string();
+    wait_for_copy(&d, &third);
+    assert_eq!(release_ids(&d), [second.as_str(), third.as_str()]);
+    assert_eq!(version(&d), "version=v2");
+    let out = d.baton(&["rollback"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(d.status()["release"], second.as_str());
     assert_eq!(version(&d), "version=v1");
 }
 

@@ -10,7 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol::{InstanceReport, ReleaseReport, StatusReport};
 use crate::config::Loaded;
+use crate::deploy::new_release_id;
 use crate::proxy::Proxy;
+use crate::release::copy::Survey;
+use crate::release::AppDir;
 use crate::supervisor::{Context, Instance, InstanceSpec, State};
 
 /// One release: a folder of code and the configuration it runs with.
@@ -341,34 +344,28 @@ impl Daemon {
             // The serving release goes last in the history.
             self.record_release(r.clone());
             self.set_config(r.config.clone());
-            tracing::info!(
-                "starting the current release {} from {}",
-                r.id,
-                r.dir.display()
-            );
         }
-        let release = match from_disk {
-            Some(release) => release,
-            None => {
-                let (id, size) = Self::keep_copy(&loaded).await;
-                Release {
-                    id,
-                    source: crate::release::APP_DIR_SOURCE.into(),
-                    dir: loaded.base_dir.clone(),
-                    config: loaded.clone(),
-                    created: SystemTime::now(),
-                    failed: false,
-                    size,
-                }
-            }
+        let (release, copy_later) = match from_disk {
+            Some(release) => (release, None),
+            None => Self::in_place(&loaded).await,
         };
         let loaded = release.config.clone();
+        let count = loaded.config.web.instance_count();
+        tracing::info!(
+            "release {}: starting {count} instance{} in {}",
+            release.id,
+            crate::deploy::plural(count as usize),
+            release.dir.display()
+        );
         let mut started = Vec::new();
-        for _ in 0..loaded.config.web.instance_count() {
+        for _ in 0..count {
             match self.start_instance(&release, true) {
                 Ok(i) => started.push(i),
                 Err(e) => tracing::error!("cannot start an instance: {e}"),
             }
+        }
+        if let Some(survey) = copy_later {
+            keep_copy_later(&self, &loaded, &release.id, survey);
         }
         self.record_release(release.clone());
         *self.singletons.lock().expect("singletons lock poisoned") =
@@ -378,24 +375,40 @@ impl Daemon {
         serving.instances = started;
     }
 
-    /// The id of the app directory about to run in place, with a copy of it
-    /// kept for rollback (see [`crate::release::Store::keep_copy`]).
-    /// Returns the id and the copy's size.
-    async fn keep_copy(loaded: &Loaded) -> (String, Option<u64>) {
-        match crate::release::keep_app_copy(loaded).await {
-            Ok((meta, copy)) => {
+    /// The app directory as the release to run in place: the id of the copy
+    /// kept of it when its files are unchanged, else a new id, and what the
+    /// copy still to be made under that id needs.
+    async fn in_place(loaded: &Loaded) -> (Release, Option<Survey>) {
+        let store = crate::release::Store::new(loaded);
+        let (dir, cfg) = (loaded.base_dir.clone(), loaded.config.releases.clone());
+        let surveyed = tokio::task::spawn_blocking(move || store.survey_app_dir(&dir, &cfg))
+            .await
+            .unwrap_or_else(|e| Err(crate::release::ReleaseError::Io(e.to_string())));
+        let (id, size, copy_later) = match surveyed {
+            Ok(AppDir::Kept(meta, copy)) => {
                 tracing::info!(
-                    "release {}: the app directory, kept in {}",
+                    "release {}: the app directory, unchanged since its copy in {}",
                     meta.id,
                     copy.display()
                 );
-                (meta.id, meta.size)
+                (meta.id, meta.size, None)
             }
+            Ok(AppDir::Changed(survey)) => (new_release_id(), Some(survey.bytes), Some(survey)),
             Err(e) => {
                 tracing::warn!("no copy of the app directory kept, so no rollback to it: {e}");
-                (super::super::deploy::new_release_id(), None)
+                (new_release_id(), None, None)
             }
-        }
+        };
+        let release = Release {
+            id,
+            source: crate::release::APP_DIR_SOURCE.into(),
+            dir: loaded.base_dir.clone(),
+            config: loaded.clone(),
+            created: SystemTime::now(),
+            failed: false,
+            size,
+        };
+        (release, copy_later)
     }
 
     /// Makes `instances` (of `release`) the serving set and publishes the
@@ -630,5 +643,46 @@ impl Daemon {
         };
         self.proxy.router.publish(Vec::new());
         futures_util::future::join_all(all.iter().map(Instance::stop)).await;
+    }
+}
+
+/// Keeps the copy of the app directory for rollback once its instances are
+/// starting: a changed app directory is read and copied whole, which took
+/// 10 s for a large file with the disk busy, and nobody is served until the
+/// first instance is ready.
+///
+/// On its own thread rather than tokio's blocking pool: the runtime waits
+/// for that pool when it shuts down, and a stop or an upgrade must not wait
+/// for a copy. A copy cut short leaves a staging folder that the next start
+/// removes.
+fn keep_copy_later(daemon: &Arc<Daemon>, loaded: &Loaded, id: &str, survey: Survey) {
+    let store = crate::release::Store::new(loaded);
+    let (dir, cfg, id) = (
+        loaded.base_dir.clone(),
+        loaded.config.releases.clone(),
+        id.to_string(),
+    );
+    let daemon = Arc::clone(daemon);
+    let spawned = std::thread::Builder::new()
+        .name("baton-copy".into())
+        .spawn(move || match store.keep_changed(&dir, &cfg, &survey, Some(&id)) {
+            Ok(((meta, copy), renamed_from)) => {
+                if let Some(old) = renamed_from {
+                    // Its folder is this release's now.
+                    daemon.forget_release(&old);
+                    tracing::info!("release {old} had the same files; its copy is release {id}'s now");
+                }
+                tracing::info!(
+                    "release {}: the app directory, kept in {}",
+                    meta.id,
+                    copy.display()
+                );
+            }
+            Err(e) => {
+                tracing::warn!("release {id}: no copy of the app directory kept, so no rollback to it: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no copy of the app directory kept, so no rollback to it: {e}");
     }
 }

@@ -123,6 +123,13 @@ fn from_kept_copy(target: Release, loaded: &config::Loaded) -> Result<Release, D
         return Ok(target);
     }
     let kept = store.root.join(&target.id);
+    if store.staging(&target.id).exists() {
+        return Err(DeployError::NoTarget(format!(
+            "release {} ran the app directory in place and its copy is still being \
+             made; nothing was changed, try again in a moment",
+            target.id
+        )));
+    }
     if !kept.join(crate::release::META_FILE).exists() {
         return Err(DeployError::NoTarget(format!(
             "release {} ran the app directory in place and no copy of it was kept; \
@@ -361,6 +368,7 @@ impl Deploy {
             build_log: None,
             status: "ready".into(),
             size: None,
+            fingerprint: None,
         };
         if let Some(command) = &loaded.config.releases.build {
             self.report

@@ -63,22 +63,87 @@ pub fn checksum_dir(from: &Path, exclude: &Exclude) -> io::Result<String> {
     Ok(hex(&hash.finalize()))
 }
 
-/// The bytes [`copy_dir`] would copy, from the file sizes alone. The walk
-/// stops once they pass `limit` (a whole home folder need not be walked to
-/// know it is too big), so a result above `limit` is a lower bound.
+/// What the metadata of a source says, without reading a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Survey {
+    /// The bytes [`copy_dir`] would copy, from the file sizes. Past the
+    /// survey's limit the walk stops (a whole home folder need not be walked
+    /// to know it is too big), so a figure above the limit is a lower bound.
+    pub bytes: u64,
+    /// sha256 of every path with its file's size, times, inode and mode (a
+    /// symlink's target): the same fingerprint means unchanged files, as
+    /// git's index assumes. None when a file changed too recently to tell:
+    /// file times tick coarsely, so a file rewritten at the same size within
+    /// one tick would keep its fingerprint (git's "racily clean" entries).
+    pub fingerprint: Option<String>,
+}
+
+/// Surveys what [`copy_dir`] would copy, from metadata alone. A file
+/// changed less than a second before `settled` (usually now) leaves the
+/// survey without a fingerprint.
 ///
 /// # Errors
 /// As [`copy_dir`].
-pub fn measure_dir(from: &Path, exclude: &Exclude, limit: u64) -> io::Result<u64> {
-    let mut bytes = 0;
-    walk(from, None, exclude, &mut Pass::Measure(&mut bytes, limit))?;
-    Ok(bytes)
+pub fn survey_dir(
+    from: &Path,
+    exclude: &Exclude,
+    limit: u64,
+    settled: std::time::SystemTime,
+) -> io::Result<Survey> {
+    let mut tally = Tally {
+        hash: Sha256::new(),
+        bytes: 0,
+        limit,
+        settled,
+        racy: false,
+    };
+    walk(from, None, exclude, &mut Pass::Survey(&mut tally))?;
+    Ok(Survey {
+        bytes: tally.bytes,
+        fingerprint: (!tally.racy).then(|| hex(&tally.hash.finalize())),
+    })
+}
+
+/// A survey under way.
+struct Tally {
+    hash: Sha256,
+    bytes: u64,
+    limit: u64,
+    settled: std::time::SystemTime,
+    racy: bool,
+}
+
+impl Tally {
+    fn add_file(&mut self, meta: &std::fs::Metadata) {
+        use std::os::unix::fs::MetadataExt;
+        self.bytes += meta.len();
+        let at = |secs: i64, nanos: i64| {
+            std::time::UNIX_EPOCH + std::time::Duration::new(secs.max(0) as u64, nanos as u32)
+        };
+        let changed = at(meta.mtime(), meta.mtime_nsec()).max(at(meta.ctime(), meta.ctime_nsec()));
+        // A second's margin: far more than a file time's tick.
+        if changed + std::time::Duration::from_secs(1) > self.settled {
+            self.racy = true;
+        }
+        let line = format!(
+            "{} {}.{} {}.{} {} {:o}",
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+            meta.ino(),
+            meta.mode()
+        );
+        self.hash.update(line.as_bytes());
+    }
 }
 
 /// What one walk over the source does with each entry.
 enum Pass<'a> {
-    /// Adds up file sizes, up to just past a limit.
-    Measure(&'a mut u64, u64),
+    /// Hashes paths and metadata, and adds up file sizes, up to just past a
+    /// limit.
+    Survey(&'a mut Tally),
     /// Hashes paths and contents.
     Hash(&'a mut Sha256),
     /// Hashes and copies.
@@ -88,7 +153,7 @@ enum Pass<'a> {
 impl Pass<'_> {
     fn hash(&mut self, bytes: &[u8]) {
         match self {
-            Pass::Measure(..) => {}
+            Pass::Survey(tally) => tally.hash.update(bytes),
             Pass::Hash(hash) | Pass::Copy(hash) => hash.update(bytes),
         }
     }
@@ -114,8 +179,8 @@ fn copy_into(
     let mut entries: Vec<_> = std::fs::read_dir(from)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
-        if let Pass::Measure(bytes, limit) = pass {
-            if **bytes > *limit {
+        if let Pass::Survey(tally) = pass {
+            if tally.bytes > tally.limit {
                 return Ok(());
             }
         }
@@ -143,7 +208,7 @@ fn copy_into(
             }
         } else if kind.is_file() {
             match pass {
-                Pass::Measure(bytes, _) => **bytes += entry.metadata()?.len(),
+                Pass::Survey(tally) => tally.add_file(&entry.metadata()?),
                 Pass::Hash(hash) => copy_file(&src, None, hash)?,
                 Pass::Copy(hash) => copy_file(&src, dst.as_deref(), hash)?,
             }
@@ -212,9 +277,34 @@ mod tests {
             "a name elsewhere is kept"
         );
         assert_eq!(checksum_dir(app.path(), &exclude).unwrap(), copied);
-        assert_eq!(measure_dir(app.path(), &exclude, 100).unwrap(), 2 + 4);
-        assert!(measure_dir(app.path(), &exclude, 1).unwrap() > 1);
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        let survey = survey_dir(app.path(), &exclude, 100, later).unwrap();
+        assert_eq!(survey.bytes, 2 + 4);
+        assert!(survey.fingerprint.is_some());
+        assert_eq!(
+            survey_dir(app.path(), &exclude, 100, later).unwrap(),
+            survey
+        );
+        assert!(survey_dir(app.path(), &exclude, 1, later).unwrap().bytes > 1);
+        let now = std::time::SystemTime::now();
+        assert_eq!(
+            survey_dir(app.path(), &exclude, 100, now)
+                .unwrap()
+                .fingerprint,
+            None,
+            "files written this second are too recent to fingerprint"
+        );
         std::fs::write(app.path().join("server.js"), "v2").unwrap();
         assert_ne!(checksum_dir(app.path(), &exclude).unwrap(), copied);
+        std::fs::write(app.path().join("server.js"), "v10").unwrap();
+        assert_ne!(
+            survey_dir(app.path(), &exclude, 100, later).unwrap(),
+            survey
+        );
+        std::fs::write(app.path().join("server.js"), "v1").unwrap();
+        std::fs::rename(app.path().join("server.js"), app.path().join("main.js")).unwrap();
+        let renamed = survey_dir(app.path(), &exclude, 100, later).unwrap();
+        assert_eq!(renamed.bytes, survey.bytes);
+        assert_ne!(renamed.fingerprint, survey.fingerprint);
     }
 }

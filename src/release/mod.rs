@@ -75,6 +75,11 @@ pub struct Meta {
     /// Bytes in the folder's files once it was made (see [`folder_size`]).
     #[serde(default)]
     pub size: Option<u64>,
+    /// For a copy of the app directory: the directory's fingerprint when it
+    /// was kept (see [`copy::Survey`]), so a start that finds the same one
+    /// reuses the copy without reading a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// Why a release could not be made.
@@ -219,7 +224,7 @@ impl Store {
         source: &Source,
         cfg: &ReleasesConfig,
     ) -> Result<(String, PathBuf, String), ReleaseError> {
-        self.make(|staging| {
+        self.make(None, |staging| {
             let checksum = self.fill(staging, source, cfg)?;
             self.link_shared(staging, cfg)?;
             Ok(checksum)
@@ -228,17 +233,19 @@ impl Store {
 
     /// Fills a staging folder with `fill` (which returns the checksum), then
     /// renames it to its id.
+    /// Named `id` when one is given, else by time and checksum.
     fn make(
         &self,
+        id: Option<&str>,
         fill: impl FnOnce(&Path) -> Result<String, ReleaseError>,
     ) -> Result<(String, PathBuf, String), ReleaseError> {
-        let stamp = crate::deploy::new_release_id();
-        let staging = self.root.join(format!(".staging-{stamp}"));
+        let stamp = id.map_or_else(crate::deploy::new_release_id, str::to_string);
+        let staging = self.staging(&stamp);
         std::fs::create_dir_all(&staging)
             .map_err(|e| ReleaseError::Io(format!("creating {}: {e}", staging.display())))?;
         let made = fill(&staging).and_then(|checksum| {
             let time = stamp.split('-').next().unwrap_or(&stamp);
-            let mut id = format!("{time}-{}", &checksum[..6]);
+            let mut id = id.map_or_else(|| format!("{time}-{}", &checksum[..6]), str::to_string);
             // The same content twice in one second still gets two folders.
             let mut n = 1;
             while self.root.join(&id).exists() {
@@ -257,6 +264,11 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// Where a release is made before it is complete.
+    pub fn staging(&self, stamp: &str) -> PathBuf {
+        self.root.join(format!(".staging-{stamp}"))
     }
 
     /// What copying a directory leaves out.
@@ -282,13 +294,6 @@ impl Store {
     /// by then. Unchanged content reuses the copy kept last time. Returns the
     /// copy's `RELEASE` and folder.
     ///
-    /// The copy runs with the app directory's data, as the release did in
-    /// place: its shared paths and (unless `keep_node_modules`) its
-    /// `node_modules` are links to the app directory's own, not copies.
-    ///
-    /// A copy larger than `max_copy_size` is not made: that is data, not
-    /// code, and copying it at each release would fill the disk.
-    ///
     /// # Errors
     /// [`ReleaseError`]; nothing is left behind.
     pub fn keep_copy(
@@ -296,34 +301,118 @@ impl Store {
         app_dir: &Path,
         cfg: &ReleasesConfig,
     ) -> Result<(Meta, PathBuf), ReleaseError> {
-        let mut exclude = self.exclude(cfg);
-        exclude
-            .paths
-            .extend(cfg.shared.iter().map(|name| app_dir.join(name)));
-        let read_err = |e| ReleaseError::Io(format!("copying {}: {e}", app_dir.display()));
+        let survey = match self.survey_app_dir(app_dir, cfg)? {
+            AppDir::Kept(meta, dir) => return Ok((meta, dir)),
+            AppDir::Changed(survey) => survey,
+        };
+        Ok(self.keep_changed(app_dir, cfg, &survey, None)?.0)
+    }
+
+    /// Keeps a copy of the app directory that changed since `survey`'s
+    /// fingerprint was last seen: the copy kept before of the same files when
+    /// there is one (their times changed, not their contents), else a new
+    /// copy ([`Store::copy_app_dir`]).
+    ///
+    /// When `id` is given (a release already running in place under that
+    /// id), a copy of the same files is renamed to it, and the second value
+    /// returned is the id it had.
+    ///
+    /// # Errors
+    /// [`ReleaseError`]; nothing is left behind.
+    pub fn keep_changed(
+        &self,
+        app_dir: &Path,
+        cfg: &ReleasesConfig,
+        survey: &copy::Survey,
+        id: Option<&str>,
+    ) -> Result<((Meta, PathBuf), Option<String>), ReleaseError> {
+        let exclude = self.app_dir_exclude(app_dir, cfg);
+        let checksum = copy::checksum_dir(app_dir, &exclude).map_err(copy_err(app_dir))?;
+        let same_files = self.list().into_iter().rev().find(|(meta, _)| {
+            meta.source == APP_DIR_SOURCE && meta.status == "ready" && meta.checksum == checksum
+        });
+        let Some((mut meta, mut dir)) = same_files else {
+            return Ok((self.copy_app_dir(app_dir, cfg, survey, id)?, None));
+        };
+        let old_id = meta.id.clone();
+        if let Some(id) = id.filter(|id| *id != old_id) {
+            let renamed = self.root.join(id);
+            if std::fs::rename(&dir, &renamed).is_err() {
+                // Pruned meanwhile, say: copy anew.
+                return Ok((self.copy_app_dir(app_dir, cfg, survey, Some(id))?, None));
+            }
+            dir = renamed;
+            meta.id = id.to_string();
+        }
+        if survey.fingerprint.is_some() {
+            meta.fingerprint.clone_from(&survey.fingerprint);
+        }
+        self.finish(&dir, &meta)
+            .map_err(|e| ReleaseError::Io(format!("writing {META_FILE}: {e}")))?;
+        let renamed_from = (meta.id != old_id).then_some(old_id);
+        Ok(((meta, dir), renamed_from))
+    }
+
+    /// What the app directory is, from its files' metadata alone: a copy
+    /// kept of it already, or changed since every copy.
+    ///
+    /// # Errors
+    /// When it cannot be read, or no copy may be kept of it: copies are off
+    /// or it holds more than `max_copy_size` (that is data, not code, and
+    /// copying it at each release would fill the disk).
+    pub fn survey_app_dir(
+        &self,
+        app_dir: &Path,
+        cfg: &ReleasesConfig,
+    ) -> Result<AppDir, ReleaseError> {
         let limit = cfg.max_copy_size.0;
-        let bytes = copy::measure_dir(app_dir, &exclude, limit).map_err(read_err)?;
+        let exclude = self.app_dir_exclude(app_dir, cfg);
+        let survey = copy::survey_dir(app_dir, &exclude, limit, std::time::SystemTime::now())
+            .map_err(copy_err(app_dir))?;
         if limit == 0 {
             return Err(ReleaseError::Io(
                 "copies are off (releases.max_copy_size = 0)".into(),
             ));
         }
-        if bytes > limit {
+        if survey.bytes > limit {
             return Err(ReleaseError::Io(format!(
                 "{} holds more than releases.max_copy_size ({limit} bytes); \
                  name its data folders in releases.ignore or releases.shared",
                 app_dir.display()
             )));
         }
-        let checksum = copy::checksum_dir(app_dir, &exclude).map_err(read_err)?;
-        let kept_before = self.list().into_iter().rev().find(|(meta, _)| {
-            meta.source == APP_DIR_SOURCE && meta.status == "ready" && meta.checksum == checksum
+        let kept = survey.fingerprint.as_ref().and_then(|fingerprint| {
+            self.list().into_iter().rev().find(|(meta, _)| {
+                meta.source == APP_DIR_SOURCE
+                    && meta.status == "ready"
+                    && meta.fingerprint.as_ref() == Some(fingerprint)
+            })
         });
-        if let Some(kept) = kept_before {
-            return Ok(kept);
-        }
-        let (id, dir, checksum) = self.make(|staging| {
-            let checksum = copy::copy_dir(app_dir, staging, &exclude).map_err(read_err)?;
+        Ok(match kept {
+            Some((meta, dir)) => AppDir::Kept(meta, dir),
+            None => AppDir::Changed(survey),
+        })
+    }
+
+    /// Copies the app directory `survey` describes into a release folder,
+    /// named `id` when one is given (a release already running in place).
+    ///
+    /// The copy runs with the app directory's data, as the release did in
+    /// place: its shared paths and (unless `keep_node_modules`) its
+    /// `node_modules` are links to the app directory's own, not copies.
+    ///
+    /// # Errors
+    /// [`ReleaseError`]; nothing is left behind.
+    fn copy_app_dir(
+        &self,
+        app_dir: &Path,
+        cfg: &ReleasesConfig,
+        survey: &copy::Survey,
+        id: Option<&str>,
+    ) -> Result<(Meta, PathBuf), ReleaseError> {
+        let exclude = self.app_dir_exclude(app_dir, cfg);
+        let (id, dir, checksum) = self.make(id, |staging| {
+            let checksum = copy::copy_dir(app_dir, staging, &exclude).map_err(copy_err(app_dir))?;
             let mut links = cfg.shared.clone();
             if !cfg.keep_node_modules {
                 links.push("node_modules".into());
@@ -338,9 +427,10 @@ impl Store {
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             build_log: None,
             status: "ready".into(),
-            // Measured above: the copy holds the same files, and its links
-            // count nothing, as in folder_size.
-            size: Some(bytes),
+            // Surveyed: the copy holds the same files, and its links count
+            // nothing, as in folder_size.
+            size: Some(survey.bytes),
+            fingerprint: survey.fingerprint.clone(),
         };
         match self.finish(&dir, &meta) {
             Ok(()) => Ok((meta, dir)),
@@ -349,6 +439,16 @@ impl Store {
                 Err(ReleaseError::Io(format!("writing {META_FILE}: {e}")))
             }
         }
+    }
+
+    /// What a copy of the app directory leaves out: besides the usual, its
+    /// shared paths, which the copy links to instead.
+    fn app_dir_exclude(&self, app_dir: &Path, cfg: &ReleasesConfig) -> copy::Exclude {
+        let mut exclude = self.exclude(cfg);
+        exclude
+            .paths
+            .extend(cfg.shared.iter().map(|name| app_dir.join(name)));
+        exclude
     }
 
     fn fill(
@@ -460,6 +560,22 @@ impl Store {
         std::fs::write(&tmp, serde_json::to_vec_pretty(meta).unwrap_or_default())?;
         std::fs::rename(tmp, dir.join(META_FILE))
     }
+}
+
+/// The app directory that is about to run in place, as far as its files'
+/// metadata tells (see [`Store::survey_app_dir`]).
+#[derive(Debug)]
+pub enum AppDir {
+    /// Unchanged since this copy was kept of it.
+    Kept(Meta, PathBuf),
+    /// Changed since every copy, or too recently changed to tell: a copy is
+    /// still to be made ([`Store::copy_app_dir`]).
+    Changed(copy::Survey),
+}
+
+/// The error of a failed copy of `dir`.
+fn copy_err(dir: &Path) -> impl Fn(io::Error) -> ReleaseError + '_ {
+    move |e| ReleaseError::Io(format!("copying {}: {e}", dir.display()))
 }
 
 /// [`Store::keep_copy`] of the app directory `loaded` runs in, off the async
