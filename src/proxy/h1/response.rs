@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 use super::request::{Stopped, Upload};
-use super::{parse_length, write_field, write_status_line, Conn, ExchangeError};
+use super::{parse_length, write_status_line, Conn, ExchangeError};
 use crate::proxy::body::BoxError;
 use crate::proxy::headers::{is_hop_by_hop, lists};
 use crate::proxy::upstream::Upstream;
@@ -34,6 +34,7 @@ pub struct Head {
     fields: Vec<Field>,
     framing: Decoding,
     keep_alive: bool,
+    event_stream: bool,
 }
 
 /// One field: where its name and value are in the head's bytes.
@@ -98,6 +99,7 @@ pub(super) fn parse_head(
     let mut length: Option<u64> = None;
     let mut transfer_encoding = None;
     let mut connection_names = None;
+    let mut event_stream = false;
     let start = buf.as_ptr() as usize;
     let span = |s: &[u8]| {
         let at = s.as_ptr() as usize - start;
@@ -124,6 +126,9 @@ pub(super) fn parse_head(
                 return Err(broken("conflicting content-length headers"));
             }
             length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            event_stream |=
+                (h.value.get(..17)).is_some_and(|v| v.eq_ignore_ascii_case(b"text/event-stream"));
         }
         if !is_hop_by_hop(name) {
             fields.push(Field {
@@ -169,6 +174,7 @@ pub(super) fn parse_head(
         fields,
         framing,
         keep_alive,
+        event_stream,
     }))
 }
 
@@ -183,21 +189,10 @@ impl Head {
         self.status.is_informational() && self.status != StatusCode::SWITCHING_PROTOCOLS
     }
 
-    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.fields
-            .iter()
-            .map(|f| (&self.bytes[f.name.clone()], &self.bytes[f.value.clone()]))
-    }
-
     /// Whether this is an event stream (SSE), which lasts as long as it
     /// likes.
     pub fn is_event_stream(&self) -> bool {
-        self.pairs().any(|(name, value)| {
-            name.eq_ignore_ascii_case(b"content-type")
-                && value
-                    .get(..17)
-                    .is_some_and(|v| v.eq_ignore_ascii_case(b"text/event-stream"))
-        })
+        self.event_stream
     }
 
     /// Whether the fields delimit the body for the client: a length, or no
@@ -212,8 +207,26 @@ impl Head {
     /// line.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         write_status_line(out, self.status);
-        for (name, value) in self.pairs() {
-            write_field(out, name, value);
+        // Runs of forwarded lines go out as one copy each: the bytes from a
+        // name to its value are the instance's own (a colon and optional
+        // whitespace between), and a line ended by CRLF joins the next.
+        let mut run: Option<Range<usize>> = None;
+        for f in &self.fields {
+            match &mut run {
+                Some(r) if self.bytes.get(r.end..f.name.start) == Some(b"\r\n") => {
+                    r.end = f.value.end;
+                }
+                _ => {
+                    if let Some(r) = run.replace(f.name.start..f.value.end) {
+                        out.extend_from_slice(&self.bytes[r]);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+            }
+        }
+        if let Some(r) = run {
+            out.extend_from_slice(&self.bytes[r]);
+            out.extend_from_slice(b"\r\n");
         }
     }
 
@@ -534,6 +547,32 @@ mod tests {
         assert!(
             !head.is_delimited(),
             "the client side frames a chunked body"
+        );
+    }
+
+    /// Fields go out in runs of the instance's own bytes, yet every line
+    /// ends with CRLF: bare LF endings and trailing whitespace do not pass.
+    #[test]
+    fn forwarded_lines_end_with_crlf_whatever_the_instance_sent() {
+        let (head, ..) = decode(
+            b"HTTP/1.1 200 OK\r\nA: 1\r\nB:2\r\nKeep-Alive: timeout=5\r\nC: 3 \nD:  4\n\
+              Content-Type: Text/Event-Stream; charset=utf-8\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            written(&head),
+            "HTTP/1.1 200 OK\r\nA: 1\r\nB:2\r\nC: 3\r\nD:  4\r\n\
+             Content-Type: Text/Event-Stream; charset=utf-8\r\nContent-Length: 0\r\n"
+        );
+        assert!(head.is_event_stream());
+        let (plain, ..) = decode(
+            b"HTTP/1.1 204 No Content\r\nContent-Type: text/html\r\n\r\n",
+            false,
+        );
+        assert!(!plain.is_event_stream());
+        assert_eq!(
+            written(&plain),
+            "HTTP/1.1 204 No Content\r\nContent-Type: text/html\r\n"
         );
     }
 
