@@ -757,6 +757,28 @@ fn a_deploy_adds_and_drops_cron_jobs() {
     assert!(!lines().contains(&format!("added {third}")), "{}", lines());
 }
 
+/// A deploy that changes a job's schedule applies it at once: a job made to
+/// run every second from once a year runs within seconds, not after its old
+/// yearly tick.
+#[test]
+fn a_deploy_that_changes_a_schedule_applies_it_at_once() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let log_path = log.path().display().to_string();
+    let job = |schedule: &str| {
+        format!("[cron.report]\nschedule = \"{schedule}\"\ncommand = \"echo report $BATON_RELEASE >> {log_path}\"\n")
+    };
+    let d = Daemon::start(&(job("0 0 0 1 1 *") + &web(1, "APP_VERSION = \"v1\"", "")));
+    d.wait_ready(1);
+    d.rewrite(&(job("* * * * * *") + &web(1, "APP_VERSION = \"v2\"", "")));
+    deploy_ok(&d, &["deploy"]);
+    let second = d.status()["release"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(15), "a run on the new schedule", || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains(&format!("report {second}"))
+    });
+}
+
 /// Rolling: a release that dies right after its first batch switched sends
 /// every request back to the old instances, which were never stopped.
 #[test]

@@ -47,8 +47,9 @@ struct Serving {
 /// route publisher.
 pub struct Daemon {
     config: RwLock<Loaded>,
-    /// Told at every change of configuration (one waiter: the schedules).
-    pub config_changed: tokio::sync::Notify,
+    /// Counts the changes of configuration: every schedule watches it, so a
+    /// changed pattern applies at once, not after the old one's next tick.
+    pub config_changes: tokio::sync::watch::Sender<u64>,
     /// The folder of the baton.toml the daemon started with: the app's home,
     /// and the repository `deploy --git` exports from.
     pub app_dir: PathBuf,
@@ -89,7 +90,7 @@ impl Daemon {
             app_dir: config.base_dir.clone(),
             app_config: config.path.clone(),
             config: RwLock::new(config),
-            config_changed: tokio::sync::Notify::new(),
+            config_changes: tokio::sync::watch::Sender::new(0),
             proxy,
             ctx,
             serving: Mutex::default(),
@@ -127,7 +128,7 @@ impl Daemon {
     /// Replaces the configuration in force (after a successful deploy).
     pub fn set_config(&self, loaded: Loaded) {
         *self.config.write().expect("config lock poisoned") = loaded;
-        self.config_changed.notify_one();
+        self.config_changes.send_modify(|n| *n += 1);
     }
 
     /// The release serving traffic.

@@ -71,10 +71,12 @@ impl Schedule {
 
 /// Keeps one task per schedule of the configuration in force, for the
 /// daemon's life: a deploy that adds one starts it. A task ends once its
-/// schedule is gone at a tick.
+/// schedule is gone.
 pub async fn keep(daemon: Arc<Daemon>) {
+    let mut changes = daemon.config_changes.subscribe();
     let mut tasks: HashMap<Schedule, JoinHandle<()>> = HashMap::new();
     loop {
+        changes.mark_unchanged();
         for schedule in Schedule::all_in(&daemon.config().config) {
             if tasks.get(&schedule).is_none_or(JoinHandle::is_finished) {
                 let task = on_each_tick(daemon.clone(), schedule.clone());
@@ -82,23 +84,32 @@ pub async fn keep(daemon: Arc<Daemon>) {
             }
         }
         tokio::select! {
-            _ = daemon.config_changed.notified() => {}
+            _ = changes.changed() => {}
             _ = daemon.shutdown.cancelled() => return,
         }
     }
 }
 
 /// Runs `schedule` at each of its ticks while the configuration has it.
-/// The pattern is read again at every tick, so a deploy that changes or
-/// removes it applies from the next tick.
+/// The pattern is read again at every change of configuration, so a deploy
+/// that changes or removes it applies at once: a daily job made hourly does
+/// not wait for its old daily tick first.
 async fn on_each_tick(daemon: Arc<Daemon>, schedule: Schedule) {
-    while let Some(pattern) = schedule.pattern(&daemon.config().config) {
-        if !next_tick(&daemon, &pattern).await {
+    let mut changes = daemon.config_changes.subscribe();
+    loop {
+        changes.mark_unchanged();
+        let Some(pattern) = schedule.pattern(&daemon.config().config) else {
             return;
-        }
-        // Changed or removed while asleep: the configuration in force decides.
-        if schedule.pattern(&daemon.config().config).as_ref() == Some(&pattern) {
-            schedule.tick(&daemon, &pattern).await;
+        };
+        match next_tick(&daemon, &pattern, &mut changes).await {
+            // A change at the very tick: the configuration in force decides.
+            Wake::Tick if schedule.pattern(&daemon.config().config) == Some(pattern.clone()) => {
+                schedule.tick(&daemon, &pattern).await;
+            }
+            Wake::Tick => {}
+            // The next tick is worked out again, from the pattern in force.
+            Wake::ConfigChanged => {}
+            Wake::Never => return,
         }
     }
 }
@@ -134,20 +145,35 @@ async fn restart_singleton(daemon: &Arc<Daemon>, name: &str, pattern: &str) {
     }
 }
 
-/// Sleeps until the next tick of `pattern`. False when the daemon stops
-/// first, or the pattern has no next tick.
-async fn next_tick(daemon: &Daemon, pattern: &str) -> bool {
+/// Why a schedule's wait ended.
+enum Wake {
+    /// Its tick came.
+    Tick,
+    /// The configuration changed first.
+    ConfigChanged,
+    /// The daemon stops, or the pattern has no next tick.
+    Never,
+}
+
+/// Sleeps until the next tick of `pattern`, or a change of configuration.
+async fn next_tick(
+    daemon: &Daemon,
+    pattern: &str,
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+) -> Wake {
     let Ok(cron) = crate::config::parse_cron(pattern) else {
-        return false;
+        return Wake::Never;
     };
     let now = chrono::Utc::now();
     let Ok(next) = cron.find_next_occurrence(&now, false) else {
-        return false;
+        return Wake::Never;
     };
     let wait = (next - now).to_std().unwrap_or_default();
     tokio::select! {
-        _ = daemon.shutdown.cancelled() => false,
-        _ = tokio::time::sleep(wait) => true,
+        _ = daemon.shutdown.cancelled() => Wake::Never,
+        _ = tokio::time::sleep(wait) => Wake::Tick,
+        // Only a dropped sender errs, and the daemon holds it for life.
+        _ = changes.changed() => Wake::ConfigChanged,
     }
 }
 
