@@ -364,7 +364,7 @@ impl Deploy {
             id: id.clone(),
             source: source_text.clone(),
             checksum,
-            created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            created: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             build_log: None,
             status: "ready".into(),
             size: None,

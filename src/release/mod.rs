@@ -66,7 +66,8 @@ pub struct Meta {
     pub source: String,
     /// sha256 of the archive (or of the copied files).
     pub checksum: String,
-    /// When it was made (RFC 3339).
+    /// When it was made (RFC 3339, to the millisecond; older releases to
+    /// the second).
     pub created: String,
     /// The build's log, if a build ran.
     pub build_log: Option<String>,
@@ -183,7 +184,11 @@ impl Store {
                 out.push((meta, dir));
             }
         }
-        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        // Ids sort by time only to the second: within one, by their hash.
+        out.sort_by_cached_key(|(meta, _)| {
+            let created = humantime::parse_rfc3339(&meta.created).ok();
+            (created, meta.id.clone())
+        });
         out
     }
 
@@ -424,7 +429,7 @@ impl Store {
             id: id.clone(),
             source: APP_DIR_SOURCE.into(),
             checksum,
-            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            created: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             build_log: None,
             status: "ready".into(),
             // Surveyed: the copy holds the same files, and its links count
@@ -647,4 +652,45 @@ fn link_to_app(copy: &Path, app_dir: &Path, names: &[String]) -> Result<(), Rele
         std::os::unix::fs::symlink(&target, &inside).map_err(|e| err(name, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two releases made in the same second list in the order they were
+    /// made, though their ids (time to the second, then a hash) sort the
+    /// other way; an old `RELEASE` with its time to the second still lists.
+    #[test]
+    fn releases_list_in_the_order_they_were_made() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store {
+            root: root.path().to_path_buf(),
+            state_dir: root.path().to_path_buf(),
+            inbox: None,
+            app_log: root.path().join("app.log"),
+        };
+        let made = [
+            ("20261121T164415Z-aaaaaa", "2026-11-21T16:44:14Z"),
+            ("20261121T164415Z-ffffff", "2026-11-21T16:44:15.100Z"),
+            ("20261121T164415Z-000000", "2026-11-21T16:44:15.200Z"),
+        ];
+        for (id, created) in made {
+            let dir = root.path().join(id);
+            std::fs::create_dir(&dir).unwrap();
+            let meta = Meta {
+                id: id.into(),
+                source: "test".into(),
+                checksum: String::new(),
+                created: created.into(),
+                build_log: None,
+                status: "ready".into(),
+                size: None,
+                fingerprint: None,
+            };
+            store.finish(&dir, &meta).unwrap();
+        }
+        let listed: Vec<String> = store.list().into_iter().map(|(m, _)| m.id).collect();
+        assert_eq!(listed, made.map(|(id, _)| id.to_string()));
+    }
 }
