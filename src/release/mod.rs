@@ -237,8 +237,8 @@ impl Store {
     }
 
     /// Fills a staging folder with `fill` (which returns the checksum), then
-    /// renames it to its id.
-    /// Named `id` when one is given, else by time and checksum.
+    /// renames it to its id: `id` when one is given, else the time and the
+    /// start of the checksum.
     fn make(
         &self,
         id: Option<&str>,

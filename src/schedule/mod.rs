@@ -103,7 +103,7 @@ async fn on_each_tick(daemon: Arc<Daemon>, schedule: Schedule) {
         };
         match next_tick(&daemon, &pattern, &mut changes).await {
             // A change at the very tick: the configuration in force decides.
-            Wake::Tick if schedule.pattern(&daemon.config().config) == Some(pattern.clone()) => {
+            Wake::Tick if schedule.pattern(&daemon.config().config).as_ref() == Some(&pattern) => {
                 schedule.tick(&daemon, &pattern).await;
             }
             Wake::Tick => {}
@@ -170,6 +170,9 @@ async fn next_tick(
     };
     let wait = (next - now).to_std().unwrap_or_default();
     tokio::select! {
+        // In this order: a change that lands as the tick comes does not
+        // cost the tick.
+        biased;
         _ = daemon.shutdown.cancelled() => Wake::Never,
         _ = tokio::time::sleep(wait) => Wake::Tick,
         // Only a dropped sender errs, and the daemon holds it for life.
