@@ -380,12 +380,7 @@ impl Daemon {
     /// kept of it when its files are unchanged, else a new id, and what the
     /// copy still to be made under that id needs.
     async fn in_place(loaded: &Loaded) -> (Release, Option<Survey>) {
-        let store = crate::release::Store::new(loaded);
-        let (dir, cfg) = (loaded.base_dir.clone(), loaded.config.releases.clone());
-        let surveyed = tokio::task::spawn_blocking(move || store.survey_app_dir(&dir, &cfg))
-            .await
-            .unwrap_or_else(|e| Err(crate::release::ReleaseError::Io(e.to_string())));
-        let (id, size, copy_later) = match surveyed {
+        let (id, size, copy_later) = match crate::release::survey_app_dir(loaded).await {
             Ok(AppDir::Kept(meta, copy)) => {
                 tracing::info!(
                     "release {}: the app directory, unchanged since its copy in {}",

@@ -589,10 +589,28 @@ fn copy_err(dir: &Path) -> impl Fn(io::Error) -> ReleaseError + '_ {
 /// # Errors
 /// Why no copy was kept.
 pub async fn keep_app_copy(loaded: &Loaded) -> Result<(Meta, PathBuf), String> {
+    off_thread(loaded, Store::keep_copy).await
+}
+
+/// [`Store::survey_app_dir`] of the app directory `loaded` runs in, off the
+/// async threads.
+///
+/// # Errors
+/// Why no copy may be kept of it.
+pub async fn survey_app_dir(loaded: &Loaded) -> Result<AppDir, String> {
+    off_thread(loaded, Store::survey_app_dir).await
+}
+
+/// Runs `work` with the store and the app directory `loaded` names on
+/// tokio's blocking threads: it walks and reads the whole directory.
+async fn off_thread<T: Send + 'static>(
+    loaded: &Loaded,
+    work: fn(&Store, &Path, &ReleasesConfig) -> Result<T, ReleaseError>,
+) -> Result<T, String> {
     let store = Store::new(loaded);
     let (dir, cfg) = (loaded.base_dir.clone(), loaded.config.releases.clone());
-    match tokio::task::spawn_blocking(move || store.keep_copy(&dir, &cfg)).await {
-        Ok(kept) => kept.map_err(|e| e.to_string()),
+    match tokio::task::spawn_blocking(move || work(&store, &dir, &cfg)).await {
+        Ok(done) => done.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     }
 }
