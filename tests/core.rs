@@ -533,9 +533,8 @@ fn upgrade_replaces_the_daemon_without_refusing_anyone() {
     let before = d.status();
     let old_pids = instance_pids(&before);
     // Installed outside the app directory, as a new Baton is: inside it,
-    // the new daemon's start would first checksum and keep a copy of the
-    // changed app directory, 137 MB of debug binary, while clients wait
-    // (10 s in clean-clone CI runs, right after the build).
+    // it would be part of the release's rollback copy, 137 MB of debug
+    // binary.
     let install = tempfile::tempdir().unwrap();
     let next = install.path().join("baton-next");
     std::fs::copy(bin(), &next).unwrap();

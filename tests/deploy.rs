@@ -727,15 +727,19 @@ fn cron_job_runs_once_per_tick_in_the_serving_release() {
     );
 }
 
+/// A `[cron.<name>]` on `schedule` that appends "`name` `release`" to
+/// `log_path` at each run.
+fn echo_job(name: &str, schedule: &str, log_path: &str) -> String {
+    format!("[cron.{name}]\nschedule = \"{schedule}\"\ncommand = \"echo {name} $BATON_RELEASE >> {log_path}\"\n")
+}
+
 /// A deploy that adds a `[cron.<name>]` starts it, and one that drops it
 /// stops it: no run of it in the release without it.
 #[test]
 fn a_deploy_adds_and_drops_cron_jobs() {
     let log = tempfile::NamedTempFile::new().unwrap();
     let log_path = log.path().display().to_string();
-    let job = |name: &str| {
-        format!("[cron.{name}]\nschedule = \"* * * * * *\"\ncommand = \"echo {name} $BATON_RELEASE >> {log_path}\"\n")
-    };
+    let job = |name: &str| echo_job(name, "* * * * * *", &log_path);
     let release = |d: &Daemon| d.status()["release"].as_str().unwrap().to_string();
     let lines = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let d = Daemon::start(&web(1, "APP_VERSION = \"v1\"", ""));
@@ -764,9 +768,7 @@ fn a_deploy_adds_and_drops_cron_jobs() {
 fn a_deploy_that_changes_a_schedule_applies_it_at_once() {
     let log = tempfile::NamedTempFile::new().unwrap();
     let log_path = log.path().display().to_string();
-    let job = |schedule: &str| {
-        format!("[cron.report]\nschedule = \"{schedule}\"\ncommand = \"echo report $BATON_RELEASE >> {log_path}\"\n")
-    };
+    let job = |schedule: &str| echo_job("report", schedule, &log_path);
     let d = Daemon::start(&(job("0 0 0 1 1 *") + &web(1, "APP_VERSION = \"v1\"", "")));
     d.wait_ready(1);
     d.rewrite(&(job("* * * * * *") + &web(1, "APP_VERSION = \"v2\"", "")));
