@@ -5,8 +5,9 @@
 #             it: the ceiling for any proxy on this machine
 #   nginx   - nginx as reverse proxy (1 worker, keepalive upstream) in front of it
 #   baton   - Baton (1 worker thread) in front of an identical backend
-# and prints requests/s, latency percentiles and the ratios Baton/nginx,
-# Baton/relay and Baton/direct, plus Baton's idle RSS.
+# and prints requests/s, latency percentiles, the CPU time each request costs
+# the proxy process, the ratios Baton/nginx, Baton/relay and Baton/direct,
+# and Baton's idle RSS.
 #
 #   bench/proxy.sh                 # 10 s per target, 32 connections
 #   DURATION=30s CONNS=64 bench/proxy.sh
@@ -57,7 +58,7 @@ http {
 CONF
 sed "s/PORT/$BACKEND_PORT/g" "$WORK/backend.tmpl" > "$WORK/backend.conf"
 nginx -c "$WORK/backend.conf" -p "$WORK" 2>"$WORK/backend.err" &
-PIDS+=($!)
+PIDS+=($!); BACKEND_MASTER=$!
 
 cat > "$WORK/proxy.conf" <<CONF
 worker_processes 1;
@@ -82,9 +83,9 @@ http {
 }
 CONF
 nginx -c "$WORK/proxy.conf" -p "$WORK" 2>"$WORK/proxy.err" &
-PIDS+=($!)
+PIDS+=($!); NGINX_MASTER=$!
 "$RELAY" "127.0.0.1:$RELAY_PORT" "127.0.0.1:$BACKEND_PORT" &
-PIDS+=($!)
+PIDS+=($!); RELAY_PID=$!
 
 mkdir -p "$WORK/app"
 cat > "$WORK/app/baton.toml" <<CONF
@@ -108,6 +109,12 @@ for _ in $(seq 1 500); do curl -sf "http://127.0.0.1:$BATON_PORT/" >/dev/null &&
 DAEMON_PID=$("$BATON" status --json -c "$WORK/app/baton.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 IDLE_RSS=$(rss_kb "$DAEMON_PID")
+# The process whose CPU time each target costs: for direct the backend's
+# worker, otherwise the proxy's (nginx's one worker, Baton's daemon with all
+# its threads).
+declare -A CPU_PID=([direct]=$(pgrep -P "$BACKEND_MASTER") [relay]=$RELAY_PID [nginx]=$(pgrep -P "$NGINX_MASTER") [baton]=$DAEMON_PID)
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, all threads
 
 to_ms() { # wrk prints 1.23ms, 456.00us, 1.02s
   python3 -c 'import sys
@@ -117,11 +124,25 @@ for u,f in (("us",0.001),("ms",1),("s",1000)):
         print(round(float(v[:-len(u)])*f,3)); break' "$1"
 }
 TARGETS="direct relay nginx baton"
-declare -A RPS P50 P99 PORT=([direct]=$BACKEND_PORT [relay]=$RELAY_PORT [nginx]=$NGINX_PORT [baton]=$BATON_PORT)
+declare -A RPS P50 P99 CPU PORT=([direct]=$BACKEND_PORT [relay]=$RELAY_PORT [nginx]=$NGINX_PORT [baton]=$BATON_PORT)
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
+# Two targets measured in the same rounds: the median of the rounds' own
+# ratios, which cancels the noise that hits both halves of a round alike,
+# and in how many rounds the first one served more requests.
+paired() { python3 -c 'import sys, statistics
+a, b = (list(map(float, x.split())) for x in sys.argv[1:3])
+print(f"{statistics.median(x / y for x, y in zip(a, b)):.2f}")' "$1" "$2"; }
+won() { python3 -c 'import sys
+a, b = (list(map(float, x.split())) for x in sys.argv[1:3])
+print(f"{sum(x >= y for x, y in zip(a, b))} of {len(a)}")' "$1" "$2"; }
 run() { # one wrk run; appends to the sample lists
   local name=$1 port=${PORT[$1]}
+  local before; before=$(cpu_ticks "${CPU_PID[$name]}")
   local out; out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/")
+  local ticks=$(($(cpu_ticks "${CPU_PID[$name]}") - before))
+  local requests; requests=$(echo "$out" | awk '/requests in/ {print $1}')
+  CPU[$name]+=" $(python3 -c "print(round($ticks * 1e6 / $CLK_TCK / $requests, 2))")"
   RPS[$name]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
   P50[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
   P99[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
@@ -137,21 +158,23 @@ PER_ROUND=$(python3 -c 'import sys
 b, n = (list(map(float, a.split())) for a in sys.argv[1:3])
 r = sorted(x / y for x, y in zip(b, n))
 print(f"{r[0]:.2f}-{r[-1]:.2f}, at least 1.00 in {sum(x >= 1 for x in r)} of {len(r)} rounds")' "${RPS[baton]}" "${RPS[nginx]}")
+RPS_RATIO=$(paired "${RPS[baton]}" "${RPS[nginx]}"); P99_RATIO=$(paired "${P99[baton]}" "${P99[nginx]}")
+CPU_RATIO=$(paired "${CPU[baton]}" "${CPU[nginx]}")
 for n in $TARGETS; do
   RPS[$n]=$(echo "${RPS[$n]}" | median); P50[$n]=$(echo "${P50[$n]}" | median); P99[$n]=$(echo "${P99[$n]}" | median)
+  CPU[$n]=$(echo "${CPU[$n]}" | median)
 done
 LOADED_RSS=$(rss_kb "$DAEMON_PID")
 
-ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
 echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); wrk -t$THREADS -c$CONNS -d$DURATION, median of $ROUNDS interleaved rounds"
-printf '| %-7s | %12s | %9s | %9s |\n' target "requests/s" "p50 ms" "p99 ms"
-printf '|%s|%s|%s|%s|\n' ---------- -------------- ----------- -----------
+printf '| %-7s | %12s | %9s | %9s | %13s |\n' target "requests/s" "p50 ms" "p99 ms" "CPU us/req"
+printf '|%s|%s|%s|%s|%s|\n' ---------- -------------- ----------- ----------- ---------------
 for n in $TARGETS; do
-  printf '| %-7s | %12s | %9s | %9s |\n' "$n" "${RPS[$n]}" "${P50[$n]}" "${P99[$n]}"
+  printf '| %-7s | %12s | %9s | %9s | %13s |\n' "$n" "${RPS[$n]}" "${P50[$n]}" "${P99[$n]}" "${CPU[$n]}"
 done
 echo
-echo "Baton/nginx requests/s: $(ratio "${RPS[baton]}" "${RPS[nginx]}")   p99 Baton/nginx: $(ratio "${P99[baton]}" "${P99[nginx]}")"
+echo "Baton/nginx, the median of each round's own ratio: requests/s $RPS_RATIO   p99 $P99_RATIO   CPU time per request $CPU_RATIO"
 echo "Baton/nginx requests/s round by round: $PER_ROUND"
 echo "Baton/relay requests/s: $(ratio "${RPS[baton]}" "${RPS[relay]}")   nginx/relay: $(ratio "${RPS[nginx]}" "${RPS[relay]}")"
 echo "Baton/direct requests/s: $(ratio "${RPS[baton]}" "${RPS[direct]}")"
@@ -162,9 +185,9 @@ echo "Baton daemon RSS: idle $((IDLE_RSS / 1024)) MB ($IDLE_RSS kB), after load 
 # concurrency by CPU.
 if [ -n "$SWEEP" ]; then
   echo
-  echo "Baton/nginx by concurrency (wrk -t$THREADS -d$SWEEP_DURATION, median of $ROUNDS interleaved rounds):"
-  printf '| %-11s | %12s | %12s | %11s | %13s | %13s | %11s |\n' connections "nginx req/s" "Baton req/s" "Baton/nginx" "nginx p99 ms" "Baton p99 ms" "p99 B/n"
-  printf '|%s|%s|%s|%s|%s|%s|%s|\n' ------------- -------------- -------------- ------------- --------------- --------------- -------------
+  echo "Baton/nginx by concurrency (wrk -t$THREADS -d$SWEEP_DURATION, $ROUNDS interleaved rounds; req/s and p99 are medians, the ratios the median of each round's own ratio):"
+  printf '| %-11s | %12s | %12s | %11s | %13s | %13s | %11s | %10s |\n' connections "nginx req/s" "Baton req/s" "Baton/nginx" "nginx p99 ms" "Baton p99 ms" "p99 B/n" "rounds won"
+  printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' ------------- -------------- -------------- ------------- --------------- --------------- ------------- ------------
   for c in $SWEEP; do
     declare -A AT=() TAIL=()
     for _ in $(seq 1 "$ROUNDS"); do for n in nginx baton; do
@@ -174,8 +197,8 @@ if [ -n "$SWEEP" ]; then
     done; done
     nginx_rps=$(echo "${AT[nginx]}" | median); baton_rps=$(echo "${AT[baton]}" | median)
     nginx_p99=$(echo "${TAIL[nginx]}" | median); baton_p99=$(echo "${TAIL[baton]}" | median)
-    printf '| %-11s | %12s | %12s | %11s | %13s | %13s | %11s |\n' "$c" "$nginx_rps" "$baton_rps" "$(ratio "$baton_rps" "$nginx_rps")" \
-      "$nginx_p99" "$baton_p99" "$(ratio "$baton_p99" "$nginx_p99")"
+    printf '| %-11s | %12s | %12s | %11s | %13s | %13s | %11s | %10s |\n' "$c" "$nginx_rps" "$baton_rps" "$(paired "${AT[baton]}" "${AT[nginx]}")" \
+      "$nginx_p99" "$baton_p99" "$(paired "${TAIL[baton]}" "${TAIL[nginx]}")" "$(won "${AT[baton]}" "${AT[nginx]}")"
     unset AT TAIL
   done
 fi
