@@ -100,7 +100,12 @@ command = "sed s/PORT/\$PORT/g $WORK/backend.tmpl > $WORK/b-\$PORT.conf && exec 
 [web.readiness]
 kind = "tcp"
 CONF
-"$BATON" up --detach -c "$WORK/app/baton.toml" >/dev/null
+# In the foreground of this script's session, as nginx is: `up --detach`
+# starts a session of its own, and with the kernel's scheduler autogroups
+# (sched_autogroup_enabled) Baton and its backend would then share one
+# group's CPU while nginx, its backend and wrk share another's.
+"$BATON" up -c "$WORK/app/baton.toml" >"$WORK/daemon.log" 2>&1 &
+PIDS+=($!)
 
 wait_port() { for _ in $(seq 1 500); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.02; done; echo "port $1 never opened" >&2; exit 1; }
 wait_port "$BACKEND_PORT"; wait_port "$NGINX_PORT"; wait_port "$RELAY_PORT"
