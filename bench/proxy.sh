@@ -172,7 +172,9 @@ done
 LOADED_RSS=$(rss_kb "$DAEMON_PID")
 
 echo
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); wrk -t$THREADS -c$CONNS -d$DURATION, median of $ROUNDS interleaved rounds"
+AUTOGROUP=$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo "?")
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), scheduler autogroups $AUTOGROUP (all targets in one session)"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, median of $ROUNDS interleaved rounds"
 printf '| %-7s | %12s | %9s | %9s | %13s |\n' target "requests/s" "p50 ms" "p99 ms" "CPU us/req"
 printf '|%s|%s|%s|%s|%s|\n' ---------- -------------- ----------- ----------- ---------------
 for n in $TARGETS; do
