@@ -391,8 +391,9 @@ impl Daemon {
             }
             Ok(AppDir::Changed(survey)) => (new_release_id(), Some(survey.bytes), Some(survey)),
             Err(e) => {
-                tracing::warn!("no copy of the app directory kept, so no rollback to it: {e}");
-                (new_release_id(), None, None)
+                let id = new_release_id();
+                warn_no_copy(&id, &e);
+                (id, None, None)
             }
         };
         let release = Release {
@@ -653,7 +654,7 @@ impl Daemon {
 /// removes.
 fn keep_copy_later(daemon: &Arc<Daemon>, loaded: &Loaded, id: &str, survey: Survey) {
     let store = crate::release::Store::new(loaded);
-    let (dir, cfg, id) = (
+    let (dir, cfg, release) = (
         loaded.base_dir.clone(),
         loaded.config.releases.clone(),
         id.to_string(),
@@ -661,24 +662,33 @@ fn keep_copy_later(daemon: &Arc<Daemon>, loaded: &Loaded, id: &str, survey: Surv
     let daemon = Arc::clone(daemon);
     let spawned = std::thread::Builder::new()
         .name("baton-copy".into())
-        .spawn(move || match store.keep_changed(&dir, &cfg, &survey, Some(&id)) {
-            Ok(((meta, copy), renamed_from)) => {
-                if let Some(old) = renamed_from {
-                    // Its folder is this release's now.
-                    daemon.forget_release(&old);
-                    tracing::info!("release {old} had the same files; its copy is release {id}'s now");
+        .spawn(
+            move || match store.keep_changed(&dir, &cfg, &survey, Some(&release)) {
+                Ok(((meta, copy), renamed_from)) => {
+                    if let Some(old) = renamed_from {
+                        // Its folder is this release's now.
+                        daemon.forget_release(&old);
+                        tracing::info!(
+                            "release {old} had the same files; its copy is release {release}'s now"
+                        );
+                    }
+                    tracing::info!(
+                        "release {}: the app directory, kept in {}",
+                        meta.id,
+                        copy.display()
+                    );
                 }
-                tracing::info!(
-                    "release {}: the app directory, kept in {}",
-                    meta.id,
-                    copy.display()
-                );
-            }
-            Err(e) => {
-                tracing::warn!("release {id}: no copy of the app directory kept, so no rollback to it: {e}");
-            }
-        });
+                Err(e) => warn_no_copy(&release, &e),
+            },
+        );
     if let Err(e) = spawned {
-        tracing::warn!("no copy of the app directory kept, so no rollback to it: {e}");
+        warn_no_copy(id, &e);
     }
+}
+
+/// A start that keeps no copy still serves; only the rollback to it is lost.
+fn warn_no_copy(id: &str, error: &dyn std::fmt::Display) {
+    tracing::warn!(
+        "release {id}: no copy of the app directory kept, so no rollback to it: {error}"
+    );
 }
