@@ -117,7 +117,8 @@ IDLE_RSS=$(rss_kb "$DAEMON_PID")
 # The process whose CPU time each target costs: for direct the backend's
 # worker, otherwise the proxy's (nginx's one worker, Baton's daemon with all
 # its threads).
-declare -A CPU_PID=([direct]=$(pgrep -P "$BACKEND_MASTER") [relay]=$RELAY_PID [nginx]=$(pgrep -P "$NGINX_MASTER") [baton]=$DAEMON_PID)
+worker_of() { for _ in $(seq 1 500); do pgrep -P "$1" && return 0; sleep 0.02; done; echo "nginx $1 started no worker" >&2; exit 1; }
+declare -A CPU_PID=([direct]=$(worker_of "$BACKEND_MASTER") [relay]=$RELAY_PID [nginx]=$(worker_of "$NGINX_MASTER") [baton]=$DAEMON_PID)
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, all threads
 
