@@ -333,18 +333,19 @@ impl Store {
     ) -> Result<((Meta, PathBuf), Option<String>), ReleaseError> {
         let exclude = self.app_dir_exclude(app_dir, cfg);
         let checksum = copy::checksum_dir(app_dir, &exclude).map_err(copy_err(app_dir))?;
-        let same_files = self.list().into_iter().rev().find(|(meta, _)| {
-            meta.source == APP_DIR_SOURCE && meta.status == "ready" && meta.checksum == checksum
-        });
+        let same_files = self.newest_app_dir_copy(|meta| meta.checksum == checksum);
         let Some((mut meta, mut dir)) = same_files else {
-            return Ok((self.copy_app_dir(app_dir, cfg, survey, id)?, None));
+            return Ok((self.copy_app_dir(app_dir, &exclude, cfg, survey, id)?, None));
         };
         let old_id = meta.id.clone();
         if let Some(id) = id.filter(|id| *id != old_id) {
             let renamed = self.root.join(id);
             if std::fs::rename(&dir, &renamed).is_err() {
                 // Pruned meanwhile, say: copy anew.
-                return Ok((self.copy_app_dir(app_dir, cfg, survey, Some(id))?, None));
+                return Ok((
+                    self.copy_app_dir(app_dir, &exclude, cfg, survey, Some(id))?,
+                    None,
+                ));
             }
             dir = renamed;
             meta.id = id.to_string();
@@ -371,14 +372,14 @@ impl Store {
         cfg: &ReleasesConfig,
     ) -> Result<AppDir, ReleaseError> {
         let limit = cfg.max_copy_size.0;
-        let exclude = self.app_dir_exclude(app_dir, cfg);
-        let survey = copy::survey_dir(app_dir, &exclude, limit, std::time::SystemTime::now())
-            .map_err(copy_err(app_dir))?;
         if limit == 0 {
             return Err(ReleaseError::Io(
                 "copies are off (releases.max_copy_size = 0)".into(),
             ));
         }
+        let exclude = self.app_dir_exclude(app_dir, cfg);
+        let survey = copy::survey_dir(app_dir, &exclude, limit, std::time::SystemTime::now())
+            .map_err(copy_err(app_dir))?;
         if survey.bytes > limit {
             return Err(ReleaseError::Io(format!(
                 "{} holds more than releases.max_copy_size ({limit} bytes); \
@@ -387,11 +388,7 @@ impl Store {
             )));
         }
         let kept = survey.fingerprint.as_ref().and_then(|fingerprint| {
-            self.list().into_iter().rev().find(|(meta, _)| {
-                meta.source == APP_DIR_SOURCE
-                    && meta.status == "ready"
-                    && meta.fingerprint.as_ref() == Some(fingerprint)
-            })
+            self.newest_app_dir_copy(|meta| meta.fingerprint.as_ref() == Some(fingerprint))
         });
         Ok(match kept {
             Some((meta, dir)) => AppDir::Kept(meta, dir),
@@ -399,8 +396,9 @@ impl Store {
         })
     }
 
-    /// Copies the app directory `survey` describes into a release folder,
-    /// named `id` when one is given (a release already running in place).
+    /// Copies the app directory `survey` describes, less `exclude` (see
+    /// [`Store::app_dir_exclude`]), into a release folder named `id` when
+    /// one is given (a release already running in place).
     ///
     /// The copy runs with the app directory's data, as the release did in
     /// place: its shared paths and (unless `keep_node_modules`) its
@@ -411,13 +409,13 @@ impl Store {
     fn copy_app_dir(
         &self,
         app_dir: &Path,
+        exclude: &copy::Exclude,
         cfg: &ReleasesConfig,
         survey: &copy::Survey,
         id: Option<&str>,
     ) -> Result<(Meta, PathBuf), ReleaseError> {
-        let exclude = self.app_dir_exclude(app_dir, cfg);
         let (id, dir, checksum) = self.make(id, |staging| {
-            let checksum = copy::copy_dir(app_dir, staging, &exclude).map_err(copy_err(app_dir))?;
+            let checksum = copy::copy_dir(app_dir, staging, exclude).map_err(copy_err(app_dir))?;
             let mut links = cfg.shared.clone();
             if !cfg.keep_node_modules {
                 links.push("node_modules".into());
@@ -444,6 +442,13 @@ impl Store {
                 Err(ReleaseError::Io(format!("writing {META_FILE}: {e}")))
             }
         }
+    }
+
+    /// The newest complete copy of the app directory that `matches`.
+    fn newest_app_dir_copy(&self, matches: impl Fn(&Meta) -> bool) -> Option<(Meta, PathBuf)> {
+        self.list().into_iter().rev().find(|(meta, _)| {
+            meta.source == APP_DIR_SOURCE && meta.status == "ready" && matches(meta)
+        })
     }
 
     /// What a copy of the app directory leaves out: besides the usual, its
