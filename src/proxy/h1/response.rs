@@ -210,22 +210,15 @@ impl Head {
         // Runs of forwarded lines go out as one copy each: the bytes from a
         // name to its value are the instance's own (a colon and optional
         // whitespace between), and a line ended by CRLF joins the next.
-        let mut run: Option<Range<usize>> = None;
-        for f in &self.fields {
-            match &mut run {
-                Some(r) if self.bytes.get(r.end..f.name.start) == Some(b"\r\n") => {
-                    r.end = f.value.end;
-                }
-                _ => {
-                    if let Some(r) = run.replace(f.name.start..f.value.end) {
-                        out.extend_from_slice(&self.bytes[r]);
-                        out.extend_from_slice(b"\r\n");
-                    }
-                }
+        let mut fields = self.fields.iter().peekable();
+        while let Some(first) = fields.next() {
+            let mut end = first.value.end;
+            while let Some(next) =
+                fields.next_if(|f| self.bytes.get(end..f.name.start) == Some(b"\r\n"))
+            {
+                end = next.value.end;
             }
-        }
-        if let Some(r) = run {
-            out.extend_from_slice(&self.bytes[r]);
+            out.extend_from_slice(&self.bytes[first.name.start..end]);
             out.extend_from_slice(b"\r\n");
         }
     }
