@@ -276,10 +276,7 @@ fn rollback_of_an_in_place_deploy_restores_its_code() {
     d.wait_ready(2);
     let first = d.status()["release"].as_str().unwrap().to_string();
     // The start keeps its copy once the instances run.
-    let kept_line = format!("release {first}: the app directory, kept in");
-    wait_until(Duration::from_secs(20), &kept_line, || {
-        d.output().contains(&kept_line)
-    });
+    d.wait_for_copy(&first);
     let code = std::fs::read_to_string(d.path("server.js")).unwrap();
     let edit = |version: &str| {
         let edited = code.replace("env.APP_VERSION || 'v1'", &format!("'{version}'"));

@@ -611,7 +611,7 @@ fn copies_leave_the_state_folder_out_and_link_node_modules() {
     let d = d.up();
     d.wait_ready(2);
     let first = d.status()["release"].as_str().unwrap().to_string();
-    wait_for_copy(&d, &first);
+    d.wait_for_copy(&first);
     let kept = d.path(&format!("state/releases/{first}"));
     assert!(kept.join("server.js").exists(), "{}", kept.display());
     assert!(!kept.join("state").exists(), "the state folder was copied");
@@ -643,15 +643,6 @@ fn copies_leave_the_state_folder_out_and_link_node_modules() {
     );
     assert!(!folder.join("incoming").exists(), "the inbox was copied");
     assert_eq!(version(&d), "version=v1");
-}
-
-/// Waits for the daemon's log to say the copy of the app directory that
-/// release `id` runs is kept: a start makes it once its instances run.
-fn wait_for_copy(d: &Daemon, id: &str) {
-    let kept = format!("release {id}: the app directory, kept in");
-    wait_until(Duration::from_secs(20), &kept, || {
-        d.output().contains(&kept)
-    });
 }
 
 /// Whether the test app's files last changed over a second ago: a survey
@@ -687,7 +678,7 @@ fn a_start_runs_the_app_before_copying_it_and_reuses_unchanged_copies() {
     let mut d = d.up();
     d.wait_ready(2);
     let first = d.status()["release"].as_str().unwrap().to_string();
-    wait_for_copy(&d, &first);
+    d.wait_for_copy(&first);
     let out = d.output();
     let starting = out.find(&format!("release {first}: starting 2 instances"));
     let kept = out.find(&format!("release {first}: the app directory, kept in"));
@@ -714,7 +705,7 @@ fn a_start_runs_the_app_before_copying_it_and_reuses_unchanged_copies() {
     d.wait_ready(2);
     let second = d.status()["release"].as_str().unwrap().to_string();
     assert_ne!(second, first, "a rewritten file is a change to the survey");
-    wait_for_copy(&d, &second);
+    d.wait_for_copy(&second);
     let renamed = format!("release {first} had the same files; its copy is release {second}'s now");
     assert!(d.output().contains(&renamed), "{}", d.output());
     assert_eq!(release_ids(&d), [second.as_str()]);
@@ -728,7 +719,7 @@ fn a_start_runs_the_app_before_copying_it_and_reuses_unchanged_copies() {
     let d = d.up();
     d.wait_ready(2);
     let third = d.status()["release"].as_str().unwrap().to_string();
-    wait_for_copy(&d, &third);
+    d.wait_for_copy(&third);
     let mut both = [second.as_str(), third.as_str()];
     // Ids sort by time, to the second; within one, in any order.
     both.sort();

@@ -298,6 +298,15 @@ impl Daemon {
         std::fs::read_to_string(self.path("daemon.out")).unwrap_or_default()
     }
 
+    /// Waits for the log to say the copy of the app directory that release
+    /// `id` runs is kept: a start makes it once its instances run.
+    pub fn wait_for_copy(&self, id: &str) {
+        let kept = format!("release {id}: the app directory, kept in");
+        wait_until(Duration::from_secs(20), &kept, || {
+            self.output().contains(&kept)
+        });
+    }
+
     /// Starts `baton probe --json` against `path` with extra args.
     pub fn probe(&self, path: &str, args: &[&str]) -> Probe {
         let child = Command::new(bin())
