@@ -160,10 +160,10 @@ for n in $TARGETS; do wrk -t"$THREADS" -c"$CONNS" -d3s "http://127.0.0.1:${PORT[
 for _ in $(seq 1 "$ROUNDS"); do for n in $TARGETS; do run "$n"; done; done
 # Each round's own Baton/nginx ratio, before the lists become medians: how
 # far apart rounds land shows how much one run can be trusted.
-PER_ROUND=$(python3 -c 'import sys
+PER_ROUND="$(python3 -c 'import sys
 b, n = (list(map(float, a.split())) for a in sys.argv[1:3])
 r = sorted(x / y for x, y in zip(b, n))
-print(f"{r[0]:.2f}-{r[-1]:.2f}, at least 1.00 in {sum(x >= 1 for x in r)} of {len(r)} rounds")' "${RPS[baton]}" "${RPS[nginx]}")
+print(f"{r[0]:.2f}-{r[-1]:.2f}")' "${RPS[baton]}" "${RPS[nginx]}"), at least 1.00 in $(won "${RPS[baton]}" "${RPS[nginx]}") rounds"
 RPS_RATIO=$(paired "${RPS[baton]}" "${RPS[nginx]}"); P99_RATIO=$(paired "${P99[baton]}" "${P99[nginx]}")
 CPU_RATIO=$(paired "${CPU[baton]}" "${CPU[nginx]}")
 for n in $TARGETS; do
