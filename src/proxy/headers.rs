@@ -37,6 +37,11 @@ pub fn is_upgrade(fields: &(impl Fields + ?Sized)) -> bool {
 /// X-Forwarded-For (appended), -Proto and -Host are set. Incoming
 /// X-Forwarded-* values are kept and extended only when trusted.
 ///
+/// Host and the framing fields (Content-Length, Transfer-Encoding) never
+/// pass through here: the request's writer sets them from what
+/// `framing::check_request` decided, so that no Connection header can
+/// take them away.
+///
 /// It reads and writes `(name, value)` byte pairs, so that it serves both
 /// a header map (requests that come through hyper) and the raw fields of a
 /// head Baton parsed itself; names may be in any case.
@@ -52,12 +57,18 @@ pub struct Rewrite<'a> {
 impl Rewrite<'_> {
     /// Calls `emit` with each header the instance gets. The request head
     /// is written straight from this, without building a second map.
-    pub fn for_each(&self, fields: &(impl Fields + ?Sized), mut emit: impl FnMut(&[u8], &[u8])) {
+    /// `host` is the request's host, as `framing::check_request` found it.
+    pub fn for_each(
+        &self,
+        fields: &(impl Fields + ?Sized),
+        host: Option<&[u8]>,
+        mut emit: impl FnMut(&[u8], &[u8]),
+    ) {
         let connection = find(fields, b"connection");
         let mut prior_for: Option<Vec<u8>> = None;
         let (mut has_proto, mut has_host) = (false, false);
         for (name, value) in fields.pairs() {
-            if is_dropped(name, connection) {
+            if is_dropped(name, connection) || is_written_by_baton(name) {
                 continue;
             }
             if name.len() > 12 && name[..12].eq_ignore_ascii_case(b"x-forwarded-") {
@@ -96,7 +107,7 @@ impl Rewrite<'_> {
             emit(b"x-forwarded-proto", self.proto.as_bytes());
         }
         if !has_host {
-            if let Some(host) = find(fields, b"host") {
+            if let Some(host) = host {
                 emit(b"x-forwarded-host", host);
             }
         }
@@ -107,7 +118,11 @@ impl Rewrite<'_> {
     /// Upgrade are kept.
     pub fn apply(&self, headers: &mut HeaderMap, upgrade: bool) {
         let mut out = HeaderMap::with_capacity(headers.len() + 3);
-        self.for_each(headers, |name, value| {
+        let host = headers.get(header::HOST);
+        if let Some(host) = host {
+            out.insert(header::HOST, host.clone());
+        }
+        self.for_each(headers, host.map(HeaderValue::as_bytes), |name, value| {
             if let (Ok(name), Ok(value)) =
                 (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
             {
@@ -170,9 +185,18 @@ pub fn client_ip(peer: SocketAddr) -> HeaderValue {
 }
 
 /// Whether a header called `name` stops at this hop: hop-by-hop, or listed
-/// in the message's Connection header.
+/// in the message's Connection header. Framing fields and Host are never
+/// dropped for being listed (RFC 9110 §7.6.1 lets Connection name only
+/// hop-by-hop fields): their writer decides them (see `framing`).
 pub(crate) fn is_dropped(name: &[u8], connection: Option<&[u8]>) -> bool {
-    is_hop_by_hop(name) || connection.is_some_and(|c| lists(c, name))
+    is_hop_by_hop(name)
+        || (connection.is_some_and(|c| lists(c, name)) && !is_written_by_baton(name))
+}
+
+/// Host and Content-Length: Baton writes them itself on what it forwards
+/// (Transfer-Encoding is hop-by-hop).
+pub(crate) fn is_written_by_baton(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"host") || name.eq_ignore_ascii_case(b"content-length")
 }
 
 /// Whether the comma-separated `value` has `token` (in any case).

@@ -10,12 +10,15 @@
 //!   ([`pool`]).
 //! - [`router`]: the atomically swapped route table and the hold queue.
 //! - [`upstream`]: one instance's address and in-flight counts.
+//! - [`framing`]: the one decision of how a message is framed and which
+//!   host it is for, on every path (request smuggling is refused here).
 //! - [`headers`]: hop-by-hop stripping and X-Forwarded-*.
 //! - [`body`]: replayable request bodies and counted response bodies.
 //! - [`tunnel`]: upgraded (WebSocket) connections.
 
 pub mod activation;
 pub mod body;
+pub mod framing;
 pub mod h1;
 pub mod headers;
 pub mod listener;
@@ -30,14 +33,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderValue, HOST, RETRY_AFTER};
+use futures_util::FutureExt;
+use http::header::{HeaderValue, CONNECTION, COOKIE, HOST, RETRY_AFTER};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::body::{full, Counted, InstanceBody, Parked, ProxyBody};
+use self::framing::{BodyFraming, Protocol, Rejection};
 use self::router::{NoInstance, Router};
 use self::upstream::{RequestGuard, Upstream};
 use crate::config::ProxyConfig;
@@ -191,37 +197,39 @@ impl Proxy {
         mut req: Request<Incoming>,
         client: HeaderValue,
     ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + 'static {
-        // 1. Prepare the request for the instance.
+        // 1. Prepare the request for the instance, or refuse it.
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let websocket = upgrade && websocket::is_websocket(req.headers());
         let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        // h2 carries the host in the URI; instances read the Host header.
-        if !parts.headers.contains_key(HOST) {
-            if let Some(a) = parts.uri.authority() {
-                if let Ok(host) = HeaderValue::from_str(a.as_str()) {
-                    parts.headers.insert(HOST, host);
-                }
+        let framing = match prepare(&mut parts) {
+            Ok(framing) => framing,
+            Err(rejection) => {
+                let refused = self.reject(rejection, parts.version);
+                return futures_util::future::Either::Left(std::future::ready(refused));
             }
-        }
+        };
         let rewrite = self.rewrite(&client);
-        parts.version = Version::HTTP_11;
-        // Instances get the origin form (`/path?query`), as from any client;
-        // an h2 request's absolute URI is narrowed to it.
-        if parts.uri.scheme().is_some() {
-            parts.uri = parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
-        }
         let body = Parked::new(body);
+        let framing = match framing {
+            // h2 delimits a body by its stream: one without a length goes
+            // chunked.
+            BodyFraming::None if !body.is_empty() => match body.attempt().size_hint().exact() {
+                Some(n) => BodyFraming::Length(n),
+                None => BodyFraming::Chunked,
+            },
+            // An empty chunked body: the instance must not wait for chunks
+            // that will never be written.
+            BodyFraming::Chunked if body.is_empty() => BodyFraming::Length(0),
+            framing => framing,
+        };
         let replayable = is_idempotent(parts.method.as_str().as_bytes()) || body.is_empty();
         // Encoded once for every attempt; see RequestHead::encode for why
         // the parts go with it.
         let outgoing = if upgrade {
             Outgoing::Upgrade(parts)
         } else {
-            Outgoing::Plain(h1::RequestHead::encode(parts, &rewrite, &body))
+            Outgoing::Plain(h1::RequestHead::encode(parts, &rewrite, framing))
         };
 
         async move {
@@ -265,6 +273,27 @@ impl Proxy {
             self.count(resp.status());
             resp.map(|b| Counted::new(b, guard, &upstream, event_stream).boxed())
         }
+        .right_future()
+    }
+
+    /// Answers a request refused before any instance saw it; an HTTP/1
+    /// connection closes after it, since what follows it on the
+    /// connection cannot be trusted to start a request.
+    fn reject(&self, rejection: Rejection, version: Version) -> Response<ProxyBody> {
+        tracing::debug!(
+            status = rejection.status.as_u16(),
+            "refused a request: {}",
+            rejection.why
+        );
+        self.count(rejection.status);
+        let refusal = Refusal::failed(rejection.status, rejection.why.to_string());
+        let mut resp = Response::new(full(refusal.text()));
+        *resp.status_mut() = refusal.status;
+        if version != Version::HTTP_2 {
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
     }
 
     /// Chooses an instance (holding while none is ready) and sends, trying
@@ -410,6 +439,68 @@ impl Proxy {
                 }
             }
         });
+    }
+}
+
+/// Checks a request that came through hyper and makes its parts what the
+/// instance gets: Host set to the request's host (one line, the
+/// absolute-form target's authority or h2's `:authority` first), h2 cookie
+/// crumbs joined, the target in origin form. Returns the body's framing.
+fn prepare(parts: &mut http::request::Parts) -> Result<BodyFraming, Rejection> {
+    let protocol = match parts.version {
+        Version::HTTP_2 => Protocol::Http2,
+        Version::HTTP_10 | Version::HTTP_09 => Protocol::Http10,
+        _ => Protocol::Http11,
+    };
+    let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
+    if authority.is_none() && !parts.uri.path().starts_with('/') {
+        // The asterisk form, as Baton's own server refuses it (nginx too).
+        return Err(Rejection {
+            status: http::StatusCode::BAD_REQUEST,
+            why: "a target that is neither a path nor an absolute URI",
+        });
+    }
+    let method = parts.method.as_str().as_bytes();
+    let facts = framing::check_request(protocol, method, authority, &parts.headers)?;
+    let host = facts.host.map(HeaderValue::from_bytes);
+    let body = facts.body;
+    match host {
+        Some(Ok(host)) => {
+            parts.headers.insert(HOST, host);
+        }
+        Some(Err(_)) => unreachable!("check_request allows only valid host bytes"),
+        None => {}
+    }
+    if protocol == Protocol::Http2 {
+        join_cookie_crumbs(&mut parts.headers);
+    }
+    parts.version = Version::HTTP_11;
+    // Instances get the origin form (`/path?query`), as from any client;
+    // an absolute URI (h2's, or an HTTP/1.1 absolute-form target) is
+    // narrowed to it.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
+    }
+    Ok(body)
+}
+
+/// h2 may split the Cookie field into crumbs; an HTTP/1.1 message carries
+/// one line, the crumbs joined with "; " (RFC 9113 §8.2.3).
+fn join_cookie_crumbs(headers: &mut http::HeaderMap) {
+    let mut crumbs = headers.get_all(COOKIE).iter();
+    let (Some(first), Some(_)) = (crumbs.next(), crumbs.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for crumb in headers.get_all(COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, value);
     }
 }
 

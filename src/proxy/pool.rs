@@ -111,6 +111,7 @@ async fn connect(upstream: &Arc<Upstream>) -> Result<Box<Conn>, AttemptError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::framing::BodyFraming;
     use crate::proxy::headers::Rewrite;
     use http::HeaderValue;
     use http_body_util::BodyExt;
@@ -170,7 +171,7 @@ mod tests {
             proto: "http",
             trust: false,
         };
-        let head = RequestHead::encode(parts, &rewrite, &body);
+        let head = RequestHead::encode(parts, &rewrite, BodyFraming::None);
         let resp = send(upstream, &head, &body, Duration::from_secs(4)).await?;
         let body = resp.body.collect().await.unwrap().to_bytes();
         Ok(String::from_utf8(body.to_vec()).unwrap())

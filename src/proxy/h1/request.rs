@@ -7,14 +7,15 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
-use http::header::CONTENT_LENGTH;
-use http::{request, Method};
+use http::header::{HeaderValue, HOST};
+use http::request;
 use http_body::Body;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use super::write_field;
-use crate::proxy::body::{Parked, TakeOnPoll};
+use crate::proxy::body::TakeOnPoll;
+use crate::proxy::framing::{is_forwardable_trailer, BodyFraming, RequestFacts};
 use crate::proxy::headers::{Fields, Rewrite};
 
 /// A request head as written to an instance: encoded once, for every
@@ -28,83 +29,87 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
-    /// Encodes `parts` with its headers as `rewrite` has them. It takes the
-    /// parts and drops them: the client's request holds slices of hyper's
-    /// read buffer, which hyper can then reuse for the next request instead
-    /// of allocating a new one while this one is in flight.
-    pub fn encode(parts: request::Parts, rewrite: &Rewrite<'_>, body: &Parked) -> RequestHead {
+    /// Encodes `parts` with its headers as `rewrite` has them, and the
+    /// framing Baton chose for its body. It takes the parts and drops
+    /// them: the client's request holds slices of hyper's read buffer,
+    /// which hyper can then reuse for the next request instead of
+    /// allocating a new one while this one is in flight.
+    pub fn encode(
+        parts: request::Parts,
+        rewrite: &Rewrite<'_>,
+        framing: BodyFraming,
+    ) -> RequestHead {
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut out = start(
+        let host = parts.headers.get(HOST).map(HeaderValue::as_bytes);
+        encode_head(
             parts.method.as_str().as_bytes(),
             target.as_bytes(),
+            host,
             &parts.headers,
             rewrite,
-        );
-        let mut chunked = false;
-        if !body.is_empty() && !parts.headers.contains_key(CONTENT_LENGTH) {
-            match body.attempt().size_hint().exact() {
-                Some(n) => {
-                    out.extend_from_slice(b"content-length: ");
-                    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-                    out.extend_from_slice(b"\r\n");
-                }
-                None => {
-                    out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                    chunked = true;
-                }
-            }
-        }
-        out.extend_from_slice(b"\r\n");
-        RequestHead {
-            bytes: out,
-            chunked,
-            is_head: parts.method == Method::HEAD,
-        }
+            framing,
+        )
     }
 
     /// Encodes a request from the raw fields of a head Baton parsed itself
-    /// (see `server`), with no header map in between. Its body, if any, has
-    /// the length its Content-Length gives, which passes through: the body
-    /// goes as it is.
+    /// (see `server`), with no header map in between.
     pub fn encode_raw(
         method: &[u8],
         target: &[u8],
+        facts: &RequestFacts<'_>,
         fields: &[httparse::Header<'_>],
         rewrite: &Rewrite<'_>,
     ) -> RequestHead {
-        let mut out = start(method, target, fields, rewrite);
-        out.extend_from_slice(b"\r\n");
-        RequestHead {
-            bytes: out,
-            chunked: false,
-            is_head: method == b"HEAD",
-        }
+        encode_head(method, target, facts.host, fields, rewrite, facts.body)
     }
 }
 
-/// The request line and the rewritten headers, without the final CRLF.
+/// The request line, Host, the rewritten headers and the framing field.
+///
+/// Host and the framing are written here, from the decision
+/// `framing::check_request` made, and never copied from the client's
+/// lines: what the instance parses is what Baton parsed.
 ///
 /// `Expect: 100-continue` is the client's business with Baton, which sends
 /// the 100 itself (hyper when the body is first read, Baton's own server
 /// before it forwards), so it is not passed on.
-fn start(
+fn encode_head(
     method: &[u8],
     target: &[u8],
+    host: Option<&[u8]>,
     fields: &(impl Fields + ?Sized),
     rewrite: &Rewrite<'_>,
-) -> Vec<u8> {
+    framing: BodyFraming,
+) -> RequestHead {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(method);
     out.push(b' ');
-    out.extend_from_slice(target);
+    out.extend_from_slice(if target.is_empty() { b"/" } else { target });
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    rewrite.for_each(fields, |name, value| {
+    if let Some(host) = host {
+        write_field(&mut out, b"host", host);
+    }
+    rewrite.for_each(fields, host, |name, value| {
         if name.eq_ignore_ascii_case(b"expect") {
             return;
         }
         write_field(&mut out, name, value);
     });
-    out
+    match framing {
+        BodyFraming::None => {}
+        BodyFraming::Length(n) => write_field(
+            &mut out,
+            b"content-length",
+            itoa::Buffer::new().format(n).as_bytes(),
+        ),
+        BodyFraming::Chunked => write_field(&mut out, b"transfer-encoding", b"chunked"),
+    }
+    out.extend_from_slice(b"\r\n");
+    RequestHead {
+        bytes: out,
+        chunked: framing == BodyFraming::Chunked,
+        is_head: method == b"HEAD",
+    }
 }
 
 /// Why an upload stopped short.
@@ -187,7 +192,9 @@ impl Upload {
                         if let (true, Ok(trailers)) = (self.chunked, frame.into_trailers()) {
                             let mut last = b"0\r\n".to_vec();
                             for (name, value) in trailers.pairs() {
-                                write_field(&mut last, name, value);
+                                if is_forwardable_trailer(name) {
+                                    write_field(&mut last, name, value);
+                                }
                             }
                             last.extend_from_slice(b"\r\n");
                             self.queue.push_back(Bytes::from(last));

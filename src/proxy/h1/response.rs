@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 use super::request::{Stopped, Upload};
-use super::{parse_length, write_status_line, Conn, ExchangeError};
+use super::{write_field, write_status_line, Conn, ExchangeError};
 use crate::proxy::body::BoxError;
-use crate::proxy::headers::{is_hop_by_hop, lists};
+use crate::proxy::framing::{self, is_forwardable_trailer, BodyFraming};
+use crate::proxy::headers::{is_hop_by_hop, is_written_by_baton, lists};
 use crate::proxy::upstream::Upstream;
 
 /// Most headers in a response head.
@@ -30,8 +32,11 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub struct Head {
     status: StatusCode,
     bytes: Bytes,
-    /// The fields forwarded to the client, hop-by-hop ones left out.
+    /// The fields forwarded to the client: hop-by-hop ones and
+    /// Content-Length left out.
     fields: Vec<Field>,
+    /// The Content-Length the client gets (see `Head::content_length`).
+    length: Option<u64>,
     framing: Decoding,
     keep_alive: bool,
     event_stream: bool,
@@ -95,9 +100,10 @@ pub(super) fn parse_head(
     };
     let code = parsed.code.expect("a complete head has a status");
     let status = StatusCode::from_u16(code).map_err(|_| broken("invalid status code"))?;
-    let mut keep_alive = parsed.version == Some(1);
-    let mut length: Option<u64> = None;
-    let mut transfer_encoding = None;
+    let fields: &[httparse::Header] = parsed.headers;
+    let facts =
+        framing::check_answer(code, request_was_head, fields).map_err(|e| broken(e.to_string()))?;
+    let mut keep_alive = parsed.version == Some(1) && !facts.suspicious;
     let mut connection_names = None;
     let mut event_stream = false;
     let start = buf.as_ptr() as usize;
@@ -105,73 +111,61 @@ pub(super) fn parse_head(
         let at = s.as_ptr() as usize - start;
         at..at + s.len()
     };
-    let mut fields = Vec::with_capacity(parsed.headers.len());
-    for h in parsed.headers.iter() {
+    let mut forwarded = Vec::with_capacity(fields.len());
+    for h in fields {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
+                    keep_alive = keep_alive || !facts.suspicious;
                 } else if !token.is_empty() {
                     connection_names = Some(h.value);
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            transfer_encoding = Some(h.value);
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(h.value).ok_or_else(|| broken("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(broken("conflicting content-length headers"));
-            }
-            length = Some(n);
         } else if name.eq_ignore_ascii_case(b"content-type") {
             event_stream |=
                 (h.value.get(..17)).is_some_and(|v| v.eq_ignore_ascii_case(b"text/event-stream"));
         }
-        if !is_hop_by_hop(name) {
-            fields.push(Field {
+        // Content-Length is written by the side that answers the client,
+        // from the framing decided here (see `framing`).
+        if !is_hop_by_hop(name) && !name.eq_ignore_ascii_case(b"content-length") {
+            forwarded.push(Field {
                 name: span(name),
                 value: span(h.value),
             });
         }
     }
-    let framing = if request_was_head || matches!(code, 100..=199 | 204 | 304) {
-        Decoding::Done
-    } else if let Some(codings) = transfer_encoding {
-        // A transfer coding overrides any length (RFC 9112 §6.3).
-        length = None;
-        let last = codings.rsplit(|&b| b == b',').next().unwrap_or_default();
-        if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-            Decoding::Chunked(Chunk::Size)
-        } else {
-            Decoding::UntilClose
-        }
-    } else {
-        match length {
-            None => Decoding::UntilClose,
-            Some(0) => Decoding::Done,
-            Some(n) => Decoding::Length(n),
-        }
+    let framing = match facts.body {
+        _ if facts.until_close => Decoding::UntilClose,
+        BodyFraming::None | BodyFraming::Length(0) => Decoding::Done,
+        BodyFraming::Length(n) => Decoding::Length(n),
+        BodyFraming::Chunked => Decoding::Chunked(Chunk::Size),
     };
     if framing == Decoding::UntilClose {
         keep_alive = false;
     }
-    // Late filters, both rare: the fields the Connection header names
-    // (before it or after it), and a length that a transfer coding
-    // overrides.
-    if connection_names.is_some() || (transfer_encoding.is_some() && length.is_none()) {
-        fields.retain(|f| {
+    // A late filter, rare: the fields the Connection header names (before
+    // it or after it). Framing fields and Host are not among them.
+    if let Some(named) = connection_names {
+        forwarded.retain(|f| {
             let name = &buf[f.name.clone()];
-            !(connection_names.is_some_and(|c| lists(c, name))
-                || transfer_encoding.is_some() && name.eq_ignore_ascii_case(b"content-length"))
+            !(lists(named, name) && !is_written_by_baton(name))
         });
     }
+    // 1xx and 204 carry no Content-Length (RFC 9110 §8.6); other answers
+    // keep the length they gave, which describes the body even where none
+    // follows (an answer to HEAD, a 304).
+    let length = match code {
+        100..=199 | 204 => None,
+        _ => facts.length,
+    };
     Ok(Some(Head {
         status,
         bytes: buf.split_to(len).freeze(),
-        fields,
+        fields: forwarded,
+        length,
         framing,
         keep_alive,
         event_stream,
@@ -202,9 +196,20 @@ impl Head {
         matches!(self.framing, Decoding::Length(_) | Decoding::Done)
     }
 
+    /// The Content-Length the client gets: the body's length, or for an
+    /// answer without a body (to HEAD, a 304) the one the instance gave.
+    /// `None` for a body the writer frames itself (chunked, until close).
+    pub fn content_length(&self) -> Option<u64> {
+        match self.framing {
+            Decoding::Length(n) => Some(n),
+            Decoding::Done => self.length,
+            Decoding::Chunked(_) | Decoding::UntilClose => None,
+        }
+    }
+
     /// Writes the status line and the forwarded fields, as they came, each
-    /// line ended by CRLF; the caller adds its own fields and the blank
-    /// line.
+    /// line ended by CRLF, then the Content-Length Baton decided; the
+    /// caller adds its own fields and the blank line.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         write_status_line(out, self.status);
         // Runs of forwarded lines go out as one copy each: the bytes from a
@@ -220,6 +225,15 @@ impl Head {
             }
             out.extend_from_slice(&self.bytes[first.name.start..end]);
             out.extend_from_slice(b"\r\n");
+        }
+        if let Some(n) = self.content_length() {
+            // Spelled as Node spells it: a head mostly reads as the app
+            // wrote it.
+            write_field(
+                out,
+                b"Content-Length",
+                itoa::Buffer::new().format(n).as_bytes(),
+            );
         }
     }
 
@@ -262,6 +276,9 @@ impl Answer {
             ) {
                 headers.append(name, value);
             }
+        }
+        if let Some(n) = head.content_length() {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
         }
         let mut response = Response::new(self.body);
         *response.status_mut() = head.status;
@@ -378,7 +395,10 @@ impl Decoding {
                         match httparse::parse_headers(buf, &mut fields) {
                             Ok(httparse::Status::Complete((len, fields))) => {
                                 let mut trailers = HeaderMap::new();
-                                for f in fields {
+                                for f in fields
+                                    .iter()
+                                    .filter(|f| is_forwardable_trailer(f.name.as_bytes()))
+                                {
                                     if let (Ok(name), Ok(value)) = (
                                         HeaderName::from_bytes(f.name.as_bytes()),
                                         HeaderValue::from_bytes(f.value),

@@ -10,8 +10,9 @@
 //! generically, cost about half of Baton's CPU time per request.
 //!
 //! Anything else goes to hyper, with the bytes already read: h2c, an
-//! upgrade, a chunked request body, a target that is not a path. The
-//! connection stays with hyper from then on.
+//! upgrade, a chunked request body. The connection stays with hyper from
+//! then on. Every head is checked by `framing::check_request` before
+//! either server acts on it.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -32,10 +33,9 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::coalesce::{hold_answer, Awaiting};
-use super::{
-    coarse_now, parse_length, write_date, write_field, write_status_line, RequestHead, ResponseBody,
-};
+use super::{coarse_now, write_date, write_field, write_status_line, RequestHead, ResponseBody};
 use crate::proxy::body::{Counted, Parked};
+use crate::proxy::framing::{check_request, split_absolute, BodyFraming, Protocol};
 use crate::proxy::headers::{find, is_upgrade, lists, Fields};
 use crate::proxy::{is_idempotent, CountOnDrop, Forwarded, Outgoing, Proxy, Refusal, Reply};
 
@@ -591,14 +591,42 @@ fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
         return Parsed::Other(Next::Reject(StatusCode::BAD_REQUEST));
     };
     let fields: &[httparse::Header] = req.headers;
-    let Some(body_length) = body_length(fields) else {
-        return Parsed::Other(Next::Handoff);
+    let http10 = version == 0;
+    let protocol = if http10 {
+        Protocol::Http10
+    } else {
+        Protocol::Http11
     };
-    if !target.starts_with('/') || is_upgrade(fields) {
+    // Origin form, or the absolute form, whose authority is the host
+    // (RFC 9112 §3.2.2) and which the instance gets as a path.
+    let (target, authority) = if target.starts_with('/') || method == "CONNECT" {
+        (target.as_bytes(), None)
+    } else if let Some((authority, path)) = split_absolute(target.as_bytes()) {
+        (path, Some(authority))
+    } else {
+        return Parsed::Other(Next::Reject(StatusCode::BAD_REQUEST));
+    };
+    let facts = match check_request(protocol, method.as_bytes(), authority, fields) {
+        Ok(facts) => facts,
+        Err(rejection) => {
+            tracing::debug!(
+                status = rejection.status.as_u16(),
+                "refused a request: {}",
+                rejection.why
+            );
+            return Parsed::Other(Next::Reject(rejection.status));
+        }
+    };
+    let body_length = match facts.body {
+        BodyFraming::None => 0,
+        BodyFraming::Length(n) => n,
+        // hyper decodes chunked bodies.
+        BodyFraming::Chunked => return Parsed::Other(Next::Handoff),
+    };
+    if is_upgrade(fields) {
         return Parsed::Other(Next::Handoff);
     }
     let connection = find(fields, b"connection");
-    let http10 = version == 0;
     let keep_alive = if http10 {
         connection.is_some_and(|c| lists(c, b"keep-alive"))
     } else {
@@ -606,7 +634,8 @@ fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
     };
     let head = RequestHead::encode_raw(
         method.as_bytes(),
-        target.as_bytes(),
+        target,
+        &facts,
         fields,
         &proxy.rewrite(client),
     );
@@ -630,27 +659,6 @@ fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
 fn ends_head(read: &[u8], from: usize) -> bool {
     let tail = &read[from.saturating_sub(3)..];
     tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
-}
-
-/// The length of the request's body: 0 without one, `None` when it is
-/// chunked or its length is not one clear number (hyper reads those, and
-/// refuses what is malformed).
-fn body_length(fields: &[httparse::Header]) -> Option<u64> {
-    let mut length = None;
-    for h in fields {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            return None;
-        }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(h.value)?;
-            if length.is_some_and(|l| l != n) {
-                return None;
-            }
-            length = Some(n);
-        }
-    }
-    Some(length.unwrap_or(0))
 }
 
 /// A request body read from the client's connection as the instance takes
@@ -759,6 +767,19 @@ mod tests {
         let n = req.headers.len();
         slots.truncate(n);
         slots
+    }
+
+    /// The body length Baton's own server reads, or `None` when the head
+    /// goes elsewhere (to hyper, or refused).
+    fn body_length(fields: &[httparse::Header]) -> Option<u64> {
+        match check_request(Protocol::Http11, b"POST", Some(b"x"), fields) {
+            Ok(facts) => match facts.body {
+                BodyFraming::None => Some(0),
+                BodyFraming::Length(n) => Some(n),
+                BodyFraming::Chunked => None,
+            },
+            Err(_) => None,
+        }
     }
 
     #[test]
