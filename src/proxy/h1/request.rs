@@ -86,9 +86,10 @@ fn encode_head(
     out.push(b' ');
     out.extend_from_slice(if target.is_empty() { b"/" } else { target });
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if let Some(host) = host {
-        write_field(&mut out, b"host", host);
-    }
+    // HTTP/1.1 needs a Host line; a request with no host (HTTP/1.0, or h2
+    // without `:authority`) gets an empty one (RFC 9112 §3.2).
+    write_field(&mut out, b"host", host.unwrap_or_default());
+    let host = host.filter(|h| !h.is_empty());
     rewrite.for_each(fields, host, |name, value| {
         if name.eq_ignore_ascii_case(b"expect") {
             return;

@@ -151,7 +151,7 @@ pub(super) fn parse_head(
     if let Some(named) = connection_names {
         forwarded.retain(|f| {
             let name = &buf[f.name.clone()];
-            !(lists(named, name) && !is_written_by_baton(name))
+            !lists(named, name) || is_written_by_baton(name)
         });
     }
     // 1xx and 204 carry no Content-Length (RFC 9110 §8.6); other answers
