@@ -5,6 +5,8 @@
 #             it: the ceiling for any proxy on this machine
 #   nginx   - nginx as reverse proxy (1 worker, keepalive upstream) in front of it
 #   baton   - Baton (1 worker thread) in front of an identical backend
+#   hyper   - the same Baton with its own HTTP/1.1 server switched off
+#             (BATON_HTTP1=hyper): every request through hyper's server
 # and prints requests/s, latency percentiles, the CPU time each request costs
 # the proxy process, the ratios Baton/nginx, Baton/relay and Baton/direct,
 # and Baton's idle RSS.
@@ -25,6 +27,7 @@ BACKEND_PORT=${BACKEND_PORT:-18081}
 NGINX_PORT=${NGINX_PORT:-18082}
 BATON_PORT=${BATON_PORT:-18083}
 RELAY_PORT=${RELAY_PORT:-18084}
+HYPER_PORT=${HYPER_PORT:-18085}
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
@@ -37,6 +40,7 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
   [ -f "$WORK/app/baton.toml" ] && "$BATON" stop -c "$WORK/app/baton.toml" >/dev/null 2>&1 || true
+  [ -f "$WORK/hyper/baton.toml" ] && "$BATON" stop -c "$WORK/hyper/baton.toml" >/dev/null 2>&1 || true
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
@@ -106,10 +110,16 @@ CONF
 # group's CPU while nginx, its backend and wrk share another's.
 "$BATON" up -c "$WORK/app/baton.toml" >"$WORK/daemon.log" 2>&1 &
 PIDS+=($!)
+mkdir -p "$WORK/hyper"
+sed -e "s/name = \"bench\"/name = \"bench-hyper\"/" -e "s/:$BATON_PORT/:$HYPER_PORT/" "$WORK/app/baton.toml" > "$WORK/hyper/baton.toml"
+BATON_HTTP1=hyper "$BATON" up -c "$WORK/hyper/baton.toml" >"$WORK/hyper-daemon.log" 2>&1 &
+PIDS+=($!)
 
 wait_port() { for _ in $(seq 1 500); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.02; done; echo "port $1 never opened" >&2; exit 1; }
 wait_port "$BACKEND_PORT"; wait_port "$NGINX_PORT"; wait_port "$RELAY_PORT"
-for _ in $(seq 1 500); do curl -sf "http://127.0.0.1:$BATON_PORT/" >/dev/null && break; sleep 0.02; done
+for port in "$BATON_PORT" "$HYPER_PORT"; do
+  for _ in $(seq 1 500); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.02; done
+done
 
 DAEMON_PID=$("$BATON" status --json -c "$WORK/app/baton.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -118,7 +128,8 @@ IDLE_RSS=$(rss_kb "$DAEMON_PID")
 # worker, otherwise the proxy's (nginx's one worker, Baton's daemon with all
 # its threads).
 worker_of() { for _ in $(seq 1 500); do pgrep -P "$1" && return 0; sleep 0.02; done; echo "nginx $1 started no worker" >&2; exit 1; }
-declare -A CPU_PID=([direct]=$(worker_of "$BACKEND_MASTER") [relay]=$RELAY_PID [nginx]=$(worker_of "$NGINX_MASTER") [baton]=$DAEMON_PID)
+HYPER_PID=$("$BATON" status --json -c "$WORK/hyper/baton.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+declare -A CPU_PID=([direct]=$(worker_of "$BACKEND_MASTER") [relay]=$RELAY_PID [nginx]=$(worker_of "$NGINX_MASTER") [baton]=$DAEMON_PID [hyper]=$HYPER_PID)
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, all threads
 
@@ -129,8 +140,8 @@ for u,f in (("us",0.001),("ms",1),("s",1000)):
     if v.endswith(u) and (u!="s" or not v.endswith(("ms","us"))):
         print(round(float(v[:-len(u)])*f,3)); break' "$1"
 }
-TARGETS="direct relay nginx baton"
-declare -A RPS P50 P99 CPU PORT=([direct]=$BACKEND_PORT [relay]=$RELAY_PORT [nginx]=$NGINX_PORT [baton]=$BATON_PORT)
+TARGETS="direct relay nginx baton hyper"
+declare -A RPS P50 P99 CPU PORT=([direct]=$BACKEND_PORT [relay]=$RELAY_PORT [nginx]=$NGINX_PORT [baton]=$BATON_PORT [hyper]=$HYPER_PORT)
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
 # Two targets measured in the same rounds: the median of the rounds' own
@@ -166,6 +177,9 @@ r = sorted(x / y for x, y in zip(b, n))
 print(f"{r[0]:.2f}-{r[-1]:.2f}")' "${RPS[baton]}" "${RPS[nginx]}"), at least 1.00 in $(won "${RPS[baton]}" "${RPS[nginx]}") rounds"
 RPS_RATIO=$(paired "${RPS[baton]}" "${RPS[nginx]}"); P99_RATIO=$(paired "${P99[baton]}" "${P99[nginx]}")
 CPU_RATIO=$(paired "${CPU[baton]}" "${CPU[nginx]}")
+OWN_RPS=$(paired "${RPS[baton]}" "${RPS[hyper]}"); OWN_P99=$(paired "${P99[baton]}" "${P99[hyper]}")
+OWN_CPU=$(paired "${CPU[baton]}" "${CPU[hyper]}"); OWN_WON=$(won "${RPS[baton]}" "${RPS[hyper]}")
+HYPER_RPS=$(paired "${RPS[hyper]}" "${RPS[nginx]}")
 for n in $TARGETS; do
   RPS[$n]=$(echo "${RPS[$n]}" | median); P50[$n]=$(echo "${P50[$n]}" | median); P99[$n]=$(echo "${P99[$n]}" | median)
   CPU[$n]=$(echo "${CPU[$n]}" | median)
@@ -184,6 +198,8 @@ done
 echo
 echo "Baton/nginx, the median of each round's own ratio: requests/s $RPS_RATIO   p99 $P99_RATIO   CPU time per request $CPU_RATIO"
 echo "Baton/nginx requests/s round by round: $PER_ROUND"
+echo "Baton's own HTTP/1.1 server / hyper's (baton/hyper): requests/s $OWN_RPS (ahead in $OWN_WON rounds)   p99 $OWN_P99   CPU time per request $OWN_CPU"
+echo "Baton through hyper only / nginx: requests/s $HYPER_RPS"
 echo "Baton/relay requests/s: $(ratio "${RPS[baton]}" "${RPS[relay]}")   nginx/relay: $(ratio "${RPS[nginx]}" "${RPS[relay]}")"
 echo "Baton/direct requests/s: $(ratio "${RPS[baton]}" "${RPS[direct]}")"
 echo "Baton daemon RSS: idle $((IDLE_RSS / 1024)) MB ($IDLE_RSS kB), after load $((LOADED_RSS / 1024)) MB"

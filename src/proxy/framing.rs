@@ -205,6 +205,19 @@ pub fn is_valid_host(host: &[u8]) -> bool {
         })
 }
 
+/// Whether a request target is one the `http` crate's URI parser (hyper's)
+/// takes, so that both servers forward the same targets: RFC 3986's
+/// characters, without a fragment (a client never sends one, RFC 9112
+/// §3.2). httparse alone lets `"`, `{`, `<` and the like through.
+pub fn is_valid_target(target: &[u8]) -> bool {
+    !target.contains(&b'#')
+        && if target.starts_with(b"/") {
+            http::uri::PathAndQuery::try_from(target).is_ok()
+        } else {
+            http::Uri::try_from(target).is_ok()
+        }
+}
+
 /// The parts of an absolute-form target (RFC 9112 §3.2.2):
 /// `http://authority/path?query`. `None` when the target is not one.
 pub fn split_absolute(target: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -224,6 +237,11 @@ pub fn split_absolute(target: &[u8]) -> Option<(&[u8], &[u8])> {
 fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
     (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
         .then(|| &s[prefix.len()..])
+}
+
+/// A token character (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Whether a field called `name` may travel in a trailer section. RFC 9110
@@ -262,6 +280,61 @@ pub fn is_forwardable_trailer(name: &[u8]) -> bool {
         && !name.eq_ignore_ascii_case(b"date")
 }
 
+/// Longest chunk-size line, extensions included. hyper allows 16 KiB of
+/// extensions in a whole message; no sender needs more than a few bytes.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Why a chunk-size line is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid chunk size")]
+pub struct BadChunk;
+
+/// Parses a chunk-size line at the start of `buf` (RFC 9112 §7.1):
+/// `1*HEXDIG [ BWS ";" chunk-ext ] CRLF`, the size in 64 bits.
+/// `Ok(None)` while the line is incomplete; `Ok(Some((used, size)))`.
+/// Extensions are skipped (no one defines any); whitespace after the size
+/// is allowed, as hyper allows it; a line ended by a bare LF is not.
+///
+/// # Errors
+/// [`BadChunk`] for anything else, and for a line past 4 KiB.
+pub fn parse_chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, BadChunk> {
+    let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return if buf.is_empty() {
+            Ok(None)
+        } else {
+            Err(BadChunk)
+        };
+    }
+    let significant = buf[..digits].iter().skip_while(|&&b| b == b'0').count();
+    if significant > 16 {
+        return Err(BadChunk);
+    }
+    let size = buf[..digits].iter().fold(0u64, |n, &b| {
+        n << 4 | u64::from((b as char).to_digit(16).unwrap_or_default())
+    });
+    let mut at = digits;
+    while at < buf.len() && matches!(buf[at], b' ' | b'\t') {
+        at += 1;
+    }
+    if buf.get(at) == Some(&b';') {
+        // An extension: visible characters, spaces and tabs, up to CRLF.
+        while at < buf.len() && buf[at] != b'\r' {
+            let b = buf[at];
+            if !(b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80) {
+                return Err(BadChunk);
+            }
+            at += 1;
+        }
+    }
+    match (buf.get(at), buf.get(at + 1)) {
+        _ if at > MAX_CHUNK_LINE => Err(BadChunk),
+        (None, _) | (Some(b'\r'), None) => Ok(None),
+        (Some(b'\r'), Some(b'\n')) => Ok(Some((at + 2, size))),
+        _ => Err(BadChunk),
+    }
+}
+
 /// What the head of an instance's answer says about its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnswerFacts {
@@ -287,13 +360,23 @@ pub enum BadAnswer {
     /// nginx refuses any repeated Content-Length from an upstream.
     #[error("more than one content-length")]
     RepeatedLength,
+    /// A Transfer-Encoding that is not a list of codings (tokens with
+    /// parameters, RFC 9110 §10.1.4).
+    #[error("invalid transfer-encoding")]
+    InvalidCoding,
+    /// RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has
+    /// faulty framing.
+    #[error("transfer-encoding in an HTTP/1.0 answer")]
+    CodingInHttp10,
 }
 
 /// Decides an answer's framing from its status and fields (RFC 9112 §6.3).
 ///
 /// # Errors
-/// [`BadAnswer`] when the Content-Length is not one 1*DIGIT value.
+/// [`BadAnswer`] when the Content-Length is not one 1*DIGIT value, or an
+/// HTTP/1.0 answer has a Transfer-Encoding.
 pub fn check_answer(
+    http10: bool,
     status: u16,
     request_was_head: bool,
     fields: &(impl Fields + ?Sized),
@@ -309,8 +392,17 @@ pub fn check_answer(
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Several lines make one list (RFC 9110 §5.3); the last coding
             // is what counts.
+            let list = value
+                .iter()
+                .all(|&b| is_tchar(b) || matches!(b, b',' | b' ' | b'\t' | b';' | b'=' | b'"'));
+            if !list {
+                return Err(BadAnswer::InvalidCoding);
+            }
             coding = Some(value);
         }
+    }
+    if http10 && coding.is_some() {
+        return Err(BadAnswer::CodingInHttp10);
     }
     let no_body = request_was_head || matches!(status, 100..=199 | 204 | 304);
     let suspicious = coding.is_some() && length.is_some();
@@ -505,7 +597,7 @@ mod tests {
 
     #[test]
     fn answer_framing() {
-        let facts = |status, head, fields| check_answer(status, head, &List(fields));
+        let facts = |status, head, fields| check_answer(false, status, head, &List(fields));
         assert_eq!(
             facts(200, false, vec![(b"content-length", b"5")])
                 .unwrap()
@@ -545,6 +637,40 @@ mod tests {
                 .unwrap()
                 .until_close
         );
+    }
+
+    #[test]
+    fn chunk_sizes_follow_rfc_9112() {
+        assert_eq!(parse_chunk_size(b"5\r\n"), Ok(Some((3, 5))));
+        assert_eq!(
+            parse_chunk_size(b"00Ff;a=1;b=\"x y\"\r\nrest"),
+            Ok(Some((18, 255)))
+        );
+        assert_eq!(parse_chunk_size(b"5 ;a\r\n"), Ok(Some((6, 5))));
+        assert_eq!(
+            parse_chunk_size(b"0000000000000000000ffffffffffffffff\r\n"),
+            Ok(Some((37, u64::MAX)))
+        );
+        assert_eq!(parse_chunk_size(b"5"), Ok(None));
+        assert_eq!(parse_chunk_size(b"5;ext"), Ok(None));
+        assert_eq!(parse_chunk_size(b"5\r"), Ok(None));
+        for bad in [
+            &b"\r\n"[..],
+            b"0x5\r\n",
+            b"-5\r\n",
+            b"+5\r\n",
+            b" 5\r\n",
+            b"5\n",
+            b"5\rX",
+            b"5;a\nb\r\n",
+            b"5;a\0\r\n",
+            b"5 x\r\n",
+            b"1ffffffffffffffff\r\n",
+        ] {
+            assert_eq!(parse_chunk_size(bad), Err(BadChunk), "{bad:?}");
+        }
+        let long = [b"5;".as_slice(), &[b'a'; MAX_CHUNK_LINE], b"\r\n"].concat();
+        assert_eq!(parse_chunk_size(&long), Err(BadChunk));
     }
 
     #[test]

@@ -64,11 +64,11 @@ impl Rewrite<'_> {
         host: Option<&[u8]>,
         mut emit: impl FnMut(&[u8], &[u8]),
     ) {
-        let connection = find(fields, b"connection");
+        let has_connection = find(fields, b"connection").is_some();
         let mut prior_for: Option<Vec<u8>> = None;
         let (mut has_proto, mut has_host) = (false, false);
         for (name, value) in fields.pairs() {
-            if is_dropped(name, connection) || is_written_by_baton(name) {
+            if is_dropped(name, fields, has_connection) || is_written_by_baton(name) {
                 continue;
             }
             if name.len() > 12 && name[..12].eq_ignore_ascii_case(b"x-forwarded-") {
@@ -161,15 +161,10 @@ impl Fields for [httparse::Header<'_>] {
 
 /// Removes hop-by-hop headers and those the Connection header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let connection = headers.get(header::CONNECTION).cloned();
+    let has_connection = headers.contains_key(header::CONNECTION);
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| {
-            is_dropped(
-                name.as_str().as_bytes(),
-                connection.as_ref().map(HeaderValue::as_bytes),
-            )
-        })
+        .filter(|name| is_dropped(name.as_str().as_bytes(), &*headers, has_connection))
         .cloned()
         .collect();
     for name in doomed {
@@ -188,9 +183,24 @@ pub fn client_ip(peer: SocketAddr) -> HeaderValue {
 /// in the message's Connection header. Framing fields and Host are never
 /// dropped for being listed (RFC 9110 §7.6.1 lets Connection name only
 /// hop-by-hop fields): their writer decides them (see `framing`).
-pub(crate) fn is_dropped(name: &[u8], connection: Option<&[u8]>) -> bool {
+///
+/// `has_connection` says whether `fields` has a Connection line at all,
+/// so that the common message, which has none, is not searched for one.
+pub(crate) fn is_dropped(
+    name: &[u8],
+    fields: &(impl Fields + ?Sized),
+    has_connection: bool,
+) -> bool {
     is_hop_by_hop(name)
-        || (connection.is_some_and(|c| lists(c, name)) && !is_written_by_baton(name))
+        || (has_connection && !is_written_by_baton(name) && connection_lists(fields, name))
+}
+
+/// Whether any Connection line lists `token`: several lines make one list
+/// (RFC 9110 §5.3), as hyper reads them.
+pub(crate) fn connection_lists(fields: &(impl Fields + ?Sized), token: &[u8]) -> bool {
+    fields
+        .pairs()
+        .any(|(n, v)| n.eq_ignore_ascii_case(b"connection") && lists(v, token))
 }
 
 /// Host and Content-Length: Baton writes them itself on what it forwards

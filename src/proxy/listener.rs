@@ -78,6 +78,9 @@ pub async fn serve(
     grace: Duration,
 ) {
     let builder = Arc::new(builder(&proxy.config));
+    // For the benchmark's comparison only (bench/proxy.sh): every HTTP/1
+    // connection served by hyper, Baton's own server left out.
+    let own_http1 = std::env::var_os("BATON_HTTP1").is_none_or(|v| v != "hyper");
     let graceful = GracefulShutdown::new();
     let connections = TaskTracker::new();
     loop {
@@ -96,7 +99,14 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         connections.spawn(async move {
-            let served = h1::server::serve(proxy.clone(), stream, client.clone(), shutdown).await;
+            let served = if own_http1 {
+                h1::server::serve(proxy.clone(), stream, client.clone(), shutdown).await
+            } else {
+                Some(Handoff {
+                    stream,
+                    read: Bytes::new(),
+                })
+            };
             if let Some(handoff) = served {
                 serve_with_hyper(&builder, watcher, handoff, proxy, client).await;
             }

@@ -267,8 +267,12 @@ impl Proxy {
                 }
             } else if matches!(outgoing, Outgoing::Upgrade(_)) {
                 // An upgrade refused: hyper's client leaves the hop-by-hop
-                // headers in (Baton's own strips them).
+                // headers in (Baton's own strips them). The connection
+                // closes after it, so that no HTTP/1 head after it is
+                // parsed anywhere but in Baton's own server.
                 headers::strip_hop_by_hop(resp.headers_mut());
+                resp.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
             }
             self.count(resp.status());
             resp.map(|b| Counted::new(b, guard, &upstream, event_stream).boxed())
@@ -453,7 +457,13 @@ fn prepare(parts: &mut http::request::Parts) -> Result<BodyFraming, Rejection> {
         _ => Protocol::Http11,
     };
     let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
-    if authority.is_none() && !parts.uri.path().starts_with('/') {
+    // The authority form (`host:port`) is CONNECT's alone, and CONNECT is
+    // refused below.
+    let authority_form = protocol != Protocol::Http2
+        && parts.uri.scheme().is_none()
+        && authority.is_some()
+        && parts.method != http::Method::CONNECT;
+    if authority_form || (authority.is_none() && !parts.uri.path().starts_with('/')) {
         // The asterisk form, as Baton's own server refuses it (nginx too).
         return Err(Rejection {
             status: http::StatusCode::BAD_REQUEST,
@@ -479,10 +489,15 @@ fn prepare(parts: &mut http::request::Parts) -> Result<BodyFraming, Rejection> {
     // an absolute URI (h2's, or an HTTP/1.1 absolute-form target) is
     // narrowed to it.
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        parts.uri = parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
+        parts.uri = match parts.uri.path_and_query() {
+            Some(p) if p.as_str().starts_with('/') => Uri::from(p.clone()),
+            // `http://host?q`: the path is empty, the origin form's is "/".
+            Some(p) => Uri::try_from(format!("/{}", p.as_str())).map_err(|_| Rejection {
+                status: http::StatusCode::BAD_REQUEST,
+                why: "an invalid target",
+            })?,
+            None => Uri::from_static("/"),
+        };
     }
     Ok(body)
 }

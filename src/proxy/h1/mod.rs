@@ -14,6 +14,9 @@
 //! against Baton.
 
 mod coalesce;
+mod decode;
+#[doc(hidden)]
+pub mod fuzz;
 mod request;
 mod response;
 pub mod server;

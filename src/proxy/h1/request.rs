@@ -24,6 +24,8 @@ pub struct RequestHead {
     pub(super) bytes: Vec<u8>,
     /// The body goes chunked (its length is unknown).
     pub(super) chunked: bool,
+    /// The framing Baton wrote.
+    pub(super) framing: BodyFraming,
     /// A HEAD request: its answer has no body whatever its headers say.
     pub(super) is_head: bool,
 }
@@ -84,7 +86,12 @@ fn encode_head(
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(method);
     out.push(b' ');
-    out.extend_from_slice(if target.is_empty() { b"/" } else { target });
+    // The origin form starts with "/" (RFC 9112 §3.2.1); an absolute
+    // target with no path, or a query right after its authority, has none.
+    if !target.starts_with(b"/") {
+        out.push(b'/');
+    }
+    out.extend_from_slice(target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     // HTTP/1.1 needs a Host line; a request with no host (HTTP/1.0, or h2
     // without `:authority`) gets an empty one (RFC 9112 §3.2).
@@ -109,6 +116,7 @@ fn encode_head(
     RequestHead {
         bytes: out,
         chunked: framing == BodyFraming::Chunked,
+        framing,
         is_head: method == b"HEAD",
     }
 }

@@ -8,16 +8,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
+use super::decode::{Chunk, Decoding, Step};
 use super::request::{Stopped, Upload};
 use super::{write_field, write_status_line, Conn, ExchangeError};
 use crate::proxy::body::BoxError;
-use crate::proxy::framing::{self, is_forwardable_trailer, BodyFraming};
-use crate::proxy::headers::{is_hop_by_hop, is_written_by_baton, lists};
+use crate::proxy::framing::{self, BodyFraming};
+use crate::proxy::headers::{connection_lists, is_hop_by_hop, is_written_by_baton};
 use crate::proxy::upstream::Upstream;
 
 /// Most headers in a response head.
@@ -37,7 +38,7 @@ pub struct Head {
     fields: Vec<Field>,
     /// The Content-Length the client gets (see `Head::content_length`).
     length: Option<u64>,
-    framing: Decoding,
+    pub(super) framing: Decoding,
     keep_alive: bool,
     event_stream: bool,
 }
@@ -54,26 +55,6 @@ pub struct Answer {
     pub head: Head,
     /// The body, read from the instance as it is polled.
     pub body: ResponseBody,
-}
-
-/// Where the body is in its framing.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Decoding {
-    /// This many bytes are left (never 0: that is `Done`).
-    Length(u64),
-    Chunked(Chunk),
-    /// Everything until the instance closes (no length, not chunked).
-    UntilClose,
-    Done,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Chunk {
-    Size,
-    Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    Trailers,
 }
 
 fn broken(why: impl Into<String>) -> ExchangeError {
@@ -101,10 +82,10 @@ pub(super) fn parse_head(
     let code = parsed.code.expect("a complete head has a status");
     let status = StatusCode::from_u16(code).map_err(|_| broken("invalid status code"))?;
     let fields: &[httparse::Header] = parsed.headers;
-    let facts =
-        framing::check_answer(code, request_was_head, fields).map_err(|e| broken(e.to_string()))?;
+    let facts = framing::check_answer(parsed.version == Some(0), code, request_was_head, fields)
+        .map_err(|e| broken(e.to_string()))?;
     let mut keep_alive = parsed.version == Some(1) && !facts.suspicious;
-    let mut connection_names = None;
+    let mut names_fields = false;
     let mut event_stream = false;
     let start = buf.as_ptr() as usize;
     let span = |s: &[u8]| {
@@ -121,7 +102,7 @@ pub(super) fn parse_head(
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
                     keep_alive = keep_alive || !facts.suspicious;
                 } else if !token.is_empty() {
-                    connection_names = Some(h.value);
+                    names_fields = true;
                 }
             }
         } else if name.eq_ignore_ascii_case(b"content-type") {
@@ -148,10 +129,10 @@ pub(super) fn parse_head(
     }
     // A late filter, rare: the fields the Connection header names (before
     // it or after it). Framing fields and Host are not among them.
-    if let Some(named) = connection_names {
+    if names_fields {
         forwarded.retain(|f| {
             let name = &buf[f.name.clone()];
-            !lists(named, name) || is_written_by_baton(name)
+            !connection_lists(fields, name) || is_written_by_baton(name)
         });
     }
     // 1xx and 204 carry no Content-Length (RFC 9110 §8.6); other answers
@@ -302,13 +283,6 @@ pub struct ResponseBody {
     upstream: Arc<Upstream>,
 }
 
-/// What the buffered bytes yield next.
-enum Step {
-    Frame(Frame<Bytes>),
-    NeedMore,
-    End,
-}
-
 impl ResponseBody {
     /// The body has ended: the connection goes back for reuse if the
     /// exchange left it clean.
@@ -318,105 +292,6 @@ impl ResponseBody {
             if self.reusable && self.upload.is_none() && conn.buf.is_empty() {
                 conn.idle();
                 self.upstream.pool.put(conn);
-            }
-        }
-    }
-}
-
-impl Decoding {
-    /// Decodes the next frame out of `buf`, consuming what it uses.
-    fn step(&mut self, buf: &mut BytesMut) -> Result<Step, ExchangeError> {
-        loop {
-            match self {
-                Decoding::Done => return Ok(Step::End),
-                Decoding::Length(left) => {
-                    if buf.is_empty() {
-                        return Ok(Step::NeedMore);
-                    }
-                    let take = (*left).min(buf.len() as u64);
-                    *left -= take;
-                    if *left == 0 {
-                        *self = Decoding::Done;
-                    }
-                    return Ok(Step::Frame(Frame::data(
-                        buf.split_to(take as usize).freeze(),
-                    )));
-                }
-                Decoding::UntilClose => {
-                    if buf.is_empty() {
-                        return Ok(Step::NeedMore);
-                    }
-                    return Ok(Step::Frame(Frame::data(buf.split().freeze())));
-                }
-                Decoding::Chunked(chunk) => match *chunk {
-                    Chunk::Size => match httparse::parse_chunk_size(buf) {
-                        Ok(httparse::Status::Complete((used, size))) => {
-                            buf.advance(used);
-                            *chunk = if size == 0 {
-                                Chunk::Trailers
-                            } else {
-                                Chunk::Data(size)
-                            };
-                        }
-                        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => {
-                            return Ok(Step::NeedMore)
-                        }
-                        _ => return Err(broken("invalid chunk size")),
-                    },
-                    Chunk::Data(left) => {
-                        if buf.is_empty() {
-                            return Ok(Step::NeedMore);
-                        }
-                        let take = left.min(buf.len() as u64);
-                        *chunk = match left - take {
-                            0 => Chunk::DataEnd,
-                            rest => Chunk::Data(rest),
-                        };
-                        return Ok(Step::Frame(Frame::data(
-                            buf.split_to(take as usize).freeze(),
-                        )));
-                    }
-                    Chunk::DataEnd => {
-                        if buf.len() < 2 {
-                            return Ok(Step::NeedMore);
-                        }
-                        if &buf[..2] != b"\r\n" {
-                            return Err(broken("chunk data does not end with CRLF"));
-                        }
-                        buf.advance(2);
-                        *chunk = Chunk::Size;
-                    }
-                    Chunk::Trailers => {
-                        if buf.starts_with(b"\r\n") {
-                            buf.advance(2);
-                            return Ok(Step::End);
-                        }
-                        let mut fields = [httparse::EMPTY_HEADER; 64];
-                        match httparse::parse_headers(buf, &mut fields) {
-                            Ok(httparse::Status::Complete((len, fields))) => {
-                                let mut trailers = HeaderMap::new();
-                                for f in fields
-                                    .iter()
-                                    .filter(|f| is_forwardable_trailer(f.name.as_bytes()))
-                                {
-                                    if let (Ok(name), Ok(value)) = (
-                                        HeaderName::from_bytes(f.name.as_bytes()),
-                                        HeaderValue::from_bytes(f.value),
-                                    ) {
-                                        trailers.append(name, value);
-                                    }
-                                }
-                                buf.advance(len);
-                                *self = Decoding::Done;
-                                return Ok(Step::Frame(Frame::trailers(trailers)));
-                            }
-                            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => {
-                                return Ok(Step::NeedMore)
-                            }
-                            _ => return Err(broken("invalid trailers")),
-                        }
-                    }
-                },
             }
         }
     }

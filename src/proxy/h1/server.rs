@@ -1,5 +1,4 @@
-//! Baton's own HTTP/1.1 server side, for the requests that are nearly all
-//! of the traffic: HTTP/1.x with no body or a body of known length, and no
+//! Baton's own HTTP/1.1 server side, for every HTTP/1.x request but an
 //! upgrade.
 //!
 //! The request head is parsed by httparse straight out of the connection's
@@ -9,10 +8,12 @@
 //! exchange runs in the connection's task. hyper, which does all that
 //! generically, cost about half of Baton's CPU time per request.
 //!
-//! Anything else goes to hyper, with the bytes already read: h2c, an
-//! upgrade, a chunked request body. The connection stays with hyper from
-//! then on. Every head is checked by `framing::check_request` before
-//! either server acts on it.
+//! An upgrade (WebSocket) and h2c go to hyper, with the bytes already read;
+//! the connection stays with hyper from then on, and after an upgrade it
+//! refuses it closes (so hyper never parses a second HTTP/1 request head).
+//! Every head is checked by `framing::check_request` before either server
+//! acts on it, and request bodies are decoded by `decode`, the decoder
+//! that reads instances' answers.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -33,10 +34,13 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::coalesce::{hold_answer, Awaiting};
+use super::decode::{Chunk, Decoding, Step};
 use super::{coarse_now, write_date, write_field, write_status_line, RequestHead, ResponseBody};
 use crate::proxy::body::{Counted, Parked};
-use crate::proxy::framing::{check_request, split_absolute, BodyFraming, Protocol};
-use crate::proxy::headers::{find, is_upgrade, lists, Fields};
+use crate::proxy::framing::{
+    check_request, is_valid_target, split_absolute, BodyFraming, Protocol,
+};
+use crate::proxy::headers::{connection_lists, find, is_upgrade, Fields};
 use crate::proxy::{is_idempotent, CountOnDrop, Forwarded, Outgoing, Proxy, Refusal, Reply};
 
 /// Bytes read from a client at a time.
@@ -107,7 +111,7 @@ pub async fn serve(
 }
 
 /// What a client sent next.
-enum Next {
+pub(super) enum Next {
     Request(Request),
     /// Something for hyper.
     Handoff,
@@ -119,13 +123,13 @@ enum Next {
 }
 
 /// A request as the instance gets it, and what the answer depends on.
-struct Request {
-    head: RequestHead,
-    keep_alive: bool,
+pub(super) struct Request {
+    pub(super) head: RequestHead,
+    pub(super) keep_alive: bool,
     /// An HTTP/1.0 client, which knows no chunked bodies.
     http10: bool,
-    /// The body's length (0: no body).
-    body_length: u64,
+    /// How its body is delimited: as Baton reads it from the client.
+    pub(super) body: Decoding,
     /// The client waits for `100 Continue` before it sends the body.
     expects_continue: bool,
     idempotent: bool,
@@ -273,7 +277,7 @@ impl Connection {
         request: Request,
         client: &HeaderValue,
     ) -> io::Result<bool> {
-        if request.body_length == 0 {
+        if request.body == Decoding::Done {
             return self
                 .answer(proxy, request, &Parked::default(), None, client)
                 .await;
@@ -285,7 +289,7 @@ impl Connection {
         let lent = Arc::new(Mutex::new(Lent {
             reader: self.reader.take(),
             read: std::mem::take(&mut self.read),
-            left: request.body_length,
+            decoding: request.body,
         }));
         let body = Parked::new(ClientBody(lent.clone()));
         let answered = self
@@ -293,7 +297,7 @@ impl Connection {
             .await;
         drop(body);
         self.reclaim(&lent);
-        if lock(&lent).left == 0 {
+        if lock(&lent).is_done() {
             return answered;
         }
         // The instance answered without reading the whole body. The rest of
@@ -319,7 +323,7 @@ impl Connection {
         client: &HeaderValue,
     ) -> io::Result<bool> {
         let outgoing = Outgoing::Plain(request.head);
-        let replayable = request.idempotent || request.body_length == 0;
+        let replayable = request.idempotent || request.body == Decoding::Done;
         let forward = proxy.forward(&outgoing, body, client, replayable);
         tokio::pin!(forward);
         // A client that leaves before the answer takes its request along
@@ -342,7 +346,7 @@ impl Connection {
         drop(awaiting);
         // The body is not all read when the instance answers first: the
         // connection closes after this answer (see `exchange`).
-        let body_pending = lent.is_some_and(|l| lock(l).left > 0);
+        let body_pending = lent.is_some_and(|l| !lock(l).is_done());
         if let (Some(lent), false) = (lent, body_pending) {
             // Read in full: the connection watches its client again.
             self.reclaim(lent);
@@ -481,7 +485,7 @@ impl Connection {
     /// still being read notices that itself; one read in full gives the
     /// reading side back first.
     fn watch_client(&mut self, lent: Option<&Arc<Mutex<Lent>>>, cx: &mut Context<'_>) -> bool {
-        if let Some(lent) = lent.filter(|l| self.reader.is_none() && lock(l).left == 0) {
+        if let Some(lent) = lent.filter(|l| self.reader.is_none() && lock(l).is_done()) {
             self.reclaim(lent);
         }
         self.client_gone(cx)
@@ -555,7 +559,7 @@ impl Connection {
 }
 
 /// What the bytes at the start of the buffer are.
-enum Parsed {
+pub(super) enum Parsed {
     /// A whole head of this many bytes, and the request made of it.
     Complete(usize, Request),
     Partial,
@@ -564,7 +568,7 @@ enum Parsed {
 
 /// Parses a request head at the start of `read` and, when it is one this
 /// server handles, encodes the instance's request from it.
-fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
+pub(super) fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
     let max = proxy.config.max_headers;
     let mut stack = [const { MaybeUninit::<httparse::Header>::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
@@ -599,6 +603,9 @@ fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
     };
     // Origin form, or the absolute form, whose authority is the host
     // (RFC 9112 §3.2.2) and which the instance gets as a path.
+    if method != "CONNECT" && !is_valid_target(target.as_bytes()) {
+        return Parsed::Other(Next::Reject(StatusCode::BAD_REQUEST));
+    }
     let (target, authority) = if target.starts_with('/') || method == "CONNECT" {
         (target.as_bytes(), None)
     } else if let Some((authority, path)) = split_absolute(target.as_bytes()) {
@@ -617,20 +624,18 @@ fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
             return Parsed::Other(Next::Reject(rejection.status));
         }
     };
-    let body_length = match facts.body {
-        BodyFraming::None => 0,
-        BodyFraming::Length(n) => n,
-        // hyper decodes chunked bodies.
-        BodyFraming::Chunked => return Parsed::Other(Next::Handoff),
+    let body = match facts.body {
+        BodyFraming::None | BodyFraming::Length(0) => Decoding::Done,
+        BodyFraming::Length(n) => Decoding::Length(n),
+        BodyFraming::Chunked => Decoding::Chunked(Chunk::Size),
     };
     if is_upgrade(fields) {
         return Parsed::Other(Next::Handoff);
     }
-    let connection = find(fields, b"connection");
     let keep_alive = if http10 {
-        connection.is_some_and(|c| lists(c, b"keep-alive"))
+        connection_lists(fields, b"keep-alive")
     } else {
-        !connection.is_some_and(|c| lists(c, b"close"))
+        !connection_lists(fields, b"close")
     };
     let head = RequestHead::encode_raw(
         method.as_bytes(),
@@ -645,8 +650,8 @@ fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
             head,
             keep_alive,
             http10,
-            body_length,
-            expects_continue: body_length > 0
+            body,
+            expects_continue: body != Decoding::Done
                 && !http10
                 && find(fields, b"expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue")),
             idempotent: is_idempotent(method.as_bytes()),
@@ -671,8 +676,15 @@ struct ClientBody(Arc<Mutex<Lent>>);
 struct Lent {
     reader: Option<OwnedReadHalf>,
     read: BytesMut,
-    /// Body bytes not yet read.
-    left: u64,
+    /// Where the body is in its framing.
+    decoding: Decoding,
+}
+
+impl Lent {
+    /// Whether the body has been read to its end.
+    fn is_done(&self) -> bool {
+        self.decoding == Decoding::Done
+    }
 }
 
 fn lock(lent: &Mutex<Lent>) -> std::sync::MutexGuard<'_, Lent> {
@@ -689,10 +701,18 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let mut lent = lock(&self.0);
         let lent = &mut *lent;
-        if lent.left == 0 {
-            return Poll::Ready(None);
-        }
-        if lent.read.is_empty() {
+        loop {
+            match lent.decoding.step(&mut lent.read) {
+                Ok(Step::Frame(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(Step::End) => return Poll::Ready(None),
+                Ok(Step::NeedMore) => {}
+                Err(e) => {
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        e.to_string(),
+                    ))))
+                }
+            }
             let Some(reader) = lent.reader.as_mut() else {
                 return Poll::Ready(Some(Err(io::ErrorKind::NotConnected.into())));
             };
@@ -709,18 +729,18 @@ impl Body for ClientBody {
                 Poll::Ready(Ok(_)) => {}
             }
         }
-        let take = lent.left.min(lent.read.len() as u64);
-        lent.left -= take;
-        let data = lent.read.split_to(take as usize).freeze();
-        Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
-        lock(&self.0).left == 0
+        lock(&self.0).is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(lock(&self.0).left)
+        match lock(&self.0).decoding {
+            Decoding::Length(left) => SizeHint::with_exact(left),
+            Decoding::Done => SizeHint::with_exact(0),
+            Decoding::Chunked(_) | Decoding::UntilClose => SizeHint::default(),
+        }
     }
 }
 
@@ -769,8 +789,8 @@ mod tests {
         slots
     }
 
-    /// The body length Baton's own server reads, or `None` when the head
-    /// goes elsewhere (to hyper, or refused).
+    /// The length of the body Baton's own server reads, or `None` when it
+    /// has none (chunked, or refused).
     fn body_length(fields: &[httparse::Header]) -> Option<u64> {
         match check_request(Protocol::Http11, b"POST", Some(b"x"), fields) {
             Ok(facts) => match facts.body {
@@ -783,7 +803,7 @@ mod tests {
     }
 
     #[test]
-    fn chunked_bodies_and_upgrades_go_to_hyper() {
+    fn only_a_clear_length_is_a_length_and_upgrades_go_to_hyper() {
         let plain = fields(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
         assert_eq!(body_length(&plain), Some(0));
         assert!(!is_upgrade(plain.as_slice()));
