@@ -300,6 +300,64 @@ pub struct ProxyConfig {
     /// the app's own keep-alive timeout (Node's is 5 s).
     #[serde(with = "humantime_serde")]
     pub upstream_idle_timeout: Duration,
+    /// Connecting to an instance may take this long (nginx's
+    /// `proxy_connect_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// An instance must start its answer this long after the request was
+    /// sent in full; else 504 (nginx's `proxy_read_timeout`, kamal-proxy's
+    /// `--target-timeout`).
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// Longest silence between two pieces of a body, either way between
+    /// Baton and an instance (nginx's `proxy_read_timeout` and
+    /// `proxy_send_timeout`). Event streams (SSE) and WebSockets are exempt:
+    /// they are quiet between events.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Longest silence between two pieces of a client's request body; else
+    /// 408 (nginx's `client_body_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Largest request body; larger gets 413 (nginx's
+    /// `client_max_body_size`). No limit when unset.
+    pub max_body_size: Option<Spanned<Size>>,
+    /// Timeouts of one instance within `fail_timeout` that take it out of
+    /// rotation for `fail_timeout` (nginx's `max_fails`).
+    pub max_fails: u32,
+    /// See `max_fails` (nginx's `fail_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub fail_timeout: Duration,
+}
+
+/// What limits the proxy puts on one exchange with an instance.
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangeLimits {
+    /// See [`ProxyConfig::connect_timeout`].
+    pub connect: Duration,
+    /// See [`ProxyConfig::response_timeout`].
+    pub response: Duration,
+    /// See [`ProxyConfig::read_timeout`].
+    pub read: Duration,
+    /// See [`ProxyConfig::upstream_idle_timeout`].
+    pub idle: Duration,
+}
+
+impl ProxyConfig {
+    /// The limits on each exchange with an instance.
+    pub fn exchange_limits(&self) -> ExchangeLimits {
+        ExchangeLimits {
+            connect: self.connect_timeout,
+            response: self.response_timeout,
+            read: self.read_timeout,
+            idle: self.upstream_idle_timeout,
+        }
+    }
+
+    /// The largest request body, when one is set.
+    pub fn body_limit(&self) -> Option<u64> {
+        self.max_body_size.as_ref().map(|s| s.get_ref().0)
+    }
 }
 
 impl Default for ProxyConfig {
@@ -315,6 +373,13 @@ impl Default for ProxyConfig {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             upstream_idle_timeout: Duration::from_secs(4),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            max_body_size: None,
+            max_fails: 3,
+            fail_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -17,7 +17,7 @@ use http::Method;
 
 use self::client::{ApiClient, ClientError};
 use crate::config::{self, Loaded};
-use crate::daemon::protocol::{Progress, ReleaseReport, StatusReport};
+use crate::daemon::protocol::{Health, Progress, ReleaseReport, StatusReport};
 use crate::daemon::upgrade::exec as upgrade_exec;
 use crate::daemon::Exit;
 
@@ -163,6 +163,14 @@ impl Failure {
         }
     }
 
+    /// An exit code with nothing more to say (what was printed says it).
+    fn quiet(code: u8) -> Failure {
+        Failure {
+            code,
+            message: String::new(),
+        }
+    }
+
     fn usage(message: impl ToString) -> Failure {
         Failure {
             code: 2,
@@ -184,7 +192,9 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("baton: {}", f.message);
+            if !f.message.is_empty() {
+                eprintln!("baton: {}", f.message);
+            }
             ExitCode::from(f.code)
         }
     }
@@ -283,6 +293,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 fn up_foreground(cli: &Cli) -> Result<(), Failure> {
     let loaded = load(cli)?;
     init_tracing();
+    crate::daemon::limits::raise_fd_limit();
     // Before the runtime's threads start: it clears the variables.
     let inherited = crate::proxy::activation::Inherited::take_from_env();
     let exit = runtime_with(loaded.config.daemon.worker_threads)?
@@ -430,7 +441,13 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
             } else {
                 print!("{}", output::status_table(&s));
             }
-            Ok(())
+            // Scripts and monitors read the exit code, as with
+            // `systemctl status`: 3 degraded, 4 down.
+            match s.health() {
+                Health::Healthy => Ok(()),
+                Health::Degraded => Err(Failure::quiet(3)),
+                Health::Down => Err(Failure::quiet(4)),
+            }
         }
         Command::Releases { json } => {
             let r: Vec<ReleaseReport> = client.get("/releases").await?;

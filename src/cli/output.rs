@@ -46,6 +46,10 @@ pub fn status_table(s: &StatusReport) -> String {
     if let Some(d) = &s.deploying {
         let _ = writeln!(out, "deploying: {d}");
     }
+    if s.log_errors > 0 {
+        let why = s.log_error.as_deref().unwrap_or("writes work again");
+        let _ = writeln!(out, "log lines lost: {} ({why})", s.log_errors);
+    }
     let mut rows = vec![[
         "PROCESS",
         "INSTANCE",

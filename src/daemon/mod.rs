@@ -9,6 +9,7 @@
 //! - [`upgrade`]: replacing the daemon with another binary, sockets kept.
 
 pub mod api;
+pub mod limits;
 pub mod lock;
 pub mod memory;
 pub mod protocol;

@@ -30,6 +30,48 @@ pub struct StatusReport {
     pub online: bool,
     /// Every instance: serving, draining, failed.
     pub instances: Vec<InstanceReport>,
+    /// Log lines that could not be written (stdout or a log file) since
+    /// the daemon started.
+    #[serde(default)]
+    pub log_errors: u64,
+    /// Why, while writes still fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_error: Option<String>,
+}
+
+/// How healthy a status is, as `baton status` exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Every instance of the serving release is ready.
+    Healthy,
+    /// Some serve, but an instance failed or is not ready.
+    Degraded,
+    /// No instance is ready: requests wait, then get 503.
+    Down,
+}
+
+impl StatusReport {
+    /// Whether the app is served in full, in part, or not at all. Only the
+    /// web instances count: a singleton is no part of serving.
+    pub fn health(&self) -> Health {
+        let web: Vec<&InstanceReport> = self
+            .instances
+            .iter()
+            .filter(|i| i.process == "web" && self.release.as_deref() == Some(i.release.as_str()))
+            .filter(|i| i.state != crate::supervisor::State::Draining)
+            .collect();
+        let ready = web
+            .iter()
+            .filter(|i| i.state == crate::supervisor::State::Ready)
+            .count();
+        if ready == 0 {
+            Health::Down
+        } else if ready < web.len() {
+            Health::Degraded
+        } else {
+            Health::Healthy
+        }
+    }
 }
 
 fn yes() -> bool {

@@ -14,6 +14,7 @@ use crate::deploy::new_release_id;
 use crate::proxy::Proxy;
 use crate::release::copy::Survey;
 use crate::release::AppDir;
+use crate::supervisor::logs::LOG_HEALTH;
 use crate::supervisor::{Context, Instance, InstanceSpec, State};
 
 /// One release: a folder of code and the configuration it runs with.
@@ -597,6 +598,8 @@ impl Daemon {
             deploying: self.deploying(),
             online: !self.offline.load(Ordering::Acquire),
             instances,
+            log_errors: LOG_HEALTH.total(),
+            log_error: LOG_HEALTH.last(),
         }
     }
 

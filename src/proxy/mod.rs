@@ -46,7 +46,7 @@ use self::body::{full, Counted, InstanceBody, Parked, ProxyBody};
 use self::framing::{BodyFraming, Protocol, Rejection};
 use self::router::{NoInstance, Router};
 use self::upstream::{RequestGuard, Upstream};
-use crate::config::ProxyConfig;
+use crate::config::{ExchangeLimits, ProxyConfig};
 
 /// Adds one to a total unless forgotten (`std::mem::forget`).
 struct CountOnDrop<'a>(&'a AtomicU64);
@@ -67,6 +67,8 @@ pub struct ProxyStats {
     /// Requests whose client left before the answer came (nginx logs these
     /// as 499).
     pub abandoned: AtomicU64,
+    /// Failed accepts (out of fds, most often).
+    pub accept_errors: AtomicU64,
 }
 
 /// The proxy: configuration, router, upstream client, open tunnels.
@@ -81,6 +83,8 @@ pub struct Proxy {
     pub tunnels: TaskTracker,
     /// Closes every tunnel at shutdown.
     pub closing: CancellationToken,
+    /// The limits on each exchange with an instance, from `config`.
+    limits: ExchangeLimits,
 }
 
 /// What goes to the instance at each attempt.
@@ -101,9 +105,12 @@ enum AttemptError {
     #[error("{0} broke the exchange: {1}")]
     Exchange(Arc<str>, String),
     /// The client's request body failed on the way: not the instance's
-    /// fault, and nothing to retry.
+    /// fault, and nothing to retry. The client gets the status.
     #[error("the request body failed: {0}")]
-    ClientBody(String),
+    ClientBody(String, StatusCode),
+    /// The instance was silent past `response_timeout` or `read_timeout`.
+    #[error("{0} timed out: {1}")]
+    TimedOut(Arc<str>, String),
 }
 
 /// An instance's answer.
@@ -175,6 +182,7 @@ impl Proxy {
     pub fn new(config: ProxyConfig) -> Arc<Proxy> {
         Arc::new(Proxy {
             router: Arc::new(Router::new(config.balance, config.hold_capacity)),
+            limits: config.exchange_limits(),
             config,
             stats: ProxyStats::default(),
             tunnels: TaskTracker::new(),
@@ -202,7 +210,7 @@ impl Proxy {
         let websocket = upgrade && websocket::is_websocket(req.headers());
         let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let framing = match prepare(&mut parts) {
+        let framing = match prepare(&mut parts, self.config.body_limit()) {
             Ok(framing) => framing,
             Err(rejection) => {
                 let refused = self.reject(rejection, parts.version);
@@ -313,6 +321,7 @@ impl Proxy {
     ) -> Result<Forwarded, Refusal> {
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut attempt = 0;
+        let mut timed_out = false;
         loop {
             // Holding is the rare case: its future is boxed so that the
             // common one stays small (this future is moved per request).
@@ -331,11 +340,9 @@ impl Proxy {
                         .await
                         .map(Reply::Upgrade)
                 }
-                Outgoing::Plain(head) => {
-                    pool::send(&upstream, head, body, self.config.upstream_idle_timeout)
-                        .await
-                        .map(Reply::Pooled)
-                }
+                Outgoing::Plain(head) => pool::send(&upstream, head, body, &self.limits)
+                    .await
+                    .map(Reply::Pooled),
             };
             let can_retry = attempt < self.config.retries && body.untouched();
             match sent {
@@ -362,8 +369,21 @@ impl Proxy {
                         ));
                     }
                 }
-                Err(e @ AttemptError::ClientBody(_)) => {
-                    return Err(Refusal::failed(StatusCode::BAD_REQUEST, e.to_string()));
+                Err(AttemptError::ClientBody(why, status)) => {
+                    return Err(Refusal::failed(
+                        status,
+                        format!("the request body failed: {why}"),
+                    ));
+                }
+                Err(e @ AttemptError::TimedOut(..)) => {
+                    self.report_slow(&upstream);
+                    // One retry on another instance at most (nginx's
+                    // proxy_next_upstream timeout): a request that hangs
+                    // everywhere should not take retries × the timeout.
+                    if !(can_retry && replayable && !timed_out) {
+                        return Err(Refusal::failed(StatusCode::GATEWAY_TIMEOUT, e.to_string()));
+                    }
+                    timed_out = true;
                 }
                 Err(e @ AttemptError::Exchange(..)) => {
                     // Like nginx's max_fails=1: an instance that broke an
@@ -413,6 +433,36 @@ impl Proxy {
         tracing::warn!(status = refusal.status.as_u16(), "{}", refusal.why);
     }
 
+    /// Passive health for an instance that timed out: `max_fails`
+    /// timeouts within `fail_timeout` take it out of rotation for
+    /// `fail_timeout`, then it is tried again (nginx's `max_fails` and
+    /// `fail_timeout`). A hung process still accepts connections, so its
+    /// port says nothing; only time tells.
+    fn report_slow(&self, upstream: &Arc<Upstream>) {
+        let config = &self.config;
+        if !upstream.record_failure(config.max_fails, config.fail_timeout) {
+            return;
+        }
+        if upstream.set_down(true) {
+            return;
+        }
+        tracing::warn!(
+            instance = %upstream.id,
+            "timed out {} times within {}; out of rotation for {}",
+            config.max_fails,
+            humantime::format_duration(config.fail_timeout),
+            humantime::format_duration(config.fail_timeout)
+        );
+        let upstream = upstream.clone();
+        let router = self.router.clone();
+        let pause = config.fail_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            upstream.set_down(false);
+            router.republish();
+        });
+    }
+
     /// Passive health: an instance that refused a connection or broke an
     /// exchange leaves rotation at once, and comes back when its port
     /// accepts again (or when the supervisor replaces it).
@@ -450,7 +500,10 @@ impl Proxy {
 /// instance gets: Host set to the request's host (one line, the
 /// absolute-form target's authority or h2's `:authority` first), h2 cookie
 /// crumbs joined, the target in origin form. Returns the body's framing.
-fn prepare(parts: &mut http::request::Parts) -> Result<BodyFraming, Rejection> {
+fn prepare(
+    parts: &mut http::request::Parts,
+    max_body: Option<u64>,
+) -> Result<BodyFraming, Rejection> {
     let protocol = match parts.version {
         Version::HTTP_2 => Protocol::Http2,
         Version::HTTP_10 | Version::HTTP_09 => Protocol::Http10,
@@ -474,6 +527,14 @@ fn prepare(parts: &mut http::request::Parts) -> Result<BodyFraming, Rejection> {
     let facts = framing::check_request(protocol, method, authority, &parts.headers)?;
     let host = facts.host.map(HeaderValue::from_bytes);
     let body = facts.body;
+    if let (BodyFraming::Length(n), Some(max)) = (body, max_body) {
+        if n > max {
+            return Err(Rejection {
+                status: http::StatusCode::PAYLOAD_TOO_LARGE,
+                why: "the request body is larger than max_body_size",
+            });
+        }
+    }
     match host {
         Some(Ok(host)) => {
             parts.headers.insert(HOST, host);

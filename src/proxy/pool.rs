@@ -18,19 +18,29 @@ use super::body::Parked;
 use super::h1::{self, Answer, Conn, ExchangeError, RequestHead};
 use super::upstream::Upstream;
 use super::AttemptError;
+use crate::config::ExchangeLimits;
 
 /// Most idle connections kept per instance.
 const MAX_IDLE: usize = 512;
-/// How long connecting to an instance on loopback may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The idle list of one instance.
+#[derive(Default)]
+pub struct IdleList(std::sync::Mutex<Idle>);
+
+/// The idle connections, and whether the list still takes any.
 #[derive(Default)]
 #[allow(
     clippy::vec_box,
     reason = "a connection keeps its box from connect to close; an answer moves it as a pointer"
 )]
-pub struct IdleList(std::sync::Mutex<Vec<Box<Conn>>>);
+struct Idle {
+    conns: Vec<Box<Conn>>,
+    /// Cleared for good: the instance is leaving. A connection handed back
+    /// later (its answer was still streaming) is closed, not kept: it
+    /// would hold its instance's `Upstream` alive through its guard, and
+    /// its socket open in CLOSE-WAIT, for as long as the daemon runs.
+    closed: bool,
+}
 
 impl std::fmt::Debug for IdleList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,27 +49,48 @@ impl std::fmt::Debug for IdleList {
 }
 
 impl IdleList {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.0.lock().expect("pool lock poisoned")
+    }
+
     /// The most recently used connection that can still take a request.
     fn pop_reusable(&self, idle_timeout: Duration) -> Option<Box<Conn>> {
         loop {
-            let conn = self.0.lock().expect("pool lock poisoned").pop()?;
+            let conn = self.lock().conns.pop()?;
             if conn.is_reusable(idle_timeout) {
                 return Some(conn);
             }
         }
     }
 
-    /// Puts a connection whose last exchange ended cleanly back.
+    /// Puts a connection whose last exchange ended cleanly back, unless
+    /// the list was closed.
     pub fn put(&self, conn: Box<Conn>) {
-        let mut idle = self.0.lock().expect("pool lock poisoned");
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
+        let mut idle = self.lock();
+        if !idle.closed && idle.conns.len() < MAX_IDLE {
+            idle.conns.push(conn);
         }
     }
 
-    /// Closes every idle connection (the instance is going away).
+    /// Closes every idle connection and takes no more (the instance is
+    /// going away).
     pub fn clear(&self) {
-        self.0.lock().expect("pool lock poisoned").clear();
+        let conns = {
+            let mut idle = self.lock();
+            idle.closed = true;
+            std::mem::take(&mut idle.conns)
+        };
+        drop(conns);
+    }
+
+    /// How many connections sit idle.
+    pub fn len(&self) -> usize {
+        self.lock().conns.len()
+    }
+
+    /// Whether none does.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -73,37 +104,41 @@ pub(super) async fn send(
     upstream: &Arc<Upstream>,
     head: &RequestHead,
     body: &Parked,
-    idle_timeout: Duration,
+    limits: &ExchangeLimits,
 ) -> Result<Answer, AttemptError> {
     loop {
-        let (conn, reused) = match upstream.pool.pop_reusable(idle_timeout) {
+        let (conn, reused) = match upstream.pool.pop_reusable(limits.idle) {
             Some(conn) => (conn, true),
             // Boxed: connecting is rare next to reuse, and its future is
             // large.
-            None => (Box::pin(connect(upstream)).await?, false),
+            None => (Box::pin(connect(upstream, limits.connect)).await?, false),
         };
-        match h1::exchange(conn, head, body.attempt(), upstream).await {
+        match h1::exchange(conn, head, body.attempt(), upstream, limits).await {
             Ok(resp) => return Ok(resp),
             Err(ExchangeError::Unanswered(_)) if reused && body.untouched() => continue,
-            Err(ExchangeError::ClientBody(why)) => return Err(AttemptError::ClientBody(why)),
+            Err(ExchangeError::ClientBody(why, status)) => {
+                return Err(AttemptError::ClientBody(why, status))
+            }
+            Err(ExchangeError::TimedOut(why)) => {
+                return Err(AttemptError::TimedOut(upstream.id.clone(), why))
+            }
             Err(e) => return Err(AttemptError::Exchange(upstream.id.clone(), e.to_string())),
         }
     }
 }
 
-async fn connect(upstream: &Arc<Upstream>) -> Result<Box<Conn>, AttemptError> {
+async fn connect(upstream: &Arc<Upstream>, limit: Duration) -> Result<Box<Conn>, AttemptError> {
     let id = &upstream.id;
-    let stream =
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(AttemptError::Connect(id.clone(), e.to_string())),
-            Err(_) => {
-                return Err(AttemptError::Connect(
-                    id.clone(),
-                    "connect timed out".into(),
-                ))
-            }
-        };
+    let stream = match tokio::time::timeout(limit, TcpStream::connect(upstream.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(AttemptError::Connect(id.clone(), e.to_string())),
+        Err(_) => {
+            return Err(AttemptError::Connect(
+                id.clone(),
+                "connect timed out".into(),
+            ))
+        }
+    };
     let _ = stream.set_nodelay(true);
     Ok(Box::new(Conn::new(stream, upstream.begin_pooled())))
 }
@@ -172,9 +207,26 @@ mod tests {
             trust: false,
         };
         let head = RequestHead::encode(parts, &rewrite, BodyFraming::None);
-        let resp = send(upstream, &head, &body, Duration::from_secs(4)).await?;
+        let limits = crate::config::ProxyConfig::default().exchange_limits();
+        let resp = send(upstream, &head, &body, &limits).await?;
         let body = resp.body.collect().await.unwrap().to_bytes();
         Ok(String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// A retired instance's list takes no connection back: one that comes
+    /// back after the clear (its answer was still streaming) is closed,
+    /// not kept open for the daemon's lifetime (issue 20: 118 sockets in
+    /// CLOSE-WAIT after 20 deploys).
+    #[tokio::test]
+    async fn a_cleared_list_closes_what_comes_back() {
+        let up = instance(|_, _| Act::Answer).await;
+        assert_eq!(get(&up).await.unwrap(), "conn 1");
+        assert_eq!(up.pool.len(), 1);
+        up.pool.clear();
+        assert!(up.pool.is_empty());
+        assert_eq!(get(&up).await.unwrap(), "conn 2");
+        assert!(up.pool.is_empty(), "handed back after the clear");
+        assert_eq!(up.counts().upstream_connections, 0, "and closed");
     }
 
     #[tokio::test]

@@ -27,7 +27,10 @@ pub async fn serve(
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
-                Err(_) => continue,
+                Err(e) => {
+                    super::listener::accept_failed(&e, &proxy.stats).await;
+                    continue;
+                }
             },
         };
         let _ = client.set_nodelay(true);

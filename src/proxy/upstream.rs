@@ -31,6 +31,16 @@ pub struct Upstream {
     finished: tokio::sync::Notify,
     /// Named L4 ports (`[tcp.<name>]`), as `(name, port)`.
     pub tcp_ports: Vec<(String, u16)>,
+    /// Timeouts in the current `fail_timeout` window (see
+    /// [`Upstream::record_failure`]).
+    failures: std::sync::Mutex<Failures>,
+}
+
+/// Recent timeouts of one instance.
+#[derive(Debug, Default)]
+struct Failures {
+    count: u32,
+    since: Option<std::time::Instant>,
 }
 
 /// A snapshot of the counters, for status and metrics.
@@ -68,6 +78,7 @@ impl Upstream {
             closing: tokio_util::sync::CancellationToken::new(),
             finished: tokio::sync::Notify::new(),
             tcp_ports: Vec::new(),
+            failures: Default::default(),
         }
     }
 
@@ -99,6 +110,28 @@ impl Upstream {
     /// Sets the passive-health flag; returns the previous value.
     pub fn set_down(&self, down: bool) -> bool {
         self.down.swap(down, Ordering::AcqRel)
+    }
+
+    /// Counts a timeout; true when it is the `max_fails`-th within
+    /// `window` (and the count starts over).
+    pub fn record_failure(&self, max_fails: u32, window: std::time::Duration) -> bool {
+        let mut failures = self.failures.lock().expect("failures lock poisoned");
+        let now = std::time::Instant::now();
+        if failures
+            .since
+            .is_none_or(|t| now.duration_since(t) > window)
+        {
+            *failures = Failures {
+                count: 0,
+                since: Some(now),
+            };
+        }
+        failures.count += 1;
+        if failures.count >= max_fails.max(1) {
+            *failures = Failures::default();
+            return true;
+        }
+        false
     }
 
     /// A deploy took it out of rotation.

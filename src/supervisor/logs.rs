@@ -1,12 +1,23 @@
 //! Log capture: every line an instance writes is prefixed with the time, the
 //! process and the instance, then written to the daemon's output, to the
 //! process's log file (rotated by size), and to live followers.
+//!
+//! Logging never stops serving. The daemon's output is written by a thread
+//! of its own from a bounded queue, so a stdout nobody reads (a full pipe)
+//! blocks no task, and a line that does not fit in the queue is dropped and
+//! counted. A write that fails (a closed pipe, a full disk) is counted in
+//! [`LOG_HEALTH`], shown by `baton status` and `/metrics`, and the next
+//! line tries again; a log file that cannot be opened is tried again every
+//! few seconds.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::broadcast;
@@ -15,6 +26,95 @@ use tokio::sync::broadcast;
 const ROTATE_BYTES: u64 = 16 * 1024 * 1024;
 /// Lines kept per instance for failure reports.
 const TAIL_LINES: usize = 40;
+/// Lines waiting for the daemon's output; past this they are dropped (and
+/// counted) rather than held in memory or waited for.
+const ECHO_QUEUE: usize = 8192;
+/// A log file that cannot be opened is tried again after this long.
+const REOPEN_AFTER: Duration = Duration::from_secs(5);
+
+/// Failed log writes since the daemon started.
+#[derive(Default)]
+pub struct LogHealth {
+    /// Lines the daemon's output did not take (its write failed).
+    pub stdout_errors: AtomicU64,
+    /// Lines dropped because the daemon's output was not read fast enough.
+    pub stdout_dropped: AtomicU64,
+    /// Lines a log file did not take (it could not be opened or written).
+    pub file_errors: AtomicU64,
+    /// The last failure while writes keep failing, for `baton status`.
+    last: Mutex<Option<String>>,
+}
+
+impl LogHealth {
+    /// Counts a failed line; the first failure after a success is logged.
+    fn failed(&self, counter: &AtomicU64, what: std::fmt::Arguments<'_>) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        let mut last = self.last.lock().expect("log health lock poisoned");
+        if last.is_none() {
+            let text = what.to_string();
+            tracing::warn!("log write failed: {text} (counted in `baton status` and /metrics)");
+            *last = Some(text);
+        }
+    }
+
+    fn recovered(&self) {
+        let mut last = self.last.lock().expect("log health lock poisoned");
+        if last.is_some() {
+            *last = None;
+        }
+    }
+
+    /// The last failure, while writes still fail.
+    pub fn last(&self) -> Option<String> {
+        self.last.lock().expect("log health lock poisoned").clone()
+    }
+
+    /// Every line that failed or was dropped.
+    pub fn total(&self) -> u64 {
+        self.stdout_errors.load(Ordering::Relaxed)
+            + self.stdout_dropped.load(Ordering::Relaxed)
+            + self.file_errors.load(Ordering::Relaxed)
+    }
+}
+
+/// Failed log writes, for status and metrics.
+pub static LOG_HEALTH: LazyLock<LogHealth> = LazyLock::new(LogHealth::default);
+
+/// Queues a line for the daemon's output, which a thread of its own writes.
+fn echo(line: String) {
+    static QUEUE: OnceLock<SyncSender<String>> = OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (send, lines) = sync_channel::<String>(ECHO_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("baton-stdout".into())
+            .spawn(move || {
+                let stdout = std::io::stdout();
+                for line in lines {
+                    let mut out = stdout.lock();
+                    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+                        Ok(()) => LOG_HEALTH.recovered(),
+                        Err(e) => LOG_HEALTH
+                            .failed(&LOG_HEALTH.stdout_errors, format_args!("stdout: {e}")),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the log writer thread: {e}");
+        }
+        send
+    });
+    match queue.try_send(line) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => LOG_HEALTH.failed(
+            &LOG_HEALTH.stdout_dropped,
+            format_args!("stdout is not read fast enough; lines dropped"),
+        ),
+        Err(TrySendError::Disconnected(_)) => LOG_HEALTH.failed(
+            &LOG_HEALTH.stdout_errors,
+            format_args!("stdout: the log writer thread is gone"),
+        ),
+    }
+}
 
 /// Where one process's lines go. Cloneable; all clones share the file.
 #[derive(Clone)]
@@ -28,26 +128,37 @@ struct SinkFile {
     path: PathBuf,
     file: Option<File>,
     written: u64,
+    /// When opening the file last failed.
+    failed_at: Option<Instant>,
+}
+
+/// Opens a log file for appending, its folder made first.
+fn open_log(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
 }
 
 impl LogSink {
     /// A sink writing to the file `path`; `echo` also prints to stdout.
     pub fn new(path: &Path, echo: bool) -> LogSink {
         let path = path.to_path_buf();
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
+        let opened = open_log(&path);
+        if let Err(e) = &opened {
+            LOG_HEALTH.failed(
+                &LOG_HEALTH.file_errors,
+                format_args!("{}: {e}", path.display()),
+            );
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .ok();
+        let file = opened.ok();
         let written = file
             .as_ref()
             .and_then(|f| f.metadata().ok())
             .map_or(0, |m| m.len());
         LogSink {
             inner: Arc::new(Mutex::new(SinkFile {
+                failed_at: file.is_none().then(Instant::now),
                 path,
                 file,
                 written,
@@ -67,27 +178,50 @@ impl LogSink {
         self.live.subscribe()
     }
 
-    /// Writes one already-prefixed line.
+    /// Writes one already-prefixed line. It never fails and never waits on
+    /// the daemon's output (see the module's notes).
     pub fn write_line(&self, line: &str) {
         if self.echo {
-            println!("{line}");
+            echo(line.to_string());
         }
         let _ = self.live.send(line.to_string());
         let mut sink = self.inner.lock().expect("log lock poisoned");
+        let sink = &mut *sink;
         if sink.written > ROTATE_BYTES {
             let mut rotated = sink.path.clone().into_os_string();
             rotated.push(".1");
             let _ = std::fs::rename(&sink.path, rotated);
-            sink.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&sink.path)
-                .ok();
+            sink.file = None;
+            sink.failed_at = None;
             sink.written = 0;
         }
+        if sink.file.is_none() {
+            if sink.failed_at.is_some_and(|t| t.elapsed() < REOPEN_AFTER) {
+                LOG_HEALTH.file_errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            match open_log(&sink.path) {
+                Ok(f) => {
+                    sink.file = Some(f);
+                    sink.failed_at = None;
+                }
+                Err(e) => {
+                    sink.failed_at = Some(Instant::now());
+                    LOG_HEALTH.failed(
+                        &LOG_HEALTH.file_errors,
+                        format_args!("{}: {e}", sink.path.display()),
+                    );
+                    return;
+                }
+            }
+        }
         if let Some(f) = sink.file.as_mut() {
-            if writeln!(f, "{line}").is_ok() {
-                sink.written += line.len() as u64 + 1;
+            match writeln!(f, "{line}") {
+                Ok(()) => sink.written += line.len() as u64 + 1,
+                Err(e) => LOG_HEALTH.failed(
+                    &LOG_HEALTH.file_errors,
+                    format_args!("{}: {e}", sink.path.display()),
+                ),
             }
         }
     }

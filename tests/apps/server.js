@@ -10,6 +10,8 @@
 //   EXIT_AFTER_MS       exit(3) this long after listening
 //   GRACEFUL=1          SIGTERM/SIGINT: server.close(), then exit
 //   SPAWN_SLEEPER=1     leave a grandchild `sleep` in the process group
+//   HANG_INSTANCE=web#2 that instance accepts requests and never answers
+//   LOG_REQUESTS=1      a log line (200 bytes and more) for every request
 //   DRAIN_503=1         after SIGUSR2 (Baton's drain notice), answer 503, as
 //                       seed 003's apps do while restarting
 const http = require('http');
@@ -66,6 +68,20 @@ function streaming(req, res) {
     req.on('close', () => clearInterval(tick));
     return true;
   }
+  if (url.pathname === '/stall') {
+    // Starts an answer, then goes silent for good.
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.write('partial\n');
+    return true;
+  }
+  if (url.pathname === '/sse-slow') {
+    // Two events 1.5 s apart, then the end: quiet longer than a short
+    // read_timeout, as event streams are between events.
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: one\n\n');
+    setTimeout(() => { res.write('data: two\n\n'); res.end(); }, 1500);
+    return true;
+  }
   if (url.pathname === '/status') {
     // Answers with ?code=, and a body that only a status with a body carries.
     res.statusCode = Number(url.searchParams.get('code'));
@@ -104,6 +120,9 @@ const held = [];
 if (env.DRAIN_503 === '1') process.on('SIGUSR2', () => { draining = true; });
 
 const server = http.createServer((req, res) => {
+  // A hung process: it accepts and reads, and never answers.
+  if (env.HANG_INSTANCE && env.HANG_INSTANCE === env.BATON_INSTANCE) return;
+  if (env.LOG_REQUESTS === '1') console.log(`${req.method} ${req.url} ${'x'.repeat(200)}`);
   if (streaming(req, res)) return;
   let body = [];
   req.on('data', (c) => body.push(c));

@@ -99,6 +99,12 @@ impl Answer {
     }
 }
 
+/// Whether `baton status` reached the daemon: 0 all ready, 3 degraded,
+/// 4 nothing ready (1 is no daemon, 2 bad usage).
+pub fn answered(out: &Output) -> bool {
+    matches!(out.status.code(), Some(0 | 3 | 4))
+}
+
 /// Sends a raw request (a whole HTTP/1.1 message) and reads until close.
 pub fn raw(port: u16, request: &str) -> std::io::Result<Answer> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
@@ -168,6 +174,22 @@ impl Daemon {
         }
     }
 
+    /// Starts `baton up` through `sh -c script`, in which `$BATON` is the
+    /// binary (to set limits first, say); output to `daemon.out`.
+    pub fn up_via_shell(self, script: &str) -> Daemon {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", script]).env("BATON", bin());
+        self.launch(cmd)
+    }
+
+    /// Starts `baton up` with its stdout going to `stdout` (a closed pipe,
+    /// /dev/full); stderr goes to `daemon.out`.
+    pub fn up_with_stdout(self, stdout: Stdio) -> Daemon {
+        let mut cmd = Command::new(bin());
+        cmd.arg("up");
+        self.launch_with(cmd, Some(stdout))
+    }
+
     /// Starts `baton up` in the foreground, output to `daemon.out`.
     pub fn up(self) -> Daemon {
         let mut cmd = Command::new(bin());
@@ -203,22 +225,27 @@ impl Daemon {
 
     /// Runs `cmd` in the app folder, output appended to `daemon.out`, and
     /// waits until the daemon answers.
-    fn launch(mut self, mut cmd: Command) -> Daemon {
+    fn launch(self, cmd: Command) -> Daemon {
+        self.launch_with(cmd, None)
+    }
+
+    /// [`Daemon::launch`], with stdout going to `stdout` when given.
+    fn launch_with(mut self, mut cmd: Command, stdout: Option<Stdio>) -> Daemon {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("daemon.out"))
             .expect("daemon.out");
-        let child = cmd
-            .current_dir(self.dir.path())
+        cmd.current_dir(self.dir.path())
             .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn baton up");
+            .stdout(match stdout {
+                Some(stdout) => stdout,
+                None => out.try_clone().expect("dup").into(),
+            });
+        let child = cmd.stderr(out).spawn().expect("spawn baton up");
         self.child = Some(child);
         wait_until(Duration::from_secs(20), "the daemon to answer", || {
-            self.baton(&["status"]).status.success()
+            answered(&self.baton(&["status"]))
         });
         self
     }
@@ -262,7 +289,7 @@ impl Daemon {
     pub fn status(&self) -> Value {
         let out = self.baton(&["status", "--json"]);
         assert!(
-            out.status.success(),
+            answered(&out),
             "status failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );

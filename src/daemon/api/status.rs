@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::daemon::protocol::{ReleaseReport, StatusReport};
 use crate::daemon::Daemon;
+use crate::supervisor::logs::LOG_HEALTH;
 use crate::supervisor::State as InstanceState;
 
 /// Every instance and the release serving.
@@ -57,6 +58,27 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
         "abandoned",
         "Requests whose client left before the answer; the instance's connection was closed (nginx's 499)",
         stats.abandoned.load(Ordering::Relaxed),
+    );
+    let log_errors = Family::<Labels, Counter>::default();
+    registry.register(
+        "log_write_errors",
+        "Log lines not written: stdout failed, stdout not read fast enough (dropped), or a log file failed",
+        log_errors.clone(),
+    );
+    for (target, n) in [
+        ("stdout", &LOG_HEALTH.stdout_errors),
+        ("stdout_dropped", &LOG_HEALTH.stdout_dropped),
+        ("file", &LOG_HEALTH.file_errors),
+    ] {
+        log_errors
+            .get_or_create(&vec![("target".into(), target.into())])
+            .inc_by(n.load(Ordering::Relaxed));
+    }
+    total(
+        &mut registry,
+        "accept_errors",
+        "Failed accepts on the public ports (EMFILE: out of file descriptors)",
+        stats.accept_errors.load(Ordering::Relaxed),
     );
     total(
         &mut registry,

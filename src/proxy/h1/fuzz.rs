@@ -380,7 +380,7 @@ fn served_by_hyper(data: &[u8], rt: &tokio::runtime::Runtime) -> Served {
                 async move {
                     let (mut parts, body) = req.into_parts();
                     let method = parts.method.to_string();
-                    let refused = crate::proxy::prepare(&mut parts).is_err();
+                    let refused = crate::proxy::prepare(&mut parts, None).is_err();
                     let mut response = http::Response::new(Full::new(Bytes::new()));
                     if refused {
                         log.lock().expect("log").refused = true;

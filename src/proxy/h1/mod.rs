@@ -21,7 +21,7 @@ mod request;
 mod response;
 pub mod server;
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -39,6 +39,7 @@ use self::request::{Stopped, Upload};
 pub use self::response::{Answer, Head, ResponseBody};
 use super::body::TakeOnPoll;
 use super::upstream::{PooledGuard, Upstream};
+use crate::config::ExchangeLimits;
 
 /// Bytes read from an instance at a time.
 const INSTANCE_READ_CHUNK: usize = 16 * 1024;
@@ -98,6 +99,11 @@ fn coarse_now() -> Duration {
         .unwrap_or_default()
 }
 
+/// Whole seconds on the coarse monotonic clock.
+pub(crate) fn coarse_seconds() -> u64 {
+    coarse_now().as_secs()
+}
+
 /// Writes an HTTP/1.1 status line, such as `HTTP/1.1 200 OK`.
 fn write_status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -134,9 +140,37 @@ pub enum ExchangeError {
     #[error("{0}")]
     Broken(String),
     /// The client's request body failed before the instance answered; the
-    /// instance is not at fault.
+    /// instance is not at fault. The client gets the status (400, or 408
+    /// for a body that stalled, 413 for one past `max_body_size`).
     #[error("the request body failed: {0}")]
-    ClientBody(String),
+    ClientBody(String, StatusCode),
+    /// The instance was silent too long (`response_timeout`,
+    /// `read_timeout`).
+    #[error("{0}")]
+    TimedOut(String),
+}
+
+/// A timer for the silences an exchange allows. Made on the first wait,
+/// not per request: most answers come before any wait is long.
+#[derive(Default)]
+pub(crate) struct Silence(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl Silence {
+    /// Whether `limit` has passed since the last [`Silence::heard`]; if
+    /// not, the timer wakes the task when it does.
+    pub(crate) fn expired(&mut self, limit: Duration, cx: &mut Context<'_>) -> bool {
+        let timer = self
+            .0
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// Something moved: the silence starts again, `limit` long.
+    pub(crate) fn heard(&mut self, limit: Duration) {
+        if let Some(timer) = self.0.as_mut() {
+            timer.as_mut().reset(tokio::time::Instant::now() + limit);
+        }
+    }
 }
 
 /// Sends one request on `conn` and reads the response head. The response
@@ -150,6 +184,7 @@ pub async fn exchange(
     head: &RequestHead,
     body: TakeOnPoll,
     upstream: &Arc<Upstream>,
+    limits: &ExchangeLimits,
 ) -> Result<Answer, ExchangeError> {
     let has_body = !body.is_end_stream();
     if let Err(e) = conn.stream.write_all(&head.bytes).await {
@@ -158,7 +193,16 @@ pub async fn exchange(
     let mut upload = has_body.then(|| Box::new(Upload::new(body, head.chunked)));
     let mut upload_failed = false;
     let mut answered = false;
+    // While the body goes out, the instance may be silent for read_timeout
+    // between two writes it takes; once it is all out, response_timeout.
+    let mut silence = Silence::default();
+    let mut limit = if has_body {
+        limits.read
+    } else {
+        limits.response
+    };
     let answer = poll_fn(|cx| loop {
+        let sent = upload.as_ref().map(|u| u.sent());
         match Upload::advance(&mut upload, &mut conn.stream, cx) {
             None => {}
             // The wait goes on: the instance may still answer (an early
@@ -166,9 +210,17 @@ pub async fn exchange(
             Some(Stopped::ByInstance) => upload_failed = true,
             // An instance waiting for the rest of a body would hold the
             // request until its own timeout.
-            Some(Stopped::ByClient(why)) => {
-                return Poll::Ready(Err(ExchangeError::ClientBody(why)))
+            Some(Stopped::ByClient(why, status)) => {
+                return Poll::Ready(Err(ExchangeError::ClientBody(why, status)))
             }
+        }
+        match (sent, upload.as_ref().map(|u| u.sent())) {
+            (Some(_), None) => {
+                limit = limits.response;
+                silence.heard(limit);
+            }
+            (Some(before), Some(now)) if now > before => silence.heard(limit),
+            _ => {}
         }
         while !conn.buf.is_empty() {
             match response::parse_head(&mut conn.buf, head.is_head) {
@@ -179,10 +231,18 @@ pub async fn exchange(
             }
         }
         let closed = match conn.poll_read_more(cx) {
+            Poll::Pending if silence.expired(limit, cx) => {
+                return Poll::Ready(Err(ExchangeError::TimedOut(format!(
+                    "no answer within {}",
+                    humantime::format_duration(limit)
+                ))))
+            }
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(0)) => "closed by the instance".to_string(),
             Poll::Ready(Ok(_)) => {
                 answered = true;
+                silence.heard(limits.read);
+                limit = limits.read;
                 continue;
             }
             Poll::Ready(Err(e)) => e.to_string(),
@@ -194,5 +254,5 @@ pub async fn exchange(
         }));
     })
     .await?;
-    Ok(answer.into_answer(conn, upload, upload_failed, upstream.clone()))
+    Ok(answer.into_answer(conn, upload, upload_failed, upstream.clone(), limits.read))
 }

@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http::header::{HeaderValue, HOST};
-use http::request;
+use http::{request, StatusCode};
 use http_body::Body;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
@@ -126,9 +126,19 @@ pub(super) enum Stopped {
     /// The instance stopped reading. It may still answer (an early 413);
     /// its connection is not reused.
     ByInstance,
-    /// The client's body failed: the client closed in the middle of it, or
-    /// sent a malformed one. The request can never be complete.
-    ByClient(String),
+    /// The client's body failed: the client closed in the middle of it,
+    /// sent a malformed one, stalled past `body_timeout` (408) or went past
+    /// `max_body_size` (413). The request can never be complete.
+    ByClient(String, StatusCode),
+}
+
+/// The status for a client's body that failed with `e`.
+fn client_body_status(e: &(dyn std::error::Error + 'static)) -> StatusCode {
+    match e.downcast_ref::<std::io::Error>().map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::TimedOut) => StatusCode::REQUEST_TIMEOUT,
+        Some(std::io::ErrorKind::FileTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    }
 }
 
 /// A request body on its way to the instance.
@@ -138,6 +148,8 @@ pub(super) struct Upload {
     /// Bytes framed and not yet written.
     queue: VecDeque<Bytes>,
     ended: bool,
+    /// Bytes written so far, framing included.
+    sent: u64,
 }
 
 impl Upload {
@@ -147,7 +159,13 @@ impl Upload {
             chunked,
             queue: VecDeque::new(),
             ended: false,
+            sent: 0,
         }
+    }
+
+    /// Bytes written so far: progress, for the silence an upload allows.
+    pub(super) fn sent(&self) -> u64 {
+        self.sent
     }
 
     /// Writes as much of the body as the socket and the client allow;
@@ -185,7 +203,10 @@ impl Upload {
                         self.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
                     }
                 }
-                Some(Err(e)) => return Poll::Ready(Err(Stopped::ByClient(e.to_string()))),
+                Some(Err(e)) => {
+                    let status = client_body_status(&*e);
+                    return Poll::Ready(Err(Stopped::ByClient(e.to_string(), status)));
+                }
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) if data.is_empty() => {}
                     Ok(data) if self.chunked => {
@@ -233,6 +254,7 @@ impl Upload {
     }
 
     fn consume(&mut self, mut written: usize) {
+        self.sent += written as u64;
         while written > 0 {
             let front = self.queue.front_mut().expect("written bytes were queued");
             if front.len() <= written {

@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
@@ -15,7 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::decode::{Chunk, Decoding, Step};
 use super::request::{Stopped, Upload};
-use super::{write_field, write_status_line, Conn, ExchangeError};
+use super::{write_field, write_status_line, Conn, ExchangeError, Silence};
 use crate::proxy::body::BoxError;
 use crate::proxy::framing::{self, BodyFraming};
 use crate::proxy::headers::{connection_lists, is_hop_by_hop, is_written_by_baton};
@@ -225,11 +226,16 @@ impl Head {
         upload: Option<Box<Upload>>,
         upload_failed: bool,
         upstream: Arc<Upstream>,
+        read_timeout: Duration,
     ) -> Answer {
         let mut body = ResponseBody {
             conn: Some(conn),
             decoding: self.framing,
             upload,
+            // An event stream is quiet between events, for as long as it
+            // likes; the client's side notices a client gone.
+            read_timeout: (!self.event_stream).then_some(read_timeout),
+            silence: Silence::default(),
             // A 101 to a plain request leaves the connection in another
             // protocol: it is never reused.
             reusable: self.keep_alive
@@ -281,6 +287,9 @@ pub struct ResponseBody {
     upload: Option<Box<Upload>>,
     reusable: bool,
     upstream: Arc<Upstream>,
+    /// Longest silence of the instance in the middle of the body.
+    read_timeout: Option<Duration>,
+    silence: Silence,
 }
 
 impl ResponseBody {
@@ -316,9 +325,9 @@ impl Body for ResponseBody {
                 Some(Stopped::ByInstance) => this.reusable = false,
                 // The exchange can never complete: the instance's
                 // connection closes with the answer cut short.
-                Some(Stopped::ByClient(why)) => {
+                Some(Stopped::ByClient(why, status)) => {
                     this.conn = None;
-                    return Poll::Ready(Some(Err(ExchangeError::ClientBody(why).into())));
+                    return Poll::Ready(Some(Err(ExchangeError::ClientBody(why, status).into())));
                 }
             }
             match this.decoding.step(&mut conn.buf) {
@@ -340,7 +349,19 @@ impl Body for ResponseBody {
             }
             let conn = this.conn.as_mut().expect("checked above");
             match conn.poll_read_more(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if let Some(limit) = this.read_timeout {
+                        if this.silence.expired(limit, cx) {
+                            this.conn = None;
+                            return Poll::Ready(Some(Err(ExchangeError::TimedOut(format!(
+                                "the instance sent nothing for {} in the middle of a body",
+                                humantime::format_duration(limit)
+                            ))
+                            .into())));
+                        }
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Ok(0)) if this.decoding == Decoding::UntilClose => {
                     this.conn = None;
                     this.decoding = Decoding::Done;
@@ -353,7 +374,11 @@ impl Body for ResponseBody {
                     )
                     .into())));
                 }
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(_)) => {
+                    if let Some(limit) = this.read_timeout {
+                        this.silence.heard(limit);
+                    }
+                }
                 Poll::Ready(Err(e)) => {
                     this.conn = None;
                     return Poll::Ready(Some(Err(e.into())));

@@ -35,6 +35,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::coalesce::{hold_answer, Awaiting};
 use super::decode::{Chunk, Decoding, Step};
+use super::Silence;
 use super::{coarse_now, write_date, write_field, write_status_line, RequestHead, ResponseBody};
 use crate::proxy::body::{Counted, Parked};
 use crate::proxy::framing::{
@@ -290,6 +291,10 @@ impl Connection {
             reader: self.reader.take(),
             read: std::mem::take(&mut self.read),
             decoding: request.body,
+            limit: proxy.config.body_limit(),
+            received: 0,
+            body_timeout: proxy.config.body_timeout,
+            silence: Silence::default(),
         }));
         let body = Parked::new(ClientBody(lent.clone()));
         let answered = self
@@ -624,6 +629,11 @@ pub(super) fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) ->
             return Parsed::Other(Next::Reject(rejection.status));
         }
     };
+    if let (BodyFraming::Length(n), Some(max)) = (facts.body, proxy.config.body_limit()) {
+        if n > max {
+            return Parsed::Other(Next::Reject(StatusCode::PAYLOAD_TOO_LARGE));
+        }
+    }
     let body = match facts.body {
         BodyFraming::None | BodyFraming::Length(0) => Decoding::Done,
         BodyFraming::Length(n) => Decoding::Length(n),
@@ -678,6 +688,14 @@ struct Lent {
     read: BytesMut,
     /// Where the body is in its framing.
     decoding: Decoding,
+    /// `max_body_size`, which a chunked body is held to as it comes (a
+    /// length over it was refused with the head).
+    limit: Option<u64>,
+    /// Body bytes read so far.
+    received: u64,
+    /// Longest silence of the client in the middle of its body.
+    body_timeout: Duration,
+    silence: Silence,
 }
 
 impl Lent {
@@ -703,7 +721,16 @@ impl Body for ClientBody {
         let lent = &mut *lent;
         loop {
             match lent.decoding.step(&mut lent.read) {
-                Ok(Step::Frame(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(Step::Frame(frame)) => {
+                    lent.received += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if lent.limit.is_some_and(|max| lent.received > max) {
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::FileTooLarge,
+                            "the request body is larger than max_body_size",
+                        ))));
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
                 Ok(Step::End) => return Poll::Ready(None),
                 Ok(Step::NeedMore) => {}
                 Err(e) => {
@@ -718,6 +745,15 @@ impl Body for ClientBody {
             };
             lent.read.reserve(BODY_CHUNK);
             match tokio_util::io::poll_read_buf(Pin::new(reader), cx, &mut lent.read) {
+                Poll::Pending if lent.silence.expired(lent.body_timeout, cx) => {
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the client sent nothing of its body for {}",
+                            humantime::format_duration(lent.body_timeout)
+                        ),
+                    ))))
+                }
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Some(Err(io::Error::new(
@@ -726,7 +762,7 @@ impl Body for ClientBody {
                     ))))
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(_)) => lent.silence.heard(lent.body_timeout),
             }
         }
     }

@@ -1,0 +1,380 @@
+//! Issue 20: faults a production server meets. Each case runs under load
+//! counted by an independent client (`baton probe`) with exact counts.
+
+mod common;
+
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn web(instances: u32, env: &str) -> String {
+    format!(
+        "[web]\ncommand = \"node server.js\"\ninstances = {instances}\nenv = {{ {env} }}\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n"
+    )
+}
+
+/// A load of `requests` GETs, 4 at a time, through the probe; asserts that
+/// every one was answered 200.
+fn load_all_ok(d: &Daemon, requests: u32) {
+    let n = requests.to_string();
+    let r = d
+        .probe("/", &["--requests", &n, "--concurrency", "4"])
+        .report();
+    assert_eq!(r["failed"], 0, "{r:#}");
+    assert_eq!(r["ok"], requests, "{r:#}");
+}
+
+fn log_errors(d: &Daemon) -> u64 {
+    d.status()["log_errors"].as_u64().expect("log_errors")
+}
+
+/// `baton up | head -n 2`: stdout is a pipe whose reader is gone. An app
+/// that logs every request keeps being served (println! panicked in the
+/// log capture and every request hung after it), and the lost lines are
+/// counted in `baton status`.
+#[test]
+fn a_closed_stdout_never_stops_serving() {
+    let d = Daemon::prepare(&web(1, "LOG_REQUESTS = \"1\""));
+    // Close-on-exec, so that the daemon does not inherit the reading end.
+    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    let d = d.up_with_stdout(Stdio::from(writer));
+    drop(reader);
+    d.wait_ready(1);
+    load_all_ok(&d, 300);
+    assert!(log_errors(&d) > 0, "{:#}", d.status());
+    let table = text(&d.baton(&["status"]));
+    assert!(table.contains("log lines lost"), "{table}");
+    load_all_ok(&d, 100);
+}
+
+/// `baton up > /dev/full`: every write to stdout fails with ENOSPC.
+#[test]
+fn a_full_stdout_never_stops_serving() {
+    let d = Daemon::prepare(&web(1, "LOG_REQUESTS = \"1\""));
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let d = d.up_with_stdout(Stdio::from(full));
+    d.wait_ready(1);
+    load_all_ok(&d, 300);
+    assert!(log_errors(&d) > 0, "{:#}", d.status());
+    let status = d.status();
+    assert!(
+        status["log_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("No space left")),
+        "{status:#}"
+    );
+}
+
+/// User and system CPU time of `pid`, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("comm")
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Out of fds, the accept loop backs off instead of spinning a core on
+/// failed accepts (14k EMFILE a second), and serves again once fds free up.
+#[test]
+fn out_of_fds_the_accept_loop_backs_off_and_recovers() {
+    let metrics = free_port();
+    let d = Daemon::prepare(&format!(
+        "[daemon]\nmetrics_listen = \"127.0.0.1:{metrics}\"\n{}",
+        web(1, "")
+    ))
+    .up_via_shell("ulimit -n 64 && exec \"$BATON\" up");
+    d.wait_ready(1);
+    load_all_ok(&d, 50);
+    let held: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", d.port)).ok())
+        .collect();
+    assert_eq!(held.len(), 100, "the kernel's backlog takes them all");
+    // Measured over a window: a busy loop would use all of it.
+    let before = cpu_ticks(d.pid());
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = (cpu_ticks(d.pid()) - before) as f64 / 100.0;
+    let window = started.elapsed().as_secs_f64();
+    assert!(
+        used < window / 4.0,
+        "the daemon used {used:.2} s of CPU in {window:.2} s while out of fds"
+    );
+    drop(held);
+    wait_until(
+        Duration::from_secs(10),
+        "requests to be served again",
+        || get(d.port, "/").is_ok_and(|a| a.status == 200),
+    );
+    load_all_ok(&d, 50);
+    let m = get(metrics, "/metrics").unwrap().body;
+    let errors: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("baton_accept_errors_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no baton_accept_errors_total in {m}"));
+    assert!(errors > 0, "{m}");
+}
+
+/// The soft "Max open files" limit of `pid`, and the hard one.
+fn fd_limits(pid: i32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// The daemon raises its soft fd limit to the hard one (systemd's 1024
+/// meant about 500 clients); its instances get the limit it was started
+/// with.
+#[test]
+fn the_soft_fd_limit_is_raised_for_the_daemon_only() {
+    let d = Daemon::prepare(&web(1, "")).up_via_shell("ulimit -S -n 256 && exec \"$BATON\" up");
+    d.wait_ready(1);
+    let (soft, hard) = fd_limits(d.pid());
+    assert!(
+        hard > 256,
+        "this machine's hard limit is {hard}: the test needs one above 256"
+    );
+    assert_eq!(
+        soft, hard,
+        "the daemon's soft limit is raised to the hard one"
+    );
+    let instance = d.status()["instances"][0]["pid"].as_i64().expect("pid") as i32;
+    assert_eq!(
+        fd_limits(instance).0,
+        256,
+        "the instance gets the original back"
+    );
+}
+
+/// The daemon's open fds.
+fn fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .count()
+}
+
+/// Reloads under load leave no fd behind: connections that came back to
+/// a retired instance's pool after it was cleared stayed open for good
+/// (24 → 141 fds after 20 deploys, in CLOSE-WAIT).
+#[test]
+fn fds_do_not_grow_across_deploys_under_load() {
+    let d = Daemon::start(&web(2, "DELAY_MS = \"5\""));
+    d.wait_ready(2);
+    let reload = || {
+        let out = d.baton(&["reload"]);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    // One round first, so that what a daemon opens once is open.
+    let load = d.probe("/", &["--duration", "3s", "--concurrency", "8"]);
+    reload();
+    assert_eq!(load.report()["failed"], 0);
+    let before = fds(d.pid());
+    let load = d.probe("/", &["--duration", "25s", "--concurrency", "8"]);
+    let started = Instant::now();
+    let mut reloads = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        reload();
+        reloads += 1;
+    }
+    let r = load.report();
+    assert_eq!(r["failed"], 0, "{r:#}");
+    assert!(reloads >= 10, "only {reloads} reloads in 20 s");
+    wait_until(Duration::from_secs(10), "the drains to end", || {
+        d.count_in("draining") == 0
+    });
+    // The pool keeps up to one connection per concurrent request to each
+    // serving instance, before and after.
+    let after = fds(d.pid());
+    assert!(
+        after <= before + 8,
+        "{before} fds before {reloads} reloads under load, {after} after"
+    );
+}
+
+/// `systemctl reload` sends SIGHUP; a broken baton.toml must say why in the
+/// daemon's log, and the serving release goes on.
+#[test]
+fn a_broken_config_on_sighup_is_reported() {
+    let d = Daemon::start(&web(1, ""));
+    d.wait_ready(1);
+    d.rewrite("[web]\ncommand = \"node server.js\"\ninstancez = 2\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the reload to fail in the log",
+        || d.output().contains("reload failed"),
+    );
+    let out = d.output();
+    let line = out
+        .lines()
+        .find(|l| l.contains("reload failed"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("baton.toml") && line.contains("instancez"),
+        "the log names the file and the field: {line}"
+    );
+    load_all_ok(&d, 20);
+}
+
+/// `baton status` exits 0 when every instance is ready, 3 when some are
+/// not, 4 when none is (documented in the README).
+#[test]
+fn status_exit_codes_tell_health() {
+    let d = Daemon::start(&web(2, ""));
+    d.wait_ready(2);
+    assert_eq!(d.baton(&["status"]).status.code(), Some(0));
+    let crashing = Daemon::start(
+        "[web]\ncommand = \"node server.js\"\nenv = { CRASH_AT_START = \"1\" }\nmax_restarts = 1\n[web.readiness]\nkind = \"tcp\"\n",
+    );
+    wait_until(Duration::from_secs(20), "the instance to fail", || {
+        crashing.count_in("failed") == 1
+    });
+    let out = crashing.baton(&["status"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let json = crashing.baton(&["status", "--json"]);
+    assert_eq!(json.status.code(), Some(4), "--json exits alike");
+}
+
+fn tcp_web(instances: u32, env: &str) -> String {
+    format!(
+        "[web]\ncommand = \"node server.js\"\ninstances = {instances}\nenv = {{ {env} }}\n[web.readiness]\nkind = \"tcp\"\n"
+    )
+}
+
+/// One of two instances accepts and never answers (round robin sends it
+/// every other request). Each GET it gets times out after response_timeout
+/// and is retried on the other one (0 failed, where clients waited forever
+/// before), and after max_fails timeouts it leaves rotation.
+#[test]
+fn a_hung_instance_times_out_and_leaves_rotation() {
+    let d = Daemon::start(&format!(
+        "balance = \"round-robin\"\nresponse_timeout = \"1s\"\nmax_fails = 2\nfail_timeout = \"60s\"\n{}",
+        tcp_web(2, "HANG_INSTANCE = \"web#2\"")
+    ));
+    d.wait_ready(2);
+    let r = d
+        .probe("/", &["--requests", "40", "--concurrency", "2"])
+        .report();
+    assert_eq!(r["failed"], 0, "{r:#}");
+    assert_eq!(r["ok"], 40, "{r:#}");
+    assert!(
+        d.output().contains("web#2") && d.output().contains("out of rotation"),
+        "{}",
+        d.output()
+    );
+}
+
+/// A POST (not replayable) to a hung instance gets 504 after
+/// response_timeout.
+#[test]
+fn a_post_to_a_hung_instance_gets_504() {
+    let d = Daemon::start(&format!(
+        "response_timeout = \"1s\"\n{}",
+        tcp_web(1, "HANG_INSTANCE = \"web#1\"")
+    ));
+    d.wait_ready(1);
+    let a = raw(
+        d.port,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .unwrap();
+    assert_eq!(a.status, 504, "{}", a.body);
+}
+
+/// An answer that goes silent in the middle of its body is cut off after
+/// read_timeout; an event stream quiet for longer between events is not.
+#[test]
+fn read_timeout_cuts_a_stalled_body_but_not_an_event_stream() {
+    let d = Daemon::start(&format!("read_timeout = \"1s\"\n{}", web(1, "")));
+    d.wait_ready(1);
+    let stalled = raw(
+        d.port,
+        "GET /stall HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(stalled.status, 200);
+    assert!(stalled.body.contains("partial"), "{}", stalled.body);
+    assert!(
+        !stalled.body.ends_with("0\r\n\r\n"),
+        "the cut body must not look complete: {:?}",
+        stalled.body
+    );
+    let sse = raw(
+        d.port,
+        "GET /sse-slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert!(
+        sse.body.contains("data: one") && sse.body.contains("data: two"),
+        "{:?}",
+        sse.body
+    );
+    assert!(sse.body.ends_with("0\r\n\r\n"), "{:?}", sse.body);
+}
+
+/// A client that stops sending its body gets 408 after body_timeout, and
+/// the instance sees the request aborted.
+#[test]
+fn a_stalled_request_body_gets_408() {
+    let d = Daemon::start(&format!("body_timeout = \"1s\"\n{}", web(1, "")));
+    d.wait_ready(1);
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+/// max_body_size: a length over it is refused with the head, a chunked
+/// body when it goes over; a body within it passes.
+#[test]
+fn max_body_size_gives_413() {
+    let d = Daemon::start(&format!("max_body_size = \"1KiB\"\n{}", web(1, "")));
+    d.wait_ready(1);
+    let big = "x".repeat(2000);
+    let sized = raw(
+        d.port,
+        &format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n{big}"),
+    )
+    .unwrap();
+    assert_eq!(sized.status, 413);
+    let chunked = raw(
+        d.port,
+        &format!("POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n7d0\r\n{big}\r\n0\r\n\r\n"),
+    )
+    .unwrap();
+    assert_eq!(chunked.status, 413);
+    let ok = raw(
+        d.port,
+        &format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{}",
+            "y".repeat(1000)
+        ),
+    )
+    .unwrap();
+    assert_eq!(ok.status, 200);
+    assert!(ok.body.contains("received 1000"), "{}", ok.body);
+}
