@@ -541,6 +541,17 @@ pub struct WebConfig {
     /// After this many unstable restarts in a row the instance is `failed`.
     #[serde(default = "default_max_restarts")]
     pub max_restarts: u32,
+    /// After a deploy's switch the new instances are watched this long,
+    /// with the old ones still running: one that exits meanwhile sends all
+    /// traffic back to the old release. A release that crashes a few
+    /// seconds after it became ready is caught here, not after the old
+    /// release is gone.
+    #[serde(default = "default_watch_after_switch", with = "humantime_serde")]
+    pub watch_after_switch: Duration,
+    /// Restarts within this window count as a crash loop even when each
+    /// run outlived `min_uptime`: the third and later ones are unstable.
+    #[serde(default = "default_restart_window", with = "humantime_serde")]
+    pub restart_window: Duration,
     /// Restart an instance that exits (pm2's `autorestart`). Off, an exit
     /// leaves it `failed` and the others serve.
     #[serde(default = "yes")]
@@ -578,6 +589,15 @@ fn default_drain_timeout() -> Duration {
 fn default_max_surge() -> Spanned<u32> {
     Spanned::new(0..0, 1)
 }
+fn default_watch_after_switch() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// See [`WebConfig::restart_window`].
+pub fn default_restart_window() -> Duration {
+    Duration::from_secs(60)
+}
+
 fn default_min_uptime() -> Duration {
     Duration::from_secs(1)
 }

@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// `[web]` with `extra`. The watch after a deploy's switch is short: these
+/// tests time how long a deploy waits for open connections, which it must
+/// not, and the watch (10 s by default) is not about them.
 fn web(version: &str, extra: &str) -> String {
     format!(
-        "[web]\ncommand = \"node server.js\"\ninstances = 2\nenv = {{ APP_VERSION = \"{version}\" }}\n{extra}\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n"
+        "[web]\ncommand = \"node server.js\"\ninstances = 2\nenv = {{ APP_VERSION = \"{version}\" }}\nwatch_after_switch = \"1s\"\n{extra}\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n"
     )
 }
 

@@ -819,3 +819,16 @@ fn rolling_deploy_reverts_a_release_that_dies_after_ready() {
         .clone();
     assert_eq!(last["version"], "v1", "{report:#}");
 }
+
+/// Issue 20: a release that crashes 2 s after becoming ready, past
+/// min_uptime (1 s), was deployed "successfully" and then crash-looped for
+/// good. The watch after the switch (watch_after_switch, 10 s by default)
+/// still has the old release running, and hands traffic back to it.
+#[test]
+fn release_that_crashes_seconds_after_ready() {
+    failing_release(
+        "APP_VERSION = \"v2\", EXIT_AFTER_MS = \"2000\"",
+        "",
+        "traffic went back",
+    );
+}

@@ -10,8 +10,13 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn web(instances: u32, env: &str) -> String {
+    web_with(instances, env, "")
+}
+
+/// `[web]` with `extra` lines in it.
+fn web_with(instances: u32, env: &str, extra: &str) -> String {
     format!(
-        "[web]\ncommand = \"node server.js\"\ninstances = {instances}\nenv = {{ {env} }}\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n"
+        "[web]\ncommand = \"node server.js\"\ninstances = {instances}\nenv = {{ {env} }}\n{extra}\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n"
     )
 }
 
@@ -174,7 +179,13 @@ fn fds(pid: i32) -> usize {
 /// (24 → 141 fds after 20 deploys, in CLOSE-WAIT).
 #[test]
 fn fds_do_not_grow_across_deploys_under_load() {
-    let d = Daemon::start(&web(2, "DELAY_MS = \"5\""));
+    // A short watch after each switch: the test is about what each
+    // deploy leaves behind, not about the watch.
+    let d = Daemon::start(&web_with(
+        2,
+        "DELAY_MS = \"5\"",
+        "watch_after_switch = \"1s\"",
+    ));
     d.wait_ready(2);
     let reload = || {
         let out = d.baton(&["reload"]);
@@ -377,4 +388,174 @@ fn max_body_size_gives_413() {
     .unwrap();
     assert_eq!(ok.status, 200);
     assert!(ok.body.contains("received 1000"), "{}", ok.body);
+}
+
+/// An instance that dies every 1.5 s outlives min_uptime (1 s) each time,
+/// so it crash-looped for good; restarts within restart_window count too,
+/// and it ends `failed` with the reason.
+#[test]
+fn a_crash_loop_past_min_uptime_ends_failed() {
+    let d = Daemon::start(
+        "[web]\ncommand = \"node server.js\"\nenv = { EXIT_AFTER_MS = \"1500\" }\nmax_restarts = 2\n[web.readiness]\nkind = \"tcp\"\n",
+    );
+    wait_until(
+        Duration::from_secs(40),
+        "the crash loop to end failed",
+        || d.count_in("failed") == 1,
+    );
+    let s = d.status();
+    let reason = s["instances"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("restart_window"), "{s:#}");
+    assert_eq!(d.baton(&["status"]).status.code(), Some(4));
+    // Nothing will become ready: a request gets its 503 at once, not after
+    // hold_timeout (30 s; the client here gives up after 5 s).
+    use std::io::{Read, Write};
+    let mut c = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer)
+        .expect("an answer well before hold_timeout");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+}
+
+/// `up --detach` with a command that does not exist exited 0; it waits for
+/// the first instance to be ready or failed, and says which.
+#[test]
+fn up_detach_reports_an_app_that_does_not_start() {
+    let d = Daemon::prepare(
+        "[web]\ncommand = \"no-such-program-for-baton\"\n[web.readiness]\nkind = \"tcp\"\n",
+    );
+    let out = d.baton(&["up", "--detach"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("did not start"), "{}", text(&out));
+    let stop = d.baton(&["stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+}
+
+/// Whether `pid` runs (a zombie does not).
+fn runs(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// `baton stop` returns once the daemon's process is gone, even in the
+/// middle of a deploy (it said `stopped` while the daemon lived 2 s more).
+#[test]
+fn stop_returns_once_the_daemon_has_exited() {
+    let d = Daemon::prepare(&web(1, "START_MS = \"500\""));
+    let out = d.baton(&["up", "--detach"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = d.status()["pid"].as_i64().expect("pid");
+    let deploy = std::process::Command::new(bin())
+        .arg("reload")
+        .current_dir(d.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("reload");
+    wait_until(Duration::from_secs(10), "the reload to start", || {
+        d.status()["deploying"].is_string()
+    });
+    let stop = d.baton(&["stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert!(
+        !runs(pid),
+        "`stop` returned while the daemon (pid {pid}) runs"
+    );
+    let _ = deploy.wait_with_output();
+}
+
+/// The daemon's orphan reaper: its child running `baton __reaper`.
+fn reaper_of(daemon: i32) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid: i32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
+            (ppid == daemon && cmdline.contains("__reaper") && alive(pid)).then_some(pid)
+        })
+}
+
+fn kill9(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+fn instance_pid(d: &Daemon) -> i32 {
+    d.status()["instances"][0]["pid"].as_i64().expect("pid") as i32
+}
+
+/// A reaper killed on its own is replaced: a kill -9 of the daemon after
+/// it still leaves no instance behind.
+#[test]
+fn a_killed_reaper_is_replaced() {
+    let mut d = Daemon::start(&web(1, ""));
+    d.wait_ready(1);
+    let app = instance_pid(&d);
+    let first = reaper_of(d.pid()).expect("a reaper");
+    kill9(first);
+    wait_until(Duration::from_secs(10), "a new reaper", || {
+        reaper_of(d.pid()).is_some_and(|p| p != first)
+    });
+    d.kill9();
+    wait_until(Duration::from_secs(10), "the instance to be killed", || {
+        !alive(app)
+    });
+}
+
+/// `killall -9 baton`: the daemon and its reaper die together and the
+/// instances live on under pid 1. The next `baton up` of the same state
+/// directory stops them before it starts its own (it started a second set
+/// beside them).
+#[test]
+fn instances_left_by_a_killed_daemon_and_reaper_are_stopped_at_the_next_start() {
+    // The instance leaves a `sleep` in its process group, as `npm start`
+    // leaves node: the parent-death signal reaches only the direct child.
+    let mut d = Daemon::start(&web(1, "SPAWN_SLEEPER = \"1\""));
+    d.wait_ready(1);
+    let app = instance_pid(&d);
+    let reaper = reaper_of(d.pid()).expect("a reaper");
+    // Stopped first, so that neither notices the other's death.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid()),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    kill9(reaper);
+    d.kill9();
+    assert!(
+        !group_members(app).is_empty(),
+        "the instance's process group outlived both"
+    );
+    let d = d.up();
+    d.wait_ready(1);
+    wait_until(
+        Duration::from_secs(10),
+        "the old group to be stopped",
+        || group_members(app).is_empty(),
+    );
+    assert!(
+        d.output().contains("left 1 process group running"),
+        "{}",
+        d.output()
+    );
+    assert_ne!(instance_pid(&d), app);
+    load_all_ok(&d, 20);
 }

@@ -196,11 +196,13 @@ fn json_schema_is_stable() {
 }
 
 /// WebSocket mode reports close codes: a deploy-free target that closes
-/// with 1001 is counted by code, not as an abnormal close.
+/// with 1001 is counted by code, not as an abnormal close. (The watch after
+/// the reload's switch is short, so that the close comes within the
+/// probe's 3 s.)
 #[test]
 fn websocket_close_codes_are_reported() {
     let d = Daemon::start(
-        "[web]\ncommand = \"node server.js\"\nconnection_drain_timeout = \"1s\"\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n",
+        "[web]\ncommand = \"node server.js\"\nconnection_drain_timeout = \"1s\"\nwatch_after_switch = \"1s\"\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n",
     );
     d.wait_ready(1);
     let probe = Command::new(bin())

@@ -366,7 +366,8 @@ fn up_detached(cli: &Cli) -> Result<(), Failure> {
         .map_err(|e| Failure::failed(format!("cannot start the daemon: {e}")))?;
     let client = ApiClient::new(&state_dir);
     let rt = runtime()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let wait = loaded.config.web.start_timeout + Duration::from_secs(30);
+    let deadline = Instant::now() + wait;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -378,20 +379,87 @@ fn up_detached(cli: &Cli) -> Result<(), Failure> {
                 last.join("\n  ")
             )));
         }
-        if rt.block_on(client.get::<StatusReport>("/status")).is_ok() {
-            println!(
-                "baton daemon started (pid {}); logs in {}",
-                child.id(),
-                log_path.display()
-            );
-            return Ok(());
+        // Started once the first instance is ready, or failed: a command
+        // that does not exist must not look like a successful start.
+        if let Ok(status) = rt.block_on(client.get::<StatusReport>("/status")) {
+            match first_start(&status) {
+                Some(Ok(())) => {
+                    println!(
+                        "baton daemon started (pid {}); logs in {}",
+                        child.id(),
+                        log_path.display()
+                    );
+                    return Ok(());
+                }
+                Some(Err(why)) => {
+                    return Err(Failure::failed(format!(
+                        "the daemon runs (pid {}), but the app did not start: {why}\n  logs in {}; fix it and `baton deploy`, or `baton stop`",
+                        child.id(),
+                        log_path.display()
+                    )))
+                }
+                None => {}
+            }
         }
         if Instant::now() > deadline {
-            return Err(Failure::failed("the daemon did not answer within 30s"));
+            return Err(Failure::failed(format!(
+                "no instance was ready within {} of the start; logs in {}",
+                humantime::format_duration(wait),
+                log_path.display()
+            )));
         }
         // Polling the socket until the daemon answers; there is no event to wait on.
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether process `pid` runs (a zombie, exited and not yet reaped by its
+/// parent, does not).
+fn process_lives(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// How the daemon's first start went: `Ok` once a web instance is ready,
+/// `Err` with the reason once every one has failed, `None` meanwhile.
+fn first_start(status: &StatusReport) -> Option<Result<(), String>> {
+    let web: Vec<_> = status
+        .instances
+        .iter()
+        .filter(|i| i.process == "web")
+        .collect();
+    if web
+        .iter()
+        .any(|i| i.state == crate::supervisor::State::Ready)
+    {
+        return Some(Ok(()));
+    }
+    // Failed, or restarting without ever having been ready (the daemon's
+    // first start retries: a command that does not exist exits 127 again
+    // and again, with a growing backoff).
+    let not_starting = |i: &&&crate::daemon::protocol::InstanceReport| {
+        i.state.is_terminal() || (i.restarts > 0 && i.reason.is_some())
+    };
+    if !web.is_empty() && web.iter().all(|i| not_starting(&i)) {
+        let why = web
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}: {}",
+                    i.instance,
+                    i.reason.as_deref().unwrap_or("stopped")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Some(Err(why));
+    }
+    None
 }
 
 fn check(cli: &Cli, json: bool) -> Result<(), Failure> {
@@ -460,16 +528,24 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
         }
         Command::Upgrade { binary, json } => upgrade::run(client, binary.as_deref(), *json).await,
         Command::Stop => {
+            let pid = client
+                .get::<StatusReport>("/status")
+                .await
+                .ok()
+                .map(|s| s.pid);
             client.send(Method::POST, "/stop", None).await?;
-            // Stopped once the daemon let go of its state lock: every
-            // instance stopped and the socket removed.
+            // Stopped once the daemon let go of its state lock (every
+            // instance stopped, the socket removed) and its process is
+            // gone: a deploy in progress may hold it a moment longer.
             let deadline = Instant::now() + Duration::from_secs(600);
-            while crate::daemon::lock::is_held(client.state_dir()) {
+            while crate::daemon::lock::is_held(client.state_dir()) || pid.is_some_and(process_lives)
+            {
                 if Instant::now() > deadline {
                     return Err(Failure::failed(
                         "the daemon is still running after 10 minutes",
                     ));
                 }
+                // Polled: there is no event for another process's exit.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             println!("stopped");

@@ -176,7 +176,7 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
     // Closed here, not at the end: a socket still open but never accepted
     // on would leave its clients waiting instead of refused.
     drop(inherited);
-    let reaper = Reaper::start().map_err(io_err("starting the orphan reaper"))?;
+    let reaper = Reaper::start(&state_dir).map_err(io_err("starting the orphan reaper"))?;
     let ctx = Context {
         ports: PortPool::default(),
         reaper: reaper.clone(),

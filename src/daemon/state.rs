@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::protocol::{InstanceReport, ReleaseReport, StatusReport};
 use crate::config::Loaded;
 use crate::deploy::new_release_id;
+use crate::proxy::router::RouteTable;
 use crate::proxy::Proxy;
 use crate::release::copy::Survey;
 use crate::release::AppDir;
@@ -153,6 +154,8 @@ impl Daemon {
     /// Describes the deploy in progress, for status and for refusals.
     pub fn set_deploying(&self, what: Option<String>) {
         *self.deploying.lock().expect("deploying lock poisoned") = what;
+        // Requests may wait for the deploy's instances (or not, after it).
+        self.publish_routes();
     }
 
     /// The deploy in progress, described.
@@ -208,6 +211,7 @@ impl Daemon {
             stop_signal: web.stop_signal(),
             kill_timeout: web.kill_timeout,
             min_uptime: web.min_uptime,
+            restart_window: web.restart_window,
             max_restarts: web.max_restarts,
             autorestart: web.autorestart,
             tcp: release.config.config.tcp.keys().cloned().collect(),
@@ -248,6 +252,7 @@ impl Daemon {
             stop_signal: p.stop_signal(),
             kill_timeout: p.kill_timeout,
             min_uptime: p.min_uptime,
+            restart_window: crate::config::default_restart_window(),
             max_restarts: p.max_restarts,
             autorestart: p.autorestart,
             tcp: Vec::new(),
@@ -459,13 +464,25 @@ impl Daemon {
         let serving = self.serving.lock().expect("serving lock poisoned");
         // A Ready instance whose drain was just called off is still listed as
         // Draining until its task handles the message; it serves either way.
-        let ready = serving
+        let ready: Vec<_> = serving
             .instances
             .iter()
             .filter(|i| matches!(i.status().state, State::Ready | State::Draining))
             .map(|i| i.upstream.clone())
             .collect();
-        self.proxy.router.publish(ready);
+        // Requests wait for an instance only while one may come: a
+        // starting or restarting one, or a deploy's.
+        let hopeless = ready.is_empty()
+            && !serving.instances.is_empty()
+            && serving
+                .instances
+                .iter()
+                .all(|i| i.status().state.is_terminal())
+            && self.deploying().is_none();
+        self.proxy.router.publish_table(RouteTable {
+            instances: ready,
+            hopeless,
+        });
     }
 
     /// Re-publishes on every instance state change, for the daemon's life.

@@ -683,7 +683,7 @@ impl Deploy {
         let web = &release.config.config.web;
         let count = web.instance_count();
         let drain_timeout = web.drain_timeout;
-        let watch_window = web.min_uptime;
+        let watch_window = web.watch_after_switch.max(web.min_uptime);
         let previous = self.daemon.current_release();
         let fresh = self.start_ready(&release, count).await?;
         let retired = self.switch(&release, fresh.clone());
@@ -701,8 +701,15 @@ impl Deploy {
             ),
         );
         // The old set keeps running until the new one has stayed up for
-        // min_uptime, so a release that dies right after its first ready
+        // watch_after_switch, so a release that dies in its first seconds
         // hands traffic straight back.
+        self.report.step(
+            Phase::Draining,
+            format!(
+                "watching the new instances for {} (watch_after_switch) before the old ones stop",
+                humantime::format_duration(watch_window)
+            ),
+        );
         if let (Err(why), Some(previous)) = (stays_up(&fresh, watch_window).await, previous) {
             self.daemon.swap(previous, retired);
             stop_all(&fresh).await;
@@ -722,7 +729,8 @@ impl Deploy {
         let count = web.instance_count() as usize;
         let surge = (*web.max_surge.get_ref() as usize).max(1);
         let drain_timeout = web.drain_timeout;
-        let watch_window = web.min_uptime;
+        let batch_window = web.min_uptime;
+        let watch_window = web.watch_after_switch.max(web.min_uptime);
         let previous = self.daemon.current_release();
         let mut old = self.daemon.serving();
         let mut fresh: Vec<Instance> = Vec::new();
@@ -744,9 +752,15 @@ impl Deploy {
             serving.extend(fresh.iter().cloned());
             retired_all.extend(self.switch(&release, serving));
             switch_ms.get_or_insert(self.began.elapsed().as_millis());
-            // A batch must stay up for min_uptime before the next one goes:
-            // the old instances it replaced are still running until the end.
-            if let Err(why) = stays_up(&new, watch_window).await {
+            // A batch must stay up for min_uptime before the next one goes,
+            // and the last one for watch_after_switch: the old instances
+            // it replaced are still running until the end.
+            let window = if fresh.len() < count {
+                batch_window
+            } else {
+                watch_window
+            };
+            if let Err(why) = stays_up(&fresh, window).await {
                 self.revert(previous.as_ref(), &old, &retired_all, &fresh)
                     .await;
                 self.machine.advance(Phase::Failed);

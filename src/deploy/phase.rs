@@ -9,7 +9,7 @@
 //! `Done` and `Failed` are terminal. A deploy can fail before the switch (the
 //! old release was never touched) or after it, while the old instances still
 //! run (switched or draining): the new instances are
-//! watched for `min_uptime` after the switch, and one that exits sends
+//! watched for `watch_after_switch` after the switch, and one that exits sends
 //! traffic back to the old instances, which are still running. Once the old
 //! instances are being stopped, the deploy can no longer fail.
 

@@ -112,6 +112,8 @@ struct Plan {
     args: ProbeArgs,
     start: Instant,
     deadline: Instant,
+    /// Ctrl-C (SIGINT): no more requests; the report covers what was sent.
+    interrupted: std::sync::atomic::AtomicBool,
     issued: AtomicU64,
     ok: AtomicU64,
     failed: AtomicU64,
@@ -121,7 +123,7 @@ struct Plan {
 impl Plan {
     /// Claims the right to send one more request.
     fn claim(&self) -> bool {
-        if Instant::now() >= self.deadline {
+        if Instant::now() >= self.deadline || self.interrupted.load(Ordering::Relaxed) {
             return false;
         }
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
@@ -202,6 +204,7 @@ pub async fn run(args: ProbeArgs) -> Result<Report, String> {
         headers,
         body: Bytes::from(args.body.clone().unwrap_or_default()),
         deadline: start + args.duration,
+        interrupted: Default::default(),
         start,
         issued: AtomicU64::new(0),
         ok: AtomicU64::new(0),
@@ -211,6 +214,15 @@ pub async fn run(args: ProbeArgs) -> Result<Report, String> {
     });
     let progress =
         (!plan.args.quiet && !plan.args.json).then(|| tokio::spawn(show_progress(plan.clone())));
+    // Ctrl-C ends the run early with a report, as a duration would.
+    let stopper = {
+        let plan = plan.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                plan.interrupted.store(true, Ordering::Relaxed);
+            }
+        })
+    };
     match plan.args.rate {
         Some(rate) => open_loop(plan.clone(), rate).await,
         None => {
@@ -222,6 +234,7 @@ pub async fn run(args: ProbeArgs) -> Result<Report, String> {
             }
         }
     }
+    stopper.abort();
     if let Some(p) = progress {
         p.abort();
         eprintln!();

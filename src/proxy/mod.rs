@@ -159,6 +159,7 @@ impl Refusal {
         let why = match why {
             NoInstance::HoldTimeout => "no instance became ready within hold_timeout",
             NoInstance::HoldFull => "too many requests are waiting for an instance",
+            NoInstance::NoneComing => "every instance has failed and none is starting",
         };
         Refusal {
             status: StatusCode::SERVICE_UNAVAILABLE,

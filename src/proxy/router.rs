@@ -18,6 +18,9 @@ use crate::config::Balance;
 pub struct RouteTable {
     /// Ready instances, in a stable order.
     pub instances: Vec<Arc<Upstream>>,
+    /// None is ready and none is on its way (every instance failed, no
+    /// deploy running): waiting would only delay the 503.
+    pub hopeless: bool,
 }
 
 /// Why no instance could be had.
@@ -27,6 +30,9 @@ pub enum NoInstance {
     HoldTimeout,
     /// Too many requests are already waiting.
     HoldFull,
+    /// No instance is ready and none is coming (see
+    /// [`RouteTable::hopeless`]).
+    NoneComing,
 }
 
 /// The router: the current table, and a way to wait for the next one.
@@ -54,7 +60,15 @@ impl Router {
 
     /// Swaps in a new table and wakes requests waiting for one.
     pub fn publish(&self, instances: Vec<Arc<Upstream>>) {
-        self.table.store(Arc::new(RouteTable { instances }));
+        self.publish_table(RouteTable {
+            instances,
+            hopeless: false,
+        });
+    }
+
+    /// Swaps in `table` and wakes requests waiting for one.
+    pub fn publish_table(&self, table: RouteTable) {
+        self.table.store(Arc::new(table));
         self.version.send_modify(|v| *v += 1);
     }
 
@@ -112,12 +126,18 @@ impl Router {
         }
         // Subscribed before the next look, so no publish is missed.
         let mut changes = self.version.subscribe();
+        if self.table.load().hopeless {
+            return Err(NoInstance::NoneComing);
+        }
         let _permit = self.hold.try_acquire().map_err(|_| NoInstance::HoldFull)?;
         self.held.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + hold;
         loop {
             if let Some(u) = self.pick(tried) {
                 return Ok(u);
+            }
+            if self.table.load().hopeless {
+                return Err(NoInstance::NoneComing);
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,

@@ -23,6 +23,8 @@ use super::spawn;
 use crate::config::{Readiness, ReadinessKind};
 use crate::proxy::upstream::Upstream;
 
+/// Exits within `restart_window` from which on each one is unstable.
+const LOOP_EXITS: usize = 3;
 /// Backoff between crash restarts starts here and doubles per unstable exit.
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// ... up to this.
@@ -101,6 +103,8 @@ pub struct InstanceSpec {
     pub kill_timeout: Duration,
     /// Exits sooner than this after start are unstable.
     pub min_uptime: Duration,
+    /// Restarts within this window count as a crash loop.
+    pub restart_window: Duration,
     /// Unstable exits in a row before failed.
     pub max_restarts: u32,
     /// Restart it when it exits; off, an exit is final.
@@ -344,6 +348,8 @@ impl InstanceTask {
     async fn run(mut self) {
         let mut unstable = 0u32;
         let mut restarts = 0u32;
+        // When the last exits were, within restart_window.
+        let mut recent: Vec<tokio::time::Instant> = Vec::new();
         loop {
             let (status, uptime) = match self.run_once().await {
                 RunEnd::Stopped(reply) => {
@@ -365,7 +371,14 @@ impl InstanceTask {
                 let reason = self.with_tail(format!("{how}; not restarted (autorestart = false)"));
                 return self.end(Some(reason), restarts);
             }
-            unstable = if uptime < self.spec.min_uptime {
+            // A crash loop: an exit within min_uptime, or the third exit
+            // within restart_window even when each run outlived min_uptime
+            // (a release that dies every few seconds looped for good).
+            let now = tokio::time::Instant::now();
+            recent.retain(|t| now.duration_since(*t) < self.spec.restart_window);
+            recent.push(now);
+            let looping = recent.len() >= LOOP_EXITS;
+            unstable = if uptime < self.spec.min_uptime || looping {
                 unstable + 1
             } else {
                 0
@@ -373,8 +386,9 @@ impl InstanceTask {
             restarts += 1;
             if unstable > self.spec.max_restarts {
                 let reason = self.with_tail(format!(
-                    "{how}; crashed {unstable} times in a row within min_uptime ({}), giving up",
-                    humantime::format_duration(self.spec.min_uptime)
+                    "{how}; crashed {unstable} times in a row within min_uptime ({}) or restart_window ({}), giving up",
+                    humantime::format_duration(self.spec.min_uptime),
+                    humantime::format_duration(self.spec.restart_window)
                 ));
                 return self.end(Some(reason), restarts);
             }

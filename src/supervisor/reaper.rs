@@ -6,31 +6,56 @@
 //! told each group as it starts and ends over a pipe; when the pipe reaches
 //! end-of-file (the daemon is gone, however it went) it sends SIGKILL to the
 //! groups still registered and exits.
+//!
+//! Two more guards, for what the helper alone cannot cover:
+//! - A helper that dies (killed on its own) is noticed by a thread that
+//!   waits for it, and replaced; the new one is told every live group.
+//! - The groups are also recorded in the state directory (`groups`), so that
+//!   when the daemon and the helper die together (`killall -9 baton`), the
+//!   next daemon of the same state directory stops what they left before it
+//!   starts anything.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 /// The hidden subcommand that runs the helper.
 pub const REAPER_ARG: &str = "__reaper";
+/// How long groups left by an earlier daemon get between SIGTERM and
+/// SIGKILL.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
 
 /// The daemon's side of the helper.
 #[derive(Clone)]
 pub struct Reaper {
-    pipe: Arc<Mutex<Option<(Child, ChildStdin)>>>,
+    inner: Arc<Mutex<Inner>>,
 }
 
-impl Reaper {
-    /// Starts the helper from this same executable.
-    ///
-    /// # Errors
-    /// When the helper cannot be spawned.
-    pub fn start() -> std::io::Result<Reaper> {
+struct Inner {
+    helper: Option<Helper>,
+    /// Live groups: pgid → the start time of its leader (clock ticks since
+    /// boot), which tells the group from a later one with the same number.
+    groups: BTreeMap<i32, u64>,
+    /// Where the groups are recorded for the next daemon.
+    record: PathBuf,
+    /// A clean shutdown: the helper's exit is expected.
+    closing: bool,
+}
+
+struct Helper {
+    child: Child,
+    stdin: ChildStdin,
+}
+
+impl Helper {
+    fn spawn() -> std::io::Result<Helper> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .arg(REAPER_ARG)
@@ -39,35 +64,206 @@ impl Reaper {
             .process_group(0)
             .spawn()?;
         let stdin = child.stdin.take().expect("stdin was piped");
-        Ok(Reaper {
-            pipe: Arc::new(Mutex::new(Some((child, stdin)))),
-        })
+        Ok(Helper { child, stdin })
+    }
+}
+
+impl Inner {
+    fn send(&mut self, line: &str) {
+        if let Some(helper) = self.helper.as_mut() {
+            // A failed write means the helper died; its watcher replaces it
+            // and tells the new one every group.
+            let _ = helper.stdin.write_all(line.as_bytes());
+        }
     }
 
-    fn send(&self, line: String) {
-        if let Some((_, stdin)) = self.pipe.lock().expect("reaper lock poisoned").as_mut() {
-            // A failed write means the helper died; cleanup still happens by
-            // the explicit stops, so there is nothing better to do than go on.
-            let _ = stdin.write_all(line.as_bytes());
+    /// Writes the live groups to the state directory, whole (a temporary
+    /// file renamed over the old one).
+    fn save(&self) {
+        let mut text = format!("{}\n", boot_id());
+        for (pgid, started) in &self.groups {
+            text.push_str(&format!("{pgid} {started}\n"));
+        }
+        let tmp = self.record.with_extension("tmp");
+        let saved = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.record));
+        if let Err(e) = saved {
+            tracing::warn!(
+                "cannot record the process groups in {}: {e}",
+                self.record.display()
+            );
+        }
+    }
+}
+
+impl Reaper {
+    /// Stops the groups an earlier daemon of `state_dir` left behind, then
+    /// starts the helper from this same executable.
+    ///
+    /// # Errors
+    /// When the helper cannot be spawned.
+    pub fn start(state_dir: &Path) -> std::io::Result<Reaper> {
+        let record = state_dir.join("groups");
+        stop_leftovers(&record);
+        let helper = Helper::spawn()?;
+        let pid = helper.child.id();
+        let reaper = Reaper {
+            inner: Arc::new(Mutex::new(Inner {
+                helper: Some(helper),
+                groups: BTreeMap::new(),
+                record,
+                closing: false,
+            })),
+        };
+        reaper.inner().save();
+        reaper.watch(pid);
+        Ok(reaper)
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("reaper lock poisoned")
+    }
+
+    /// Waits, on a thread of its own, for the helper to exit; one that
+    /// exits before a clean shutdown is replaced.
+    fn watch(&self, mut pid: u32) {
+        let reaper = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("baton-reaper-watch".into())
+            .spawn(move || loop {
+                let _ = nix::sys::wait::waitpid(Pid::from_raw(pid as i32), None);
+                let mut inner = reaper.inner();
+                if inner.closing {
+                    return;
+                }
+                match Helper::spawn() {
+                    Ok(helper) => {
+                        tracing::warn!(
+                            "the orphan reaper (pid {pid}) died; started another (pid {})",
+                            helper.child.id()
+                        );
+                        pid = helper.child.id();
+                        inner.helper = Some(helper);
+                        let lines: Vec<String> =
+                            inner.groups.keys().map(|g| format!("+{g}\n")).collect();
+                        for line in lines {
+                            inner.send(&line);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "the orphan reaper died and cannot be restarted: {e}; if the daemon is killed, its instances will be stopped by the next `baton up`"
+                        );
+                        inner.helper = None;
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot watch the orphan reaper: {e}");
         }
     }
 
     /// The group `pgid` now exists.
     pub fn register(&self, pgid: i32) {
-        self.send(format!("+{pgid}\n"));
+        let started = leader_start(pgid).unwrap_or(0);
+        let mut inner = self.inner();
+        inner.groups.insert(pgid, started);
+        inner.send(&format!("+{pgid}\n"));
+        inner.save();
     }
 
     /// The group `pgid` was stopped by the daemon.
     pub fn unregister(&self, pgid: i32) {
-        self.send(format!("-{pgid}\n"));
+        let mut inner = self.inner();
+        inner.groups.remove(&pgid);
+        inner.send(&format!("-{pgid}\n"));
+        inner.save();
     }
 
     /// Ends the helper after a clean shutdown.
     pub fn shutdown(&self) {
-        if let Some((mut child, stdin)) = self.pipe.lock().expect("reaper lock poisoned").take() {
+        let helper = {
+            let mut inner = self.inner();
+            inner.closing = true;
+            inner.helper.take()
+        };
+        if let Some(Helper { mut child, stdin }) = helper {
             drop(stdin);
+            // The watcher may have reaped it already.
             let _ = child.wait();
         }
+    }
+}
+
+/// This boot's id: recorded groups from another boot are long gone, and
+/// their numbers may be anyone's now.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// When process `pid` started, in clock ticks since boot.
+fn leader_start(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22; the command name (field 2) may hold spaces, so count from
+    // its closing parenthesis.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Whether the group still has a process in it.
+fn group_lives(pgid: i32) -> bool {
+    killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
+/// Stops the groups recorded in `record` by a daemon that died with its
+/// helper: SIGTERM, then SIGKILL after a grace period. A recorded number
+/// whose leader is another process now (started at another time) is left
+/// alone.
+fn stop_leftovers(record: &Path) {
+    let Ok(text) = std::fs::read_to_string(record) else {
+        return;
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(boot_id().as_str()) {
+        return;
+    }
+    let ours: Vec<i32> = lines
+        .filter_map(|line| {
+            let (pgid, started) = line.split_once(' ')?;
+            let (pgid, started): (i32, u64) = (pgid.parse().ok()?, started.parse().ok()?);
+            let same = match leader_start(pgid) {
+                Some(now) => now == started,
+                // The leader is gone; while the group lives its number
+                // cannot have been given to another.
+                None => true,
+            };
+            (same && group_lives(pgid)).then_some(pgid)
+        })
+        .collect();
+    if ours.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        "an earlier daemon of this state directory died and left {} process group{} running ({ours:?}); stopping them before starting",
+        ours.len(),
+        if ours.len() == 1 { "" } else { "s" }
+    );
+    for &pgid in &ours {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + LEFTOVER_GRACE;
+    while ours.iter().any(|&g| group_lives(g)) && Instant::now() < deadline {
+        // Polled: there is no event for another process group's exit.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &pgid in &ours {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
 }
 
@@ -81,7 +277,7 @@ pub fn run_helper() {
         let _ = nix::sys::signal::signal(Signal::SIGINT, nix::sys::signal::SigHandler::SigIgn);
         let _ = nix::sys::signal::signal(Signal::SIGTERM, nix::sys::signal::SigHandler::SigIgn);
     }
-    let mut groups = BTreeSet::new();
+    let mut groups = std::collections::BTreeSet::new();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let (op, num) = line.split_at(1.min(line.len()));
