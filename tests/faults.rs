@@ -559,3 +559,54 @@ fn instances_left_by_a_killed_daemon_and_reaper_are_stopped_at_the_next_start() 
     assert_ne!(instance_pid(&d), app);
     load_all_ok(&d, 20);
 }
+
+/// A hung instance still hung when it comes back after fail_timeout stays
+/// bad: it gets a fresh process, started and ready before the hung one
+/// leaves (as for max_memory), with no request failing meanwhile.
+#[test]
+fn an_instance_that_stays_hung_is_replaced() {
+    let d = Daemon::start(&format!(
+        "balance = \"round-robin\"\nresponse_timeout = \"500ms\"\nmax_fails = 1\nfail_timeout = \"1s\"\n{}",
+        tcp_web(2, "HANG_INSTANCE = \"web#2\"")
+    ));
+    d.wait_ready(2);
+    let load = d.probe("/", &["--duration", "8s", "--concurrency", "2"]);
+    wait_until(Duration::from_secs(20), "web#2 to be replaced", || {
+        let s = d.status();
+        let instances = s["instances"].as_array().cloned().unwrap_or_default();
+        let ready: Vec<&str> = instances
+            .iter()
+            .filter(|i| i["state"] == "ready")
+            .filter_map(|i| i["instance"].as_str())
+            .collect();
+        ready.len() == 2 && !ready.contains(&"web#2")
+    });
+    let r = load.report();
+    assert_eq!(r["failed"], 0, "{r:#}");
+    assert!(
+        d.output().contains("giving it a fresh process"),
+        "{}",
+        d.output()
+    );
+}
+
+/// An app log in a folder that cannot be made dropped every line without a
+/// word; now the daemon says so once, and `baton status` shows it.
+#[test]
+fn an_unwritable_log_folder_is_reported() {
+    let d = Daemon::start(&format!(
+        "[daemon]\napp_log = \"/dev/full/app.log\"\n{}",
+        web(1, "LOG_REQUESTS = \"1\"")
+    ));
+    d.wait_ready(1);
+    load_all_ok(&d, 20);
+    let s = d.status();
+    assert!(s["log_errors"].as_u64().unwrap_or(0) > 0, "{s:#}");
+    assert!(
+        s["log_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/dev/full/app.log")),
+        "{s:#}"
+    );
+    assert!(d.output().contains("log write failed"), "{}", d.output());
+}

@@ -1,6 +1,8 @@
 //! pm2's `max_memory_restart`, without its downtime: an instance whose
 //! process group holds more than `[web] max_memory` is replaced by a fresh
 //! one, started and ready before the old one leaves rotation and drains.
+//! An instance the proxy finds bad for good (see [`replace_bad`]) is
+//! replaced the same way.
 //! A singleton past its `[process.<name>] max_memory` is restarted: stopped,
 //! then started, since two must never run at once.
 
@@ -98,4 +100,35 @@ fn watched_instances(daemon: &Daemon) -> Vec<Watched> {
         }
     }
     watched
+}
+
+/// Replaces the instances the proxy reports as staying bad (timed out
+/// again after `fail_timeout` out of rotation: a hung process still
+/// accepts connections), one at a time, for the daemon's life.
+pub async fn replace_bad(
+    daemon: Arc<Daemon>,
+    mut bad: tokio::sync::mpsc::UnboundedReceiver<Arc<str>>,
+) {
+    loop {
+        let id = tokio::select! {
+            id = bad.recv() => match id {
+                Some(id) => id,
+                None => return,
+            },
+            _ = daemon.shutdown.cancelled() => return,
+        };
+        if !daemon.serving().iter().any(|i| i.id == id) {
+            continue;
+        }
+        let why = "it timed out again after fail_timeout out of rotation".to_string();
+        tracing::warn!("{id}: {why}; giving it a fresh process");
+        let kind = Kind::Replace {
+            instance: id.to_string(),
+            why,
+        };
+        match crate::deploy::run_unwatched(&daemon, kind).await {
+            Ok(_) => tracing::info!("{id} replaced"),
+            Err(e) => tracing::warn!("{id} could not be replaced: {e}"),
+        }
+    }
 }

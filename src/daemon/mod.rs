@@ -222,6 +222,9 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
 
     daemon.clone().start_initial().await;
     tokio::spawn(memory::watch(daemon.clone()));
+    if let Some(bad) = proxy.take_stays_bad() {
+        tokio::spawn(memory::replace_bad(daemon.clone(), bad));
+    }
     tokio::spawn(crate::schedule::keep(daemon.clone()));
     if let Some(inbox) = &daemon.config().config.releases.inbox {
         let inbox = daemon.config().base_dir.join(inbox);

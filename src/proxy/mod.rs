@@ -85,6 +85,11 @@ pub struct Proxy {
     pub closing: CancellationToken,
     /// The limits on each exchange with an instance, from `config`.
     limits: ExchangeLimits,
+    /// Instances that stay bad (out of rotation twice in a row for
+    /// timeouts), for the daemon to replace.
+    stays_bad: tokio::sync::mpsc::UnboundedSender<Arc<str>>,
+    /// The other end, taken once by the daemon.
+    stays_bad_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Arc<str>>>>,
 }
 
 /// What goes to the instance at each attempt.
@@ -181,9 +186,12 @@ impl Refusal {
 impl Proxy {
     /// A proxy with an empty route table.
     pub fn new(config: ProxyConfig) -> Arc<Proxy> {
+        let (stays_bad, stays_bad_rx) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Proxy {
             router: Arc::new(Router::new(config.balance, config.hold_capacity)),
             limits: config.exchange_limits(),
+            stays_bad,
+            stays_bad_rx: std::sync::Mutex::new(Some(stays_bad_rx)),
             config,
             stats: ProxyStats::default(),
             tunnels: TaskTracker::new(),
@@ -355,11 +363,12 @@ impl Proxy {
                         && can_retry
                         && replayable => {}
                 Ok(reply) => {
+                    upstream.answered();
                     return Ok(Forwarded {
                         reply,
                         guard,
                         upstream,
-                    })
+                    });
                 }
                 Err(AttemptError::Connect(id, why)) => {
                     self.report_unreachable(&upstream);
@@ -434,6 +443,15 @@ impl Proxy {
         tracing::warn!(status = refusal.status.as_u16(), "{}", refusal.why);
     }
 
+    /// The instances that stay bad, as the proxy finds them (see
+    /// [`Proxy::report_slow`]); `None` after the first call.
+    pub fn take_stays_bad(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Arc<str>>> {
+        self.stays_bad_rx
+            .lock()
+            .expect("stays_bad lock poisoned")
+            .take()
+    }
+
     /// Passive health for an instance that timed out: `max_fails`
     /// timeouts within `fail_timeout` take it out of rotation for
     /// `fail_timeout`, then it is tried again (nginx's `max_fails` and
@@ -446,6 +464,11 @@ impl Proxy {
         }
         if upstream.set_down(true) {
             return;
+        }
+        // Benched a second time with no good answer between: it stays bad,
+        // and the daemon gives it a fresh process (as for max_memory).
+        if upstream.bench() >= 2 {
+            let _ = self.stays_bad.send(upstream.id.clone());
         }
         tracing::warn!(
             instance = %upstream.id,

@@ -34,6 +34,8 @@ pub struct Upstream {
     /// Timeouts in the current `fail_timeout` window (see
     /// [`Upstream::record_failure`]).
     failures: std::sync::Mutex<Failures>,
+    /// Times taken out of rotation for timeouts since its last answer.
+    benched: std::sync::atomic::AtomicU32,
 }
 
 /// Recent timeouts of one instance.
@@ -79,6 +81,7 @@ impl Upstream {
             finished: tokio::sync::Notify::new(),
             tcp_ports: Vec::new(),
             failures: Default::default(),
+            benched: Default::default(),
         }
     }
 
@@ -132,6 +135,20 @@ impl Upstream {
             return true;
         }
         false
+    }
+
+    /// Counts one more time out of rotation for timeouts; returns how many
+    /// since its last answer.
+    pub fn bench(&self) -> u32 {
+        self.benched.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// It answered: it is not one that stays bad.
+    pub fn answered(&self) {
+        // Read first: the common case writes nothing to the shared line.
+        if self.benched.load(Ordering::Relaxed) != 0 {
+            self.benched.store(0, Ordering::Relaxed);
+        }
     }
 
     /// A deploy took it out of rotation.

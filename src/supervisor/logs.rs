@@ -41,32 +41,45 @@ pub struct LogHealth {
     pub stdout_dropped: AtomicU64,
     /// Lines a log file did not take (it could not be opened or written).
     pub file_errors: AtomicU64,
-    /// The last failure while writes keep failing, for `baton status`.
-    last: Mutex<Option<String>>,
+    /// The last failure while writes there keep failing, for `baton
+    /// status`, and where it was.
+    last: Mutex<Option<(Target, String)>>,
+}
+
+/// Where a log line goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Stdout,
+    File,
 }
 
 impl LogHealth {
     /// Counts a failed line; the first failure after a success is logged.
-    fn failed(&self, counter: &AtomicU64, what: std::fmt::Arguments<'_>) {
+    fn failed(&self, target: Target, counter: &AtomicU64, what: std::fmt::Arguments<'_>) {
         counter.fetch_add(1, Ordering::Relaxed);
         let mut last = self.last.lock().expect("log health lock poisoned");
         if last.is_none() {
             let text = what.to_string();
             tracing::warn!("log write failed: {text} (counted in `baton status` and /metrics)");
-            *last = Some(text);
+            *last = Some((target, text));
         }
     }
 
-    fn recovered(&self) {
+    /// A write to `target` worked: a failure there is over.
+    fn recovered(&self, target: Target) {
         let mut last = self.last.lock().expect("log health lock poisoned");
-        if last.is_some() {
+        if last.as_ref().is_some_and(|(t, _)| *t == target) {
             *last = None;
         }
     }
 
     /// The last failure, while writes still fail.
     pub fn last(&self) -> Option<String> {
-        self.last.lock().expect("log health lock poisoned").clone()
+        self.last
+            .lock()
+            .expect("log health lock poisoned")
+            .as_ref()
+            .map(|(_, why)| why.clone())
     }
 
     /// Every line that failed or was dropped.
@@ -92,9 +105,12 @@ fn echo(line: String) {
                 for line in lines {
                     let mut out = stdout.lock();
                     match writeln!(out, "{line}").and_then(|()| out.flush()) {
-                        Ok(()) => LOG_HEALTH.recovered(),
-                        Err(e) => LOG_HEALTH
-                            .failed(&LOG_HEALTH.stdout_errors, format_args!("stdout: {e}")),
+                        Ok(()) => LOG_HEALTH.recovered(Target::Stdout),
+                        Err(e) => LOG_HEALTH.failed(
+                            Target::Stdout,
+                            &LOG_HEALTH.stdout_errors,
+                            format_args!("stdout: {e}"),
+                        ),
                     }
                 }
             });
@@ -106,10 +122,12 @@ fn echo(line: String) {
     match queue.try_send(line) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => LOG_HEALTH.failed(
+            Target::Stdout,
             &LOG_HEALTH.stdout_dropped,
             format_args!("stdout is not read fast enough; lines dropped"),
         ),
         Err(TrySendError::Disconnected(_)) => LOG_HEALTH.failed(
+            Target::Stdout,
             &LOG_HEALTH.stdout_errors,
             format_args!("stdout: the log writer thread is gone"),
         ),
@@ -147,6 +165,7 @@ impl LogSink {
         let opened = open_log(&path);
         if let Err(e) = &opened {
             LOG_HEALTH.failed(
+                Target::File,
                 &LOG_HEALTH.file_errors,
                 format_args!("{}: {e}", path.display()),
             );
@@ -208,6 +227,7 @@ impl LogSink {
                 Err(e) => {
                     sink.failed_at = Some(Instant::now());
                     LOG_HEALTH.failed(
+                        Target::File,
                         &LOG_HEALTH.file_errors,
                         format_args!("{}: {e}", sink.path.display()),
                     );
@@ -217,8 +237,12 @@ impl LogSink {
         }
         if let Some(f) = sink.file.as_mut() {
             match writeln!(f, "{line}") {
-                Ok(()) => sink.written += line.len() as u64 + 1,
+                Ok(()) => {
+                    sink.written += line.len() as u64 + 1;
+                    LOG_HEALTH.recovered(Target::File);
+                }
                 Err(e) => LOG_HEALTH.failed(
+                    Target::File,
                     &LOG_HEALTH.file_errors,
                     format_args!("{}: {e}", sink.path.display()),
                 ),
