@@ -400,6 +400,17 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// Ends the run now (Ctrl-C, which the probe answers with its report)
+    /// and returns the report.
+    pub fn stop(self) -> Value {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("SIGINT to the probe");
+        self.report()
+    }
+
     /// Waits for the report.
     pub fn report(self) -> Value {
         let out = self.child.wait_with_output().expect("probe output");
