@@ -661,6 +661,11 @@ fn request_cases() -> Vec<(&'static str, Vec<u8>, Vec<Outcome>)> {
             vec![Forwarded(get_x("/"))],
         ),
         (
+            "a close in one Connection line wins over a keep-alive in another (found by fuzzing)",
+            b("GET /1 HTTP/1.0\r\nConnection: close\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.0\r\n\r\n"),
+            vec![Forwarded(fwd("GET /1", None, &[], "", ""))],
+        ),
+        (
             "Connection: close ends the connection after the answer",
             b("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
             vec![Forwarded(get_x("/"))],

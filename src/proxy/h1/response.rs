@@ -87,6 +87,7 @@ pub(super) fn parse_head(
         .map_err(|e| broken(e.to_string()))?;
     let mut keep_alive = parsed.version == Some(1) && !facts.suspicious;
     let mut names_fields = false;
+    let mut closes = false;
     let mut event_stream = false;
     let start = buf.as_ptr() as usize;
     let span = |s: &[u8]| {
@@ -100,8 +101,10 @@ pub(super) fn parse_head(
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
+                    closes = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = keep_alive || !facts.suspicious;
+                    // A close anywhere wins over a keep-alive.
+                    keep_alive = keep_alive || !(facts.suspicious || closes);
                 } else if !token.is_empty() {
                     names_fields = true;
                 }
@@ -552,6 +555,14 @@ mod tests {
                 false
             ),
             (Decoding::Length(2), false)
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.0 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n",
+                false
+            ),
+            (Decoding::Length(2), false),
+            "a close in one Connection line wins over a keep-alive in another"
         );
         let mut both = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n"[..],

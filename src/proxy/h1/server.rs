@@ -642,11 +642,10 @@ pub(super) fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) ->
     if is_upgrade(fields) {
         return Parsed::Other(Next::Handoff);
     }
-    let keep_alive = if http10 {
-        connection_lists(fields, b"keep-alive")
-    } else {
-        !connection_lists(fields, b"close")
-    };
+    // A close in any Connection line wins over a keep-alive in another,
+    // as hyper reads them.
+    let keep_alive =
+        !connection_lists(fields, b"close") && (!http10 || connection_lists(fields, b"keep-alive"));
     let head = RequestHead::encode_raw(
         method.as_bytes(),
         target,
