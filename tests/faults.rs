@@ -628,3 +628,19 @@ fn an_unwritable_log_folder_is_reported() {
     );
     assert!(d.output().contains("log write failed"), "{}", d.output());
 }
+
+/// A full disk under the state directory, as the daemon sees it: its file
+/// size limit (RLIMIT_FSIZE, `ulimit -f`) lets no file grow past 16 KiB, so
+/// writes fail as on a full disk (EFBIG instead of ENOSPC; the daemon
+/// ignores SIGXFSZ). The app's log and the release copy fail; serving does
+/// not, and the lost lines are counted.
+#[test]
+fn a_full_state_disk_keeps_serving() {
+    let d = Daemon::prepare(&web(1, "LOG_REQUESTS = \"1\""))
+        .up_via_shell("ulimit -f 32 && exec \"$BATON\" up");
+    d.wait_ready(1);
+    load_all_ok(&d, 400);
+    let s = d.status();
+    assert!(s["log_errors"].as_u64().unwrap_or(0) > 0, "{s:#}");
+    load_all_ok(&d, 100);
+}

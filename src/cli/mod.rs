@@ -319,13 +319,17 @@ fn up_foreground(cli: &Cli) -> Result<(), Failure> {
     }
 }
 
+/// The daemon's own log, on stderr through a queue that never blocks or
+/// panics a task (see `QueuedStderr`).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(crate::supervisor::logs::QueuedStderr)
+        .log_internal_errors(false)
         .try_init();
 }
 

@@ -35,6 +35,9 @@ const REOPEN_AFTER: Duration = Duration::from_secs(5);
 /// Failed log writes since the daemon started.
 #[derive(Default)]
 pub struct LogHealth {
+    /// Lines of the daemon's own log (stderr) that were lost: the write
+    /// failed or stderr was not read fast enough.
+    pub stderr_lost: AtomicU64,
     /// Lines the daemon's output did not take (its write failed).
     pub stdout_errors: AtomicU64,
     /// Lines dropped because the daemon's output was not read fast enough.
@@ -84,7 +87,8 @@ impl LogHealth {
 
     /// Every line that failed or was dropped.
     pub fn total(&self) -> u64 {
-        self.stdout_errors.load(Ordering::Relaxed)
+        self.stderr_lost.load(Ordering::Relaxed)
+            + self.stdout_errors.load(Ordering::Relaxed)
             + self.stdout_dropped.load(Ordering::Relaxed)
             + self.file_errors.load(Ordering::Relaxed)
     }
@@ -92,6 +96,64 @@ impl LogHealth {
 
 /// Failed log writes, for status and metrics.
 pub static LOG_HEALTH: LazyLock<LogHealth> = LazyLock::new(LogHealth::default);
+
+/// The daemon's own log (tracing's events) goes to stderr the way app
+/// lines go to stdout: through a bounded queue to a thread of its own, so
+/// that a stderr that is full, closed or not read never blocks a task and
+/// never panics one (tracing's default writer reports its own failures
+/// with `eprintln!`, which panics when stderr fails). Lost lines are only
+/// counted: reporting them through tracing would loop.
+#[derive(Clone, Copy, Default)]
+pub struct QueuedStderr;
+
+/// One event's bytes, queued whole when the event is written.
+pub struct StderrLine(Vec<u8>);
+
+impl Write for StderrLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for StderrLine {
+    fn drop(&mut self) {
+        static QUEUE: OnceLock<Option<SyncSender<Vec<u8>>>> = OnceLock::new();
+        let queue = QUEUE.get_or_init(|| {
+            let (send, lines) = sync_channel::<Vec<u8>>(ECHO_QUEUE);
+            std::thread::Builder::new()
+                .name("baton-stderr".into())
+                .spawn(move || {
+                    let stderr = std::io::stderr();
+                    for line in lines {
+                        let mut err = stderr.lock();
+                        if err.write_all(&line).and_then(|()| err.flush()).is_err() {
+                            LOG_HEALTH.stderr_lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+                .ok()
+                .map(|_| send)
+        });
+        let line = std::mem::take(&mut self.0);
+        let sent = queue.as_ref().is_some_and(|q| q.try_send(line).is_ok());
+        if !sent {
+            LOG_HEALTH.stderr_lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for QueuedStderr {
+    type Writer = StderrLine;
+
+    fn make_writer(&'a self) -> StderrLine {
+        StderrLine(Vec::with_capacity(256))
+    }
+}
 
 /// Queues a line for the daemon's output, which a thread of its own writes.
 fn echo(line: String) {

@@ -66,6 +66,7 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
         log_errors.clone(),
     );
     for (target, n) in [
+        ("stderr", &LOG_HEALTH.stderr_lost),
         ("stdout", &LOG_HEALTH.stdout_errors),
         ("stdout_dropped", &LOG_HEALTH.stdout_dropped),
         ("file", &LOG_HEALTH.file_errors),
