@@ -68,9 +68,9 @@ fn builder(cfg: &ProxyConfig) -> auto::Builder<TokioExecutor> {
 /// Serves `listener` until `shutdown` fires, then lets open connections
 /// finish their requests for up to `grace`.
 ///
-/// A connection starts with Baton's own HTTP/1.1 server, which serves the
-/// common requests, and goes on with hyper if it sends something else
-/// (h2c, an upgrade, a chunked body).
+/// A connection starts with Baton's own HTTP/1.1 server, which serves
+/// every HTTP/1 request but an upgrade, and goes on with hyper for an
+/// upgrade or h2c.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,

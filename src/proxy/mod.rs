@@ -4,10 +4,9 @@
 //!
 //! - [`listener`]: accepting connections, HTTP/1.1 + h2c, slowloris guard.
 //! - [`activation`]: listening sockets passed in by systemd.
-//! - [`h1`]: Baton's own HTTP/1.1, both sides: the server for the common
-//!   requests (all but upgrades and chunked bodies, which hyper serves, as
-//!   it serves h2c) and the client for the pooled connections to instances
-//!   ([`pool`]).
+//! - [`h1`]: Baton's own HTTP/1.1, both sides: the server for every
+//!   HTTP/1 request but an upgrade (which hyper serves, as it serves h2c)
+//!   and the client for the pooled connections to instances ([`pool`]).
 //! - [`router`]: the atomically swapped route table and the hold queue.
 //! - [`upstream`]: one instance's address and in-flight counts.
 //! - [`framing`]: the one decision of how a message is framed and which
