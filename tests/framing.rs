@@ -731,6 +731,7 @@ fn request_framing_cases() {
     let suite = Suite::start();
     let cases = request_cases();
     assert!(cases.len() >= 60, "{} request cases", cases.len());
+    println!("{} request cases", cases.len());
     for (name, send, outcomes) in cases {
         suite.run(name, &send, &outcomes);
     }
@@ -920,6 +921,7 @@ fn answer_framing_cases() {
         "{} answer cases",
         count + refused.len()
     );
+    println!("{} answer cases", count + refused.len());
     for (name, answer) in refused {
         bad_gateway(&suite, name, &answer);
     }
