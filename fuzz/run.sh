@@ -16,6 +16,7 @@ if [ "${#targets[@]}" -eq 0 ]; then
   targets=(request_head answer framing differential)
 fi
 for target in "${targets[@]}"; do
+  BATON_FUZZ_SEED="${BATON_FUZZ_SEED:-$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')}" \
   BATON_FUZZ_SECONDS="$seconds" cargo test --release --test fuzz "fuzz_$target" -- --exact --nocapture 2>&1 |
     grep -E '^fuzz |fails on|panicked|test result'
 done
