@@ -417,18 +417,6 @@ fn up_detached(cli: &Cli) -> Result<(), Failure> {
     }
 }
 
-/// Whether process `pid` runs (a zombie, exited and not yet reaped by its
-/// parent, does not).
-fn process_lives(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
 /// How the daemon's first start went: `Ok` once a web instance is ready,
 /// `Err` with the reason once every one has failed, `None` meanwhile.
 fn first_start(status: &StatusReport) -> Option<Result<(), String>> {
@@ -542,7 +530,8 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
             // instance stopped, the socket removed) and its process is
             // gone: a deploy in progress may hold it a moment longer.
             let deadline = Instant::now() + Duration::from_secs(600);
-            while crate::daemon::lock::is_held(client.state_dir()) || pid.is_some_and(process_lives)
+            while crate::daemon::lock::is_held(client.state_dir())
+                || pid.is_some_and(crate::supervisor::usage::is_running)
             {
                 if Instant::now() > deadline {
                     return Err(Failure::failed(

@@ -165,7 +165,7 @@ impl Reaper {
 
     /// The group `pgid` now exists.
     pub fn register(&self, pgid: i32) {
-        let started = leader_start(pgid).unwrap_or(0);
+        let started = super::usage::start_ticks(pgid).unwrap_or(0);
         let mut inner = self.inner();
         inner.groups.insert(pgid, started);
         inner.send(&format!("+{pgid}\n"));
@@ -203,19 +203,6 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// When process `pid` started, in clock ticks since boot.
-fn leader_start(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22; the command name (field 2) may hold spaces, so count from
-    // its closing parenthesis.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
-}
-
 /// Whether the group still has a process in it.
 fn group_lives(pgid: i32) -> bool {
     killpg(Pid::from_raw(pgid), None).is_ok()
@@ -237,7 +224,7 @@ fn stop_leftovers(record: &Path) {
         .filter_map(|line| {
             let (pgid, started) = line.split_once(' ')?;
             let (pgid, started): (i32, u64) = (pgid.parse().ok()?, started.parse().ok()?);
-            let same = match leader_start(pgid) {
+            let same = match super::usage::start_ticks(pgid) {
                 Some(now) => now == started,
                 // The leader is gone; while the group lives its number
                 // cannot have been given to another.

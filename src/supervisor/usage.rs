@@ -133,6 +133,17 @@ pub fn is_running(pid: u32) -> bool {
     !matches!(state, Some("Z" | "X"))
 }
 
+/// When process `pid` started, in clock ticks since boot (field 22 of its
+/// /proc/<pid>/stat). Blocking: it reads /proc.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    after_name(&stat)?
+        .split_whitespace()
+        .nth(22 - 3)?
+        .parse()
+        .ok()
+}
+
 /// A /proc/<pid>/stat line from field 3 (the state) on. The command name
 /// before it can hold spaces and parentheses, so it ends at the last `)`.
 fn after_name(stat: &str) -> Option<&str> {
@@ -169,6 +180,22 @@ fn page_size() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A child started after this process, and a process that does not
+    /// exist has no start time.
+    #[test]
+    fn start_ticks_order_processes() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let me = start_ticks(std::process::id() as i32).unwrap();
+        let it = start_ticks(child.id() as i32).unwrap();
+        assert!(it >= me, "{it} < {me}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(start_ticks(child.id() as i32), None);
+    }
 
     /// Fields are counted after the name, which may hold spaces and `)`.
     #[test]
