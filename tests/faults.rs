@@ -644,3 +644,39 @@ fn a_full_state_disk_keeps_serving() {
     assert!(s["log_errors"].as_u64().unwrap_or(0) > 0, "{s:#}");
     load_all_ok(&d, 100);
 }
+
+/// max_body_size holds for an h2 request body that announced no length:
+/// it is counted as it comes, and the client gets 413.
+#[test]
+fn max_body_size_holds_for_h2_bodies_without_a_length() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let d = Daemon::start(&format!("max_body_size = \"1KiB\"\n{}", web(1, "")));
+    d.wait_ready(1);
+    let port = d.port;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let frames = (0..4).map(|_| {
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(vec![
+                b'x';
+                1000
+            ])))
+        });
+        let body = StreamBody::new(futures_util::stream::iter(frames));
+        let request = http::Request::post("http://x/upload").body(body).unwrap();
+        let response = send.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let _ = response.into_body().collect().await;
+        status
+    });
+    assert_eq!(status, 413);
+}

@@ -196,11 +196,16 @@ pub(crate) fn is_dropped(
 }
 
 /// Whether any Connection line lists `token`: several lines make one list
-/// (RFC 9110 §5.3), as hyper reads them.
+/// (RFC 9110 §5.3), as hyper reads them. A line with bytes outside visible
+/// ASCII lists nothing, as hyper reads it (found by fuzzing: an HTTP/1.0
+/// keep-alive behind such a byte kept the connection in Baton's server
+/// and closed it in hyper's).
 pub(crate) fn connection_lists(fields: &(impl Fields + ?Sized), token: &[u8]) -> bool {
-    fields
-        .pairs()
-        .any(|(n, v)| n.eq_ignore_ascii_case(b"connection") && lists(v, token))
+    fields.pairs().any(|(n, v)| {
+        n.eq_ignore_ascii_case(b"connection")
+            && v.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+            && lists(v, token)
+    })
 }
 
 /// Host and Content-Length: Baton writes them itself on what it forwards

@@ -226,7 +226,12 @@ impl Proxy {
             }
         };
         let rewrite = self.rewrite(&client);
-        let body = Parked::new(body);
+        // A length over max_body_size was refused with the head; a body
+        // with none (h2) is held to it as it comes.
+        let body = match (framing, self.config.body_limit()) {
+            (BodyFraming::None, Some(max)) => Parked::new(body::Limited::new(body, max)),
+            _ => Parked::new(body),
+        };
         let framing = match framing {
             // h2 delimits a body by its stream: one without a length goes
             // chunked.
