@@ -217,7 +217,7 @@ impl Suite {
     }
 }
 
-fn assert_victim(name: &str, answer: &Answer1) {
+fn assert_victim(name: &str, answer: &ClientAnswer) {
     assert_eq!(answer.status, 200, "{name}: victim: {}", answer.text());
     let seen: serde_json::Value = serde_json::from_slice(&answer.body)
         .unwrap_or_else(|_| panic!("{name}: victim: {}", answer.text()));
@@ -230,14 +230,14 @@ fn assert_victim(name: &str, answer: &Answer1) {
 }
 
 /// One answer as the client read it.
-struct Answer1 {
+struct ClientAnswer {
     status: u16,
     raw: Vec<u8>,
     body: Vec<u8>,
     close: bool,
 }
 
-impl Answer1 {
+impl ClientAnswer {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.raw).into_owned()
     }
@@ -275,7 +275,7 @@ impl Reader {
         self.buf.is_empty()
     }
 
-    fn next(&mut self, s: &mut TcpStream) -> Option<Answer1> {
+    fn next(&mut self, s: &mut TcpStream) -> Option<ClientAnswer> {
         loop {
             let end = loop {
                 if let Some(at) = find(&self.buf, b"\r\n\r\n") {
@@ -324,7 +324,7 @@ impl Reader {
                 (self.buf[end..].to_vec(), self.buf.len())
             };
             let raw: Vec<u8> = self.buf.drain(..used).collect();
-            return Some(Answer1 {
+            return Some(ClientAnswer {
                 status,
                 raw,
                 body,
