@@ -335,16 +335,7 @@ fn fuzz(target: &str) {
                 mutate(&mut rng, &mut data, &pool);
             }
             execs += 1;
-            let started = Instant::now();
-            let outcome = catch_unwind(AssertUnwindSafe(|| run(target, &data, &rt)));
-            if started.elapsed() > Duration::from_millis(200) {
-                eprintln!(
-                    "slow: {:?} {:?}",
-                    started.elapsed(),
-                    String::from_utf8_lossy(&data)
-                );
-            }
-            if let Err(e) = outcome {
+            if let Err(e) = catch_unwind(AssertUnwindSafe(|| run(target, &data, &rt))) {
                 let why = e
                     .downcast_ref::<String>()
                     .cloned()
