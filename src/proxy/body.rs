@@ -125,64 +125,6 @@ impl Body for TakeOnPoll {
     }
 }
 
-/// A request body held to `max_body_size` as it comes, for a body whose
-/// length nothing announced (h2 without content-length): past the limit
-/// it fails with `FileTooLarge`, which the client gets as 413.
-pub struct Limited<B> {
-    inner: B,
-    left: u64,
-}
-
-impl<B> Limited<B> {
-    /// `inner`, allowed `limit` bytes.
-    pub fn new(inner: B, limit: u64) -> Limited<B> {
-        Limited { inner, left: limit }
-    }
-}
-
-impl<B> Body for Limited<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
-                match this.left.checked_sub(len) {
-                    Some(left) => {
-                        this.left = left;
-                        Poll::Ready(Some(Ok(frame)))
-                    }
-                    None => Poll::Ready(Some(Err(std::io::Error::new(
-                        std::io::ErrorKind::FileTooLarge,
-                        "the request body is larger than max_body_size",
-                    )
-                    .into()))),
-                }
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// A response body as it comes from an instance.
 // The large variant is the common one: boxing it would cost an allocation
 // per response to save space in the rare one.

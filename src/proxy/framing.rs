@@ -250,7 +250,7 @@ fn is_tchar(b: u8) -> bool {
 /// coding; a hop-by-hop field is never forwarded anywhere. Trailers that
 /// fail this are dropped, as hyper drops them.
 pub fn is_forwardable_trailer(name: &[u8]) -> bool {
-    const UNSAFE: [&[u8]; 22] = [
+    const UNSAFE: [&[u8]; 24] = [
         b"content-length",
         b"host",
         b"authorization",
@@ -273,11 +273,10 @@ pub fn is_forwardable_trailer(name: &[u8]) -> bool {
         b"content-encoding",
         b"content-type",
         b"content-range",
+        b"location",
+        b"date",
     ];
-    !is_hop_by_hop(name)
-        && !UNSAFE.iter().any(|u| u.eq_ignore_ascii_case(name))
-        && !name.eq_ignore_ascii_case(b"location")
-        && !name.eq_ignore_ascii_case(b"date")
+    !is_hop_by_hop(name) && !UNSAFE.iter().any(|u| u.eq_ignore_ascii_case(name))
 }
 
 /// Longest chunk-size line, extensions included. hyper allows 16 KiB of

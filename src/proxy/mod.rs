@@ -229,7 +229,10 @@ impl Proxy {
         // A length over max_body_size was refused with the head; a body
         // with none (h2) is held to it as it comes.
         let body = match (framing, self.config.body_limit()) {
-            (BodyFraming::None, Some(max)) => Parked::new(body::Limited::new(body, max)),
+            (BodyFraming::None, Some(max)) => Parked::new(http_body_util::Limited::new(
+                body,
+                usize::try_from(max).unwrap_or(usize::MAX),
+            )),
             _ => Parked::new(body),
         };
         let framing = match framing {

@@ -134,6 +134,11 @@ pub(super) enum Stopped {
 
 /// The status for a client's body that failed with `e`.
 fn client_body_status(e: &(dyn std::error::Error + 'static)) -> StatusCode {
+    // An h2 body without a length, past max_body_size (`Proxy::handle`
+    // wraps it in http-body-util's `Limited`).
+    if e.is::<http_body_util::LengthLimitError>() {
+        return StatusCode::PAYLOAD_TOO_LARGE;
+    }
     match e.downcast_ref::<std::io::Error>().map(std::io::Error::kind) {
         Some(std::io::ErrorKind::TimedOut) => StatusCode::REQUEST_TIMEOUT,
         Some(std::io::ErrorKind::FileTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
