@@ -933,41 +933,24 @@ fn answer_framing_cases() {
 #[test]
 fn h2_authority_and_cookie_crumbs() {
     use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let suite = Suite::start();
-    let port = suite.d.port;
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let before = suite.recorded().len();
-    let answers = rt.block_on(async move {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let mut answers = Vec::new();
-        let requests = [
+    let empty = || Empty::<bytes::Bytes>::new().boxed_unsync();
+    let answers = h2_exchange(
+        suite.d.port,
+        vec![
             http::Request::get("http://a.example/differ")
                 .header("host", "b.example")
-                .body(Empty::<bytes::Bytes>::new())
+                .body(empty())
                 .unwrap(),
             http::Request::get("http://a.example/crumbs")
                 .header("cookie", "a=1")
                 .header("cookie", "b=2")
-                .body(Empty::<bytes::Bytes>::new())
+                .body(empty())
                 .unwrap(),
-        ];
-        for request in requests {
-            let response = send.send_request(request).await.unwrap();
-            let status = response.status().as_u16();
-            let body = response.into_body().collect().await.unwrap().to_bytes();
-            answers.push((status, body));
-        }
-        answers
-    });
+        ],
+    );
     assert_eq!(answers[0].0, 400, "{:?}", answers[0].1);
     assert_eq!(answers[1].0, 200, "{:?}", answers[1].1);
     let seen = suite.recorded()[before..].to_vec();

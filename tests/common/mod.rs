@@ -99,6 +99,41 @@ impl Answer {
     }
 }
 
+/// A request body for [`h2_exchange`].
+pub type H2Body =
+    http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>;
+
+/// Sends `requests` one after another on one h2 connection (prior
+/// knowledge) to `port`, and returns each answer's status and body.
+pub fn h2_exchange(port: u16, requests: Vec<http::Request<H2Body>>) -> Vec<(u16, bytes::Bytes)> {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(conn);
+        let mut answers = Vec::new();
+        for request in requests {
+            let response = send.send_request(request).await.expect("h2 request");
+            let status = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            answers.push((status, body));
+        }
+        answers
+    })
+}
+
 /// Whether `baton status` reached the daemon: 0 all ready, 3 degraded,
 /// 4 nothing ready (1 is no daemon, 2 bad usage).
 pub fn answered(out: &Output) -> bool {
