@@ -244,13 +244,54 @@ fn stop_leftovers(record: &Path) {
     for &pgid in &ours {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
     }
-    let deadline = Instant::now() + LEFTOVER_GRACE;
-    while ours.iter().any(|&g| group_lives(g)) && Instant::now() < deadline {
-        // Polled: there is no event for another process group's exit.
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let members: Vec<i32> = ours
+        .iter()
+        .flat_map(|&g| super::usage::group_members(g))
+        .collect();
+    wait_for_exits(&members, LEFTOVER_GRACE);
     for &pgid in &ours {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+/// Waits until every process in `pids` has exited, or `grace` passes. They
+/// are no children of ours, so no wait(2): each gets a pidfd, which
+/// becomes readable when its process exits (Linux 5.3).
+fn wait_for_exits(pids: &[i32], grace: Duration) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let fds: Vec<OwnedFd> = pids
+        .iter()
+        .filter_map(|&pid| {
+            // SAFETY: pidfd_open takes a pid and flags and returns a new fd
+            // or -1; nothing is borrowed.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+            // SAFETY: a non-negative result is a fresh fd that we own.
+            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        })
+        .collect();
+    let mut waiting: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let deadline = Instant::now() + grace;
+    while !waiting.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let timeout = i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1);
+        // SAFETY: `waiting` is a valid array of pollfd for its length, and
+        // its fds stay open (owned by `fds`) during the call.
+        let ready =
+            unsafe { libc::poll(waiting.as_mut_ptr(), waiting.len() as libc::nfds_t, timeout) };
+        if ready < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+        waiting.retain(|p| p.revents == 0);
     }
 }
 

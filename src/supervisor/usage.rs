@@ -123,6 +123,22 @@ fn group_totals() -> HashMap<i32, Totals> {
     totals
 }
 
+/// The processes in group `pgid`. Blocking: it reads /proc.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (pgrp, _, _) = parse_stat(&stat)?;
+            (pgrp == pgid).then_some(pid)
+        })
+        .collect()
+}
+
 /// Whether `pid` is a live process: not gone, and not a zombie waiting for
 /// its parent to reap it. Blocking: it reads /proc.
 pub fn is_running(pid: u32) -> bool {
@@ -180,6 +196,22 @@ fn page_size() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A child in a group of its own is that group's one member.
+    #[test]
+    fn group_members_finds_a_group() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert_eq!(group_members(pid), vec![pid]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(group_members(pid).is_empty());
+    }
 
     /// A child started after this process, and a process that does not
     /// exist has no start time.
