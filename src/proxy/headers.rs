@@ -195,17 +195,68 @@ pub(crate) fn is_dropped(
         || (has_connection && !is_written_by_baton(name) && connection_lists(fields, name))
 }
 
+/// What a message's Connection lines say about its connection, read in
+/// one pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnectionOptions {
+    /// `close` is listed: it wins over a `keep-alive` anywhere.
+    pub close: bool,
+    /// `keep-alive` is listed (what keeps an HTTP/1.0 connection).
+    pub keep_alive: bool,
+    /// Some other name is listed: a field that stops at this hop.
+    pub names_fields: bool,
+}
+
+impl ConnectionOptions {
+    /// Whether the connection stays open after this message, for the
+    /// HTTP/1.x minor `version` it came in.
+    pub fn persists(self, http10: bool) -> bool {
+        !self.close && (!http10 || self.keep_alive)
+    }
+}
+
+/// Reads every Connection line of `fields` (see [`ConnectionOptions`]).
+/// With `text_only`, a line with bytes outside visible ASCII lists nothing,
+/// as hyper's server reads a client's (see [`connection_lists`]); without
+/// it, an instance's `close` is honoured however the line is written.
+pub(crate) fn connection_options(
+    fields: &(impl Fields + ?Sized),
+    text_only: bool,
+) -> ConnectionOptions {
+    let mut options = ConnectionOptions::default();
+    for (_, value) in fields
+        .pairs()
+        .filter(|(n, v)| n.eq_ignore_ascii_case(b"connection") && (!text_only || is_visible(v)))
+    {
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                options.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                options.keep_alive = true;
+            } else if !token.is_empty() {
+                options.names_fields = true;
+            }
+        }
+    }
+    options
+}
+
+/// Visible ASCII and tabs: a value hyper reads as text (`to_str`).
+fn is_visible(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
 /// Whether any Connection line lists `token`: several lines make one list
 /// (RFC 9110 §5.3), as hyper reads them. A line with bytes outside visible
 /// ASCII lists nothing, as hyper reads it (found by fuzzing: an HTTP/1.0
 /// keep-alive behind such a byte kept the connection in Baton's server
 /// and closed it in hyper's).
 pub(crate) fn connection_lists(fields: &(impl Fields + ?Sized), token: &[u8]) -> bool {
-    fields.pairs().any(|(n, v)| {
-        n.eq_ignore_ascii_case(b"connection")
-            && v.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
-            && lists(v, token)
-    })
+    fields
+        .pairs()
+        .any(|(n, v)| n.eq_ignore_ascii_case(b"connection") && is_visible(v) && lists(v, token))
 }
 
 /// Host and Content-Length: Baton writes them itself on what it forwards

@@ -19,7 +19,9 @@ use super::request::{Stopped, Upload};
 use super::{write_field, write_status_line, Conn, ExchangeError, Silence};
 use crate::proxy::body::BoxError;
 use crate::proxy::framing::{self, BodyFraming};
-use crate::proxy::headers::{connection_lists, is_hop_by_hop, is_written_by_baton};
+use crate::proxy::headers::{
+    connection_lists, connection_options, is_hop_by_hop, is_written_by_baton,
+};
 use crate::proxy::upstream::Upstream;
 
 /// Most headers in a response head.
@@ -85,9 +87,9 @@ pub(super) fn parse_head(
     let fields: &[httparse::Header] = parsed.headers;
     let facts = framing::check_answer(parsed.version == Some(0), code, request_was_head, fields)
         .map_err(|e| broken(e.to_string()))?;
-    let mut keep_alive = parsed.version == Some(1) && !facts.suspicious;
-    let mut names_fields = false;
-    let mut closes = false;
+    let connection = connection_options(fields, false);
+    // TE beside CL: the connection is not reused (RFC 9112 §6.3).
+    let mut keep_alive = !facts.suspicious && connection.persists(parsed.version == Some(0));
     let mut event_stream = false;
     let start = buf.as_ptr() as usize;
     let span = |s: &[u8]| {
@@ -97,19 +99,7 @@ pub(super) fn parse_head(
     let mut forwarded = Vec::with_capacity(fields.len());
     for h in fields {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"connection") {
-            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                    closes = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    // A close anywhere wins over a keep-alive.
-                    keep_alive = keep_alive || !(facts.suspicious || closes);
-                } else if !token.is_empty() {
-                    names_fields = true;
-                }
-            }
-        } else if name.eq_ignore_ascii_case(b"content-type") {
+        if name.eq_ignore_ascii_case(b"content-type") {
             event_stream |=
                 (h.value.get(..17)).is_some_and(|v| v.eq_ignore_ascii_case(b"text/event-stream"));
         }
@@ -133,7 +123,7 @@ pub(super) fn parse_head(
     }
     // A late filter, rare: the fields the Connection header names (before
     // it or after it). Framing fields and Host are not among them.
-    if names_fields {
+    if connection.names_fields {
         forwarded.retain(|f| {
             let name = &buf[f.name.clone()];
             !connection_lists(fields, name) || is_written_by_baton(name)

@@ -41,7 +41,7 @@ use crate::proxy::body::{Counted, Parked};
 use crate::proxy::framing::{
     check_request, is_valid_target, split_absolute, BodyFraming, Protocol,
 };
-use crate::proxy::headers::{connection_lists, find, is_upgrade, Fields};
+use crate::proxy::headers::{connection_options, find, is_upgrade, Fields};
 use crate::proxy::{is_idempotent, CountOnDrop, Forwarded, Outgoing, Proxy, Refusal, Reply};
 
 /// Bytes read from a client at a time.
@@ -646,8 +646,7 @@ pub(super) fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) ->
     }
     // A close in any Connection line wins over a keep-alive in another,
     // as hyper reads them.
-    let keep_alive =
-        !connection_lists(fields, b"close") && (!http10 || connection_lists(fields, b"keep-alive"));
+    let keep_alive = connection_options(fields, true).persists(http10);
     let head = RequestHead::encode_raw(
         method.as_bytes(),
         target,
