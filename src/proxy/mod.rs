@@ -45,7 +45,7 @@ use self::body::{full, Counted, InstanceBody, Parked, ProxyBody};
 use self::framing::{BodyFraming, Protocol, Rejection};
 use self::router::{NoInstance, Router};
 use self::upstream::{RequestGuard, Upstream};
-use crate::config::{ExchangeLimits, ProxyConfig};
+use crate::config::ProxyConfig;
 
 /// Adds one to a total unless forgotten (`std::mem::forget`).
 struct CountOnDrop<'a>(&'a AtomicU64);
@@ -82,8 +82,6 @@ pub struct Proxy {
     pub tunnels: TaskTracker,
     /// Closes every tunnel at shutdown.
     pub closing: CancellationToken,
-    /// The limits on each exchange with an instance, from `config`.
-    limits: ExchangeLimits,
     /// Instances that stay bad (out of rotation twice in a row for
     /// timeouts), for the daemon to replace.
     stays_bad: tokio::sync::mpsc::UnboundedSender<Arc<str>>,
@@ -188,7 +186,6 @@ impl Proxy {
         let (stays_bad, stays_bad_rx) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Proxy {
             router: Arc::new(Router::new(config.balance, config.hold_capacity)),
-            limits: config.exchange_limits(),
             stays_bad,
             stays_bad_rx: std::sync::Mutex::new(Some(stays_bad_rx)),
             config,
@@ -356,9 +353,11 @@ impl Proxy {
                         .await
                         .map(Reply::Upgrade)
                 }
-                Outgoing::Plain(head) => pool::send(&upstream, head, body, &self.limits)
-                    .await
-                    .map(Reply::Pooled),
+                Outgoing::Plain(head) => {
+                    pool::send(&upstream, head, body, &self.config.exchange_limits())
+                        .await
+                        .map(Reply::Pooled)
+                }
             };
             let can_retry = attempt < self.config.retries && body.untouched();
             match sent {

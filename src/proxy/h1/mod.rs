@@ -40,6 +40,7 @@ pub use self::response::{Answer, Head, ResponseBody};
 use super::body::TakeOnPoll;
 use super::upstream::{PooledGuard, Upstream};
 use crate::config::ExchangeLimits;
+use crate::proxy::framing::BodyFraming;
 
 /// Bytes read from an instance at a time.
 const INSTANCE_READ_CHUNK: usize = 16 * 1024;
@@ -190,7 +191,8 @@ pub async fn exchange(
     if let Err(e) = conn.stream.write_all(&head.bytes).await {
         return Err(ExchangeError::Unanswered(e.to_string()));
     }
-    let mut upload = has_body.then(|| Box::new(Upload::new(body, head.chunked)));
+    let mut upload =
+        has_body.then(|| Box::new(Upload::new(body, head.framing == BodyFraming::Chunked)));
     let mut upload_failed = false;
     let mut answered = false;
     // While the body goes out, the instance may be silent for read_timeout

@@ -22,9 +22,7 @@ use crate::proxy::headers::{Fields, Rewrite};
 /// attempt.
 pub struct RequestHead {
     pub(super) bytes: Vec<u8>,
-    /// The body goes chunked (its length is unknown).
-    pub(super) chunked: bool,
-    /// The framing Baton wrote.
+    /// The framing Baton wrote (chunked: the body's length is unknown).
     pub(super) framing: BodyFraming,
     /// A HEAD request: its answer has no body whatever its headers say.
     pub(super) is_head: bool,
@@ -115,7 +113,6 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
     RequestHead {
         bytes: out,
-        chunked: framing == BodyFraming::Chunked,
         framing,
         is_head: method == b"HEAD",
     }
