@@ -64,11 +64,11 @@ impl Rewrite<'_> {
         host: Option<&[u8]>,
         mut emit: impl FnMut(&[u8], &[u8]),
     ) {
-        let has_connection = find(fields, b"connection").is_some();
+        let names_fields = connection_options(fields, true).names_fields;
         let mut prior_for: Option<Vec<u8>> = None;
         let (mut has_proto, mut has_host) = (false, false);
         for (name, value) in fields.pairs() {
-            if is_dropped(name, fields, has_connection) || is_written_by_baton(name) {
+            if is_dropped(name, fields, names_fields) || is_written_by_baton(name) {
                 continue;
             }
             if name.len() > 12 && name[..12].eq_ignore_ascii_case(b"x-forwarded-") {
@@ -161,10 +161,10 @@ impl Fields for [httparse::Header<'_>] {
 
 /// Removes hop-by-hop headers and those the Connection header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let has_connection = headers.contains_key(header::CONNECTION);
+    let names_fields = connection_options(&*headers, true).names_fields;
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| is_dropped(name.as_str().as_bytes(), &*headers, has_connection))
+        .filter(|name| is_dropped(name.as_str().as_bytes(), &*headers, names_fields))
         .cloned()
         .collect();
     for name in doomed {
@@ -184,15 +184,13 @@ pub fn client_ip(peer: SocketAddr) -> HeaderValue {
 /// dropped for being listed (RFC 9110 §7.6.1 lets Connection name only
 /// hop-by-hop fields): their writer decides them (see `framing`).
 ///
-/// `has_connection` says whether `fields` has a Connection line at all,
-/// so that the common message, which has none, is not searched for one.
-pub(crate) fn is_dropped(
-    name: &[u8],
-    fields: &(impl Fields + ?Sized),
-    has_connection: bool,
-) -> bool {
+/// `names_fields` says whether a Connection line names any field at all
+/// ([`ConnectionOptions::names_fields`]), so that the common message,
+/// whose Connection says only keep-alive or close, is not searched once
+/// per field.
+pub(crate) fn is_dropped(name: &[u8], fields: &(impl Fields + ?Sized), names_fields: bool) -> bool {
     is_hop_by_hop(name)
-        || (has_connection && !is_written_by_baton(name) && connection_lists(fields, name))
+        || (names_fields && !is_written_by_baton(name) && connection_lists(fields, name))
 }
 
 /// What a message's Connection lines say about its connection, read in
