@@ -124,20 +124,11 @@ impl Drop for StderrLine {
     fn drop(&mut self) {
         static QUEUE: OnceLock<Option<SyncSender<Vec<u8>>>> = OnceLock::new();
         let queue = QUEUE.get_or_init(|| {
-            let (send, lines) = sync_channel::<Vec<u8>>(ECHO_QUEUE);
-            std::thread::Builder::new()
-                .name("baton-stderr".into())
-                .spawn(move || {
-                    let stderr = std::io::stderr();
-                    for line in lines {
-                        let mut err = stderr.lock();
-                        if err.write_all(&line).and_then(|()| err.flush()).is_err() {
-                            LOG_HEALTH.stderr_lost.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-                .ok()
-                .map(|_| send)
+            writer_thread("baton-stderr", std::io::stderr, |written| {
+                if written.is_err() {
+                    LOG_HEALTH.stderr_lost.fetch_add(1, Ordering::Relaxed);
+                }
+            })
         });
         let line = std::mem::take(&mut self.0);
         let sent = queue.as_ref().is_some_and(|q| q.try_send(line).is_ok());
@@ -155,40 +146,50 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for QueuedStderr {
     }
 }
 
+/// A bounded queue of lines and the thread, called `name`, that writes
+/// them to `output` one at a time and tells `written` how each went.
+/// `None` when the thread cannot be started.
+fn writer_thread<W: Write + 'static>(
+    name: &str,
+    output: fn() -> W,
+    written: fn(std::io::Result<()>),
+) -> Option<SyncSender<Vec<u8>>> {
+    let (send, lines) = sync_channel::<Vec<u8>>(ECHO_QUEUE);
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let mut out = output();
+            for line in lines {
+                written(out.write_all(&line).and_then(|()| out.flush()));
+            }
+        })
+        .ok()
+        .map(|_| send)
+}
+
 /// Queues a line for the daemon's output, which a thread of its own writes.
 fn echo(line: String) {
-    static QUEUE: OnceLock<SyncSender<String>> = OnceLock::new();
+    static QUEUE: OnceLock<Option<SyncSender<Vec<u8>>>> = OnceLock::new();
     let queue = QUEUE.get_or_init(|| {
-        let (send, lines) = sync_channel::<String>(ECHO_QUEUE);
-        let spawned = std::thread::Builder::new()
-            .name("baton-stdout".into())
-            .spawn(move || {
-                let stdout = std::io::stdout();
-                for line in lines {
-                    let mut out = stdout.lock();
-                    match writeln!(out, "{line}").and_then(|()| out.flush()) {
-                        Ok(()) => LOG_HEALTH.recovered(Target::Stdout),
-                        Err(e) => LOG_HEALTH.failed(
-                            Target::Stdout,
-                            &LOG_HEALTH.stdout_errors,
-                            format_args!("stdout: {e}"),
-                        ),
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("cannot start the log writer thread: {e}");
-        }
-        send
+        writer_thread("baton-stdout", std::io::stdout, |written| match written {
+            Ok(()) => LOG_HEALTH.recovered(Target::Stdout),
+            Err(e) => LOG_HEALTH.failed(
+                Target::Stdout,
+                &LOG_HEALTH.stdout_errors,
+                format_args!("stdout: {e}"),
+            ),
+        })
     });
-    match queue.try_send(line) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) => LOG_HEALTH.failed(
+    let mut bytes = line.into_bytes();
+    bytes.push(b'\n');
+    match queue.as_ref().map(|q| q.try_send(bytes)) {
+        Some(Ok(())) => {}
+        Some(Err(TrySendError::Full(_))) => LOG_HEALTH.failed(
             Target::Stdout,
             &LOG_HEALTH.stdout_dropped,
             format_args!("stdout is not read fast enough; lines dropped"),
         ),
-        Err(TrySendError::Disconnected(_)) => LOG_HEALTH.failed(
+        Some(Err(TrySendError::Disconnected(_))) | None => LOG_HEALTH.failed(
             Target::Stdout,
             &LOG_HEALTH.stdout_errors,
             format_args!("stdout: the log writer thread is gone"),
