@@ -47,6 +47,18 @@ pub struct Rejection {
     pub why: &'static str,
 }
 
+impl Rejection {
+    /// Notes the refusal in the daemon's log, at debug level: a client's
+    /// malformed request is the client's business.
+    pub fn log(&self) {
+        tracing::debug!(
+            status = self.status.as_u16(),
+            "refused a request: {}",
+            self.why
+        );
+    }
+}
+
 fn bad(why: &'static str) -> Rejection {
     Rejection {
         status: StatusCode::BAD_REQUEST,

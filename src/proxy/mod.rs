@@ -170,6 +170,17 @@ impl Refusal {
         }
     }
 
+    /// The answer for hyper's server.
+    fn response(&self) -> Response<ProxyBody> {
+        let mut resp = Response::new(full(self.text()));
+        *resp.status_mut() = self.status;
+        if self.retry_after {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+
     /// The body: the status, for a human reading it.
     fn text(&self) -> String {
         format!(
@@ -305,15 +316,10 @@ impl Proxy {
     /// connection closes after it, since what follows it on the
     /// connection cannot be trusted to start a request.
     fn reject(&self, rejection: Rejection, version: Version) -> Response<ProxyBody> {
-        tracing::debug!(
-            status = rejection.status.as_u16(),
-            "refused a request: {}",
-            rejection.why
-        );
+        rejection.log();
         self.count(rejection.status);
         let refusal = Refusal::failed(rejection.status, rejection.why.to_string());
-        let mut resp = Response::new(full(refusal.text()));
-        *resp.status_mut() = refusal.status;
+        let mut resp = refusal.response();
         if version != Version::HTTP_2 {
             resp.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -435,13 +441,7 @@ impl Proxy {
     /// Counts and logs a refusal, and makes it a response for hyper.
     fn refuse(&self, refusal: Refusal) -> Response<ProxyBody> {
         self.log_refusal(&refusal);
-        let mut resp = Response::new(full(refusal.text()));
-        *resp.status_mut() = refusal.status;
-        if refusal.retry_after {
-            resp.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        resp
+        refusal.response()
     }
 
     fn log_refusal(&self, refusal: &Refusal) {

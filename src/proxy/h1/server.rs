@@ -623,11 +623,7 @@ pub(super) fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) ->
     let facts = match check_request(protocol, method.as_bytes(), authority, fields) {
         Ok(facts) => facts,
         Err(rejection) => {
-            tracing::debug!(
-                status = rejection.status.as_u16(),
-                "refused a request: {}",
-                rejection.why
-            );
+            rejection.log();
             return Parsed::Other(Next::Reject(rejection.status));
         }
     };
