@@ -55,13 +55,10 @@ pub async fn watch(daemon: Arc<Daemon>) {
             instance: id.clone(),
             why,
         };
+        // run_unwatched logs how it went.
         match crate::deploy::run_unwatched(&daemon, kind).await {
-            Ok(_) => tracing::info!("{id} replaced"),
-            Err(DeployError::Busy(_)) => {}
-            Err(e) => {
-                tracing::warn!("{id} could not be replaced: {e}");
-                pause = AFTER_FAILURE;
-            }
+            Ok(_) | Err(DeployError::Busy(_)) => {}
+            Err(_) => pause = AFTER_FAILURE,
         }
     }
 }
@@ -126,9 +123,7 @@ pub async fn replace_bad(
             instance: id.to_string(),
             why,
         };
-        match crate::deploy::run_unwatched(&daemon, kind).await {
-            Ok(_) => tracing::info!("{id} replaced"),
-            Err(e) => tracing::warn!("{id} could not be replaced: {e}"),
-        }
+        // run_unwatched logs how it went.
+        let _ = crate::deploy::run_unwatched(&daemon, kind).await;
     }
 }

@@ -238,16 +238,13 @@ pub async fn run_unwatched(daemon: &Arc<Daemon>, kind: Kind) -> Result<String, D
     let (tx, rx) = mpsc::unbounded_channel();
     // Steps sent to a closed stream are dropped, not kept for no one.
     drop(rx);
-    let what = match &kind {
-        Kind::Reload => "reload",
-        Kind::Restart => "restart",
-        _ => "deploy",
-    };
+    let what = kind.verb();
     let result = run(daemon, kind, tx, false).await;
     // Nobody else hears of a failure: a broken baton.toml on SIGHUP
     // (`systemctl reload`) said only "reloading".
     match &result {
         Ok(summary) => tracing::info!("{what} done: {summary}"),
+        Err(e @ DeployError::Busy(_)) => tracing::info!("{what} not started: {e}"),
         Err(e) => tracing::error!("{what} failed, the serving release goes on: {e}"),
     }
     result
