@@ -11,8 +11,14 @@
 //! - [`proxy`]: the public listeners, route table, hold queue and retries.
 //! - [`release`]: release folders, unpacking, build hook, `current`, inbox.
 //! - [`schedule`]: cron jobs run by Baton itself.
-//! - [`deploy`]: the deploy / reload / rollback state machine.
-//! - [`daemon`]: the long-running process and its control API.
+//! - [`deploy`]: the deploy / reload / rollback state machine, and the one
+//!   task per app that runs deploys.
+//! - [`app`]: one app: its instances, releases, configuration and deploy
+//!   owner.
+//! - [`daemon`]: the long-running process: listeners, signals, the control
+//!   API, and the map of apps.
+//! - [`protocol`]: the control API's messages, shared by the daemon and
+//!   the CLI.
 //! - [`probe`]: the load-and-verify client (`baton probe`).
 //! - [`cli`]: the `baton` command line, a thin client of the control API.
 
@@ -22,12 +28,23 @@
 /// This Baton's version, as `baton --version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
 pub mod probe;
+pub mod protocol;
 pub mod proxy;
 pub mod release;
 pub mod schedule;
 pub mod supervisor;
+
+/// The "s" that makes `n` things plural in a message.
+pub(crate) fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use crate::daemon::protocol::ErrorBody;
+use crate::protocol::ErrorBody;
 
 /// Talks to one daemon.
 pub struct ApiClient {

@@ -17,9 +17,9 @@ use http::Method;
 
 use self::client::{ApiClient, ClientError};
 use crate::config::{self, Loaded};
-use crate::daemon::protocol::{Health, Progress, ReleaseReport, StatusReport};
 use crate::daemon::upgrade::exec as upgrade_exec;
 use crate::daemon::Exit;
+use crate::protocol::{DeployRequest, Health, Order, Progress, ReleaseReport, StatusReport};
 
 /// Deploy, reload and roll back web apps with zero failed requests.
 #[derive(Debug, Parser)]
@@ -293,7 +293,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 fn up_foreground(cli: &Cli) -> Result<(), Failure> {
     let loaded = load(cli)?;
     init_tracing();
-    crate::daemon::limits::raise_fd_limit();
+    crate::supervisor::limits::raise_fd_limit();
     // Before the runtime's threads start: it clears the variables.
     let inherited = crate::proxy::activation::Inherited::take_from_env();
     let exit = runtime_with(loaded.config.daemon.worker_threads)?
@@ -434,7 +434,7 @@ fn first_start(status: &StatusReport) -> Option<Result<(), String>> {
     // Failed, or restarting without ever having been ready (the daemon's
     // first start retries: a command that does not exist exits 127 again
     // and again, with a growing backoff).
-    let not_starting = |i: &&&crate::daemon::protocol::InstanceReport| {
+    let not_starting = |i: &&&crate::protocol::InstanceReport| {
         i.state.is_terminal() || (i.restarts > 0 && i.reason.is_some())
     };
     if !web.is_empty() && web.iter().all(|i| not_starting(&i)) {
@@ -469,7 +469,7 @@ fn check(cli: &Cli, json: bool) -> Result<(), Failure> {
                     l.path.display(),
                     c.app.name,
                     c.web.instance_count(),
-                    crate::deploy::plural(c.web.instance_count() as usize),
+                    crate::plural(c.web.instance_count() as usize),
                     c.proxy
                         .listen_addrs()
                         .iter()
@@ -531,7 +531,7 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
             // gone: a deploy in progress may hold it a moment longer.
             let deadline = Instant::now() + Duration::from_secs(600);
             while crate::daemon::lock::is_held(client.state_dir())
-                || pid.is_some_and(crate::supervisor::usage::is_running)
+                || pid.is_some_and(crate::supervisor::procfs::is_running)
             {
                 if Instant::now() > deadline {
                     return Err(Failure::failed(
@@ -584,26 +584,16 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
                     .display()
                     .to_string()
             });
-            let body = serde_json::json!({ "source": source, "git": git, "wait": wait });
-            watch_deploy(client, "/deploy", body, *json).await
+            let order = Order::Deploy {
+                source,
+                git: git.clone(),
+            };
+            watch_deploy(client, order, *wait, *json).await
         }
-        Command::Reload { wait, json } => {
-            watch_deploy(
-                client,
-                "/reload",
-                serde_json::json!({ "wait": wait }),
-                *json,
-            )
-            .await
-        }
+        Command::Reload { wait, json } => watch_deploy(client, Order::Reload, *wait, *json).await,
         Command::Rollback { id, wait, json } => {
-            watch_deploy(
-                client,
-                "/rollback",
-                serde_json::json!({ "to": id, "wait": wait }),
-                *json,
-            )
-            .await
+            let order = Order::Rollback { to: id.clone() };
+            watch_deploy(client, order, *wait, *json).await
         }
         Command::Scale { spec, wait, json } => {
             let (process, count) = spec.split_once('=').ok_or_else(|| {
@@ -617,13 +607,8 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
             let count: u32 = count
                 .parse()
                 .map_err(|_| Failure::usage(format!("{count:?} is not a whole number")))?;
-            watch_deploy(
-                client,
-                "/scale",
-                serde_json::json!({ "instances": count, "wait": wait }),
-                *json,
-            )
-            .await
+            let order = Order::Scale { instances: count };
+            watch_deploy(client, order, *wait, *json).await
         }
         Command::Up { .. } | Command::Check { .. } | Command::Probe(_) | Command::Systemd => {
             unreachable!("handled before connecting")
@@ -635,13 +620,15 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
 /// release serves all traffic.
 async fn watch_deploy(
     client: &ApiClient,
-    path: &str,
-    body: serde_json::Value,
+    order: Order,
+    wait: bool,
     json: bool,
 ) -> Result<(), Failure> {
     let mut outcome: Option<Result<(), Failure>> = None;
+    let body = serde_json::to_value(DeployRequest { order, wait })
+        .map_err(|e| Failure::failed(e.to_string()))?;
     client
-        .stream_lines(Method::POST, path, Some(body), |line| {
+        .stream_lines(Method::POST, "/deploy", Some(body), |line| {
             if json {
                 println!("{line}");
             }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::daemon::protocol::{ReleaseReport, StatusReport};
+use crate::protocol::{ReleaseReport, StatusReport};
 
 /// `5s`, `3m`, `2h`, `4d`.
 pub fn short_duration(secs: u64) -> String {
@@ -107,7 +107,7 @@ pub fn releases_table(r: &[ReleaseReport]) -> String {
         rows.push(vec![
             rel.id.clone(),
             rel.created.clone(),
-            rel.status.clone(),
+            rel.status.to_string(),
             rel.size.map_or_else(|| "-".into(), size),
             rel.source.clone(),
         ]);

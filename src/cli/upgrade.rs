@@ -9,8 +9,8 @@ use hyper::Method;
 
 use super::client::ApiClient;
 use super::Failure;
-use crate::daemon::protocol::{StatusReport, UpgradeReport, UpgradeRequest};
-use crate::deploy::plural;
+use crate::plural;
+use crate::protocol::{StatusReport, UpgradeReport, UpgradeRequest};
 use crate::supervisor::State;
 
 /// How long the new daemon gets to have every web instance ready.
@@ -118,7 +118,7 @@ async fn wait_for_new_daemon(
         }
         // The same process runs the new binary: if it is gone, the new
         // daemon failed to start.
-        if !crate::supervisor::usage::is_running(before.pid) {
+        if !crate::supervisor::procfs::is_running(before.pid) {
             return Err(NotServing::Exited);
         }
         if Instant::now() > deadline {

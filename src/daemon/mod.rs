@@ -1,18 +1,15 @@
-//! The long-running daemon: owns the proxy, the instances, the deploy lock
-//! and the control socket.
+//! The long-running daemon, the composition root: it binds the listeners,
+//! starts the proxy, the reaper and the apps, serves the control socket,
+//! and turns signals into stops and reloads. What an app owns (instances,
+//! releases, deploys) is in [`crate::app`].
 //!
-//! - [`protocol`]: the control API's messages.
 //! - [`api`]: the HTTP+JSON control API on the 0600 Unix socket.
-//! - [`state`]: the serving set, release history and route publishing.
+//! - [`state`]: the map of apps, rotation (`offline`), the upgrade asked for.
 //! - [`lock`]: one daemon per state directory.
-//! - [`memory`]: replacing instances past `max_memory`.
 //! - [`upgrade`]: replacing the daemon with another binary, sockets kept.
 
 pub mod api;
-pub mod limits;
 pub mod lock;
-pub mod memory;
-pub mod protocol;
 pub mod state;
 pub mod upgrade;
 
@@ -22,6 +19,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::App;
 use crate::config::Loaded;
 use crate::proxy::activation::Inherited;
 use crate::proxy::{listener, Proxy};
@@ -185,13 +183,14 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
         changed: Default::default(),
     };
     let shutdown = CancellationToken::new();
-    let daemon = Daemon::new(loaded, proxy.clone(), ctx, shutdown.clone());
+    let app = App::new(loaded, proxy.router.clone(), ctx, shutdown.child_token());
+    let daemon = Daemon::new(app.clone(), proxy.clone(), shutdown.clone());
 
     let socket = socket_path(&state_dir);
     let api_listener =
         api::bind(&socket).map_err(io_err(format!("binding {}", socket.display())))?;
     tokio::spawn(api::serve(api_listener, daemon.clone(), shutdown.clone()));
-    tokio::spawn(daemon.clone().publish_routes_forever());
+    tokio::spawn(app.clone().publish_routes_forever());
 
     let listen_shutdown = CancellationToken::new();
     let mut servers = Vec::new();
@@ -215,20 +214,20 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
         tokio::spawn(api::serve_metrics(l, daemon.clone(), shutdown.clone()));
     }
     tracing::info!(
-        app = %daemon.config().config.app.name,
-        listen = ?daemon.config().config.proxy.listen_addrs(),
+        app = %app.name,
+        listen = ?app.config().config.proxy.listen_addrs(),
         "baton daemon started (pid {})", std::process::id()
     );
 
-    daemon.clone().start_initial().await;
-    tokio::spawn(memory::watch(daemon.clone()));
+    app.clone().boot().await;
+    tokio::spawn(crate::app::memory::watch(app.clone()));
     if let Some(bad) = proxy.take_stays_bad() {
-        tokio::spawn(memory::replace_bad(daemon.clone(), bad));
+        tokio::spawn(crate::app::memory::replace_bad(app.clone(), bad));
     }
-    tokio::spawn(crate::schedule::keep(daemon.clone()));
-    if let Some(inbox) = &daemon.config().config.releases.inbox {
-        let inbox = daemon.config().base_dir.join(inbox);
-        tokio::spawn(crate::release::inbox::watch(daemon.clone(), inbox));
+    tokio::spawn(crate::schedule::keep(app.clone()));
+    if let Some(inbox) = &app.config().config.releases.inbox {
+        let inbox = app.config().base_dir.join(inbox);
+        tokio::spawn(crate::app::inbox::watch(app.clone(), inbox));
     }
 
     notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
@@ -243,10 +242,12 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
             _ = shutdown.cancelled() => break,
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading");
-                let d = daemon.clone();
-                tokio::spawn(async move {
-                    let _ = crate::deploy::run_unwatched(&d, crate::deploy::Kind::Reload).await;
-                });
+                for app in daemon.apps() {
+                    let deployer = app.deployer().clone();
+                    tokio::spawn(async move {
+                        let _ = deployer.run_unwatched(crate::deploy::Kind::Reload).await;
+                    });
+                }
             }
         }
     }
@@ -272,7 +273,7 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
         let _ = s.await;
     }
     proxy.closing.cancel();
-    daemon.stop_all().await;
+    futures_util::future::join_all(daemon.apps().map(|a| a.stop_all())).await;
     reaper.shutdown();
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");

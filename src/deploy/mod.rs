@@ -1,13 +1,16 @@
-//! Deploy, reload, rollback and scale: one state machine ([`phase`]) driven
-//! by the daemon. The CLI only watches the progress stream, so a killed CLI
-//! never leaves a half-switched daemon.
+//! Deploy, reload, rollback and scale: one state machine ([`phase`]) run
+//! by each app's deploy [`owner`], on the app as [`Runtime`] shows it. The
+//! CLI only watches the progress stream, so a killed CLI never leaves a
+//! half-switched app.
 //!
 //! Blue-green: start the whole new set beside the old one, wait until every
 //! new instance is ready, swap the route table once, drain the old set (the
 //! proxy's own in-flight count reaching 0, or `drain_timeout`), then stop it.
 //! Rolling: the same, `max_surge` instances at a time.
 
+pub mod owner;
 pub mod phase;
+mod runtime;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,12 +18,14 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use self::phase::{Machine, Phase};
-use crate::config::{self, Instances, Strategy};
-use crate::daemon::protocol::Progress;
-use crate::daemon::state::Release;
-use crate::daemon::Daemon;
+pub use self::runtime::{Report, Runtime};
+use crate::config::{self, DrainNotice, Instances, Strategy};
+use crate::plural;
+use crate::protocol::{Order, Progress};
 use crate::proxy::upstream::Upstream;
-use crate::release::{Meta, Source, Store, APP_DIR_SOURCE};
+use crate::release::{
+    new_release_id, release_config, Meta, Release, Source, Status, Store, APP_DIR_SOURCE,
+};
 use crate::supervisor::{Instance, State};
 
 /// Lines of a failed instance's log quoted in the deploy error.
@@ -61,7 +66,27 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn verb(&self) -> &'static str {
+    /// What the order asks for, given the app's home (the repository
+    /// `deploy --git` exports from).
+    pub fn from_order(order: Order, home: &std::path::Path) -> Kind {
+        match order {
+            Order::Deploy { git: Some(rev), .. } => Kind::Deploy {
+                source: Some(Source::Git {
+                    repo: home.to_path_buf(),
+                    rev,
+                }),
+            },
+            Order::Deploy { source, git: None } => Kind::Deploy {
+                source: source.map(|path| Source::from_path(std::path::Path::new(&path))),
+            },
+            Order::Reload => Kind::Reload,
+            Order::Rollback { to } => Kind::Rollback { to },
+            Order::Scale { instances } => Kind::Scale { instances },
+        }
+    }
+
+    /// `deploy`, `reload`, ...: for messages.
+    pub fn verb(&self) -> &'static str {
         match self {
             Kind::Deploy { .. } => "deploy",
             Kind::Reload => "reload",
@@ -96,25 +121,6 @@ pub enum DeployError {
     ShuttingDown,
 }
 
-/// A sortable release id: UTC time to the second, then a short hash of the
-/// exact time and a counter, so two ids in one second still differ.
-pub fn new_release_id() -> String {
-    use std::hash::{Hash, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now();
-    let stamp: String = humantime::format_rfc3339_seconds(now)
-        .to_string()
-        .chars()
-        .filter(|c| !matches!(c, '-' | ':'))
-        .collect();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    now.hash(&mut h);
-    COUNTER.fetch_add(1, Ordering::Relaxed).hash(&mut h);
-    std::process::id().hash(&mut h);
-    format!("{stamp}-{:06x}", h.finish() & 0xff_ffff)
-}
-
 /// A release that ran the app directory in place comes back from the copy
 /// kept of it: the app directory holds newer code by now.
 fn from_kept_copy(target: Release, loaded: &config::Loaded) -> Result<Release, DeployError> {
@@ -144,24 +150,6 @@ fn from_kept_copy(target: Release, loaded: &config::Loaded) -> Result<Release, D
     })
 }
 
-/// The configuration a release folder runs with: its own baton.toml if it
-/// ships one, else the daemon's; relative paths start in the folder, and the
-/// state directory stays the daemon's.
-pub fn release_config(
-    loaded: &config::Loaded,
-    dir: &std::path::Path,
-) -> Result<config::Loaded, DeployError> {
-    let own = dir.join("baton.toml");
-    let mut config = if own.exists() {
-        config::load(&own)?
-    } else {
-        config::load(&loaded.path)?
-    };
-    config.config.daemon.state_dir = Some(loaded.state_dir());
-    config.base_dir = dir.to_path_buf();
-    Ok(config)
-}
-
 /// Sends progress to whoever watches; a watcher that left is fine.
 struct Reporter {
     tx: mpsc::UnboundedSender<Progress>,
@@ -177,87 +165,24 @@ impl Reporter {
     }
 }
 
-/// Runs one deploy of `kind` to its end, reporting on `progress`. Returns
-/// the release that serves afterwards.
-///
-/// # Errors
-/// [`DeployError`]; in every case the previous release keeps serving.
-pub async fn run(
-    daemon: &Arc<Daemon>,
-    kind: Kind,
-    progress: mpsc::UnboundedSender<Progress>,
-    wait: bool,
-) -> Result<String, DeployError> {
-    let began = Instant::now();
-    let report = Reporter { tx: progress };
-    let _guard = match daemon.deploy_lock.clone().try_lock_owned() {
-        Ok(g) => g,
-        Err(_) if wait => {
-            report.step(
-                Phase::Preparing,
-                format!(
-                    "waiting for the running deploy ({}) to finish",
-                    daemon.deploying().unwrap_or_default()
-                ),
-            );
-            daemon.deploy_lock.clone().lock_owned().await
-        }
-        Err(_) => {
-            return Err(DeployError::Busy(
-                daemon.deploying().unwrap_or_else(|| "starting".into()),
-            ))
-        }
-    };
-    if daemon.shutdown.is_cancelled() {
-        return Err(DeployError::ShuttingDown);
-    }
-    daemon.set_deploying(Some(format!(
-        "{} since {}",
-        kind.verb(),
-        humantime::format_rfc3339_seconds(SystemTime::now())
-    )));
-    let result = Deploy {
-        daemon: daemon.clone(),
-        report,
-        machine: Machine::default(),
-        began,
-    }
-    .run(kind)
-    .await;
-    daemon.set_deploying(None);
-    result
-}
-
-/// [`run`] for what Baton starts itself (SIGHUP, `cron_restart`,
-/// `max_memory`): nobody watches the progress stream, and every step is in
-/// the daemon's log already. A running deploy is not waited for.
-///
-/// # Errors
-/// As [`run`].
-pub async fn run_unwatched(daemon: &Arc<Daemon>, kind: Kind) -> Result<String, DeployError> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    // Steps sent to a closed stream are dropped, not kept for no one.
-    drop(rx);
-    let what = kind.verb();
-    let result = run(daemon, kind, tx, false).await;
-    // Nobody else hears of a failure: a broken baton.toml on SIGHUP
-    // (`systemctl reload`) said only "reloading".
-    match &result {
-        Ok(summary) => tracing::info!("{what} done: {summary}"),
-        Err(e @ DeployError::Busy(_)) => tracing::info!("{what} not started: {e}"),
-        Err(e) => tracing::error!("{what} failed, the serving release goes on: {e}"),
-    }
-    result
-}
-
-struct Deploy {
-    daemon: Arc<Daemon>,
+/// One deploy on its way, from the owner's start to its outcome.
+struct Deploy<R: Runtime> {
+    app: Arc<R>,
     report: Reporter,
     machine: Machine,
     began: Instant,
 }
 
-impl Deploy {
+impl<R: Runtime> Deploy<R> {
+    fn new(app: Arc<R>, progress: mpsc::UnboundedSender<Progress>, began: Instant) -> Self {
+        Deploy {
+            app,
+            report: Reporter { tx: progress },
+            machine: Machine::default(),
+            began,
+        }
+    }
+
     fn to(&mut self, phase: Phase, message: String) {
         self.machine.advance(phase);
         self.report.step(phase, message);
@@ -271,7 +196,7 @@ impl Deploy {
                 return Err(e);
             }
         };
-        let running = &self.daemon.config().config;
+        let running = &self.app.config().config;
         if target.config.config.proxy.listen_addrs() != running.proxy.listen_addrs()
             || target.config.config.tcp.keys().ne(running.tcp.keys())
         {
@@ -291,8 +216,8 @@ impl Deploy {
         };
         match &result {
             Ok(_) => {
-                self.daemon.set_config(target.config.clone());
-                self.daemon.record_release(target.clone());
+                self.app.set_config(target.config.clone());
+                self.app.record_release(target.clone());
                 self.settle_on_disk(&target);
                 // Only a new release or configuration restarts singletons.
                 let web_only = matches!(
@@ -301,18 +226,16 @@ impl Deploy {
                 );
                 if !web_only {
                     let report = &self.report;
-                    self.daemon
-                        .replace_singletons(&target, |m| report.step(Phase::Done, m))
-                        .await;
+                    let report = |m| report.step(Phase::Done, m);
+                    self.app.replace_singletons(&target, &report).await;
                 }
             }
             Err(_) => {
                 if matches!(kind, Kind::Deploy { .. }) {
-                    Store::new(&self.daemon.config()).set_status(&target.dir, "failed");
+                    Store::new(&self.app.config()).set_status(&target.dir, Status::Failed);
                     let mut failed = target.clone();
                     failed.failed = true;
-                    self.daemon.record_release(failed);
-                    self.daemon.mark_failed(&target.id);
+                    self.app.record_release(failed);
                 }
             }
         }
@@ -322,7 +245,7 @@ impl Deploy {
     /// After a successful deploy: `current` points at the serving release,
     /// and old release folders beyond `keep` go.
     fn settle_on_disk(&self, target: &Release) {
-        let loaded = self.daemon.config();
+        let loaded = self.app.config();
         let store = Store::new(&loaded);
         if let Err(e) = store.switch_current(&target.dir) {
             self.report.step(
@@ -331,7 +254,7 @@ impl Deploy {
             );
         }
         for gone in store.prune(loaded.config.releases.keep, &[target.id.as_str()]) {
-            self.daemon.forget_release(&gone);
+            self.app.forget_release(&gone);
             tracing::info!("removed old release {gone}");
         }
     }
@@ -375,7 +298,7 @@ impl Deploy {
             checksum,
             created: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             build_log: None,
-            status: "ready".into(),
+            status: Status::Ready,
             size: None,
             fingerprint: None,
         };
@@ -398,9 +321,9 @@ impl Deploy {
             };
             meta.build_log = Some(log.display().to_string());
             if let Some(why) = failure {
-                meta.status = "failed".into();
+                meta.status = Status::Failed;
                 let _ = store.finish(&dir, &meta);
-                self.daemon.record_release(Release {
+                self.app.record_release(Release {
                     id: id.clone(),
                     source: source_text,
                     dir: dir.clone(),
@@ -438,11 +361,11 @@ impl Deploy {
 
     /// Decides the target release. Nothing runs or changes for clients here.
     async fn prepare(&mut self, kind: &Kind) -> Result<Release, DeployError> {
-        let current = self.daemon.current_release();
-        let loaded = self.daemon.config();
+        let current = self.app.current_release();
+        let loaded = self.app.config();
         match kind {
             Kind::Deploy { source: None } => {
-                let mut fresh = config::load(&self.daemon.app_config)?;
+                let mut fresh = config::load(&self.app.config_file())?;
                 fresh.config.daemon.state_dir = Some(loaded.state_dir());
                 self.report.step(
                     Phase::Preparing,
@@ -490,7 +413,7 @@ impl Deploy {
                 })
             }
             Kind::Rollback { to } => {
-                let target = self.daemon.rollback_target(to.as_deref()).ok_or_else(|| {
+                let target = self.app.rollback_target(to.as_deref()).ok_or_else(|| {
                     DeployError::NoTarget(match to {
                         Some(id) => format!("no release {id}; see `baton releases`"),
                         None => "no previous release to roll back to".into(),
@@ -539,7 +462,7 @@ impl Deploy {
         );
         let mut started = Vec::new();
         for _ in 0..count {
-            match self.daemon.start_instance(release, false) {
+            match self.app.start_instance(release) {
                 Ok(i) => started.push(i),
                 Err(e) => {
                     stop_all(&started).await;
@@ -566,6 +489,10 @@ impl Deploy {
                 }
                 Err(status) => {
                     drop(waits);
+                    self.report.step(
+                        Phase::Starting,
+                        format!("{id} did not become ready; stopping the new instances"),
+                    );
                     stop_all(&started).await;
                     self.machine.advance(Phase::Failed);
                     let why = status.reason.unwrap_or_else(|| "stopped".into());
@@ -589,12 +516,12 @@ impl Deploy {
     }
 
     fn switch(&mut self, release: &Release, serving: Vec<Instance>) -> Vec<Instance> {
-        let retired = self.daemon.swap(release.clone(), serving);
-        if let Some(notice) = release.config.config.web.drain_notice() {
+        let retired = self.app.swap(release.clone(), serving);
+        if let Some(notice) = release.config.config.web.drain_notice {
             for i in &retired {
                 match notice {
-                    None => i.send_message(serde_json::json!({ "type": "drain" })),
-                    Some(signal) => i.signal(signal),
+                    DrainNotice::Ipc => i.send_message(serde_json::json!({ "type": "drain" })),
+                    DrainNotice::Signal(signal) => i.signal(signal),
                 }
             }
         }
@@ -645,12 +572,12 @@ impl Deploy {
             format!("stopping {} old instance{}", idle.len(), plural(idle.len())),
         );
         stop_all(&idle).await;
-        self.daemon.forget_drained(&idle);
+        self.app.forget_drained(&idle);
         if busy.is_empty() {
             self.report.step(Phase::Stopping, "old stopped".into());
             return;
         }
-        let timeout = self.daemon.config().config.web.connection_drain_timeout;
+        let timeout = self.app.config().config.web.connection_drain_timeout;
         let open: usize = busy.iter().map(|i| i.upstream.connections()).sum();
         self.report.step(
             Phase::Stopping,
@@ -662,7 +589,7 @@ impl Deploy {
                 humantime::format_duration(timeout)
             ),
         );
-        tokio::spawn(drain_connections(self.daemon.clone(), busy, timeout));
+        tokio::spawn(drain_connections(self.app.clone(), busy, timeout));
     }
 
     fn done(&mut self, release: &Release, switch_ms: u128) -> Result<String, DeployError> {
@@ -681,7 +608,7 @@ impl Deploy {
         let count = web.instance_count();
         let drain_timeout = web.drain_timeout;
         let watch_window = web.watch_after_switch.max(web.min_uptime);
-        let previous = self.daemon.current_release();
+        let previous = self.app.current_release();
         let fresh = self.start_ready(&release, count).await?;
         let retired = self.switch(&release, fresh.clone());
         let switch_ms = self.began.elapsed().as_millis();
@@ -708,9 +635,9 @@ impl Deploy {
             ),
         );
         if let (Err(why), Some(previous)) = (stays_up(&fresh, watch_window).await, previous) {
-            self.daemon.swap(previous, retired);
+            self.app.swap(previous, retired);
             stop_all(&fresh).await;
-            self.daemon.forget_drained(&fresh);
+            self.app.forget_drained(&fresh);
             self.machine.advance(Phase::Failed);
             return Err(DeployError::NotReady(format!(
                 "release {} failed after the switch: {why}; traffic went back to the previous release",
@@ -728,8 +655,8 @@ impl Deploy {
         let drain_timeout = web.drain_timeout;
         let batch_window = web.min_uptime;
         let watch_window = web.watch_after_switch.max(web.min_uptime);
-        let previous = self.daemon.current_release();
-        let mut old = self.daemon.serving();
+        let previous = self.app.current_release();
+        let mut old = self.app.serving();
         let mut fresh: Vec<Instance> = Vec::new();
         let mut retired_all = Vec::new();
         let mut switch_ms = None;
@@ -770,7 +697,7 @@ impl Deploy {
         // Instances beyond the new count (scaling down in the same deploy).
         if !old.is_empty() {
             let serving = fresh.clone();
-            retired_all.extend(self.daemon.swap(release.clone(), serving));
+            retired_all.extend(self.app.swap(release.clone(), serving));
         }
         if !retired_all.is_empty() {
             self.drain_and_stop(&retired_all, drain_timeout).await;
@@ -794,10 +721,10 @@ impl Deploy {
         if let Some(previous) = previous {
             let mut back = not_replaced.to_vec();
             back.extend(retired.iter().cloned());
-            self.daemon.swap(previous.clone(), back);
+            self.app.swap(previous.clone(), back);
         }
         stop_all(fresh).await;
-        self.daemon.forget_drained(fresh);
+        self.app.forget_drained(fresh);
     }
 
     /// Starts a fresh instance of `release`, and once it is ready swaps it
@@ -808,18 +735,19 @@ impl Deploy {
         id: &str,
         why: &str,
     ) -> Result<String, DeployError> {
-        if let Some(singleton) = self.daemon.singletons().into_iter().find(|i| &*i.id == id) {
+        if let Some(singleton) = self.app.singletons().into_iter().find(|i| &*i.id == id) {
             // A singleton takes no traffic, and two must never run at once:
             // handing its role to a fresh process means stopping it first.
             self.to(Phase::Switching, format!("restarting {id}: {why}"));
             let report = &self.report;
-            self.daemon
-                .restart_singleton(&release, &singleton, |m| report.step(Phase::Switching, m))
+            let report = |m| report.step(Phase::Switching, m);
+            self.app
+                .restart_singleton(&release, &singleton, &report)
                 .await;
             let ms = self.began.elapsed().as_millis();
             return self.done(&release, ms);
         }
-        let serving = self.daemon.serving();
+        let serving = self.app.serving();
         if !serving.iter().any(|i| &*i.id == id) {
             return Err(DeployError::NoTarget(format!("{id} no longer serves")));
         }
@@ -837,7 +765,7 @@ impl Deploy {
 
     async fn scale(&mut self, release: Release) -> Result<String, DeployError> {
         let want = release.config.config.web.instance_count() as usize;
-        let serving = self.daemon.serving();
+        let serving = self.app.serving();
         let drain_timeout = release.config.config.web.drain_timeout;
         if want > serving.len() {
             let added = self
@@ -863,14 +791,14 @@ impl Deploy {
 /// The background half of a drain: waits until `instances` hold no
 /// upgraded or TCP connection, or `timeout`; then closes what is left
 /// politely and stops them.
-async fn drain_connections(daemon: Arc<Daemon>, instances: Vec<Instance>, timeout: Duration) {
+async fn drain_connections<R: Runtime>(app: Arc<R>, instances: Vec<Instance>, timeout: Duration) {
     let open = || {
         instances
             .iter()
             .map(|i| i.upstream.connections())
             .sum::<usize>()
     };
-    wait_disconnected(&daemon, &instances, tokio::time::Instant::now() + timeout).await;
+    wait_disconnected(&*app, &instances, tokio::time::Instant::now() + timeout).await;
     if open() > 0 {
         tracing::info!(
             "connection_drain_timeout: closing {} connections of old instances",
@@ -882,10 +810,10 @@ async fn drain_connections(daemon: Arc<Daemon>, instances: Vec<Instance>, timeou
         // Each tunnel finishes its frame, says 1001 and waits a little for
         // the client's answer: bounded by the tunnel's own grace times.
         let closed_by = tokio::time::Instant::now() + Duration::from_secs(10);
-        wait_disconnected(&daemon, &instances, closed_by).await;
+        wait_disconnected(&*app, &instances, closed_by).await;
     }
     stop_all(&instances).await;
-    daemon.forget_drained(&instances);
+    app.forget_drained(&instances);
 }
 
 fn in_flight(instances: &[Instance]) -> usize {
@@ -921,7 +849,7 @@ async fn wait_drained(instances: &[Instance], timeout: Duration) {
 /// Waits until `instances` hold no upgraded, SSE or TCP connection, or
 /// `deadline`, or the daemon stops.
 async fn wait_disconnected(
-    daemon: &Daemon,
+    app: &impl Runtime,
     instances: &[Instance],
     deadline: tokio::time::Instant,
 ) {
@@ -934,7 +862,7 @@ async fn wait_disconnected(
     };
     tokio::select! {
         _ = all => {}
-        _ = daemon.shutdown.cancelled() => {}
+        _ = app.stopping().cancelled() => {}
     }
 }
 
@@ -942,11 +870,5 @@ async fn stop_all(instances: &[Instance]) {
     futures_util::future::join_all(instances.iter().map(Instance::stop)).await;
 }
 
-/// The "s" that makes `n` things plural in a message.
-pub(crate) fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -3,6 +3,8 @@
 //! safe to retry.
 //!
 //! - [`listener`]: accepting connections, HTTP/1.1 + h2c, slowloris guard.
+//! - [`path`]: a request's whole path, for both servers: route, attempt,
+//!   retry decision, answer, count.
 //! - [`activation`]: listening sockets passed in by systemd.
 //! - [`h1`]: Baton's own HTTP/1.1, both sides: the server for every
 //!   HTTP/1 request but an upgrade (which hyper serves, as it serves h2c)
@@ -21,6 +23,7 @@ pub mod framing;
 pub mod h1;
 pub mod headers;
 pub mod listener;
+pub mod path;
 pub mod pool;
 pub mod router;
 pub mod tcp;
@@ -33,18 +36,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use http::header::{HeaderValue, CONNECTION, COOKIE, HOST, RETRY_AFTER};
+use http::header::{HeaderValue, CONNECTION, COOKIE, HOST};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use self::body::{full, Counted, InstanceBody, Parked, ProxyBody};
+use self::body::{Counted, InstanceBody, Parked, ProxyBody};
 use self::framing::{BodyFraming, Protocol, Rejection};
-use self::router::{NoInstance, Router};
-use self::upstream::{RequestGuard, Upstream};
+use self::path::{AttemptError, Forwarded, Refusal};
+use self::router::Router;
+use self::upstream::Upstream;
 use crate::config::ProxyConfig;
 
 /// Adds one to a total unless forgotten (`std::mem::forget`).
@@ -70,7 +73,9 @@ pub struct ProxyStats {
     pub accept_errors: AtomicU64,
 }
 
-/// The proxy: configuration, router, upstream client, open tunnels.
+/// The proxy: configuration, router, totals. Upgraded and TCP connections
+/// are counted per instance (`Upstream::connections`), which is what a
+/// drain waits on, and closed through `closing` at shutdown.
 pub struct Proxy {
     /// Proxy settings.
     pub config: ProxyConfig,
@@ -78,8 +83,6 @@ pub struct Proxy {
     pub router: Arc<Router>,
     /// Totals for metrics.
     pub stats: ProxyStats,
-    /// Upgraded connections, so a drain can count and close them.
-    pub tunnels: TaskTracker,
     /// Closes every tunnel at shutdown.
     pub closing: CancellationToken,
     /// Instances that stay bad (out of rotation twice in a row for
@@ -87,108 +90,6 @@ pub struct Proxy {
     stays_bad: tokio::sync::mpsc::UnboundedSender<Arc<str>>,
     /// The other end, taken once by the daemon.
     stays_bad_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Arc<str>>>>,
-}
-
-/// What goes to the instance at each attempt.
-enum Outgoing {
-    /// A plain request, already encoded for Baton's own client.
-    Plain(h1::RequestHead),
-    /// An upgrade, sent through hyper's client on a connection of its own.
-    Upgrade(http::request::Parts),
-}
-
-/// Why one attempt at an instance failed.
-#[derive(Debug, thiserror::Error)]
-enum AttemptError {
-    /// The instance refused or did not accept: nothing was sent.
-    #[error("cannot connect to {0}: {1}")]
-    Connect(Arc<str>, String),
-    /// The exchange broke after the request went out.
-    #[error("{0} broke the exchange: {1}")]
-    Exchange(Arc<str>, String),
-    /// The client's request body failed on the way: not the instance's
-    /// fault, and nothing to retry. The client gets the status.
-    #[error("the request body failed: {0}")]
-    ClientBody(String, StatusCode),
-    /// The instance was silent past `response_timeout` or `read_timeout`.
-    #[error("{0} timed out: {1}")]
-    TimedOut(Arc<str>, String),
-}
-
-/// An instance's answer.
-enum Reply {
-    /// From a pooled connection, by Baton's own client.
-    Pooled(h1::Answer),
-    /// To an upgrade, from hyper's client.
-    Upgrade(Response<Incoming>),
-}
-
-impl Reply {
-    fn status(&self) -> StatusCode {
-        match self {
-            Reply::Pooled(answer) => answer.head.status(),
-            Reply::Upgrade(response) => response.status(),
-        }
-    }
-}
-
-/// The answer the retry loop settled on, with the instance's in-flight
-/// count, which lasts until the body ends.
-struct Forwarded {
-    reply: Reply,
-    guard: RequestGuard,
-    upstream: Arc<Upstream>,
-}
-
-/// Baton's own answer when no instance gave one.
-struct Refusal {
-    status: StatusCode,
-    why: String,
-    /// No instance was ready: the client may come back in a second.
-    retry_after: bool,
-}
-
-impl Refusal {
-    fn failed(status: StatusCode, why: String) -> Refusal {
-        Refusal {
-            status,
-            why,
-            retry_after: false,
-        }
-    }
-
-    fn no_instance(why: NoInstance) -> Refusal {
-        let why = match why {
-            NoInstance::HoldTimeout => "no instance became ready within hold_timeout",
-            NoInstance::HoldFull => "too many requests are waiting for an instance",
-            NoInstance::NoneComing => "every instance has failed and none is starting",
-        };
-        Refusal {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            why: why.to_string(),
-            retry_after: true,
-        }
-    }
-
-    /// The answer for hyper's server.
-    fn response(&self) -> Response<ProxyBody> {
-        let mut resp = Response::new(full(self.text()));
-        *resp.status_mut() = self.status;
-        if self.retry_after {
-            resp.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        resp
-    }
-
-    /// The body: the status, for a human reading it.
-    fn text(&self) -> String {
-        format!(
-            "{} {}\n",
-            self.status.as_u16(),
-            self.status.canonical_reason().unwrap_or("")
-        )
-    }
 }
 
 impl Proxy {
@@ -201,15 +102,13 @@ impl Proxy {
             stays_bad_rx: std::sync::Mutex::new(Some(stays_bad_rx)),
             config,
             stats: ProxyStats::default(),
-            tunnels: TaskTracker::new(),
             closing: CancellationToken::new(),
         })
     }
 
-    /// A request's whole path, for requests that come through hyper:
-    /// prepare, `forward` (choose an instance, send, retry), respond.
-    /// Baton's own HTTP/1.1 server (`h1::server`) takes the same path for
-    /// the requests it serves.
+    /// A request that came through hyper: prepared here, then taken along
+    /// [`path::pass`] (as Baton's own HTTP/1.1 server does with its
+    /// requests), then answered.
     ///
     /// The preparation runs at once, when hyper hands the request over, and
     /// leaves nothing of the request behind but an encoded head: the parts
@@ -256,36 +155,39 @@ impl Proxy {
             framing => framing,
         };
         let replayable = is_idempotent(parts.method.as_str().as_bytes()) || body.is_empty();
-        // Encoded once for every attempt; see RequestHead::encode for why
-        // the parts go with it.
-        let outgoing = if upgrade {
-            Outgoing::Upgrade(parts)
-        } else {
-            Outgoing::Plain(h1::RequestHead::encode(parts, &rewrite, framing))
-        };
-
+        if !upgrade {
+            // Encoded once for every attempt; see RequestHead::encode for
+            // why the parts go with it.
+            let head = h1::RequestHead::encode(parts, &rewrite, framing);
+            return async move {
+                let forwarded = path::pass(&self, &head, &body, &client, replayable).await;
+                let Forwarded {
+                    reply: answer,
+                    guard,
+                    upstream,
+                } = match forwarded {
+                    Ok(f) => f,
+                    Err(refusal) => return refusal.response(),
+                };
+                // The in-flight count lasts until the body ends.
+                let event_stream = answer.head.is_event_stream();
+                answer.into_response().map(|b| {
+                    Counted::new(InstanceBody::Pooled(b), guard, &upstream, event_stream).boxed()
+                })
+            }
+            .left_future()
+            .right_future();
+        }
+        let upgrade = path::Upgrade(parts);
         async move {
-            // hyper drops this future when the client leaves before the
-            // answer (or resets its h2 stream).
-            let abandoned = CountOnDrop(&self.stats.abandoned);
-            // 2. Choose an instance and send, retrying on another one when safe.
-            let forwarded = self.forward(&outgoing, &body, &client, replayable).await;
-            std::mem::forget(abandoned);
+            let forwarded = path::pass(&self, &upgrade, &body, &client, replayable).await;
             let Forwarded {
-                reply,
+                reply: mut resp,
                 guard,
                 upstream,
             } = match forwarded {
                 Ok(f) => f,
-                Err(refusal) => return self.refuse(refusal),
-            };
-            // 3. Respond; the in-flight count lasts until the body ends.
-            let (event_stream, mut resp) = match reply {
-                Reply::Pooled(answer) => (
-                    answer.head.is_event_stream(),
-                    answer.into_response().map(InstanceBody::Pooled),
-                ),
-                Reply::Upgrade(resp) => (false, resp.map(InstanceBody::Upgrade)),
+                Err(refusal) => return refusal.response(),
             };
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(client_side) = client_upgrade.take() {
@@ -297,7 +199,7 @@ impl Proxy {
                         websocket,
                     );
                 }
-            } else if matches!(outgoing, Outgoing::Upgrade(_)) {
+            } else {
                 // An upgrade refused: hyper's client leaves the hop-by-hop
                 // headers in (Baton's own strips them). The connection
                 // closes after it, so that no HTTP/1 head after it is
@@ -306,9 +208,9 @@ impl Proxy {
                 resp.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
-            self.count(resp.status());
-            resp.map(|b| Counted::new(b, guard, &upstream, event_stream).boxed())
+            resp.map(|b| Counted::new(InstanceBody::Upgrade(b), guard, &upstream, false).boxed())
         }
+        .right_future()
         .right_future()
     }
 
@@ -327,103 +229,6 @@ impl Proxy {
         resp
     }
 
-    /// Chooses an instance (holding while none is ready) and sends, trying
-    /// another instance when that is safe: always when nothing was sent,
-    /// and when `replayable` (idempotent or bodiless) if the exchange broke
-    /// before the body was read or a draining instance answered 503.
-    async fn forward(
-        &self,
-        outgoing: &Outgoing,
-        body: &Parked,
-        client: &HeaderValue,
-        replayable: bool,
-    ) -> Result<Forwarded, Refusal> {
-        let mut tried: Vec<Arc<str>> = Vec::new();
-        let mut attempt = 0;
-        let mut timed_out = false;
-        loop {
-            // Holding is the rare case: its future is boxed so that the
-            // common one stays small (this future is moved per request).
-            let picked = match self.router.pick(&tried) {
-                Some(u) => Ok(u),
-                None => Box::pin(self.router.pick_or_hold(&tried, self.config.hold_timeout)).await,
-            };
-            let upstream = picked.map_err(Refusal::no_instance)?;
-            let guard = upstream.begin_request();
-            let sent = match outgoing {
-                Outgoing::Upgrade(parts) => {
-                    let mut out = Request::from_parts(parts.clone(), body.attempt());
-                    self.rewrite(client).apply(out.headers_mut(), true);
-                    // Boxed: rare, and its future is large.
-                    Box::pin(tunnel::send_upgrade(out, &upstream))
-                        .await
-                        .map(Reply::Upgrade)
-                }
-                Outgoing::Plain(head) => {
-                    pool::send(&upstream, head, body, &self.config.exchange_limits())
-                        .await
-                        .map(Reply::Pooled)
-                }
-            };
-            let can_retry = attempt < self.config.retries && body.untouched();
-            match sent {
-                // A draining instance that answers 503 (seed 003's apps do)
-                // has not handled the request: another instance can.
-                Ok(reply)
-                    if reply.status() == StatusCode::SERVICE_UNAVAILABLE
-                        && upstream.is_draining()
-                        && can_retry
-                        && replayable => {}
-                Ok(reply) => {
-                    upstream.answered();
-                    return Ok(Forwarded {
-                        reply,
-                        guard,
-                        upstream,
-                    });
-                }
-                Err(AttemptError::Connect(id, why)) => {
-                    self.report_unreachable(&upstream);
-                    if !can_retry {
-                        return Err(Refusal::failed(
-                            StatusCode::BAD_GATEWAY,
-                            format!("cannot connect to {id}: {why}"),
-                        ));
-                    }
-                }
-                Err(AttemptError::ClientBody(why, status)) => {
-                    return Err(Refusal::failed(
-                        status,
-                        format!("the request body failed: {why}"),
-                    ));
-                }
-                Err(e @ AttemptError::TimedOut(..)) => {
-                    self.report_slow(&upstream);
-                    // One retry on another instance at most (nginx's
-                    // proxy_next_upstream timeout): a request that hangs
-                    // everywhere should not take retries × the timeout.
-                    if !(can_retry && replayable && !timed_out) {
-                        return Err(Refusal::failed(StatusCode::GATEWAY_TIMEOUT, e.to_string()));
-                    }
-                    timed_out = true;
-                }
-                Err(e @ AttemptError::Exchange(..)) => {
-                    // Like nginx's max_fails=1: an instance that broke an
-                    // exchange sits out until its port accepts again, so a
-                    // retry does not land on a dying process.
-                    self.report_unreachable(&upstream);
-                    if !(can_retry && replayable) {
-                        return Err(Refusal::failed(StatusCode::BAD_GATEWAY, e.to_string()));
-                    }
-                }
-            }
-            drop(guard);
-            tried.push(upstream.id.clone());
-            attempt += 1;
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// How this proxy rewrites the headers of a request from `client`.
     fn rewrite<'a>(&self, client: &'a HeaderValue) -> headers::Rewrite<'a> {
         headers::Rewrite {
@@ -438,15 +243,17 @@ impl Proxy {
         self.stats.responses[class].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts and logs a refusal, and makes it a response for hyper.
-    fn refuse(&self, refusal: Refusal) -> Response<ProxyBody> {
-        self.log_refusal(&refusal);
-        refusal.response()
-    }
-
-    fn log_refusal(&self, refusal: &Refusal) {
-        self.count(refusal.status);
-        tracing::warn!(status = refusal.status.as_u16(), "{}", refusal.why);
+    /// Passive health after a failed attempt: see [`Proxy::report_slow`]
+    /// and [`Proxy::report_unreachable`]. The client's own failures say
+    /// nothing about the instance.
+    fn passive_health(&self, upstream: &Arc<Upstream>, failure: &AttemptError) {
+        match failure {
+            AttemptError::Connect(..) | AttemptError::Exchange(..) => {
+                self.report_unreachable(upstream);
+            }
+            AttemptError::TimedOut(..) => self.report_slow(upstream),
+            AttemptError::ClientBody(..) => {}
+        }
     }
 
     /// The instances that stay bad, as the proxy finds them (see

@@ -37,8 +37,7 @@ pub async fn serve(
         let proxy = proxy.clone();
         let name = name.clone();
         let closing = proxy.closing.clone();
-        let tunnels = proxy.tunnels.clone();
-        tunnels.spawn(async move {
+        tokio::spawn(async move {
             let mut tried: Vec<Arc<str>> = Vec::new();
             for _ in 0..=proxy.config.retries {
                 let Ok(upstream) = proxy

@@ -59,7 +59,7 @@ pub(super) fn spawn(
 ) {
     let counted = upstream.begin_connection();
     let closing = proxy.closing.clone();
-    proxy.tunnels.spawn(async move {
+    tokio::spawn(async move {
         let _counted = counted;
         let (Ok(client), Ok(instance)) = tokio::join!(client, instance) else {
             return;

@@ -4,7 +4,6 @@
 //! - [`copy`]: a directory source.
 //! - [`unpack`]: a tarball or `git archive` source, unpacked safely.
 //! - [`build`]: the build hook.
-//! - [`inbox`]: the watched upload folder (seed 003's cron, done safely).
 //!
 //! A release folder appears under its final name only once its files are
 //! complete (it is unpacked under `.staging-<id>` first), and it counts only
@@ -13,12 +12,12 @@
 
 pub mod build;
 pub mod copy;
-pub mod inbox;
 pub mod unpack;
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -71,8 +70,8 @@ pub struct Meta {
     pub created: String,
     /// The build's log, if a build ran.
     pub build_log: Option<String>,
-    /// `ready`, or `failed` when the build failed.
-    pub status: String,
+    /// Ready, or failed (its build, or its deploy).
+    pub status: Status,
     /// Bytes in the folder's files once it was made (see [`folder_size`]).
     #[serde(default)]
     pub size: Option<u64>,
@@ -81,6 +80,73 @@ pub struct Meta {
     /// reuses the copy without reading a file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+}
+
+/// Whether a release folder can be deployed: in its `RELEASE` file as
+/// `"ready"` or `"failed"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Made (and built) in full.
+    Ready,
+    /// Its build failed, or a deploy of it did.
+    Failed,
+}
+
+/// One release: a folder of code and the configuration it runs with.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// Sortable id: UTC time plus a short hash (see [`new_release_id`]).
+    pub id: String,
+    /// Where it came from (a path, or [`APP_DIR_SOURCE`]).
+    pub source: String,
+    /// The folder the web process runs in.
+    pub dir: PathBuf,
+    /// The configuration it runs with.
+    pub config: Loaded,
+    /// When it was made.
+    pub created: SystemTime,
+    /// It failed to build or to deploy.
+    pub failed: bool,
+    /// Bytes in its folder (or in the copy kept of it), when known.
+    pub size: Option<u64>,
+}
+
+/// A sortable release id: UTC time to the second, then a short hash of the
+/// exact time and a counter, so two ids in one second still differ.
+pub fn new_release_id() -> String {
+    use std::hash::{Hash, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now();
+    let stamp: String = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    now.hash(&mut h);
+    COUNTER.fetch_add(1, Ordering::Relaxed).hash(&mut h);
+    std::process::id().hash(&mut h);
+    format!("{stamp}-{:06x}", h.finish() & 0xff_ffff)
+}
+
+/// The configuration a release folder runs with: its own baton.toml if it
+/// ships one, else the daemon's; relative paths start in the folder, and the
+/// state directory stays the daemon's.
+///
+/// # Errors
+/// When that baton.toml is invalid.
+pub fn release_config(loaded: &Loaded, dir: &Path) -> Result<Loaded, crate::config::ConfigError> {
+    let own = dir.join("baton.toml");
+    let mut config = if own.exists() {
+        crate::config::load(&own)?
+    } else {
+        crate::config::load(&loaded.path)?
+    };
+    config.config.daemon.state_dir = Some(loaded.state_dir());
+    config.base_dir = dir.to_path_buf();
+    Ok(config)
 }
 
 /// Why a release could not be made.
@@ -97,9 +163,6 @@ pub enum ReleaseError {
     /// Copying, writing metadata, linking shared paths.
     #[error("{0}")]
     Io(String),
-    /// The build hook failed.
-    #[error("build failed: {0}")]
-    Build(String),
 }
 
 /// The release folders of one app.
@@ -202,7 +265,7 @@ impl Store {
             if protect.contains(&meta.id.as_str()) {
                 continue;
             }
-            let keep_it = if meta.status == "ready" {
+            let keep_it = if meta.status == Status::Ready {
                 kept_ok += 1;
                 kept_ok <= keep
             } else {
@@ -244,7 +307,7 @@ impl Store {
         id: Option<&str>,
         fill: impl FnOnce(&Path) -> Result<String, ReleaseError>,
     ) -> Result<(String, PathBuf, String), ReleaseError> {
-        let stamp = id.map_or_else(crate::deploy::new_release_id, str::to_string);
+        let stamp = id.map_or_else(new_release_id, str::to_string);
         let staging = self.staging(&stamp);
         std::fs::create_dir_all(&staging)
             .map_err(|e| ReleaseError::Io(format!("creating {}: {e}", staging.display())))?;
@@ -429,7 +492,7 @@ impl Store {
             checksum,
             created: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             build_log: None,
-            status: "ready".into(),
+            status: Status::Ready,
             // Surveyed: the copy holds the same files, and its links count
             // nothing, as in folder_size.
             size: Some(survey.bytes),
@@ -447,7 +510,7 @@ impl Store {
     /// The newest complete copy of the app directory that `matches`.
     fn newest_app_dir_copy(&self, matches: impl Fn(&Meta) -> bool) -> Option<(Meta, PathBuf)> {
         self.list().into_iter().rev().find(|(meta, _)| {
-            meta.source == APP_DIR_SOURCE && meta.status == "ready" && matches(meta)
+            meta.source == APP_DIR_SOURCE && meta.status == Status::Ready && matches(meta)
         })
     }
 
@@ -551,12 +614,12 @@ impl Store {
     }
 
     /// Sets the status in a release's `RELEASE` file.
-    pub fn set_status(&self, dir: &Path, status: &str) {
+    pub fn set_status(&self, dir: &Path, status: Status) {
         let Ok(text) = std::fs::read_to_string(dir.join(META_FILE)) else {
             return;
         };
         if let Ok(mut meta) = serde_json::from_str::<Meta>(&text) {
-            meta.status = status.into();
+            meta.status = status;
             let _ = self.finish(dir, &meta);
         }
     }
@@ -707,7 +770,7 @@ mod tests {
                 checksum: String::new(),
                 created: created.into(),
                 build_log: None,
-                status: "ready".into(),
+                status: Status::Ready,
                 size: None,
                 fingerprint: None,
             };

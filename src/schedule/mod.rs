@@ -11,15 +11,15 @@
 //! configuration, and looks again whenever a deploy changes it.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::Arc;
 
-use tokio::process::Command;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::daemon::Daemon;
-use crate::supervisor::{logs, spawn};
+use crate::app::App;
+use crate::config::{Config, CronPattern};
+use crate::deploy::Kind;
+use crate::supervisor::logs;
+use crate::supervisor::oneoff::{Ended, OneOff};
 
 /// What ticks.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -50,21 +50,21 @@ impl Schedule {
     }
 
     /// Its cron pattern in `config`, if it is still there.
-    fn pattern(&self, config: &Config) -> Option<String> {
+    fn pattern(&self, config: &Config) -> Option<CronPattern> {
         let pattern = match self {
             Schedule::WebRestart => config.web.cron_restart.as_ref(),
             Schedule::SingletonRestart(name) => config.process.get(name)?.cron_restart.as_ref(),
             Schedule::Job(name) => Some(&config.cron.get(name)?.schedule),
         };
-        pattern.map(|p| p.get_ref().clone())
+        pattern.cloned()
     }
 
     /// What it does at a tick.
-    async fn tick(&self, daemon: &Arc<Daemon>, pattern: &str) {
+    async fn tick(&self, app: &Arc<App>, pattern: &str) {
         match self {
-            Schedule::WebRestart => restart_web(daemon, pattern).await,
-            Schedule::SingletonRestart(name) => restart_singleton(daemon, name, pattern).await,
-            Schedule::Job(name) => run_once(daemon, name).await,
+            Schedule::WebRestart => restart_web(app, pattern).await,
+            Schedule::SingletonRestart(name) => restart_singleton(app, name, pattern).await,
+            Schedule::Job(name) => run_once(app, name).await,
         }
     }
 }
@@ -72,20 +72,20 @@ impl Schedule {
 /// Keeps one task per schedule of the configuration in force, for the
 /// daemon's life: a deploy that adds one starts it. A task ends once its
 /// schedule is gone.
-pub async fn keep(daemon: Arc<Daemon>) {
-    let mut changes = daemon.config_changes.subscribe();
+pub async fn keep(app: Arc<App>) {
+    let mut changes = app.config_changes();
     let mut tasks: HashMap<Schedule, JoinHandle<()>> = HashMap::new();
     loop {
         changes.mark_unchanged();
-        for schedule in Schedule::all_in(&daemon.config().config) {
+        for schedule in Schedule::all_in(&app.config().config) {
             if tasks.get(&schedule).is_none_or(JoinHandle::is_finished) {
-                let task = on_each_tick(daemon.clone(), schedule.clone());
+                let task = on_each_tick(app.clone(), schedule.clone());
                 tasks.insert(schedule, tokio::spawn(task));
             }
         }
         tokio::select! {
             _ = changes.changed() => {}
-            _ = daemon.shutdown.cancelled() => return,
+            _ = app.stopping.cancelled() => return,
         }
     }
 }
@@ -94,17 +94,17 @@ pub async fn keep(daemon: Arc<Daemon>) {
 /// The pattern is read again at every change of configuration, so a deploy
 /// that changes or removes it applies at once: a daily job made hourly does
 /// not wait for its old daily tick first.
-async fn on_each_tick(daemon: Arc<Daemon>, schedule: Schedule) {
-    let mut changes = daemon.config_changes.subscribe();
+async fn on_each_tick(app: Arc<App>, schedule: Schedule) {
+    let mut changes = app.config_changes();
     loop {
         changes.mark_unchanged();
-        let Some(pattern) = schedule.pattern(&daemon.config().config) else {
+        let Some(pattern) = schedule.pattern(&app.config().config) else {
             return;
         };
-        match next_tick(&daemon, &pattern, &mut changes).await {
+        match next_tick(&app, &pattern, &mut changes).await {
             // A change at the very tick: the configuration in force decides.
-            Wake::Tick if schedule.pattern(&daemon.config().config).as_ref() == Some(&pattern) => {
-                schedule.tick(&daemon, &pattern).await;
+            Wake::Tick if schedule.pattern(&app.config().config).as_ref() == Some(&pattern) => {
+                schedule.tick(&app, pattern.as_str()).await;
             }
             Wake::Tick => {}
             // The next tick is worked out again, from the pattern in force.
@@ -117,9 +117,9 @@ async fn on_each_tick(daemon: Arc<Daemon>, schedule: Schedule) {
 /// A `[web] cron_restart` tick: a deploy of the serving release (fresh
 /// instances ready before the old ones drain). A tick that meets a running
 /// deploy is skipped: that deploy brings fresh instances anyway.
-async fn restart_web(daemon: &Arc<Daemon>, pattern: &str) {
+async fn restart_web(app: &App, pattern: &str) {
     tracing::info!("cron_restart ({pattern}): restarting the web instances");
-    match crate::deploy::run_unwatched(daemon, crate::deploy::Kind::Restart).await {
+    match app.deployer().run_unwatched(Kind::Restart).await {
         Ok(release) => tracing::info!("cron_restart: release {release} runs on fresh instances"),
         Err(e) => tracing::warn!("cron_restart: {e}"),
     }
@@ -127,19 +127,16 @@ async fn restart_web(daemon: &Arc<Daemon>, pattern: &str) {
 
 /// A `[process.<name>] cron_restart` tick: that singleton is stopped, then
 /// started, as at a deploy. A tick that meets a running deploy is skipped.
-async fn restart_singleton(daemon: &Arc<Daemon>, name: &str, pattern: &str) {
-    let running = daemon
-        .singletons()
-        .into_iter()
-        .find(|i| *i.process == *name);
+async fn restart_singleton(app: &App, name: &str, pattern: &str) {
+    let running = app.singletons().into_iter().find(|i| *i.process == *name);
     let Some(singleton) = running else {
         return;
     };
-    let kind = crate::deploy::Kind::Replace {
+    let kind = Kind::Replace {
         instance: singleton.id.to_string(),
         why: format!("cron_restart ({pattern})"),
     };
-    match crate::deploy::run_unwatched(daemon, kind).await {
+    match app.deployer().run_unwatched(kind).await {
         Ok(_) => tracing::info!("cron_restart: {} has a fresh process", singleton.id),
         Err(e) => tracing::warn!("cron_restart of {}: {e}", singleton.id),
     }
@@ -157,15 +154,12 @@ enum Wake {
 
 /// Sleeps until the next tick of `pattern`, or a change of configuration.
 async fn next_tick(
-    daemon: &Daemon,
-    pattern: &str,
-    changes: &mut tokio::sync::watch::Receiver<u64>,
+    app: &App,
+    pattern: &CronPattern,
+    changes: &mut tokio::sync::watch::Receiver<crate::config::Loaded>,
 ) -> Wake {
-    let Ok(cron) = crate::config::parse_cron(pattern) else {
-        return Wake::Never;
-    };
     let now = chrono::Utc::now();
-    let Ok(next) = cron.find_next_occurrence(&now, false) else {
+    let Ok(next) = pattern.cron().find_next_occurrence(&now, false) else {
         return Wake::Never;
     };
     let wait = (next - now).to_std().unwrap_or_default();
@@ -173,9 +167,9 @@ async fn next_tick(
         // In this order: a change that lands as the tick comes does not
         // cost the tick.
         biased;
-        _ = daemon.shutdown.cancelled() => Wake::Never,
+        _ = app.stopping.cancelled() => Wake::Never,
         _ = tokio::time::sleep(wait) => Wake::Tick,
-        // Only a dropped sender errs, and the daemon holds it for life.
+        // Only a dropped sender errs, and the app holds it for life.
         _ = changes.changed() => Wake::ConfigChanged,
     }
 }
@@ -183,70 +177,34 @@ async fn next_tick(
 /// Runs the job `name` once, as the serving release defines it: during a
 /// deploy, from the switch on, that is the new release, whose baton.toml
 /// may have changed or dropped the job.
-async fn run_once(daemon: &Daemon, name: &str) {
-    let Some(release) = daemon.current_release() else {
+async fn run_once(app: &App, name: &str) {
+    let Some(release) = app.current_release() else {
         return;
     };
     let Some(job) = release.config.config.cron.get(name) else {
         return;
     };
     let who = format!("cron:{name}");
-    let sink = daemon.ctx.logs.clone();
-    let note = |msg: String| sink.write_line(&format!("{} {msg}", logs::prefix(&who, "baton")));
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(job.command.get_ref())
-        .current_dir(&release.dir)
-        .envs(&job.env)
-        .env("BATON_RELEASE", &release.id)
-        .env("BATON_ROLE", &who)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    spawn::prepare(&mut cmd, None);
-    let mut child = match spawn::spawn(cmd) {
-        Ok(c) => c,
-        Err(e) => return note(format!("cannot start: {e}")),
+    let note = |msg: String| {
+        let line = format!("{} {msg}", logs::prefix(&who, "baton"));
+        app.ctx.logs.write_line(&line);
     };
-    let pgid = child.id().unwrap_or(0) as i32;
-    daemon.ctx.reaper.register(pgid);
+    let run = OneOff {
+        who: &who,
+        command: job.command.get_ref(),
+        cwd: &release.dir,
+        env: &job.env,
+        release: &release.id,
+        timeout: job.timeout,
+    };
     note(format!("run started in release {}", release.id));
-    let tail = logs::Tail::default();
-    let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(logs::capture(
-            out,
-            who.clone(),
-            "out",
-            sink.clone(),
-            tail.clone(),
-        )));
-    }
-    if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(logs::capture(
-            err,
-            who.clone(),
-            "err",
-            sink.clone(),
-            tail.clone(),
-        )));
-    }
-    let group = nix::unistd::Pid::from_raw(pgid);
-    match tokio::time::timeout(job.timeout, child.wait()).await {
-        Ok(Ok(status)) => note(format!("run ended: {status}")),
-        Ok(Err(e)) => note(format!("run lost: {e}")),
-        Err(_) => {
-            note(format!(
-                "run killed after timeout ({})",
-                humantime::format_duration(job.timeout)
-            ));
-            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-            let _ = child.wait().await;
-        }
-    }
-    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-    daemon.ctx.reaper.unregister(pgid);
-    for r in readers {
-        let _ = r.await;
+    match run.run(&app.ctx).await {
+        Ok(Ended::Exited(status)) => note(format!("run ended: {status}")),
+        Ok(Ended::Lost(e)) => note(format!("run lost: {e}")),
+        Ok(Ended::TimedOut) => note(format!(
+            "run killed after timeout ({})",
+            humantime::format_duration(job.timeout)
+        )),
+        Err(e) => note(format!("cannot start: {e}")),
     }
 }

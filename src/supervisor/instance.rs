@@ -3,8 +3,10 @@
 //! its [`Status`] from a watch channel and sends it `Control` messages.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,7 +15,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use super::logs::{self, LogSink, Tail};
 use super::ports::{PortLease, PortPool};
@@ -140,8 +142,10 @@ pub struct Context {
 
 /// A message to the task that owns an instance.
 enum Control {
-    /// Stop it; the reply comes once it is gone.
-    Stop(oneshot::Sender<()>),
+    /// Stop it. Whoever asks waits for the state to say stopped (or
+    /// failed), not for a reply: a message sent as the task ends is never
+    /// read, and stays queued while any handle lives.
+    Stop,
     /// It left the route table and is finishing its requests.
     Drain,
     /// It is back in the route table (a deploy was reverted).
@@ -214,6 +218,9 @@ impl Instance {
             upstream,
             tail,
             _leases: leases,
+            restarts: 0,
+            unstable: 0,
+            recent_exits: Vec::new(),
         };
         tokio::spawn(task.run());
         Ok(handle)
@@ -246,10 +253,9 @@ impl Instance {
     /// Stops it (stop signal, then SIGKILL after the kill timeout) and waits
     /// until it is gone.
     pub async fn stop(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.ctl.send(Control::Stop(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        // A task already gone refuses the message; its state is terminal,
+        // or it ended (a closed status channel ends the wait too).
+        let _ = self.ctl.send(Control::Stop);
         self.wait_for(|s| s.state.is_terminal()).await;
     }
 
@@ -280,6 +286,76 @@ impl Instance {
     }
 }
 
+/// An instance with no process, for tests of what drives instances (the
+/// deploy machine): the test sets its state, and it obeys `stop`, drain
+/// and serve as a real one's task would.
+#[cfg(test)]
+pub(crate) struct Puppet {
+    status: watch::Sender<Status>,
+}
+
+#[cfg(test)]
+impl Puppet {
+    /// A puppet `web#<number>` of `release`, starting.
+    pub(crate) fn start(number: u64, release: &str) -> (Instance, Puppet) {
+        let id: Arc<str> = format!("web#{number}").into();
+        let (status, status_rx) = watch::channel(Status {
+            state: State::Starting,
+            pid: None,
+            restarts: 0,
+            since: SystemTime::now(),
+            started: Some(SystemTime::now()),
+            reason: None,
+            ever_ready: false,
+        });
+        let (ctl, mut ctl_rx) = mpsc::unbounded_channel();
+        let instance = Instance {
+            upstream: Arc::new(Upstream::new(id.clone(), 0)),
+            id,
+            process: "web".into(),
+            release: release.into(),
+            status: status_rx,
+            ctl,
+            tail: Tail::default(),
+        };
+        let task_status = status.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = ctl_rx.recv().await {
+                let set = |state: State| {
+                    task_status.send_modify(|s| {
+                        if !s.state.is_terminal() {
+                            s.state = state;
+                        }
+                    })
+                };
+                match msg {
+                    Control::Stop => set(State::Stopped),
+                    Control::Drain => set(State::Draining),
+                    Control::Serve => set(State::Ready),
+                    Control::Message(_) | Control::Signal(_) => {}
+                }
+            }
+        });
+        (instance, Puppet { status })
+    }
+
+    /// It passed its readiness check.
+    pub(crate) fn ready(&self) {
+        self.status.send_modify(|s| {
+            s.state = State::Ready;
+            s.ever_ready = true;
+        });
+    }
+
+    /// It failed for good, for `reason`.
+    pub(crate) fn fail(&self, reason: &str) {
+        self.status.send_modify(|s| {
+            s.state = State::Failed;
+            s.reason = Some(reason.into());
+        });
+    }
+}
+
 /// The task's own state; only it touches the child.
 struct InstanceTask {
     spec: InstanceSpec,
@@ -289,19 +365,49 @@ struct InstanceTask {
     upstream: Arc<Upstream>,
     tail: Tail,
     _leases: Vec<PortLease>,
+    /// Restarts after exits, in all.
+    restarts: u32,
+    /// Unstable exits in a row (see [`InstanceTask::after_exit`]).
+    unstable: u32,
+    /// When the last exits were, within `restart_window`.
+    recent_exits: Vec<tokio::time::Instant>,
 }
 
-/// How one run of the child ended.
-enum RunEnd {
-    /// Stop was asked and done; the reply goes out after the state is set.
-    Stopped(Option<oneshot::Sender<()>>),
-    /// The child exited on its own.
-    Exited {
-        status: ExitStatus,
-        uptime: Duration,
+/// Where an instance is in its life, with what that state holds. The task
+/// waits for the next [`Event`] of its state, and [`InstanceTask::on`]
+/// decides the next state.
+enum Life {
+    /// No process: one is spawned now.
+    Spawning,
+    /// A process runs and has not passed its readiness check yet.
+    Starting {
+        run: Run,
+        ready: Pin<Box<dyn Future<Output = ()> + Send>>,
+        timeout: Pin<Box<tokio::time::Sleep>>,
     },
-    /// The instance failed for good.
-    Failed(String),
+    /// It passed: it serves, or drains (only its status says which).
+    Serving { run: Run },
+    /// Its process exited; a fresh one is spawned when the wait ends.
+    Backoff { wait: Pin<Box<tokio::time::Sleep>> },
+    /// Stopped or failed: the task ends.
+    Ended,
+}
+
+/// One process of the instance.
+struct Run {
+    child: Child,
+    pgid: i32,
+    channel: Channel,
+    started: Instant,
+}
+
+/// What the task waits for.
+enum Event {
+    Control(Option<Control>),
+    Exited(ExitStatus),
+    Ready,
+    StartTimeout,
+    BackoffOver,
 }
 
 impl InstanceTask {
@@ -327,10 +433,11 @@ impl InstanceTask {
     }
 
     /// The end of the instance: stopped on purpose, or failed for `reason`.
-    fn end(&self, reason: Option<String>, restarts: u32) {
+    fn end(&self, reason: Option<String>) -> Life {
         if let Some(reason) = &reason {
             self.log(&format!("failed: {reason}"));
         }
+        let restarts = self.restarts;
         self.set(|s| {
             s.state = if reason.is_some() {
                 State::Failed
@@ -343,86 +450,159 @@ impl InstanceTask {
                 s.reason = reason;
             }
         });
+        Life::Ended
     }
 
     async fn run(mut self) {
-        let mut unstable = 0u32;
-        let mut restarts = 0u32;
-        // When the last exits were, within restart_window.
-        let mut recent: Vec<tokio::time::Instant> = Vec::new();
+        let mut life = Life::Spawning;
         loop {
-            let (status, uptime) = match self.run_once().await {
-                RunEnd::Stopped(reply) => {
-                    self.end(None, restarts);
-                    if let Some(reply) = reply {
-                        let _ = reply.send(());
-                    }
-                    return;
+            life = match life {
+                Life::Spawning => self.spawn(),
+                Life::Ended => return,
+                mut waiting => {
+                    let event = next_event(&mut self.ctl, &mut waiting).await;
+                    self.on(waiting, event).await
                 }
-                RunEnd::Failed(reason) => return self.end(Some(reason), restarts),
-                RunEnd::Exited { status, uptime } => (status, uptime),
             };
-            let how = describe_exit(status);
-            if !self.status.borrow().ever_ready && !self.spec.restart_before_ready {
-                let reason = self.with_tail(format!("{how} before it was ready"));
-                return self.end(Some(reason), restarts);
-            }
-            if !self.spec.autorestart {
-                let reason = self.with_tail(format!("{how}; not restarted (autorestart = false)"));
-                return self.end(Some(reason), restarts);
-            }
-            // A crash loop: an exit within min_uptime, or the third exit
-            // within restart_window even when each run outlived min_uptime
-            // (a release that dies every few seconds looped for good).
-            let now = tokio::time::Instant::now();
-            recent.retain(|t| now.duration_since(*t) < self.spec.restart_window);
-            recent.push(now);
-            let looping = recent.len() >= LOOP_EXITS;
-            unstable = if uptime < self.spec.min_uptime || looping {
-                unstable + 1
-            } else {
-                0
-            };
-            restarts += 1;
-            if unstable > self.spec.max_restarts {
-                let reason = self.with_tail(format!(
-                    "{how}; crashed {unstable} times in a row within min_uptime ({}) or restart_window ({}), giving up",
-                    humantime::format_duration(self.spec.min_uptime),
-                    humantime::format_duration(self.spec.restart_window)
+        }
+    }
+
+    /// Every state's answer to every event, in one place.
+    async fn on(&mut self, life: Life, event: Event) -> Life {
+        match (life, event) {
+            (Life::Starting { run, .. }, Event::Ready) => {
+                self.log(&format!(
+                    "ready on port {} after {} ms",
+                    self.upstream.addr.port(),
+                    run.started.elapsed().as_millis()
                 ));
-                return self.end(Some(reason), restarts);
+                // A fresh process passed its check: whatever passive health
+                // said about the previous one no longer holds.
+                self.upstream.set_down(false);
+                self.set(|s| {
+                    s.state = State::Ready;
+                    s.ever_ready = true;
+                    s.reason = None;
+                });
+                Life::Serving { run }
             }
-            let backoff = BACKOFF_START
-                .saturating_mul(1 << unstable.min(16))
-                .min(BACKOFF_MAX);
-            self.log(&format!(
-                "{how} after {}; restarting in {}",
-                humantime::format_duration(Duration::from_millis(uptime.as_millis() as u64)),
-                humantime::format_duration(backoff)
-            ));
-            self.set(|s| {
-                s.state = State::Starting;
-                s.pid = None;
-                s.restarts = restarts;
-                s.reason = Some(format!("{how}; restarting"));
-            });
-            // The backoff wait still answers a stop at once.
-            let deadline = tokio::time::sleep(backoff);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    _ = &mut deadline => break,
-                    msg = self.ctl.recv() => match msg {
-                        Some(Control::Stop(reply)) => {
-                            self.end(None, restarts);
-                            let _ = reply.send(());
-                            return;
-                        }
-                        Some(_) => {}
-                        None => return,
-                    }
+            (Life::Starting { mut run, .. }, Event::StartTimeout) => {
+                self.stop_group(&mut run).await;
+                self.finish(&run);
+                let reason = self.with_tail(format!(
+                    "not ready within start_timeout ({}) by its {} check",
+                    humantime::format_duration(self.spec.start_timeout),
+                    kind_name(self.spec.readiness.kind),
+                ));
+                self.end(Some(reason))
+            }
+            (Life::Starting { run, .. } | Life::Serving { run }, Event::Exited(status)) => {
+                self.finish(&run);
+                self.after_exit(status, run.started.elapsed())
+            }
+            (Life::Backoff { .. }, Event::BackoffOver) => Life::Spawning,
+            (life, Event::Control(msg)) => self.control(life, msg).await,
+            // An event of another state (none is produced): no change.
+            (life, _) => life,
+        }
+    }
+
+    /// Every control message, in every state.
+    async fn control(&mut self, life: Life, msg: Option<Control>) -> Life {
+        match msg {
+            // The handles gone, nobody could stop it later.
+            Some(Control::Stop) | None => self.stop(life).await,
+            Some(Control::Drain) => {
+                if matches!(life, Life::Serving { .. }) {
+                    self.set(|s| s.state = State::Draining);
                 }
+                life
             }
+            Some(Control::Serve) => {
+                if matches!(life, Life::Serving { .. }) {
+                    self.set(|s| s.state = State::Ready);
+                }
+                life
+            }
+            Some(Control::Message(m)) => {
+                if let Some(run) = life.run() {
+                    send_ipc(&run.channel, &m).await;
+                }
+                life
+            }
+            Some(Control::Signal(sig)) => {
+                if let Some(run) = life.run() {
+                    let _ = killpg(Pid::from_raw(run.pgid), sig);
+                }
+                life
+            }
+        }
+    }
+
+    /// Stops its process, if one runs, and ends it.
+    async fn stop(&mut self, life: Life) -> Life {
+        if let Life::Starting { mut run, .. } | Life::Serving { mut run } = life {
+            self.set(|s| s.state = State::Stopping);
+            self.stop_group(&mut run).await;
+            self.finish(&run);
+        }
+        self.end(None)
+    }
+
+    /// After an exit on its own: a restart after a backoff, or the end
+    /// (never ready and not to be restarted before, autorestart off, or a
+    /// crash loop).
+    fn after_exit(&mut self, status: ExitStatus, uptime: Duration) -> Life {
+        let how = describe_exit(status);
+        if !self.status.borrow().ever_ready && !self.spec.restart_before_ready {
+            let reason = self.with_tail(format!("{how} before it was ready"));
+            return self.end(Some(reason));
+        }
+        if !self.spec.autorestart {
+            let reason = self.with_tail(format!("{how}; not restarted (autorestart = false)"));
+            return self.end(Some(reason));
+        }
+        // A crash loop: an exit within min_uptime, or the third exit
+        // within restart_window even when each run outlived min_uptime
+        // (a release that dies every few seconds looped for good).
+        let now = tokio::time::Instant::now();
+        let window = self.spec.restart_window;
+        self.recent_exits
+            .retain(|t| now.duration_since(*t) < window);
+        self.recent_exits.push(now);
+        let looping = self.recent_exits.len() >= LOOP_EXITS;
+        self.unstable = if uptime < self.spec.min_uptime || looping {
+            self.unstable + 1
+        } else {
+            0
+        };
+        self.restarts += 1;
+        if self.unstable > self.spec.max_restarts {
+            let reason = self.with_tail(format!(
+                "{how}; crashed {} times in a row within min_uptime ({}) or restart_window ({}), giving up",
+                self.unstable,
+                humantime::format_duration(self.spec.min_uptime),
+                humantime::format_duration(self.spec.restart_window)
+            ));
+            return self.end(Some(reason));
+        }
+        let backoff = BACKOFF_START
+            .saturating_mul(1 << self.unstable.min(16))
+            .min(BACKOFF_MAX);
+        self.log(&format!(
+            "{how} after {}; restarting in {}",
+            humantime::format_duration(Duration::from_millis(uptime.as_millis() as u64)),
+            humantime::format_duration(backoff)
+        ));
+        let restarts = self.restarts;
+        self.set(|s| {
+            s.state = State::Starting;
+            s.pid = None;
+            s.restarts = restarts;
+            s.reason = Some(format!("{how}; restarting"));
+        });
+        Life::Backoff {
+            wait: Box::pin(tokio::time::sleep(backoff)),
         }
     }
 
@@ -480,24 +660,26 @@ impl InstanceTask {
         cmd
     }
 
-    /// Spawns the child once and follows it until it exits or is stopped.
-    async fn run_once(&mut self) -> RunEnd {
+    /// Spawns a process: `Starting` with its readiness wait and
+    /// `start_timeout` running, or the end when it cannot start.
+    fn spawn(&mut self) -> Life {
         let notify_path = self
             .ctx
             .run_dir
             .join(format!("{}.{}.notify", self.spec.process, self.spec.number));
         let mut channel = match Channel::open(self.spec.readiness.kind, &notify_path) {
             Ok(c) => c,
-            Err(e) => return RunEnd::Failed(format!("cannot open the readiness channel: {e}")),
+            Err(e) => return self.end(Some(format!("cannot open the readiness channel: {e}"))),
         };
         let mut child = match spawn::spawn(self.command(&channel)) {
             Ok(c) => c,
             Err(e) => {
-                return RunEnd::Failed(format!(
+                let reason = format!(
                     "cannot start `{}` in {}: {e}",
                     self.spec.command,
                     self.spec.cwd.display()
-                ))
+                );
+                return self.end(Some(reason));
             }
         };
         if let Channel::NodeIpc { theirs, .. } = &mut channel {
@@ -534,111 +716,33 @@ impl InstanceTask {
             s.started = Some(SystemTime::now());
         });
         let mut signals = channel.listen();
+        let readiness = self.spec.readiness.clone();
+        let port = self.upstream.addr.port();
+        let ready = Box::pin(async move {
+            readiness::wait_ready(&readiness, port, &mut signals).await;
+        });
+        Life::Starting {
+            run: Run {
+                child,
+                pgid,
+                channel,
+                started,
+            },
+            ready,
+            timeout: Box::pin(tokio::time::sleep(self.spec.start_timeout)),
+        }
+    }
 
-        let end = self
-            .follow(&mut child, pgid, &channel, &mut signals, started)
-            .await;
-        // Whatever ended the leader, leave nothing of its group behind.
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-        self.ctx.reaper.unregister(pgid);
+    /// After its process ended: nothing of its group is left behind, and
+    /// it takes no traffic until a fresh process passes its check.
+    fn finish(&self, run: &Run) {
+        let _ = killpg(Pid::from_raw(run.pgid), Signal::SIGKILL);
+        self.ctx.reaper.unregister(run.pgid);
         // Nothing listens on the port now. The route table drops this
         // instance only once the publisher runs; until then a request that
         // picked it would meet a refusal and, on its last attempt, fail.
         // The flag is cleared when a fresh process passes its check.
         self.upstream.set_down(true);
-        end
-    }
-
-    async fn follow(
-        &mut self,
-        child: &mut Child,
-        pgid: i32,
-        channel: &Channel,
-        signals: &mut mpsc::UnboundedReceiver<readiness::Signal>,
-        started: Instant,
-    ) -> RunEnd {
-        // Phase 1: starting, until ready, exit, timeout or stop.
-        {
-            let readiness = self.spec.readiness.clone();
-            let port = self.upstream.addr.port();
-            let ready = readiness::wait_ready(&readiness, port, signals);
-            tokio::pin!(ready);
-            let timeout = tokio::time::sleep(self.spec.start_timeout);
-            tokio::pin!(timeout);
-            loop {
-                tokio::select! {
-                    _ = &mut ready => break,
-                    status = child.wait() => {
-                        let status = status.unwrap_or_else(|_| ExitStatus::from_raw(0));
-                        return RunEnd::Exited { status, uptime: started.elapsed() };
-                    }
-                    _ = &mut timeout => {
-                        self.stop_group(child, pgid).await;
-                        let reason = self.with_tail(format!(
-                            "not ready within start_timeout ({}) by its {} check",
-                            humantime::format_duration(self.spec.start_timeout),
-                            kind_name(self.spec.readiness.kind),
-                        ));
-                        return RunEnd::Failed(reason);
-                    }
-                    msg = self.ctl.recv() => match msg {
-                        Some(Control::Stop(reply)) => {
-                            self.set(|s| s.state = State::Stopping);
-                            self.stop_group(child, pgid).await;
-                            return RunEnd::Stopped(Some(reply));
-                        }
-                        Some(Control::Drain | Control::Serve) => {}
-                        Some(Control::Message(m)) => send_ipc(channel, &m).await,
-                        Some(Control::Signal(sig)) => {
-                            let _ = killpg(Pid::from_raw(pgid), sig);
-                        }
-                        None => {
-                            self.stop_group(child, pgid).await;
-                            return RunEnd::Stopped(None);
-                        }
-                    }
-                }
-            }
-        }
-        self.log(&format!(
-            "ready on port {} after {} ms",
-            self.upstream.addr.port(),
-            started.elapsed().as_millis()
-        ));
-        // A fresh process passed its check: whatever passive health said
-        // about the previous one no longer holds.
-        self.upstream.set_down(false);
-        self.set(|s| {
-            s.state = State::Ready;
-            s.ever_ready = true;
-            s.reason = None;
-        });
-        // Phase 2: serving (or draining), until exit or stop.
-        loop {
-            tokio::select! {
-                status = child.wait() => {
-                    let status = status.unwrap_or_else(|_| ExitStatus::from_raw(0));
-                    return RunEnd::Exited { status, uptime: started.elapsed() };
-                }
-                msg = self.ctl.recv() => match msg {
-                    Some(Control::Stop(reply)) => {
-                        self.set(|s| s.state = State::Stopping);
-                        self.stop_group(child, pgid).await;
-                        return RunEnd::Stopped(Some(reply));
-                    }
-                    Some(Control::Drain) => self.set(|s| s.state = State::Draining),
-                    Some(Control::Serve) => self.set(|s| s.state = State::Ready),
-                    Some(Control::Message(m)) => send_ipc(channel, &m).await,
-                    Some(Control::Signal(sig)) => {
-                        let _ = killpg(Pid::from_raw(pgid), sig);
-                    }
-                    None => {
-                        self.stop_group(child, pgid).await;
-                        return RunEnd::Stopped(None);
-                    }
-                }
-            }
-        }
     }
 
     /// `stop_signal` to the whole group; SIGKILL after `kill_timeout`.
@@ -646,8 +750,9 @@ impl InstanceTask {
     /// is still there after `kill_timeout`. The leader is often a shell
     /// wrapping the app, and exits at once on the signal while the app is
     /// still running its own shutdown: the whole group gets the time.
-    async fn stop_group(&self, child: &mut Child, pgid: i32) {
-        let group = Pid::from_raw(pgid);
+    async fn stop_group(&self, run: &mut Run) {
+        let child = &mut run.child;
+        let group = Pid::from_raw(run.pgid);
         let deadline = tokio::time::Instant::now() + self.spec.kill_timeout;
         let _ = killpg(group, self.spec.stop_signal);
         let leader_gone = tokio::time::timeout_at(deadline, child.wait())
@@ -663,6 +768,46 @@ impl InstanceTask {
         }
         let _ = killpg(group, Signal::SIGKILL);
         let _ = child.wait().await;
+    }
+}
+
+impl Life {
+    /// Its process, when one runs.
+    fn run(&self) -> Option<&Run> {
+        match self {
+            Life::Starting { run, .. } | Life::Serving { run } => Some(run),
+            _ => None,
+        }
+    }
+}
+
+/// The next event of `life`'s state: a control message in every state;
+/// an exit while a process runs; readiness or `start_timeout` while it
+/// starts; the end of the backoff.
+async fn next_event(ctl: &mut mpsc::UnboundedReceiver<Control>, life: &mut Life) -> Event {
+    let exited = |status: std::io::Result<ExitStatus>| {
+        Event::Exited(status.unwrap_or_else(|_| ExitStatus::from_raw(0)))
+    };
+    match life {
+        Life::Starting {
+            run,
+            ready,
+            timeout,
+        } => tokio::select! {
+            _ = ready => Event::Ready,
+            status = run.child.wait() => exited(status),
+            _ = timeout => Event::StartTimeout,
+            msg = ctl.recv() => Event::Control(msg),
+        },
+        Life::Serving { run } => tokio::select! {
+            status = run.child.wait() => exited(status),
+            msg = ctl.recv() => Event::Control(msg),
+        },
+        Life::Backoff { wait } => tokio::select! {
+            _ = wait => Event::BackoffOver,
+            msg = ctl.recv() => Event::Control(msg),
+        },
+        Life::Spawning | Life::Ended => std::future::pending().await,
     }
 }
 
@@ -722,27 +867,12 @@ fn watch_exit(pid: i32) -> Result<Option<impl std::future::Future<Output = ()>>,
     }))
 }
 
-/// The live processes of `group`. Zombies do not count: an orphan's zombie
-/// waits for init to reap it, and has nothing left to shut down.
+/// The live processes of `group` (see [`super::procfs::group_members`]).
 fn live_members(group: Pid) -> Vec<i32> {
     if killpg(group, None).is_err() {
         return Vec::new();
     }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            // pid (comm) state ppid pgrp ...
-            let mut fields = stat.rsplit(')').next()?.split_whitespace();
-            let state = fields.next()?;
-            let pgrp: i32 = fields.nth(1)?.parse().ok()?;
-            (state != "Z" && pgrp == group.as_raw()).then_some(pid)
-        })
-        .collect()
+    super::procfs::group_members(group.as_raw())
 }
 
 async fn send_ipc(channel: &Channel, msg: &serde_json::Value) {

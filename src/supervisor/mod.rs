@@ -6,17 +6,22 @@
 //! - [`readiness`]: the `http`, `tcp`, `node-ipc` and `notify` checks.
 //! - [`spawn`]: process group, parent-death signal, Node IPC fd.
 //! - [`logs`]: line capture, prefixes, files, followers.
+//! - [`limits`]: the fd limit: raised for the daemon, restored for children.
+//! - [`oneoff`]: a command run once to its end (cron jobs), spawned as
+//!   instances are.
 //! - [`ports`]: private port hand-out.
 //! - [`reaper`]: the helper that kills orphans if the daemon is killed.
-//! - [`usage`]: CPU and memory per instance, and whether a process runs,
-//!   from /proc.
+//! - [`procfs`]: everything read from /proc: CPU and memory per instance,
+//!   the members of a process group, whether a process runs.
 
 pub mod instance;
+pub mod limits;
 pub mod logs;
+pub mod oneoff;
 pub mod ports;
+pub mod procfs;
 pub mod readiness;
 pub mod reaper;
 pub mod spawn;
-pub mod usage;
 
 pub use instance::{Context, Instance, InstanceSpec, State, Status};

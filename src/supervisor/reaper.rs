@@ -165,7 +165,7 @@ impl Reaper {
 
     /// The group `pgid` now exists.
     pub fn register(&self, pgid: i32) {
-        let started = super::usage::start_ticks(pgid).unwrap_or(0);
+        let started = super::procfs::start_ticks(pgid).unwrap_or(0);
         let mut inner = self.inner();
         inner.groups.insert(pgid, started);
         inner.send(&format!("+{pgid}\n"));
@@ -224,7 +224,7 @@ fn stop_leftovers(record: &Path) {
         .filter_map(|line| {
             let (pgid, started) = line.split_once(' ')?;
             let (pgid, started): (i32, u64) = (pgid.parse().ok()?, started.parse().ok()?);
-            let same = match super::usage::start_ticks(pgid) {
+            let same = match super::procfs::start_ticks(pgid) {
                 Some(now) => now == started,
                 // The leader is gone; while the group lives its number
                 // cannot have been given to another.
@@ -246,7 +246,7 @@ fn stop_leftovers(record: &Path) {
     }
     let members: Vec<i32> = ours
         .iter()
-        .flat_map(|&g| super::usage::group_members(g))
+        .flat_map(|&g| super::procfs::group_members(g))
         .collect();
     wait_for_exits(&members, LEFTOVER_GRACE);
     for &pgid in &ours {

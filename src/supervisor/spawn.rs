@@ -22,7 +22,7 @@ pub const NODE_CHANNEL_FD: RawFd = 3;
 pub fn prepare(cmd: &mut Command, ipc: Option<&OwnedFd>) {
     let parent = std::process::id() as i32;
     let ipc_fd = ipc.map(AsRawFd::as_raw_fd);
-    let soft_fd_limit = crate::daemon::limits::original_soft_fd_limit();
+    let soft_fd_limit = crate::supervisor::limits::original_soft_fd_limit();
     cmd.process_group(0);
     // SAFETY: only async-signal-safe calls (signal, getrlimit, setrlimit,
     // prctl, getppid, dup2, fcntl, _exit) run between fork and exec.

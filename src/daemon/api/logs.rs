@@ -35,7 +35,7 @@ fn belongs(line: &str, wanted: Option<&str>) -> bool {
 
 /// The log tail, optionally followed.
 pub async fn logs(State(daemon): State<Arc<Daemon>>, Query(q): Query<LogsQuery>) -> Response {
-    let sink = &daemon.ctx.logs;
+    let sink = &daemon.app().ctx.logs;
     let live = q.follow.then(|| sink.subscribe());
     let text = tokio::fs::read_to_string(sink.path())
         .await

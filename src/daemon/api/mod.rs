@@ -4,7 +4,7 @@
 //! | route | file |
 //! |---|---|
 //! | `GET /status`, `GET /releases`, `GET /metrics` | [`status`] |
-//! | `POST /deploy`, `/reload`, `/rollback`, `/scale` | [`deploy`] |
+//! | `POST /deploy` (deploy, reload, rollback, scale) | [`deploy`] |
 //! | `GET /logs` | [`logs`] |
 //! | `POST /stop`, `/upgrade`, `/offline`, `/online`, `GET /health` | here |
 
@@ -24,8 +24,8 @@ use axum::{Json, Router};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::{ErrorBody, UpgradeReport, UpgradeRequest};
 use super::Daemon;
+use crate::protocol::{ErrorBody, UpgradeReport, UpgradeRequest};
 
 /// Binds the control socket with mode 0600. The umask makes the socket
 /// private from its creation, not only after a chmod.
@@ -51,9 +51,6 @@ fn routes(daemon: Arc<Daemon>) -> Router {
         .route("/releases", get(status::releases))
         .route("/metrics", get(status::metrics))
         .route("/deploy", post(deploy::deploy))
-        .route("/reload", post(deploy::reload))
-        .route("/rollback", post(deploy::rollback))
-        .route("/scale", post(deploy::scale))
         .route("/logs", get(logs::logs))
         .route("/stop", post(stop))
         .route("/upgrade", post(upgrade))
@@ -107,10 +104,11 @@ async fn upgrade(
             format!("the binary must be an absolute path, not {:?}", req.exe),
         ));
     }
-    let version = super::upgrade::check_binary(&exe, &daemon.app_config)
+    let app = daemon.app();
+    let version = super::upgrade::check_binary(&exe, &app.config_file)
         .await
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let Ok(deploys) = daemon.deploy_lock.clone().try_lock_owned() else {
+    let Ok(deploys) = app.deployer().hold().await else {
         return Err(ApiError(
             StatusCode::CONFLICT,
             "a deploy is running: upgrade once it is done".to_string(),
@@ -122,7 +120,7 @@ async fn upgrade(
             "the daemon is stopping".to_string(),
         ));
     }
-    let previous = super::upgrade::keep_previous(&daemon.config().state_dir())
+    let previous = super::upgrade::keep_previous(&app.config().state_dir())
         .await
         .map_err(|e| {
             ApiError(
@@ -135,7 +133,7 @@ async fn upgrade(
     Ok(Json(UpgradeReport {
         version,
         previous: Some(previous.to_string_lossy().into_owned()),
-        config: Some(daemon.app_config.to_string_lossy().into_owned()),
+        config: Some(app.config_file.to_string_lossy().into_owned()),
         systemd: std::env::var_os("NOTIFY_SOCKET").is_some(),
     }))
 }

@@ -14,8 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::daemon::protocol::{ReleaseReport, StatusReport};
 use crate::daemon::Daemon;
+use crate::protocol::{ReleaseReport, StatusReport};
 use crate::supervisor::logs::LOG_HEALTH;
 use crate::supervisor::State as InstanceState;
 
@@ -26,7 +26,7 @@ pub async fn status(State(daemon): State<Arc<Daemon>>) -> Json<StatusReport> {
 
 /// Known releases.
 pub async fn releases(State(daemon): State<Arc<Daemon>>) -> Json<Vec<ReleaseReport>> {
-    Json(daemon.releases())
+    Json(daemon.app().releases())
 }
 
 /// Prometheus metrics (OpenMetrics text), made from the live counts at

@@ -42,7 +42,8 @@ use crate::proxy::framing::{
     check_request, is_valid_target, split_absolute, BodyFraming, Protocol,
 };
 use crate::proxy::headers::{connection_options, find, is_upgrade, Fields};
-use crate::proxy::{is_idempotent, CountOnDrop, Forwarded, Outgoing, Proxy, Refusal, Reply};
+use crate::proxy::path::{self, Forwarded, Refusal};
+use crate::proxy::{is_idempotent, Proxy};
 
 /// Bytes read from a client at a time.
 const CLIENT_READ_CHUNK: usize = 8 * 1024;
@@ -327,16 +328,14 @@ impl Connection {
         lent: Option<&Arc<Mutex<Lent>>>,
         client: &HeaderValue,
     ) -> io::Result<bool> {
-        let outgoing = Outgoing::Plain(request.head);
         let replayable = request.idempotent || request.body == Decoding::Done;
-        let forward = proxy.forward(&outgoing, body, client, replayable);
+        let forward = path::pass(proxy, &request.head, body, client, replayable);
         tokio::pin!(forward);
         // A client that leaves before the answer takes its request along
         // (as with nginx and hyper): the instance's connection closes, so
         // the app sees the request aborted, and the request stops counting
-        // as in flight, so a drain does not wait for it. Counted as in
-        // `Proxy::handle`, when the wait is dropped unfinished.
-        let abandoned = CountOnDrop(&proxy.stats.abandoned);
+        // as in flight, so a drain does not wait for it (`pass` counts it
+        // as abandoned when dropped unfinished).
         let awaiting = Awaiting::new();
         let forwarded = poll_fn(|cx| match forward.as_mut().poll(cx) {
             Poll::Ready(forwarded) => Poll::Ready(Some(forwarded)),
@@ -347,7 +346,6 @@ impl Connection {
         let Some(forwarded) = forwarded else {
             return Err(io::ErrorKind::ConnectionAborted.into());
         };
-        std::mem::forget(abandoned);
         drop(awaiting);
         // The body is not all read when the instance answers first: the
         // connection closes after this answer (see `exchange`).
@@ -358,34 +356,19 @@ impl Connection {
         }
         let mut keep_alive = request.keep_alive && !body_pending && !self.shutdown.is_cancelled();
         let Forwarded {
-            reply,
+            reply: answer,
             guard,
             upstream,
         } = match forwarded {
             Ok(f) => f,
             Err(refusal) => {
-                proxy.log_refusal(&refusal);
+                keep_alive &= !refusal.close;
                 self.write_refusal(&refusal, keep_alive, request.http10);
                 self.flush().await?;
                 return Ok(keep_alive);
             }
         };
-        let Reply::Pooled(answer) = reply else {
-            unreachable!("a plain request is answered on a pooled connection")
-        };
         let head = &answer.head;
-        if head.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // The client asked for no upgrade: it cannot follow one.
-            let refusal = Refusal::failed(
-                StatusCode::BAD_GATEWAY,
-                format!("{} switched protocols unasked", upstream.id),
-            );
-            proxy.log_refusal(&refusal);
-            self.write_refusal(&refusal, false, request.http10);
-            self.flush().await?;
-            return Ok(false);
-        }
-        proxy.count(head.status());
         // A body the instance did not delimit is chunked for an HTTP/1.1
         // client; an HTTP/1.0 client reads it until the close.
         let chunked = !head.is_delimited() && !request.http10;

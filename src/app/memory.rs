@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Daemon;
+use super::App;
 use crate::deploy::{DeployError, Kind};
-use crate::supervisor::usage;
+use crate::supervisor::procfs;
 use crate::supervisor::{Instance, State};
 
 /// How often memory is read (pm2 reads it every 30 s).
@@ -20,22 +20,22 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// next try waits this long rather than starting instances back to back.
 const AFTER_FAILURE: Duration = Duration::from_secs(30);
 
-/// Replaces instances past `max_memory`, one at a time, for the daemon's
+/// Replaces instances past `max_memory`, one at a time, for the app's
 /// life. A deploy in progress goes first: the check comes again later.
-pub async fn watch(daemon: Arc<Daemon>) {
+pub async fn watch(app: Arc<App>) {
     let mut pause = CHECK_EVERY;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = daemon.shutdown.cancelled() => return,
+            _ = app.stopping.cancelled() => return,
         }
         pause = CHECK_EVERY;
-        let watched = watched_instances(&daemon);
+        let watched = watched_instances(&app);
         if watched.is_empty() {
             continue;
         }
         let groups: Vec<i32> = watched.iter().map(|w| w.pid).collect();
-        let Ok(memory) = tokio::task::spawn_blocking(move || usage::memory(&groups)).await else {
+        let Ok(memory) = tokio::task::spawn_blocking(move || procfs::memory(&groups)).await else {
             continue;
         };
         let over = watched.into_iter().find_map(|w| {
@@ -56,7 +56,7 @@ pub async fn watch(daemon: Arc<Daemon>) {
             why,
         };
         // run_unwatched logs how it went.
-        match crate::deploy::run_unwatched(&daemon, kind).await {
+        match app.deployer().run_unwatched(kind).await {
             Ok(_) | Err(DeployError::Busy(_)) => {}
             Err(_) => pause = AFTER_FAILURE,
         }
@@ -73,8 +73,8 @@ struct Watched {
 /// The serving web instances (under `[web] max_memory`) and singletons
 /// (under their `[process.<name>] max_memory`) that are up, with their
 /// limits.
-fn watched_instances(daemon: &Daemon) -> Vec<Watched> {
-    let loaded = daemon.config();
+fn watched_instances(app: &App) -> Vec<Watched> {
+    let loaded = app.config();
     let config = &loaded.config;
     let running = |i: &Instance, limit: u64| {
         let status = i.status();
@@ -88,9 +88,9 @@ fn watched_instances(daemon: &Daemon) -> Vec<Watched> {
     let mut watched = Vec::new();
     if let Some(max) = &config.web.max_memory {
         let limit = max.get_ref().0;
-        watched.extend(daemon.serving().iter().filter_map(|i| running(i, limit)));
+        watched.extend(app.serving().iter().filter_map(|i| running(i, limit)));
     }
-    for i in daemon.singletons() {
+    for i in app.singletons() {
         let process = config.process.get(&*i.process);
         if let Some(max) = process.and_then(|p| p.max_memory.as_ref()) {
             watched.extend(running(&i, max.get_ref().0));
@@ -101,20 +101,17 @@ fn watched_instances(daemon: &Daemon) -> Vec<Watched> {
 
 /// Replaces the instances the proxy reports as staying bad (timed out
 /// again after `fail_timeout` out of rotation: a hung process still
-/// accepts connections), one at a time, for the daemon's life.
-pub async fn replace_bad(
-    daemon: Arc<Daemon>,
-    mut bad: tokio::sync::mpsc::UnboundedReceiver<Arc<str>>,
-) {
+/// accepts connections), one at a time, for the app's life.
+pub async fn replace_bad(app: Arc<App>, mut bad: tokio::sync::mpsc::UnboundedReceiver<Arc<str>>) {
     loop {
         let id = tokio::select! {
             id = bad.recv() => match id {
                 Some(id) => id,
                 None => return,
             },
-            _ = daemon.shutdown.cancelled() => return,
+            _ = app.stopping.cancelled() => return,
         };
-        if !daemon.serving().iter().any(|i| i.id == id) {
+        if !app.serving().iter().any(|i| i.id == id) {
             continue;
         }
         let why = "it timed out again after fail_timeout out of rotation".to_string();
@@ -124,6 +121,6 @@ pub async fn replace_bad(
             why,
         };
         // run_unwatched logs how it went.
-        let _ = crate::deploy::run_unwatched(&daemon, kind).await;
+        let _ = app.deployer().run_unwatched(kind).await;
     }
 }

@@ -116,20 +116,43 @@ pub struct InstanceReport {
     pub reason: Option<String>,
 }
 
-/// `POST /deploy`, `/reload`, `/rollback`, `/scale`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `POST /deploy`: what to do, and whether to wait for a running deploy.
+/// The CLI sends it, the control API hands it to the app's deploy owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployRequest {
-    /// For deploy: a directory to release (default: the app in place).
-    pub source: Option<String>,
-    /// For deploy: a git ref of the app's repository, via `git archive`.
-    pub git: Option<String>,
-    /// For rollback: the release to go back to (default: the previous one).
-    pub to: Option<String>,
-    /// For scale: the new instance count.
-    pub instances: Option<u32>,
+    /// What to do.
+    pub order: Order,
     /// Wait for a running deploy instead of being refused.
     #[serde(default)]
     pub wait: bool,
+}
+
+/// A change of what serves, as a user asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Order {
+    /// A new release.
+    Deploy {
+        /// A directory or archive to release (default: the app in place).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+        /// A git ref of the app's repository, via `git archive`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        git: Option<String>,
+    },
+    /// The same release, fresh processes, baton.toml read again.
+    Reload,
+    /// Back to an earlier release.
+    Rollback {
+        /// Its id (default: the previous one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
+    /// Another instance count.
+    Scale {
+        /// The new count.
+        instances: u32,
+    },
 }
 
 /// One line of a deploy's progress stream (newline-delimited JSON).
@@ -176,8 +199,30 @@ pub struct ReleaseReport {
     /// Bytes in its folder, when known.
     #[serde(default)]
     pub size: Option<u64>,
-    /// current, previous, or failed.
-    pub status: String,
+    /// Serving, one to go back to, or failed.
+    pub status: ReleaseState,
+}
+
+/// Where a release stands, in [`ReleaseReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseState {
+    /// It serves.
+    Current,
+    /// It served before, or could: `baton rollback` can go back to it.
+    Previous,
+    /// Its build or its deploy failed.
+    Failed,
+}
+
+impl std::fmt::Display for ReleaseState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReleaseState::Current => "current",
+            ReleaseState::Previous => "previous",
+            ReleaseState::Failed => "failed",
+        })
+    }
 }
 
 /// `POST /upgrade`

@@ -20,6 +20,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
+mod fields;
+
+pub use self::fields::{parse_cron, Address, CronPattern, DrainNotice, SignalName};
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -55,7 +59,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct CronJob {
     /// Cron pattern, 5 fields or 6 with seconds first: "0 4 * * *".
-    pub schedule: Spanned<String>,
+    pub schedule: CronPattern,
     /// Shell command.
     pub command: Spanned<String>,
     /// Extra environment.
@@ -68,18 +72,6 @@ pub struct CronJob {
 
 fn default_cron_timeout() -> Duration {
     Duration::from_secs(3600)
-}
-
-/// Parses a cron pattern (seconds optional).
-///
-/// # Errors
-/// The parser's message.
-pub fn parse_cron(pattern: &str) -> Result<croner::Cron, String> {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Optional)
-        .build()
-        .parse(pattern)
-        .map_err(|e| e.to_string())
 }
 
 /// `[process.<name>]`: one singleton process per release.
@@ -96,7 +88,7 @@ pub struct ProcessConfig {
     pub cwd: Option<PathBuf>,
     /// Signal that asks it to stop.
     #[serde(default = "default_stop_signal")]
-    pub stop_signal: Spanned<String>,
+    pub stop_signal: SignalName,
     /// SIGKILL follows `stop_signal` after this.
     #[serde(default = "default_kill_timeout", with = "humantime_serde")]
     pub kill_timeout: Duration,
@@ -117,13 +109,13 @@ pub struct ProcessConfig {
     /// A cron pattern: restarted the same way at each tick (pm2's
     /// `cron_restart`).
     #[serde(default)]
-    pub cron_restart: Option<Spanned<String>>,
+    pub cron_restart: Option<CronPattern>,
 }
 
 impl ProcessConfig {
-    /// The stop signal (validated at load time).
+    /// The stop signal.
     pub fn stop_signal(&self) -> nix::sys::signal::Signal {
-        parse_signal(self.stop_signal.get_ref()).expect("validated when the config was loaded")
+        self.stop_signal.0
     }
 }
 
@@ -132,16 +124,13 @@ impl ProcessConfig {
 #[serde(deny_unknown_fields)]
 pub struct TcpService {
     /// Public address.
-    pub listen: Spanned<String>,
+    pub listen: Address,
 }
 
 impl TcpService {
-    /// The listen address (validated at load time).
+    /// The listen address.
     pub fn addr(&self) -> SocketAddr {
-        self.listen
-            .get_ref()
-            .parse()
-            .expect("validated when the config was loaded")
+        self.listen.0
     }
 }
 
@@ -363,7 +352,10 @@ impl ProxyConfig {
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
-            listen: Spanned::new(0..0, Addresses::One("127.0.0.1:8080".into())),
+            listen: Spanned::new(
+                0..0,
+                Addresses::One(Address(SocketAddr::from(([127, 0, 0, 1], 8080)))),
+            ),
             balance: Balance::default(),
             hold_timeout: Duration::from_secs(30),
             hold_capacity: 10_000,
@@ -513,7 +505,7 @@ pub struct WebConfig {
     pub start_timeout: Duration,
     /// Signal sent to the process group to stop it.
     #[serde(default = "default_stop_signal")]
-    pub stop_signal: Spanned<String>,
+    pub stop_signal: SignalName,
     /// SIGKILL follows `stop_signal` after this.
     #[serde(default = "default_kill_timeout", with = "humantime_serde")]
     pub kill_timeout: Duration,
@@ -524,7 +516,7 @@ pub struct WebConfig {
     /// Tell draining instances so they can ask their clients to reconnect:
     /// `"ipc"` sends `{"type":"drain"}` over Node IPC, a signal name sends it.
     #[serde(default)]
-    pub drain_notice: Option<Spanned<String>>,
+    pub drain_notice: Option<DrainNotice>,
     /// How long a deploy waits for old instances' requests to finish.
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
@@ -565,7 +557,7 @@ pub struct WebConfig {
     /// one of the same release and configuration, without downtime (pm2's
     /// `cron_restart`).
     #[serde(default)]
-    pub cron_restart: Option<Spanned<String>>,
+    pub cron_restart: Option<CronPattern>,
 }
 
 fn default_instances() -> Spanned<Instances> {
@@ -574,8 +566,8 @@ fn default_instances() -> Spanned<Instances> {
 fn default_start_timeout() -> Duration {
     Duration::from_secs(30)
 }
-fn default_stop_signal() -> Spanned<String> {
-    Spanned::new(0..0, "SIGTERM".into())
+fn default_stop_signal() -> SignalName {
+    SignalName(nix::sys::signal::Signal::SIGTERM)
 }
 fn default_kill_timeout() -> Duration {
     Duration::from_secs(5)
@@ -609,18 +601,38 @@ fn yes() -> bool {
 }
 
 /// One address or a list of them.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Addresses {
     /// `listen = "127.0.0.1:8080"`
-    One(String),
+    One(Address),
     /// `listen = ["127.0.0.1:8080", "[::1]:8080"]`
-    Many(Vec<String>),
+    Many(Vec<Address>),
+}
+
+impl<'de> Deserialize<'de> for Addresses {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// What the file holds, before each address is parsed (an
+        /// untagged enum would hide which one is wrong).
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            One(String),
+            Many(Vec<String>),
+        }
+        let parse = |text: String| Address::parse(&text).map_err(serde::de::Error::custom);
+        Ok(match Written::deserialize(d)? {
+            Written::One(text) => Addresses::One(parse(text)?),
+            Written::Many(texts) => {
+                Addresses::Many(texts.into_iter().map(parse).collect::<Result<_, _>>()?)
+            }
+        })
+    }
 }
 
 impl Addresses {
-    /// Every address as written.
-    pub fn as_slice(&self) -> &[String] {
+    /// Every address.
+    pub fn as_slice(&self) -> &[Address] {
         match self {
             Addresses::One(s) => std::slice::from_ref(s),
             Addresses::Many(v) => v,
@@ -629,15 +641,9 @@ impl Addresses {
 }
 
 impl WebConfig {
-    /// The stop signal, parsed (validated at load time).
+    /// The stop signal.
     pub fn stop_signal(&self) -> nix::sys::signal::Signal {
-        parse_signal(self.stop_signal.get_ref()).expect("validated when the config was loaded")
-    }
-
-    /// The drain notice: `Some(None)` for IPC, `Some(Some(sig))` for a signal.
-    pub fn drain_notice(&self) -> Option<Option<nix::sys::signal::Signal>> {
-        let n = self.drain_notice.as_ref()?.get_ref();
-        Some(if n == "ipc" { None } else { parse_signal(n) })
+        self.stop_signal.0
     }
 
     /// The instance count on this machine.
@@ -647,25 +653,15 @@ impl WebConfig {
 }
 
 impl ProxyConfig {
-    /// The listen addresses, parsed (validated at load time).
+    /// The listen addresses.
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
         self.listen
             .get_ref()
             .as_slice()
             .iter()
-            .map(|s| s.parse().expect("validated when the config was loaded"))
+            .map(|a| a.0)
             .collect()
     }
-}
-
-fn parse_signal(name: &str) -> Option<nix::sys::signal::Signal> {
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    full.parse().ok()
 }
 
 /// A configuration error that points at the place in the file.
@@ -729,14 +725,6 @@ impl Loaded {
     pub fn releases_root(&self) -> PathBuf {
         self.state_dir().join(&self.config.releases.root)
     }
-
-    /// The web process's working directory.
-    pub fn web_cwd(&self) -> PathBuf {
-        match &self.config.web.cwd {
-            Some(p) => self.base_dir.join(p),
-            None => self.base_dir.clone(),
-        }
-    }
 }
 
 /// Reads and validates a baton.toml.
@@ -788,19 +776,13 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-/// The `cron_restart` and `max_memory` of `section` (`web`, or
-/// `process.<name>`), which mean the same in both; `err` locates an error.
-fn check_restarts(
+/// The `max_memory` of `section` (`web`, or `process.<name>`), which means
+/// the same in both; `err` locates an error.
+fn check_max_memory(
     section: &str,
-    cron_restart: Option<&Spanned<String>>,
     max_memory: Option<&Spanned<Size>>,
     err: impl Fn(Range<usize>, &str, String) -> ConfigError,
 ) -> Result<(), ConfigError> {
-    if let Some(pattern) = cron_restart {
-        if let Err(e) = parse_cron(pattern.get_ref()) {
-            return Err(err(pattern.span(), &format!("{section}.cron_restart"), e));
-        }
-    }
     if let Some(max) = max_memory {
         if max.get_ref().0 == 0 {
             return Err(err(
@@ -827,15 +809,6 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
             "proxy.listen",
             "needs at least one address".into(),
         ));
-    }
-    for addr in listen.get_ref().as_slice() {
-        if addr.parse::<SocketAddr>().is_err() {
-            return Err(err(
-                listen.span(),
-                "proxy.listen",
-                format!("{addr:?} is not an address with a port (like \"127.0.0.1:8080\" or \"[::1]:8080\")"),
-            ));
-        }
     }
     if c.web.command.get_ref().trim().is_empty() {
         return Err(err(
@@ -866,43 +839,10 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
                 "`web` is the [web] section's name".into(),
             ));
         }
-        if parse_signal(p.stop_signal.get_ref()).is_none() {
-            return Err(err(
-                p.stop_signal.span(),
-                &format!("process.{name}.stop_signal"),
-                format!("{:?} is not a signal name", p.stop_signal.get_ref()),
-            ));
-        }
-        check_restarts(
-            &format!("process.{name}"),
-            p.cron_restart.as_ref(),
-            p.max_memory.as_ref(),
-            err,
-        )?;
+        check_max_memory(&format!("process.{name}"), p.max_memory.as_ref(), err)?;
     }
-    check_restarts(
-        "web",
-        c.web.cron_restart.as_ref(),
-        c.web.max_memory.as_ref(),
-        err,
-    )?;
-    for (name, job) in &c.cron {
-        if let Err(e) = parse_cron(job.schedule.get_ref()) {
-            return Err(err(
-                job.schedule.span(),
-                &format!("cron.{name}.schedule"),
-                e,
-            ));
-        }
-    }
-    for (name, svc) in &c.tcp {
-        if svc.listen.get_ref().parse::<SocketAddr>().is_err() {
-            return Err(err(
-                svc.listen.span(),
-                &format!("tcp.{name}.listen"),
-                format!("{:?} is not an address with a port", svc.listen.get_ref()),
-            ));
-        }
+    check_max_memory("web", c.web.max_memory.as_ref(), err)?;
+    for name in c.tcp.keys() {
         if !name
             .chars()
             .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
@@ -914,30 +854,11 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
             ));
         }
     }
-    if let Some(notice) = &c.web.drain_notice {
-        if notice.get_ref() != "ipc" && parse_signal(notice.get_ref()).is_none() {
-            return Err(err(
-                notice.span(),
-                "web.drain_notice",
-                format!(
-                    "{:?} is neither \"ipc\" nor a signal name",
-                    notice.get_ref()
-                ),
-            ));
-        }
-    }
     if c.releases.max_unpacked_size.get_ref().0 == 0 {
         return Err(err(
             c.releases.max_unpacked_size.span(),
             "releases.max_unpacked_size",
             "must be more than 0".into(),
-        ));
-    }
-    if parse_signal(c.web.stop_signal.get_ref()).is_none() {
-        return Err(err(
-            c.web.stop_signal.span(),
-            "web.stop_signal",
-            format!("{:?} is not a signal name", c.web.stop_signal.get_ref()),
         ));
     }
     if c.web.readiness.kind == ReadinessKind::Http && !c.web.readiness.path.starts_with('/') {
@@ -1131,7 +1052,7 @@ mod readme {
     /// The README's full configuration reference is a valid baton.toml.
     #[test]
     fn readme_reference_parses() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let start = readme
             .find("Every field, with its default:")
             .expect("reference section");

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::daemon::Daemon;
-use crate::deploy::{self, Kind};
+use super::App;
+use crate::deploy::Kind;
 use crate::release::Source;
 
 /// How often the inbox is listed. Polling, not inotify: inotify does not
@@ -41,9 +41,9 @@ fn host() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Watches `inbox` for the daemon's life.
-pub async fn watch(daemon: Arc<Daemon>, inbox: PathBuf) {
-    let state = daemon.config().state_dir();
+/// Watches `inbox` for the app's life.
+pub async fn watch(app: Arc<App>, inbox: PathBuf) {
+    let state = app.config().state_dir();
     let taken_dir = state.join("incoming");
     let _ = std::fs::create_dir_all(&taken_dir);
     let record = taken_dir.join("taken.json");
@@ -55,10 +55,10 @@ pub async fn watch(daemon: Arc<Daemon>, inbox: PathBuf) {
     tracing::info!("watching the inbox {}", inbox.display());
     loop {
         tokio::select! {
-            _ = daemon.shutdown.cancelled() => return,
+            _ = app.stopping.cancelled() => return,
             _ = tokio::time::sleep(SCAN_EVERY) => {}
         }
-        let settle = daemon.config().config.releases.settle;
+        let settle = app.config().config.releases.settle;
         let Ok(entries) = std::fs::read_dir(&inbox) else {
             continue;
         };
@@ -108,7 +108,7 @@ pub async fn watch(daemon: Arc<Daemon>, inbox: PathBuf) {
             taken.insert(key);
             let _ = std::fs::write(&record, serde_json::to_vec(&taken).unwrap_or_default());
             watching.remove(&name);
-            deploy_one(&daemon, &inbox, &name, &aside).await;
+            deploy_one(&app, &inbox, &name, &aside).await;
         }
         watching.retain(|k, _| present.contains(k));
     }
@@ -120,8 +120,8 @@ fn copy_aside(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::rename(tmp, to)
 }
 
-async fn deploy_one(daemon: &Arc<Daemon>, inbox: &Path, name: &str, aside: &Path) {
-    let stagger = daemon.config().config.releases.stagger;
+async fn deploy_one(app: &Arc<App>, inbox: &Path, name: &str, aside: &Path) {
+    let stagger = app.config().config.releases.stagger;
     if !stagger.is_zero() {
         let wait = rand::random_range(0..=stagger.as_millis() as u64);
         tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -151,27 +151,24 @@ async fn deploy_one(daemon: &Arc<Daemon>, inbox: &Path, name: &str, aside: &Path
                     continue;
                 }
                 tokio::select! {
-                    _ = daemon.shutdown.cancelled() => return,
+                    _ = app.stopping.cancelled() => return,
                     _ = tokio::time::sleep(SCAN_EVERY) => {}
                 }
             }
         }
     }
     tracing::info!("inbox: deploying {name}");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let progress = tokio::spawn(async move {
-        while let Some(p) = rx.recv().await {
-            tracing::info!(
-                "inbox deploy: {}",
-                serde_json::to_string(&p).unwrap_or_default()
-            );
-        }
-    });
     let kind = Kind::Deploy {
         source: Some(Source::Tarball(aside.to_path_buf())),
     };
-    let outcome = deploy::run(daemon, kind, tx, true).await;
-    let _ = progress.await;
+    let mut ticket = app.deployer().submit(kind, true);
+    while let Some(p) = ticket.progress.recv().await {
+        tracing::info!(
+            "inbox deploy: {}",
+            serde_json::to_string(&p).unwrap_or_default()
+        );
+    }
+    let outcome = ticket.outcome().await;
     let result = match &outcome {
         Ok(release) => serde_json::json!({ "ok": true, "host": host(), "release": release }),
         Err(e) => serde_json::json!({ "ok": false, "host": host(), "error": e.to_string() }),

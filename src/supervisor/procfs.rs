@@ -1,6 +1,7 @@
-//! CPU and memory of each instance, as `pm2 ls` shows them: the sums over
-//! the instance's process group (its `sh`, node and node's children), read
-//! from /proc; and whether a process still runs.
+//! Everything Baton reads from /proc, parsed in one place: CPU and memory
+//! of each instance as `pm2 ls` shows them (the sums over the instance's
+//! process group: its `sh`, node and node's children), the members of a
+//! process group, whether a process still runs, and when it started.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -123,7 +124,9 @@ fn group_totals() -> HashMap<i32, Totals> {
     totals
 }
 
-/// The processes in group `pgid`. Blocking: it reads /proc.
+/// The live processes in group `pgid`. Zombies do not count: an orphan's
+/// zombie waits for init to reap it, and has nothing left to shut down.
+/// Blocking: it reads /proc.
 pub fn group_members(pgid: i32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -134,7 +137,8 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
             let (pgrp, _, _) = parse_stat(&stat)?;
-            (pgrp == pgid).then_some(pid)
+            let zombie = matches!(state_of(&stat), Some("Z" | "X"));
+            (pgrp == pgid && !zombie).then_some(pid)
         })
         .collect()
 }
@@ -145,8 +149,12 @@ pub fn is_running(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    let state = after_name(&stat).and_then(|rest| rest.split_whitespace().next());
-    !matches!(state, Some("Z" | "X"))
+    !matches!(state_of(&stat), Some("Z" | "X"))
+}
+
+/// The state letter of a stat line (`R`, `S`, `Z`, ...).
+fn state_of(stat: &str) -> Option<&str> {
+    after_name(stat).and_then(|rest| rest.split_whitespace().next())
 }
 
 /// When process `pid` started, in clock ticks since boot (field 22 of its

@@ -1,0 +1,524 @@
+//! One app: its instances, its release history, its configuration, and the
+//! one task that deploys it. The daemon holds a map of apps; an app knows
+//! nothing of the daemon.
+//!
+//! - [`boot`]: the release an app starts with when the daemon starts.
+//! - [`memory`]: replacing instances past `max_memory`, and those the proxy
+//!   finds bad for good.
+//! - [`inbox`]: the watched upload folder (seed 003's cron, done safely).
+//!
+//! State: the instances ([`Fleet`]) and the release history sit behind one
+//! lock each, and no method holds one while taking the other. Changes to
+//! them come from the app's deploy owner ([`crate::deploy::owner`]) and, at
+//! start, from [`boot`]; everyone else reads.
+
+pub mod boot;
+pub mod inbox;
+pub mod memory;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Loaded;
+use crate::deploy::owner::Deployer;
+use crate::deploy::{Report, Runtime};
+use crate::protocol::{InstanceReport, ReleaseReport, ReleaseState};
+use crate::proxy::router::{RouteTable, Router};
+use crate::release::Release;
+use crate::supervisor::{Context, Instance, InstanceSpec, State};
+
+/// The instances of an app: those that take traffic, those on their way
+/// out, its singletons, and the deploy in progress.
+#[derive(Default)]
+struct Fleet {
+    /// The release the serving instances run.
+    release: Option<Release>,
+    serving: Vec<Instance>,
+    /// Out of the route table, finishing what they were sent; since when.
+    draining: Vec<(Instance, SystemTime)>,
+    singletons: Vec<Instance>,
+    /// The deploy in progress, described.
+    deploying: Option<String>,
+}
+
+/// One app. Shared as `Arc<App>` by the daemon, its deploy owner, its
+/// schedules and watchers.
+pub struct App {
+    /// `[app] name`.
+    pub name: String,
+    /// The folder of the app's baton.toml: its home, and the repository
+    /// `deploy --git` exports from.
+    pub home: PathBuf,
+    /// That baton.toml: what `baton deploy` without a source releases, in
+    /// place, whatever the current release folder ships.
+    pub config_file: PathBuf,
+    /// The configuration in force; schedules watch it, so a changed
+    /// pattern applies at once.
+    config: watch::Sender<Loaded>,
+    /// Where the ready instances are published for the proxy.
+    router: Arc<Router>,
+    /// What every instance shares.
+    pub ctx: Context,
+    fleet: Mutex<Fleet>,
+    /// Every known release, oldest first; the serving one last.
+    history: Mutex<Vec<Release>>,
+    next_number: AtomicU64,
+    /// Cancelled when the app stops (with the daemon).
+    pub stopping: CancellationToken,
+    deployer: OnceLock<Deployer>,
+}
+
+impl App {
+    /// An app with nothing running yet, and its deploy owner started.
+    pub fn new(
+        config: Loaded,
+        router: Arc<Router>,
+        ctx: Context,
+        stopping: CancellationToken,
+    ) -> Arc<App> {
+        let app = Arc::new(App {
+            name: config.config.app.name.clone(),
+            home: config.base_dir.clone(),
+            config_file: config.path.clone(),
+            config: watch::Sender::new(config),
+            router,
+            ctx,
+            fleet: Mutex::default(),
+            history: Mutex::default(),
+            next_number: AtomicU64::new(1),
+            stopping,
+            deployer: OnceLock::new(),
+        });
+        let _ = app.deployer.set(Deployer::spawn(app.clone()));
+        app
+    }
+
+    /// Where deploys, reloads, rollbacks, scales and replacements of this
+    /// app are sent: one runs at a time.
+    pub fn deployer(&self) -> &Deployer {
+        self.deployer.get().expect("set in App::new")
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Loaded {
+        self.config.borrow().clone()
+    }
+
+    /// Changes of configuration, as they happen.
+    pub fn config_changes(&self) -> watch::Receiver<Loaded> {
+        self.config.subscribe()
+    }
+
+    fn fleet(&self) -> MutexGuard<'_, Fleet> {
+        self.fleet.lock().expect("fleet lock poisoned")
+    }
+
+    fn history(&self) -> MutexGuard<'_, Vec<Release>> {
+        self.history.lock().expect("history lock poisoned")
+    }
+
+    /// The deploy in progress, described.
+    pub fn deploying(&self) -> Option<String> {
+        self.fleet().deploying.clone()
+    }
+
+    /// The release serving traffic.
+    pub fn current_release(&self) -> Option<Release> {
+        self.fleet().release.clone()
+    }
+
+    /// The serving instances.
+    pub fn serving(&self) -> Vec<Instance> {
+        self.fleet().serving.clone()
+    }
+
+    /// Describes the deploy in progress, for status and for refusals.
+    pub fn set_deploying(&self, what: Option<String>) {
+        self.fleet().deploying = what;
+        // Requests may wait for the deploy's instances (or not, after it).
+        self.publish_routes();
+    }
+
+    /// Replaces the configuration in force (after a successful deploy).
+    pub fn set_config(&self, loaded: Loaded) {
+        self.config.send_replace(loaded);
+    }
+
+    /// How many instances take traffic now.
+    pub fn ready_count(&self) -> usize {
+        self.router.table().instances.len()
+    }
+
+    /// Starts one instance of `release`'s web process.
+    ///
+    /// # Errors
+    /// When no private port can be had.
+    pub fn start_instance(
+        &self,
+        release: &Release,
+        restart_before_ready: bool,
+    ) -> std::io::Result<Instance> {
+        let web = &release.config.config.web;
+        let cwd = match &web.cwd {
+            Some(p) => release.dir.join(p),
+            None => release.dir.clone(),
+        };
+        let spec = InstanceSpec {
+            process: "web".into(),
+            number: self.next_number.fetch_add(1, Ordering::Relaxed),
+            release: release.id.clone(),
+            command: web.command.get_ref().clone(),
+            cwd,
+            env: web.env.clone(),
+            readiness: web.readiness.clone(),
+            start_timeout: web.start_timeout,
+            stop_signal: web.stop_signal(),
+            kill_timeout: web.kill_timeout,
+            min_uptime: web.min_uptime,
+            restart_window: web.restart_window,
+            max_restarts: web.max_restarts,
+            autorestart: web.autorestart,
+            tcp: release.config.config.tcp.keys().cloned().collect(),
+            restart_before_ready,
+        };
+        Instance::start(spec, self.ctx.clone())
+    }
+
+    /// Starts `release`'s `[process.<name>]` singletons.
+    fn start_singletons(&self, release: &Release) -> Vec<Instance> {
+        release
+            .config
+            .config
+            .process
+            .keys()
+            .filter_map(|name| self.start_singleton(release, name))
+            .collect()
+    }
+
+    /// Starts `release`'s `[process.<name>]`; logs why when it cannot.
+    fn start_singleton(&self, release: &Release, name: &str) -> Option<Instance> {
+        let p = release.config.config.process.get(name)?;
+        let spec = InstanceSpec {
+            process: name.to_string(),
+            number: self.next_number.fetch_add(1, Ordering::Relaxed),
+            release: release.id.clone(),
+            command: p.command.get_ref().clone(),
+            cwd: p
+                .cwd
+                .as_ref()
+                .map_or_else(|| release.dir.clone(), |c| release.dir.join(c)),
+            env: p.env.clone(),
+            readiness: crate::config::Readiness {
+                kind: crate::config::ReadinessKind::None,
+                ..Default::default()
+            },
+            start_timeout: std::time::Duration::from_secs(30),
+            stop_signal: p.stop_signal(),
+            kill_timeout: p.kill_timeout,
+            min_uptime: p.min_uptime,
+            restart_window: crate::config::default_restart_window(),
+            max_restarts: p.max_restarts,
+            autorestart: p.autorestart,
+            tcp: Vec::new(),
+            restart_before_ready: true,
+        };
+        Instance::start(spec, self.ctx.clone())
+            .map_err(|e| tracing::error!("cannot start {name}: {e}"))
+            .ok()
+    }
+
+    /// The singletons now running.
+    pub fn singletons(&self) -> Vec<Instance> {
+        self.fleet().singletons.clone()
+    }
+
+    /// Gives the singleton `old` a fresh process of `release`: `old` is
+    /// stopped first, as at a deploy, so two never run at once; it is
+    /// listed (as stopping) until then. Calls `report` for each step.
+    pub async fn restart_singleton(&self, release: &Release, old: &Instance, report: Report<'_>) {
+        report(format!("{}: stopping it first (singleton)", old.id));
+        old.stop().await;
+        // A daemon stopping meanwhile has stopped the old one too.
+        let fresh = if self.stopping.is_cancelled() {
+            None
+        } else {
+            self.start_singleton(release, &old.process)
+        };
+        let mut fleet = self.fleet();
+        fleet.singletons.retain(|i| i.id != old.id);
+        if let Some(fresh) = fresh {
+            report(format!("{}: started with release {}", fresh.id, release.id));
+            fleet.singletons.push(fresh);
+        }
+    }
+
+    /// Replaces the singletons with `release`'s: each old one is stopped
+    /// before the new one starts, so two never run at once (a scheduler must
+    /// not fire twice). Calls `report` for each step.
+    pub async fn replace_singletons(&self, release: &Release, report: Report<'_>) {
+        let old = std::mem::take(&mut self.fleet().singletons);
+        if old.is_empty() && release.config.config.process.is_empty() {
+            return;
+        }
+        for i in &old {
+            report(format!("{}: stopping the old one first (singleton)", i.id));
+        }
+        futures_util::future::join_all(old.iter().map(Instance::stop)).await;
+        let started = self.start_singletons(release);
+        for i in &started {
+            report(format!("{}: started with release {}", i.id, release.id));
+        }
+        self.fleet().singletons = started;
+    }
+
+    /// Makes `instances` (of `release`) the serving set and publishes the
+    /// route table at once. Returns the instances that left the set; they
+    /// are listed as draining until [`App::forget_drained`].
+    pub fn swap(&self, release: Release, instances: Vec<Instance>) -> Vec<Instance> {
+        let retired = {
+            let mut serving = self.fleet();
+            let keep: Vec<Arc<str>> = instances.iter().map(|i| i.id.clone()).collect();
+            let old = std::mem::replace(&mut serving.serving, instances);
+            serving.release = Some(release);
+            let retired: Vec<Instance> =
+                old.into_iter().filter(|i| !keep.contains(&i.id)).collect();
+            // Instances called back from a drain (a reverted deploy) serve again.
+            let returning: Vec<Instance> = serving
+                .draining
+                .iter()
+                .filter(|(i, _)| keep.contains(&i.id))
+                .map(|(i, _)| i.clone())
+                .collect();
+            serving.draining.retain(|(i, _)| !keep.contains(&i.id));
+            for i in returning {
+                i.set_serving();
+            }
+            let now = SystemTime::now();
+            for i in &retired {
+                // Idle keep-alive connections to it will not be used again;
+                // closing them lets an app's own server.close() finish.
+                i.upstream.pool.clear();
+                i.upstream.set_draining(true);
+                i.set_draining();
+                serving.draining.push((i.clone(), now));
+            }
+            retired
+        };
+        self.publish_routes();
+        retired
+    }
+
+    /// Drops drained instances from the status listing.
+    pub fn forget_drained(&self, gone: &[Instance]) {
+        self.fleet()
+            .draining
+            .retain(|(i, _)| !gone.iter().any(|g| g.id == i.id));
+    }
+
+    /// Publishes the serving instances that are ready.
+    pub fn publish_routes(&self) {
+        let fleet = self.fleet();
+        // A Ready instance whose drain was just called off is still listed as
+        // Draining until its task handles the message; it serves either way.
+        let ready: Vec<_> = fleet
+            .serving
+            .iter()
+            .filter(|i| matches!(i.status().state, State::Ready | State::Draining))
+            .map(|i| i.upstream.clone())
+            .collect();
+        // Requests wait for an instance only while one may come: a
+        // starting or restarting one, or a deploy's.
+        let hopeless = ready.is_empty()
+            && !fleet.serving.is_empty()
+            && fleet.serving.iter().all(|i| i.status().state.is_terminal())
+            && fleet.deploying.is_none();
+        self.router.publish_table(RouteTable {
+            instances: ready,
+            hopeless,
+        });
+    }
+
+    /// Re-publishes on every instance state change, for the app's life.
+    pub async fn publish_routes_forever(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.ctx.changed.notified() => self.publish_routes(),
+                _ = self.stopping.cancelled() => return,
+            }
+        }
+    }
+
+    /// Remembers a release for rollback and `baton releases` (again, when
+    /// it is known: a failed one is marked so).
+    pub fn record_release(&self, release: Release) {
+        let mut history = self.history();
+        history.retain(|r| r.id != release.id);
+        history.push(release);
+    }
+
+    /// Forgets a release whose folder was pruned.
+    pub fn forget_release(&self, id: &str) {
+        self.history().retain(|r| r.id != id);
+    }
+
+    /// A release by id, or the last good one before the current one.
+    pub fn rollback_target(&self, id: Option<&str>) -> Option<Release> {
+        let current = self.current_release().map(|r| r.id);
+        let history = self.history();
+        if let Some(id) = id {
+            return history.iter().find(|r| r.id == id).cloned();
+        }
+        let before_current = history
+            .iter()
+            .position(|r| Some(&r.id) == current.as_ref())
+            .unwrap_or(history.len());
+        history[..before_current]
+            .iter()
+            .rev()
+            .find(|r| !r.failed)
+            .cloned()
+    }
+
+    /// Every known release, oldest first.
+    pub fn releases(&self) -> Vec<ReleaseReport> {
+        let current = self.current_release().map(|r| r.id);
+        self.history()
+            .iter()
+            .map(|r| ReleaseReport {
+                id: r.id.clone(),
+                created: humantime::format_rfc3339_seconds(r.created).to_string(),
+                source: r.source.clone(),
+                dir: r.dir.display().to_string(),
+                size: r.size,
+                status: if Some(&r.id) == current.as_ref() {
+                    ReleaseState::Current
+                } else if r.failed {
+                    ReleaseState::Failed
+                } else {
+                    ReleaseState::Previous
+                },
+            })
+            .collect()
+    }
+
+    /// Every instance, serving, draining and singleton, as `status` lists
+    /// them (without CPU and memory, which the daemon reads).
+    pub fn instance_reports(&self) -> Vec<InstanceReport> {
+        let fleet = self.fleet();
+        let now = SystemTime::now();
+        let report = |i: &Instance, draining_since: Option<SystemTime>| {
+            let s = i.status();
+            InstanceReport {
+                process: i.process.to_string(),
+                instance: i.id.to_string(),
+                release: i.release.to_string(),
+                pid: s.pid,
+                port: i.upstream.addr.port(),
+                state: s.state,
+                uptime_secs: s
+                    .started
+                    .filter(|_| s.pid.is_some())
+                    .and_then(|t| now.duration_since(t).ok())
+                    .map(|d| d.as_secs()),
+                restarts: s.restarts,
+                memory_bytes: None,
+                cpu_seconds: None,
+                cpu_percent: None,
+                counts: i.upstream.counts(),
+                draining_since: draining_since
+                    .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                reason: s.reason,
+            }
+        };
+        let serving = fleet.serving.iter().map(|i| report(i, None));
+        let draining = fleet.draining.iter().map(|(i, t)| report(i, Some(*t)));
+        let singletons = fleet.singletons.iter().map(|i| report(i, None));
+        serving.chain(draining).chain(singletons).collect()
+    }
+
+    /// Stops every instance, serving, draining and singleton, at once.
+    pub async fn stop_all(&self) {
+        let all: Vec<Instance> = {
+            let mut fleet = self.fleet();
+            let mut all = std::mem::take(&mut fleet.serving);
+            all.extend(fleet.draining.drain(..).map(|(i, _)| i));
+            all.append(&mut fleet.singletons);
+            all
+        };
+        self.router.publish(Vec::new());
+        futures_util::future::join_all(all.iter().map(Instance::stop)).await;
+    }
+}
+
+impl Runtime for App {
+    fn config(&self) -> Loaded {
+        App::config(self)
+    }
+
+    fn config_file(&self) -> PathBuf {
+        self.config_file.clone()
+    }
+
+    fn set_config(&self, loaded: Loaded) {
+        App::set_config(self, loaded);
+    }
+
+    fn current_release(&self) -> Option<Release> {
+        App::current_release(self)
+    }
+
+    fn serving(&self) -> Vec<Instance> {
+        App::serving(self)
+    }
+
+    fn singletons(&self) -> Vec<Instance> {
+        App::singletons(self)
+    }
+
+    /// A deploy's instance must pass readiness once before any restart: a
+    /// release that crashes at start fails the deploy at once.
+    fn start_instance(&self, release: &Release) -> std::io::Result<Instance> {
+        App::start_instance(self, release, false)
+    }
+
+    fn swap(&self, release: Release, instances: Vec<Instance>) -> Vec<Instance> {
+        App::swap(self, release, instances)
+    }
+
+    fn forget_drained(&self, gone: &[Instance]) {
+        App::forget_drained(self, gone);
+    }
+
+    fn set_deploying(&self, what: Option<String>) {
+        App::set_deploying(self, what);
+    }
+
+    fn record_release(&self, release: Release) {
+        App::record_release(self, release);
+    }
+
+    fn forget_release(&self, id: &str) {
+        App::forget_release(self, id);
+    }
+
+    fn rollback_target(&self, id: Option<&str>) -> Option<Release> {
+        App::rollback_target(self, id)
+    }
+
+    async fn replace_singletons(&self, release: &Release, report: Report<'_>) {
+        App::replace_singletons(self, release, report).await;
+    }
+
+    async fn restart_singleton(&self, release: &Release, old: &Instance, report: Report<'_>) {
+        App::restart_singleton(self, release, old, report).await;
+    }
+
+    fn stopping(&self) -> &CancellationToken {
+        &self.stopping
+    }
+}

@@ -1,0 +1,365 @@
+//! A request's whole path, the same for both HTTP servers (Baton's own
+//! HTTP/1.1 server and hyper's, which serves upgrades and h2):
+//!
+//! route (pick a ready instance, or hold while one may come)
+//! → attempt (send, read the answer's head)
+//! → retry decision ([`AttemptError::next`]: another instance, or a refusal)
+//! → answer (counted by status class; its body by [`super::body::Counted`])
+//!
+//! The servers differ only in how they read a request before [`pass`] and
+//! write the answer after it.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::header::{HeaderValue, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::body::{full, Parked, ProxyBody};
+use super::router::NoInstance;
+use super::upstream::{RequestGuard, Upstream};
+use super::{h1, pool, tunnel, CountOnDrop, Proxy};
+
+/// What is sent to an instance at each attempt, and what comes back.
+pub(crate) trait Attempt: Sync {
+    /// The instance's answer.
+    type Reply: Send;
+    /// Sends to `upstream` and reads the answer's head.
+    fn send<'a>(
+        &'a self,
+        proxy: &'a Proxy,
+        upstream: &'a Arc<Upstream>,
+        body: &'a Parked,
+        client: &'a HeaderValue,
+    ) -> impl Future<Output = Result<Self::Reply, AttemptError>> + Send + 'a;
+    /// The answer's status.
+    fn status(reply: &Self::Reply) -> StatusCode;
+    /// Whether the request asked to switch protocols (a 101 is its answer,
+    /// not an instance's error).
+    const UPGRADE: bool;
+}
+
+/// A plain request, encoded once for every attempt, sent on a pooled
+/// connection by Baton's own client.
+impl Attempt for h1::RequestHead {
+    type Reply = h1::Answer;
+
+    async fn send<'a>(
+        &'a self,
+        proxy: &'a Proxy,
+        upstream: &'a Arc<Upstream>,
+        body: &'a Parked,
+        _client: &'a HeaderValue,
+    ) -> Result<h1::Answer, AttemptError> {
+        pool::send(upstream, self, body, &proxy.config.exchange_limits()).await
+    }
+
+    fn status(reply: &h1::Answer) -> StatusCode {
+        reply.head.status()
+    }
+
+    const UPGRADE: bool = false;
+}
+
+/// An upgrade (WebSocket), sent through hyper's client on a connection of
+/// its own.
+pub(crate) struct Upgrade(pub http::request::Parts);
+
+impl Attempt for Upgrade {
+    type Reply = Response<Incoming>;
+
+    async fn send<'a>(
+        &'a self,
+        proxy: &'a Proxy,
+        upstream: &'a Arc<Upstream>,
+        body: &'a Parked,
+        client: &'a HeaderValue,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        let mut out = Request::from_parts(self.0.clone(), body.attempt());
+        proxy.rewrite(client).apply(out.headers_mut(), true);
+        // Boxed: rare, and its future is large.
+        Box::pin(tunnel::send_upgrade(out, upstream)).await
+    }
+
+    fn status(reply: &Response<Incoming>) -> StatusCode {
+        reply.status()
+    }
+
+    const UPGRADE: bool = true;
+}
+
+/// Why one attempt at an instance failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AttemptError {
+    /// The instance refused or did not accept: nothing was sent.
+    #[error("cannot connect to {0}: {1}")]
+    Connect(Arc<str>, String),
+    /// The exchange broke after the request went out.
+    #[error("{0} broke the exchange: {1}")]
+    Exchange(Arc<str>, String),
+    /// The client's request body failed on the way: not the instance's
+    /// fault, and nothing to retry. The client gets the status.
+    #[error("the request body failed: {0}")]
+    ClientBody(String, StatusCode),
+    /// The instance was silent past `response_timeout` or `read_timeout`.
+    #[error("{0} timed out: {1}")]
+    TimedOut(Arc<str>, String),
+}
+
+/// What a request still allows when an attempt fails.
+#[derive(Debug, Clone, Copy)]
+struct Chances {
+    /// Retries are left and the body was not touched.
+    left: bool,
+    /// Idempotent or bodiless: may be sent again after an exchange broke.
+    replayable: bool,
+    /// An earlier attempt timed out already.
+    timed_out_before: bool,
+}
+
+/// After a failed attempt (pingora's `RetryType`).
+enum Next {
+    /// Another instance may take it.
+    Retry,
+    /// The client gets this.
+    Refuse(Refusal),
+}
+
+impl AttemptError {
+    /// What this failure allows: always another instance when nothing was
+    /// sent; when the request is replayable, after an exchange broke, and
+    /// after one timeout (nginx's `proxy_next_upstream timeout`: a request
+    /// that hangs everywhere should not take retries × the timeout).
+    fn next(&self, chances: Chances) -> Next {
+        let retry = match self {
+            AttemptError::Connect(..) => chances.left,
+            AttemptError::Exchange(..) => chances.left && chances.replayable,
+            AttemptError::TimedOut(..) => {
+                chances.left && chances.replayable && !chances.timed_out_before
+            }
+            AttemptError::ClientBody(..) => false,
+        };
+        if retry {
+            return Next::Retry;
+        }
+        let status = match self {
+            AttemptError::Connect(..) | AttemptError::Exchange(..) => StatusCode::BAD_GATEWAY,
+            AttemptError::TimedOut(..) => StatusCode::GATEWAY_TIMEOUT,
+            AttemptError::ClientBody(_, status) => *status,
+        };
+        Next::Refuse(Refusal::failed(status, self.to_string()))
+    }
+}
+
+/// Baton's own answer when no instance gave one.
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) why: String,
+    /// No instance was ready: the client may come back in a second.
+    pub(crate) retry_after: bool,
+    /// The client's connection closes after it: what the instance did
+    /// (switch protocols unasked) leaves it out of step.
+    pub(crate) close: bool,
+}
+
+impl Refusal {
+    pub(crate) fn failed(status: StatusCode, why: String) -> Refusal {
+        Refusal {
+            status,
+            why,
+            retry_after: false,
+            close: false,
+        }
+    }
+
+    fn no_instance(why: NoInstance) -> Refusal {
+        let why = match why {
+            NoInstance::HoldTimeout => "no instance became ready within hold_timeout",
+            NoInstance::HoldFull => "too many requests are waiting for an instance",
+            NoInstance::NoneComing => "every instance has failed and none is starting",
+        };
+        Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            why: why.to_string(),
+            retry_after: true,
+            close: false,
+        }
+    }
+
+    /// The answer for hyper's server.
+    pub(crate) fn response(&self) -> Response<ProxyBody> {
+        let mut resp = Response::new(full(self.text()));
+        *resp.status_mut() = self.status;
+        if self.retry_after {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+
+    /// The body: the status, for a human reading it.
+    pub(crate) fn text(&self) -> String {
+        format!(
+            "{} {}\n",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or("")
+        )
+    }
+}
+
+/// The answer the path settled on, with the instance's in-flight count,
+/// which lasts until the body ends.
+pub(crate) struct Forwarded<R> {
+    pub(crate) reply: R,
+    pub(crate) guard: RequestGuard,
+    pub(crate) upstream: Arc<Upstream>,
+}
+
+/// Takes one request along its whole path: an instance's answer (counted),
+/// or Baton's refusal (counted and logged). A client that leaves first
+/// drops this future, which counts the request as abandoned (nginx's 499).
+pub(crate) async fn pass<A: Attempt>(
+    proxy: &Proxy,
+    attempt: &A,
+    body: &Parked,
+    client: &HeaderValue,
+    replayable: bool,
+) -> Result<Forwarded<A::Reply>, Refusal> {
+    let abandoned = CountOnDrop(&proxy.stats.abandoned);
+    let forwarded = forward(proxy, attempt, body, client, replayable).await;
+    std::mem::forget(abandoned);
+    let refusal = match forwarded {
+        // The client asked for no upgrade: it cannot follow one.
+        Ok(f) if !A::UPGRADE && A::status(&f.reply) == StatusCode::SWITCHING_PROTOCOLS => Refusal {
+            close: true,
+            ..Refusal::failed(
+                StatusCode::BAD_GATEWAY,
+                format!("{} switched protocols unasked", f.upstream.id),
+            )
+        },
+        Ok(f) => {
+            proxy.count(A::status(&f.reply));
+            return Ok(f);
+        }
+        Err(refusal) => refusal,
+    };
+    proxy.count(refusal.status);
+    tracing::warn!(status = refusal.status.as_u16(), "{}", refusal.why);
+    Err(refusal)
+}
+
+/// Chooses an instance (holding while none is ready) and sends, trying
+/// another instance while the failure allows it ([`AttemptError::next`]),
+/// and when a draining instance answered 503 (seed 003's apps do: it has
+/// not handled the request) to a replayable request.
+async fn forward<A: Attempt>(
+    proxy: &Proxy,
+    attempt: &A,
+    body: &Parked,
+    client: &HeaderValue,
+    replayable: bool,
+) -> Result<Forwarded<A::Reply>, Refusal> {
+    let mut tried: Vec<Arc<str>> = Vec::new();
+    let mut timed_out_before = false;
+    loop {
+        // Holding is the rare case: its future is boxed so that the
+        // common one stays small (this future is moved per request).
+        let picked = match proxy.router.pick(&tried) {
+            Some(u) => Ok(u),
+            None => Box::pin(proxy.router.pick_or_hold(&tried, proxy.config.hold_timeout)).await,
+        };
+        let upstream = picked.map_err(Refusal::no_instance)?;
+        let guard = upstream.begin_request();
+        let sent = attempt.send(proxy, &upstream, body, client).await;
+        let chances = Chances {
+            left: tried.len() < proxy.config.retries as usize && body.untouched(),
+            replayable,
+            timed_out_before,
+        };
+        match sent {
+            Ok(reply)
+                if A::status(&reply) == StatusCode::SERVICE_UNAVAILABLE
+                    && upstream.is_draining()
+                    && chances.left
+                    && chances.replayable => {}
+            Ok(reply) => {
+                upstream.answered();
+                return Ok(Forwarded {
+                    reply,
+                    guard,
+                    upstream,
+                });
+            }
+            Err(e) => {
+                proxy.passive_health(&upstream, &e);
+                timed_out_before |= matches!(e, AttemptError::TimedOut(..));
+                if let Next::Refuse(refusal) = e.next(chances) {
+                    return Err(refusal);
+                }
+            }
+        }
+        drop(guard);
+        tried.push(upstream.id.clone());
+        proxy.stats.retries.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chances(left: bool, replayable: bool, timed_out_before: bool) -> Chances {
+        Chances {
+            left,
+            replayable,
+            timed_out_before,
+        }
+    }
+
+    fn retries(e: &AttemptError, c: Chances) -> bool {
+        matches!(e.next(c), Next::Retry)
+    }
+
+    /// Nothing was sent: any request may go to another instance, while
+    /// retries are left.
+    #[test]
+    fn a_refused_connection_is_retried_for_any_method() {
+        let e = AttemptError::Connect("web#1".into(), "refused".into());
+        assert!(retries(&e, chances(true, false, false)));
+        assert!(!retries(&e, chances(false, true, false)));
+        assert!(
+            matches!(e.next(chances(false, true, false)), Next::Refuse(r) if r.status == StatusCode::BAD_GATEWAY)
+        );
+    }
+
+    /// A broken exchange may have been acted on: only a replayable request
+    /// goes again (RFC 9110 §9.2.2).
+    #[test]
+    fn a_broken_exchange_is_retried_only_when_replayable() {
+        let e = AttemptError::Exchange("web#1".into(), "reset".into());
+        assert!(retries(&e, chances(true, true, false)));
+        assert!(!retries(&e, chances(true, false, false)));
+    }
+
+    /// One timeout is retried, a second is the client's 504.
+    #[test]
+    fn one_timeout_is_retried_not_two() {
+        let e = AttemptError::TimedOut("web#1".into(), "response_timeout".into());
+        assert!(retries(&e, chances(true, true, false)));
+        assert!(
+            matches!(e.next(chances(true, true, true)), Next::Refuse(r) if r.status == StatusCode::GATEWAY_TIMEOUT)
+        );
+    }
+
+    /// The client's own body failing is never the instance's fault: no
+    /// retry, and the client gets the status it earned.
+    #[test]
+    fn a_failed_client_body_is_never_retried() {
+        let e = AttemptError::ClientBody("too large".into(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            matches!(e.next(chances(true, true, false)), Next::Refuse(r) if r.status == StatusCode::PAYLOAD_TOO_LARGE)
+        );
+    }
+}
