@@ -27,7 +27,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::HeaderValue;
 use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -67,10 +67,38 @@ const STACK_HEADERS: usize = 128;
 /// The start of the HTTP/2 connection preface (h2c with prior knowledge).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
+/// A client connection Baton's own server can serve: split in a reading
+/// and a writing half (a request body borrows the reading half while its
+/// answer is awaited), and put back together for hyper. Plain TCP splits
+/// without a lock; a TLS stream will split with `tokio::io::split`.
+pub trait ClientStream: Send + Sized + 'static {
+    /// The reading half.
+    type Reader: AsyncRead + Unpin + Send + 'static;
+    /// The writing half.
+    type Writer: AsyncWrite + Unpin + Send + 'static;
+    /// Splits it.
+    fn split(self) -> (Self::Reader, Self::Writer);
+    /// Puts the halves back together.
+    fn unsplit(reader: Self::Reader, writer: Self::Writer) -> Option<Self>;
+}
+
+impl ClientStream for TcpStream {
+    type Reader = OwnedReadHalf;
+    type Writer = OwnedWriteHalf;
+
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+
+    fn unsplit(reader: OwnedReadHalf, writer: OwnedWriteHalf) -> Option<TcpStream> {
+        reader.reunite(writer).ok()
+    }
+}
+
 /// A connection for hyper to go on with, and what Baton read from it.
-pub struct Handoff {
+pub struct Handoff<S = TcpStream> {
     /// The client's connection.
-    pub stream: TcpStream,
+    pub stream: S,
     /// Bytes read and not handled: they come first.
     pub read: Bytes,
 }
@@ -78,12 +106,12 @@ pub struct Handoff {
 /// Serves a client connection until it closes, or returns it for hyper
 /// when it sends something this server leaves to hyper. Ends after the
 /// request in progress once `shutdown` fires.
-pub async fn serve(
+pub async fn serve<S: ClientStream>(
     proxy: Arc<Proxy>,
-    stream: TcpStream,
+    stream: S,
     client: HeaderValue,
     shutdown: CancellationToken,
-) -> Option<Handoff> {
+) -> Option<Handoff<S>> {
     let mut conn = Connection::new(stream, proxy.config.header_read_timeout, shutdown);
     loop {
         let request = match conn.read_request(&proxy, &client).await {
@@ -91,7 +119,7 @@ pub async fn serve(
             Next::Handoff => {
                 let reader = conn.reader?;
                 return Some(Handoff {
-                    stream: reader.reunite(conn.writer).ok()?,
+                    stream: S::unsplit(reader, conn.writer)?,
                     read: conn.read.freeze(),
                 });
             }
@@ -138,10 +166,10 @@ pub(super) struct Request {
 }
 
 /// One client connection.
-struct Connection {
+struct Connection<S: ClientStream> {
     /// Lent to the request body while one is read (see [`ClientBody`]).
-    reader: Option<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: Option<S::Reader>,
+    writer: S::Writer,
     /// Bytes read from the client and not yet used.
     read: BytesMut,
     /// What goes to the client next.
@@ -169,9 +197,9 @@ enum Read {
     TimedOut,
 }
 
-impl Connection {
-    fn new(stream: TcpStream, header_read_timeout: Duration, shutdown: CancellationToken) -> Self {
-        let (reader, writer) = stream.into_split();
+impl<S: ClientStream> Connection<S> {
+    fn new(stream: S, header_read_timeout: Duration, shutdown: CancellationToken) -> Self {
+        let (reader, writer) = stream.split();
         Connection {
             reader: Some(reader),
             writer,
@@ -325,7 +353,7 @@ impl Connection {
         proxy: &Arc<Proxy>,
         request: Request,
         body: &Parked,
-        lent: Option<&Arc<Mutex<Lent>>>,
+        lent: Option<&Arc<Mutex<Lent<S::Reader>>>>,
         client: &HeaderValue,
     ) -> io::Result<bool> {
         let replayable = request.idempotent || request.body == Decoding::Done;
@@ -461,7 +489,7 @@ impl Connection {
 
     /// Takes the reading side back from a request body, with what was
     /// read past the body.
-    fn reclaim(&mut self, lent: &Mutex<Lent>) {
+    fn reclaim(&mut self, lent: &Mutex<Lent<S::Reader>>) {
         let mut lent = lock(lent);
         if let Some(reader) = lent.reader.take() {
             self.reader = Some(reader);
@@ -472,7 +500,11 @@ impl Connection {
     /// Whether the client went away while its answer is awaited. A body
     /// still being read notices that itself; one read in full gives the
     /// reading side back first.
-    fn watch_client(&mut self, lent: Option<&Arc<Mutex<Lent>>>, cx: &mut Context<'_>) -> bool {
+    fn watch_client(
+        &mut self,
+        lent: Option<&Arc<Mutex<Lent<S::Reader>>>>,
+        cx: &mut Context<'_>,
+    ) -> bool {
         if let Some(lent) = lent.filter(|l| self.reader.is_none() && lock(l).is_done()) {
             self.reclaim(lent);
         }
@@ -659,11 +691,11 @@ fn ends_head(read: &[u8], from: usize) -> bool {
 /// it. The connection lends it its reading side and its buffer meanwhile,
 /// and takes both back after the answer; what the client sent after the
 /// body (a pipelined request) stays in the buffer.
-struct ClientBody(Arc<Mutex<Lent>>);
+struct ClientBody<R>(Arc<Mutex<Lent<R>>>);
 
 /// What the connection lends a request body.
-struct Lent {
-    reader: Option<OwnedReadHalf>,
+struct Lent<R> {
+    reader: Option<R>,
     read: BytesMut,
     /// Where the body is in its framing.
     decoding: Decoding,
@@ -677,18 +709,18 @@ struct Lent {
     silence: Silence,
 }
 
-impl Lent {
+impl<R> Lent<R> {
     /// Whether the body has been read to its end.
     fn is_done(&self) -> bool {
         self.decoding == Decoding::Done
     }
 }
 
-fn lock(lent: &Mutex<Lent>) -> std::sync::MutexGuard<'_, Lent> {
+fn lock<R>(lent: &Mutex<Lent<R>>) -> std::sync::MutexGuard<'_, Lent<R>> {
     lent.lock().expect("lent body lock poisoned")
 }
 
-impl Body for ClientBody {
+impl<R: AsyncRead + Unpin + Send + 'static> Body for ClientBody<R> {
     type Data = Bytes;
     type Error = io::Error;
 
