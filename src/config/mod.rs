@@ -51,6 +51,34 @@ pub struct Config {
     /// `[cron.<name>]`: commands Baton runs on a schedule, once per tick.
     #[serde(default)]
     pub cron: BTreeMap<String, CronJob>,
+    /// `[tls]`: certificates for `[proxy] https_listen`.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: the certificates HTTPS serves, chosen by SNI.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A PEM chain (relative paths start at baton.toml's folder).
+    #[serde(default)]
+    pub cert: Option<Spanned<PathBuf>>,
+    /// Its PEM private key.
+    #[serde(default)]
+    pub key: Option<Spanned<PathBuf>>,
+    /// More pairs; each client gets the one whose names cover its SNI.
+    #[serde(default)]
+    pub certificates: Vec<CertPair>,
+}
+
+/// One certificate chain and its key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    /// PEM chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// `[cron.<name>]`: a command run by Baton itself on a cron schedule, in the
@@ -267,6 +295,9 @@ pub enum Balance {
 pub struct ProxyConfig {
     /// Public addresses, IPv4 or IPv6. A single string is accepted too.
     pub listen: Spanned<Addresses>,
+    /// Public HTTPS addresses, served with the `[tls]` certificates.
+    #[serde(default)]
+    pub https_listen: Option<Spanned<Addresses>>,
     /// Balancing policy.
     pub balance: Balance,
     /// How long a request waits for a ready instance before a 503.
@@ -356,6 +387,7 @@ impl Default for ProxyConfig {
                 0..0,
                 Addresses::One(Address(SocketAddr::from(([127, 0, 0, 1], 8080)))),
             ),
+            https_listen: None,
             balance: Balance::default(),
             hold_timeout: Duration::from_secs(30),
             hold_capacity: 10_000,
@@ -662,6 +694,12 @@ impl ProxyConfig {
             .map(|a| a.0)
             .collect()
     }
+
+    /// The HTTPS listen addresses.
+    pub fn https_addrs(&self) -> Vec<SocketAddr> {
+        let addrs = self.https_listen.as_ref().map(|l| l.get_ref().as_slice());
+        addrs.unwrap_or_default().iter().map(|a| a.0).collect()
+    }
 }
 
 /// A configuration error that points at the place in the file.
@@ -711,6 +749,23 @@ impl Loaded {
             Some(p) => self.base_dir.join(p),
             None => self.base_dir.join(".baton"),
         }
+    }
+
+    /// The `[tls]` certificate files, `(cert, key)`, relative paths
+    /// resolved against baton.toml's folder.
+    pub fn cert_pairs(&self) -> Vec<(PathBuf, PathBuf)> {
+        let tls = &self.config.tls;
+        let first = tls.cert.as_ref().zip(tls.key.as_ref());
+        let first = first.map(|(c, k)| (c.get_ref().clone(), k.get_ref().clone()));
+        let more = tls
+            .certificates
+            .iter()
+            .map(|p| (p.cert.clone(), p.key.clone()));
+        first
+            .into_iter()
+            .chain(more)
+            .map(|(c, k)| (self.base_dir.join(c), self.base_dir.join(k)))
+            .collect()
     }
 
     /// The app's log file.
@@ -774,6 +829,41 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     })?;
     validate(&config, text, file)?;
     Ok(config)
+}
+
+/// HTTPS needs a certificate, and a certificate its key.
+fn check_tls(
+    c: &Config,
+    err: impl Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let tls = &c.tls;
+    match (&tls.cert, &tls.key) {
+        (Some(cert), None) => {
+            return Err(err(
+                cert.span(),
+                "tls.key",
+                "[tls] cert needs its key".into(),
+            ));
+        }
+        (None, Some(key)) => {
+            return Err(err(
+                key.span(),
+                "tls.cert",
+                "[tls] key needs its cert".into(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(https) = &c.proxy.https_listen {
+        if tls.cert.is_none() && tls.certificates.is_empty() {
+            return Err(err(
+                https.span(),
+                "proxy.https_listen",
+                "needs a certificate: [tls] cert and key, or [tls] certificates".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `max_memory` of `section` (`web`, or `process.<name>`), which means
@@ -842,6 +932,7 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
         check_max_memory(&format!("process.{name}"), p.max_memory.as_ref(), err)?;
     }
     check_max_memory("web", c.web.max_memory.as_ref(), err)?;
+    check_tls(c, err)?;
     for name in c.tcp.keys() {
         if !name
             .chars()

@@ -53,6 +53,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The `[tls]` certificates cannot be used.
+    #[error("{0}")]
+    Tls(String),
     /// Something else on disk.
     #[error("{what}: {source}")]
     Io {
@@ -145,7 +148,15 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
     };
     let mut listeners = Vec::new();
     for addr in loaded.config.proxy.listen_addrs() {
-        listeners.push(listen(addr)?);
+        listeners.push((listen(addr)?, None));
+    }
+    let https_addrs = loaded.config.proxy.https_addrs();
+    if !https_addrs.is_empty() {
+        let tls = crate::proxy::tls::server_config(&loaded.cert_pairs())
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        for addr in https_addrs {
+            listeners.push((listen(addr)?, Some(tls.clone())));
+        }
     }
     let mut tcp_listeners = Vec::new();
     for (name, svc) in &loaded.config.tcp {
@@ -159,6 +170,7 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
     let mut kept = Vec::new();
     let every = listeners
         .iter()
+        .map(|(l, _)| l)
         .chain(tcp_listeners.iter().map(|(_, l)| l))
         .chain(metrics_listener.iter());
     for l in every {
@@ -202,10 +214,11 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
             listen_shutdown.clone(),
         ));
     }
-    for l in listeners {
+    for (l, tls) in listeners {
         servers.push(tokio::spawn(listener::serve(
             l,
             proxy.clone(),
+            tls,
             listen_shutdown.clone(),
             SHUTDOWN_GRACE,
         )));

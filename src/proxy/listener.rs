@@ -66,18 +66,21 @@ fn builder(cfg: &ProxyConfig) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves `listener` until `shutdown` fires, then lets open connections
-/// finish their requests for up to `grace`.
+/// finish their requests for up to `grace`. With `tls`, every connection
+/// starts with a TLS handshake (within `header_read_timeout`).
 ///
 /// A connection starts with Baton's own HTTP/1.1 server, which serves
 /// every HTTP/1 request but an upgrade, and goes on with hyper for an
-/// upgrade or h2c.
+/// upgrade or h2 (h2c, or ALPN `h2` over TLS).
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
     let builder = Arc::new(builder(&proxy.config));
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     // For the benchmark's comparison only (bench/proxy.sh): every HTTP/1
     // connection served by hyper, Baton's own server left out.
     let own_http1 = std::env::var_os("BATON_HTTP1").is_none_or(|v| v != "hyper");
@@ -95,24 +98,18 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let client = super::headers::client_ip(peer);
-        let shutdown = shutdown.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        connections.spawn(async move {
-            let served = if own_http1 {
-                h1::server::serve(proxy.clone(), stream, client.clone(), shutdown).await
-            } else {
-                Some(Handoff {
-                    stream,
-                    read: Bytes::new(),
-                })
-            };
-            if let Some(handoff) = served {
-                serve_with_hyper(&builder, watcher, handoff, proxy, client).await;
-            }
-        });
+        let accepted = Accepted {
+            proxy: proxy.clone(),
+            client: super::headers::client_ip(peer),
+            shutdown: shutdown.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            own_http1,
+        };
+        match &tls {
+            None => connections.spawn(accepted.serve_plain(stream)),
+            Some(acceptor) => connections.spawn(accepted.serve_tls(acceptor.clone(), stream)),
+        };
     }
     drop(listener);
     connections.close();
@@ -121,6 +118,95 @@ pub async fn serve(
         connections.wait().await;
     })
     .await;
+}
+
+/// One accepted connection, with what serving it needs.
+struct Accepted {
+    proxy: Arc<Proxy>,
+    client: HeaderValue,
+    shutdown: CancellationToken,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    own_http1: bool,
+}
+
+impl Accepted {
+    async fn serve_plain(self, stream: TcpStream) {
+        let served = if self.own_http1 {
+            h1::server::serve(
+                self.proxy.clone(),
+                stream,
+                self.client.clone(),
+                self.shutdown,
+            )
+            .await
+        } else {
+            Some(Handoff {
+                stream,
+                read: Bytes::new(),
+            })
+        };
+        if let Some(handoff) = served {
+            let timeout_reply = handoff.stream.as_fd().try_clone_to_owned().ok();
+            let Accepted {
+                proxy,
+                client,
+                builder,
+                watcher,
+                ..
+            } = self;
+            serve_with_hyper(
+                &builder,
+                watcher,
+                handoff,
+                timeout_reply,
+                proxy,
+                client,
+                "http",
+            )
+            .await;
+        }
+    }
+
+    /// The handshake, then h2 (ALPN) with hyper, or HTTP/1.1 with Baton's
+    /// own server. A client that does not finish its handshake within
+    /// `header_read_timeout` is dropped, as one that does not finish a head.
+    async fn serve_tls(self, acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream) {
+        let limit = self.proxy.config.header_read_timeout;
+        let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!("TLS handshake from {:?} failed: {e}", self.client);
+                return;
+            }
+            Err(_) => return,
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        let served = if h2 {
+            Some(Handoff {
+                stream,
+                read: Bytes::new(),
+            })
+        } else {
+            h1::server::serve(
+                self.proxy.clone(),
+                stream,
+                self.client.clone(),
+                self.shutdown,
+            )
+            .await
+        };
+        if let Some(handoff) = served {
+            let Accepted {
+                proxy,
+                client,
+                builder,
+                watcher,
+                ..
+            } = self;
+            serve_with_hyper(&builder, watcher, handoff, None, proxy, client, "https").await;
+        }
+    }
 }
 
 /// After an accept failed: out of fds (EMFILE, ENFILE) or kernel memory,
@@ -159,19 +245,26 @@ pub(crate) async fn accept_failed(e: &io::Error, stats: &super::ProxyStats) {
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves the rest of a connection with hyper.
-async fn serve_with_hyper(
+///
+/// `timeout_reply`: the connection's fd, for a 408 written past hyper when a
+/// head is cut short by header_read_timeout (plain TCP only: on TLS the
+/// bytes would have to go through the TLS state, which hyper holds).
+pub(super) async fn serve_with_hyper<S>(
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
-    handoff: Handoff,
+    handoff: Handoff<S>,
+    timeout_reply: Option<std::os::fd::OwnedFd>,
     proxy: Arc<Proxy>,
     client: HeaderValue,
-) {
-    let timeout_reply = handoff.stream.as_fd().try_clone_to_owned().ok();
+    proto: &'static str,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = PartialHeadIo::new(handoff);
     let pending = io.pending.clone();
     let service = service_fn(move |req| {
         // Called here, not inside the future: see Proxy::handle.
-        let response = proxy.clone().handle(req, client.clone());
+        let response = proxy.clone().handle(req, client.clone(), proto);
         async move { Ok::<_, Infallible>(response.await) }
     });
     let conn = builder
@@ -210,14 +303,14 @@ async fn reply_408(fd: std::os::fd::OwnedFd) {
 /// A client stream handed to hyper. The bytes Baton's own server read come
 /// first, and it remembers whether a request head is half-read: set when
 /// bytes arrive, cleared when a response is written.
-struct PartialHeadIo {
+struct PartialHeadIo<S> {
     read_first: Bytes,
-    inner: TcpStream,
+    inner: S,
     pending: Arc<AtomicBool>,
 }
 
-impl PartialHeadIo {
-    fn new(handoff: Handoff) -> PartialHeadIo {
+impl<S> PartialHeadIo<S> {
+    fn new(handoff: Handoff<S>) -> PartialHeadIo<S> {
         PartialHeadIo {
             pending: Arc::new(AtomicBool::new(!handoff.read.is_empty())),
             read_first: handoff.read,
@@ -226,7 +319,7 @@ impl PartialHeadIo {
     }
 }
 
-impl AsyncRead for PartialHeadIo {
+impl<S: AsyncRead + Unpin> AsyncRead for PartialHeadIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -247,7 +340,7 @@ impl AsyncRead for PartialHeadIo {
     }
 }
 
-impl AsyncWrite for PartialHeadIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for PartialHeadIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

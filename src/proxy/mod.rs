@@ -27,6 +27,7 @@ pub mod path;
 pub mod pool;
 pub mod router;
 pub mod tcp;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 pub mod websocket;
@@ -119,6 +120,7 @@ impl Proxy {
         self: Arc<Self>,
         mut req: Request<Incoming>,
         client: HeaderValue,
+        proto: &'static str,
     ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + 'static {
         // 1. Prepare the request for the instance, or refuse it.
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
@@ -132,7 +134,7 @@ impl Proxy {
                 return futures_util::future::Either::Left(std::future::ready(refused));
             }
         };
-        let rewrite = self.rewrite(&client);
+        let rewrite = self.rewrite(&client, proto);
         // A length over max_body_size was refused with the head; a body
         // with none (h2) is held to it as it comes.
         let body = match (framing, self.config.body_limit()) {
@@ -178,7 +180,7 @@ impl Proxy {
             .left_future()
             .right_future();
         }
-        let upgrade = path::Upgrade(parts);
+        let upgrade = path::Upgrade { parts, proto };
         async move {
             let forwarded = path::pass(&self, &upgrade, &body, &client, replayable).await;
             let Forwarded {
@@ -230,10 +232,10 @@ impl Proxy {
     }
 
     /// How this proxy rewrites the headers of a request from `client`.
-    fn rewrite<'a>(&self, client: &'a HeaderValue) -> headers::Rewrite<'a> {
+    fn rewrite<'a>(&self, client: &'a HeaderValue, proto: &'static str) -> headers::Rewrite<'a> {
         headers::Rewrite {
             client,
-            proto: "http",
+            proto,
             trust: self.config.trust_forwarded,
         }
     }

@@ -65,7 +65,11 @@ impl Attempt for h1::RequestHead {
 
 /// An upgrade (WebSocket), sent through hyper's client on a connection of
 /// its own.
-pub(crate) struct Upgrade(pub http::request::Parts);
+pub(crate) struct Upgrade {
+    pub(crate) parts: http::request::Parts,
+    /// `http` or `https`, for X-Forwarded-Proto.
+    pub(crate) proto: &'static str,
+}
 
 impl Attempt for Upgrade {
     type Reply = Response<Incoming>;
@@ -77,8 +81,10 @@ impl Attempt for Upgrade {
         body: &'a Parked,
         client: &'a HeaderValue,
     ) -> Result<Response<Incoming>, AttemptError> {
-        let mut out = Request::from_parts(self.0.clone(), body.attempt());
-        proxy.rewrite(client).apply(out.headers_mut(), true);
+        let mut out = Request::from_parts(self.parts.clone(), body.attempt());
+        proxy
+            .rewrite(client, self.proto)
+            .apply(out.headers_mut(), true);
         // Boxed: rare, and its future is large.
         Box::pin(tunnel::send_upgrade(out, upstream)).await
     }

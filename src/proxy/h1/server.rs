@@ -80,6 +80,8 @@ pub trait ClientStream: Send + Sized + 'static {
     fn split(self) -> (Self::Reader, Self::Writer);
     /// Puts the halves back together.
     fn unsplit(reader: Self::Reader, writer: Self::Writer) -> Option<Self>;
+    /// `http` or `https`, for X-Forwarded-Proto.
+    const PROTO: &'static str;
 }
 
 impl ClientStream for TcpStream {
@@ -93,6 +95,24 @@ impl ClientStream for TcpStream {
     fn unsplit(reader: OwnedReadHalf, writer: OwnedWriteHalf) -> Option<TcpStream> {
         reader.reunite(writer).ok()
     }
+
+    const PROTO: &'static str = "http";
+}
+
+/// A TLS connection splits with a lock between its halves (one TLS state).
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    type Reader = tokio::io::ReadHalf<Self>;
+    type Writer = tokio::io::WriteHalf<Self>;
+
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        tokio::io::split(self)
+    }
+
+    fn unsplit(reader: Self::Reader, writer: Self::Writer) -> Option<Self> {
+        reader.is_pair_of(&writer).then(|| reader.unsplit(writer))
+    }
+
+    const PROTO: &'static str = "https";
 }
 
 /// A connection for hyper to go on with, and what Baton read from it.
@@ -183,6 +203,8 @@ struct Connection<S: ClientStream> {
     deadline: Pin<Box<Sleep>>,
     shutdown: CancellationToken,
     closing: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// `http` or `https`, for X-Forwarded-Proto.
+    proto: &'static str,
     /// No request has come yet. A shutdown gives such a connection
     /// SHUTDOWN_FRESH from its accept: its client connected to send one,
     /// and a close now would fail that request (a new connection is never
@@ -211,6 +233,7 @@ impl<S: ClientStream> Connection<S> {
             closing: Box::pin(shutdown.clone().cancelled_owned()),
             shutdown,
             fresh: true,
+            proto: S::PROTO,
         }
     }
 
@@ -227,7 +250,7 @@ impl<S: ClientStream> Connection<S> {
                 Some(from) => ends_head(&self.read, from),
             };
             if worth_parsing {
-                match parse_request(&self.read, proxy, client) {
+                match parse_request(&self.read, proxy, client, self.proto) {
                     Parsed::Complete(len, request) => {
                         self.read.advance(len);
                         self.fresh = false;
@@ -588,7 +611,12 @@ pub(super) enum Parsed {
 
 /// Parses a request head at the start of `read` and, when it is one this
 /// server handles, encodes the instance's request from it.
-pub(super) fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) -> Parsed {
+pub(super) fn parse_request(
+    read: &[u8],
+    proxy: &Proxy,
+    client: &HeaderValue,
+    proto: &'static str,
+) -> Parsed {
     let max = proxy.config.max_headers;
     let mut stack = [const { MaybeUninit::<httparse::Header>::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
@@ -663,7 +691,7 @@ pub(super) fn parse_request(read: &[u8], proxy: &Proxy, client: &HeaderValue) ->
         target,
         &facts,
         fields,
-        &proxy.rewrite(client),
+        &proxy.rewrite(client, proto),
     );
     Parsed::Complete(
         len,

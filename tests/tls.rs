@@ -1,0 +1,221 @@
+//! HTTPS at the edge, with real clients: curl over HTTP/1.1 and HTTP/2
+//! (ALPN), the certificate chosen by SNI, X-Forwarded-Proto, Node's https
+//! client through a deploy, and the errors for unusable certificates.
+//! Certificates are made here with rcgen, one self-signed pair per name.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{free_port, text, wait_until, Daemon};
+
+/// A self-signed certificate for `name`, written as `<name>.pem` and
+/// `<name>.key` (0600) in `dir`.
+fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let made = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("rcgen");
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (cert, key)
+}
+
+/// `c` with `https_listen` on `port` added to its `[proxy]` section.
+fn with_https(c: &str, port: u16) -> String {
+    let at = c.find("listen = ").expect("a [proxy] listen line");
+    let end = at + c[at..].find('\n').expect("a line end");
+    format!(
+        "{}\nhttps_listen = \"127.0.0.1:{port}\"{}",
+        &c[..end],
+        &c[end..]
+    )
+}
+
+fn web(env: &str) -> String {
+    format!(
+        "[web]\ncommand = \"node server.js\"\ninstances = 2\nenv = {{ {env} }}\n\
+         [web.readiness]\nkind = \"http\"\npath = \"/health\"\n"
+    )
+}
+
+/// A daemon serving HTTPS on its own port with certificates for `a.test`
+/// and `b.test`, and plain HTTP as ever.
+struct Https {
+    d: Daemon,
+    port: u16,
+}
+
+fn start_https(env: &str) -> Https {
+    let d = Daemon::prepare("");
+    let port = free_port();
+    let (a_cert, a_key) = certificate(d.dir.path(), "a.test");
+    let (b_cert, b_key) = certificate(d.dir.path(), "b.test");
+    let tls = format!(
+        "[tls]\ncert = {a_cert:?}\nkey = {a_key:?}\ncertificates = [{{ cert = {b_cert:?}, key = {b_key:?} }}]\n"
+    );
+    let web = web(env);
+    d.edit_config(|c| format!("{}{web}{tls}", with_https(&c, port)));
+    let d = d.up();
+    d.wait_ready(2);
+    Https { d, port }
+}
+
+impl Https {
+    /// curl to `https://<name>:<port><path>` trusting `ca`'s certificate
+    /// only; `(exit code, "<http_version> <status>", body)`.
+    fn curl(&self, name: &str, ca: &str, path: &str, version: &str) -> (i32, String, String) {
+        let out = Command::new("curl")
+            .args(["-sS", version, "--max-time", "10"])
+            .arg("--cacert")
+            .arg(self.d.path(&format!("{ca}.pem")))
+            .arg("--resolve")
+            .arg(format!("{name}:{}:127.0.0.1", self.port))
+            .args(["-w", "\n%{http_version} %{http_code}"])
+            .arg(format!("https://{name}:{}{path}", self.port))
+            .output()
+            .expect("curl runs (apt-get install curl)");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, status) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+        (
+            out.status.code().unwrap_or(-1),
+            status.to_string(),
+            format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+}
+
+/// HTTP/1.1 and HTTP/2 over TLS, each name with its own certificate, and
+/// the instance told the request came over https.
+#[test]
+fn https_over_http1_and_h2_with_the_certificate_for_each_name() {
+    let h = start_https("APP_VERSION = \"v1\"");
+    let (code, status, body) = h.curl("a.test", "a.test", "/", "--http1.1");
+    assert_eq!((code, status.as_str()), (0, "1.1 200"), "{body}");
+    assert!(body.starts_with("version=v1"), "{body}");
+    let (code, status, body) = h.curl("a.test", "a.test", "/", "--http2");
+    assert_eq!((code, status.as_str()), (0, "2 200"), "ALPN h2: {body}");
+    // SNI: b.test gets b.test's certificate, which a.test's would not pass.
+    let (code, status, body) = h.curl("b.test", "b.test", "/", "--http1.1");
+    assert_eq!((code, status.as_str()), (0, "1.1 200"), "{body}");
+    let (code, _, body) = h.curl("b.test", "a.test", "/", "--http1.1");
+    assert_eq!(
+        code, 60,
+        "b.test must not be served a.test's certificate: {body}"
+    );
+    // The instance learns the scheme, on both HTTP versions.
+    for version in ["--http1.1", "--http2"] {
+        let (code, _, body) = h.curl("a.test", "a.test", "/echo-headers", version);
+        assert_eq!(code, 0, "{body}");
+        let headers: serde_json::Value =
+            serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(
+            headers["x-forwarded-proto"], "https",
+            "{version}: {headers}"
+        );
+    }
+    // Plain HTTP is served as before, and says http.
+    let plain = common::get(h.d.port, "/echo-headers").unwrap();
+    assert!(
+        plain.body.contains("\"x-forwarded-proto\":\"http\""),
+        "{}",
+        plain.body
+    );
+}
+
+/// Node's https client, keep-alive, through a deploy: every request is
+/// answered, the last ones by the new release.
+#[test]
+fn a_deploy_over_https_under_load_fails_no_request() {
+    let h = start_https("APP_VERSION = \"v1\"");
+    let script = h.d.path("load.js");
+    std::fs::write(
+        &script,
+        r#"
+const https = require('https');
+const fs = require('fs');
+const [port, ca, ms] = process.argv.slice(2);
+const agent = new https.Agent({ keepAlive: true, maxSockets: 4, ca: fs.readFileSync(ca) });
+const until = Date.now() + Number(ms);
+let ok = 0, failed = 0, last = '';
+const errors = [];
+function one() {
+  return new Promise((resolve) => {
+    const req = https.get({ host: '127.0.0.1', port, servername: 'a.test', path: '/', agent,
+                            headers: { host: 'a.test' } }, (res) => {
+      let body = '';
+      res.on('data', (d) => body += d);
+      res.on('end', () => {
+        if (res.statusCode === 200) { ok++; last = body.split(' ')[0]; } else { failed++; errors.push(res.statusCode); }
+        resolve();
+      });
+    });
+    req.on('error', (e) => { failed++; errors.push(e.message); resolve(); });
+  });
+}
+async function worker() { while (Date.now() < until) await one(); }
+Promise.all([worker(), worker(), worker(), worker()]).then(() => {
+  console.log(JSON.stringify({ ok, failed, last, errors: errors.slice(0, 5) }));
+  agent.destroy();
+});
+"#,
+    )
+    .unwrap();
+    let load = Command::new("node")
+        .arg(&script)
+        .arg(h.port.to_string())
+        .arg(h.d.path("a.test.pem"))
+        .arg("6000")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    // Under load before the deploy starts.
+    wait_until(Duration::from_secs(10), "the load's first answers", || {
+        h.d.total("served") >= 20
+    });
+    h.d.edit_config(|c| c.replace("APP_VERSION = \"v1\"", "APP_VERSION = \"v2\""));
+    let out = h.d.baton(&["deploy"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let done = load.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&done.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&done.stdout)));
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(report["ok"].as_u64().unwrap() > 100, "{report}");
+    assert_eq!(report["last"], "version=v2", "{report}");
+}
+
+/// HTTPS without a certificate, and a key that is not the certificate's:
+/// clear errors naming the field or the files, and nothing served.
+#[test]
+fn unusable_certificates_are_clear_errors() {
+    let d = Daemon::prepare(&web(""));
+    let port = free_port();
+    d.edit_config(|c| with_https(&c, port));
+    let out = d.baton(&["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("proxy.https_listen: needs a certificate"),
+        "{}",
+        text(&out)
+    );
+
+    let (a_cert, _) = certificate(d.dir.path(), "a.test");
+    let (_, b_key) = certificate(d.dir.path(), "b.test");
+    d.edit_config(|c| format!("{c}[tls]\ncert = {a_cert:?}\nkey = {b_key:?}\n"));
+    let out = Command::new(common::bin())
+        .arg("up")
+        .current_dir(d.dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started with a mismatched key");
+    assert!(
+        text(&out).contains("the key does not match the certificate")
+            && text(&out).contains("a.test.pem"),
+        "{}",
+        text(&out)
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
