@@ -49,13 +49,13 @@ struct Https {
     port: u16,
 }
 
-fn start_https(env: &str) -> Https {
+fn start_https(env: &str, tls_extra: &str) -> Https {
     let d = Daemon::prepare("");
     let port = free_port();
     let (a_cert, a_key) = certificate(d.dir.path(), "a.test");
     let (b_cert, b_key) = certificate(d.dir.path(), "b.test");
     let tls = format!(
-        "[tls]\ncert = {a_cert:?}\nkey = {a_key:?}\ncertificates = [{{ cert = {b_cert:?}, key = {b_key:?} }}]\n"
+        "[tls]\ncert = {a_cert:?}\nkey = {a_key:?}\ncertificates = [{{ cert = {b_cert:?}, key = {b_key:?} }}]\n{tls_extra}\n"
     );
     let web = web(env);
     d.edit_config(|c| format!("{}{web}{tls}", with_https(&c, port)));
@@ -66,7 +66,7 @@ fn start_https(env: &str) -> Https {
 
 impl Https {
     /// curl to `https://<name>:<port><path>` trusting `ca`'s certificate
-    /// only; `(exit code, "<http_version> <status>", body)`.
+    /// only; `(exit code, "<http_version> <status> <hsts>", body)`.
     fn curl(&self, name: &str, ca: &str, path: &str, version: &str) -> (i32, String, String) {
         let out = Command::new("curl")
             .args(["-sS", version, "--max-time", "10"])
@@ -74,7 +74,10 @@ impl Https {
             .arg(self.d.path(&format!("{ca}.pem")))
             .arg("--resolve")
             .arg(format!("{name}:{}:127.0.0.1", self.port))
-            .args(["-w", "\n%{http_version} %{http_code}"])
+            .args([
+                "-w",
+                "\n%{http_version} %{http_code} %header{strict-transport-security}",
+            ])
             .arg(format!("https://{name}:{}{path}", self.port))
             .output()
             .expect("curl runs (apt-get install curl)");
@@ -82,25 +85,29 @@ impl Https {
         let (body, status) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
         (
             out.status.code().unwrap_or(-1),
-            status.to_string(),
+            status.trim().to_string(),
             format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
         )
     }
 }
 
-/// HTTP/1.1 and HTTP/2 over TLS, each name with its own certificate, and
-/// the instance told the request came over https.
+/// HTTP/1.1 and HTTP/2 over TLS, each name with its own certificate, the
+/// instance told the request came over https, and HSTS on every answer.
 #[test]
 fn https_over_http1_and_h2_with_the_certificate_for_each_name() {
-    let h = start_https("APP_VERSION = \"v1\"");
+    let h = start_https("APP_VERSION = \"v1\"", "hsts = \"max-age=60\"");
     let (code, status, body) = h.curl("a.test", "a.test", "/", "--http1.1");
-    assert_eq!((code, status.as_str()), (0, "1.1 200"), "{body}");
+    assert_eq!((code, status.as_str()), (0, "1.1 200 max-age=60"), "{body}");
     assert!(body.starts_with("version=v1"), "{body}");
     let (code, status, body) = h.curl("a.test", "a.test", "/", "--http2");
-    assert_eq!((code, status.as_str()), (0, "2 200"), "ALPN h2: {body}");
+    assert_eq!(
+        (code, status.as_str()),
+        (0, "2 200 max-age=60"),
+        "ALPN h2: {body}"
+    );
     // SNI: b.test gets b.test's certificate, which a.test's would not pass.
     let (code, status, body) = h.curl("b.test", "b.test", "/", "--http1.1");
-    assert_eq!((code, status.as_str()), (0, "1.1 200"), "{body}");
+    assert_eq!((code, status.as_str()), (0, "1.1 200 max-age=60"), "{body}");
     let (code, _, body) = h.curl("b.test", "a.test", "/", "--http1.1");
     assert_eq!(
         code, 60,
@@ -117,8 +124,32 @@ fn https_over_http1_and_h2_with_the_certificate_for_each_name() {
             "{version}: {headers}"
         );
     }
-    // Plain HTTP is served as before, and says http.
+}
+
+/// Plain HTTP is sent to HTTPS (308, same host and target, the HTTPS
+/// port), except ACME's challenges; with `redirect_http = false` it is
+/// served, and told it came over http.
+#[test]
+fn plain_http_is_redirected_to_https_unless_told_not_to() {
+    let h = start_https("", "");
+    let answer = common::raw(
+        h.d.port,
+        "GET /echo-headers?x=1 HTTP/1.1\r\nHost: a.test:80\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(answer.status, 308, "{:?}", answer.headers);
+    let want = format!("https://a.test:{}/echo-headers?x=1", h.port);
+    assert_eq!(answer.header("location"), Some(want.as_str()));
+    let challenge = common::raw(
+        h.d.port,
+        "GET /.well-known/acme-challenge/t HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(challenge.status, 200, "{:?}", challenge.headers);
+
+    let h = start_https("", "redirect_http = false");
     let plain = common::get(h.d.port, "/echo-headers").unwrap();
+    assert_eq!(plain.status, 200);
     assert!(
         plain.body.contains("\"x-forwarded-proto\":\"http\""),
         "{}",
@@ -130,7 +161,7 @@ fn https_over_http1_and_h2_with_the_certificate_for_each_name() {
 /// answered, the last ones by the new release.
 #[test]
 fn a_deploy_over_https_under_load_fails_no_request() {
-    let h = start_https("APP_VERSION = \"v1\"");
+    let h = start_https("APP_VERSION = \"v1\"", "");
     let script = h.d.path("load.js");
     std::fs::write(
         &script,

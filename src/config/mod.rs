@@ -57,7 +57,7 @@ pub struct Config {
 }
 
 /// `[tls]`: the certificates HTTPS serves, chosen by SNI.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// A PEM chain (relative paths start at baton.toml's folder).
@@ -69,6 +69,25 @@ pub struct TlsConfig {
     /// More pairs; each client gets the one whose names cover its SNI.
     #[serde(default)]
     pub certificates: Vec<CertPair>,
+    /// Plain HTTP requests get a 308 to https (when `https_listen` is set).
+    #[serde(default = "yes")]
+    pub redirect_http: bool,
+    /// Strict-Transport-Security for answers over HTTPS, such as
+    /// `"max-age=31536000"` (an instance's own is kept).
+    #[serde(default)]
+    pub hsts: Option<Spanned<String>>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            certificates: Vec::new(),
+            redirect_http: true,
+            hsts: None,
+        }
+    }
 }
 
 /// One certificate chain and its key.
@@ -853,6 +872,15 @@ fn check_tls(
             ));
         }
         _ => {}
+    }
+    if let Some(hsts) = &tls.hsts {
+        if http::HeaderValue::from_str(hsts.get_ref()).is_err() {
+            return Err(err(
+                hsts.span(),
+                "tls.hsts",
+                "not a valid header value".into(),
+            ));
+        }
     }
     if let Some(https) = &c.proxy.https_listen {
         if tls.cert.is_none() && tls.certificates.is_empty() {

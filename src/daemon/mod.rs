@@ -137,7 +137,10 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
     let run_dir = state_dir.join("run");
     std::fs::create_dir_all(&run_dir).map_err(io_err("creating the run folder"))?;
 
-    let proxy = Proxy::new(loaded.config.proxy.clone());
+    let proxy = Proxy::new(
+        loaded.config.proxy.clone(),
+        crate::proxy::Edge::from_config(&loaded.config),
+    );
     let mut listen = |addr| {
         match inherited.take(addr) {
             Ok(Some(l)) => Ok(l),

@@ -74,12 +74,37 @@ pub struct ProxyStats {
     pub accept_errors: AtomicU64,
 }
 
+/// What the edge does beside proxying: sending plain HTTP to HTTPS, and
+/// telling browsers to stay there.
+#[derive(Debug, Clone, Default)]
+pub struct Edge {
+    /// Plain HTTP requests get a 308 to https on this port.
+    pub redirect_to: Option<u16>,
+    /// Strict-Transport-Security for answers over HTTPS.
+    pub hsts: Option<HeaderValue>,
+}
+
+impl Edge {
+    /// The edge a configuration asks for.
+    pub fn from_config(config: &crate::config::Config) -> Edge {
+        let https_port = config.proxy.https_addrs().first().map(|a| a.port());
+        Edge {
+            redirect_to: https_port.filter(|_| config.tls.redirect_http),
+            hsts: (config.tls.hsts.as_ref())
+                .and_then(|h| HeaderValue::from_str(h.get_ref()).ok())
+                .filter(|_| https_port.is_some()),
+        }
+    }
+}
+
 /// The proxy: configuration, router, totals. Upgraded and TCP connections
 /// are counted per instance (`Upstream::connections`), which is what a
 /// drain waits on, and closed through `closing` at shutdown.
 pub struct Proxy {
     /// Proxy settings.
     pub config: ProxyConfig,
+    /// Redirects and HSTS.
+    pub edge: Edge,
     /// The route table.
     pub router: Arc<Router>,
     /// Totals for metrics.
@@ -95,13 +120,14 @@ pub struct Proxy {
 
 impl Proxy {
     /// A proxy with an empty route table.
-    pub fn new(config: ProxyConfig) -> Arc<Proxy> {
+    pub fn new(config: ProxyConfig, edge: Edge) -> Arc<Proxy> {
         let (stays_bad, stays_bad_rx) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Proxy {
             router: Arc::new(Router::new(config.balance, config.hold_capacity)),
             stays_bad,
             stays_bad_rx: std::sync::Mutex::new(Some(stays_bad_rx)),
             config,
+            edge,
             stats: ProxyStats::default(),
             closing: CancellationToken::new(),
         })
@@ -173,7 +199,13 @@ impl Proxy {
                 };
                 // The in-flight count lasts until the body ends.
                 let event_stream = answer.head.is_event_stream();
-                answer.into_response().map(|b| {
+                let mut resp = answer.into_response();
+                if let (Some(hsts), "https") = (&self.edge.hsts, proto) {
+                    resp.headers_mut()
+                        .entry(http::header::STRICT_TRANSPORT_SECURITY)
+                        .or_insert_with(|| hsts.clone());
+                }
+                resp.map(|b| {
                     Counted::new(InstanceBody::Pooled(b), guard, &upstream, event_stream).boxed()
                 })
             }

@@ -40,7 +40,7 @@ use crate::proxy::Proxy;
 
 /// The default proxy, for the parsers' limits and rewriting.
 fn proxy() -> Arc<Proxy> {
-    Proxy::new(ProxyConfig::default())
+    Proxy::new(ProxyConfig::default(), Default::default())
 }
 
 fn client() -> HeaderValue {

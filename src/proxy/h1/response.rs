@@ -182,6 +182,13 @@ impl Head {
         }
     }
 
+    /// Whether the instance sent a field called `name` (any case).
+    pub fn has_field(&self, name: &[u8]) -> bool {
+        self.fields
+            .iter()
+            .any(|f| self.bytes[f.name.clone()].eq_ignore_ascii_case(name))
+    }
+
     /// Writes the status line and the forwarded fields, as they came, each
     /// line ended by CRLF, then the Content-Length Baton decided; the
     /// caller adds its own fields and the blank line.

@@ -183,6 +183,9 @@ pub(super) struct Request {
     /// The client waits for `100 Continue` before it sends the body.
     expects_continue: bool,
     idempotent: bool,
+    /// Plain HTTP sent to HTTPS: the `Location` it gets instead of an
+    /// answer from an instance.
+    redirect: Option<Vec<u8>>,
 }
 
 /// One client connection.
@@ -330,6 +333,15 @@ impl<S: ClientStream> Connection<S> {
         request: Request,
         client: &HeaderValue,
     ) -> io::Result<bool> {
+        if let Some(location) = &request.redirect {
+            // A body not read cannot be told from a next request: close.
+            let keep_alive = request.keep_alive
+                && request.body == Decoding::Done
+                && !self.shutdown.is_cancelled();
+            self.write_redirect(location, keep_alive, request.http10);
+            self.flush().await?;
+            return Ok(keep_alive);
+        }
         if request.body == Decoding::Done {
             return self
                 .answer(proxy, request, &Parked::default(), None, client)
@@ -425,6 +437,11 @@ impl<S: ClientStream> Connection<S> {
         let chunked = !head.is_delimited() && !request.http10;
         keep_alive &= head.is_delimited() || chunked;
         head.write_to(&mut self.out);
+        if let (Some(hsts), "https") = (&proxy.edge.hsts, self.proto) {
+            if !head.has_field(b"strict-transport-security") {
+                write_field(&mut self.out, b"strict-transport-security", hsts.as_bytes());
+            }
+        }
         if chunked {
             self.out
                 .extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -579,6 +596,16 @@ impl<S: ClientStream> Connection<S> {
         self.out.extend_from_slice(text.as_bytes());
     }
 
+    /// A 308 to `location` (plain HTTP sent to HTTPS).
+    fn write_redirect(&mut self, location: &[u8], keep_alive: bool, http10: bool) {
+        write_status_line(&mut self.out, StatusCode::PERMANENT_REDIRECT);
+        write_date(&mut self.out);
+        write_field(&mut self.out, b"location", location);
+        self.out.extend_from_slice(b"content-length: 0\r\n");
+        self.write_connection(keep_alive, http10);
+        self.out.extend_from_slice(b"\r\n");
+    }
+
     /// Answers a bad head with `status`, then closes.
     async fn reject(&mut self, status: StatusCode) {
         write_status_line(&mut self.out, status);
@@ -680,7 +707,11 @@ pub(super) fn parse_request(
         BodyFraming::Length(n) => Decoding::Length(n),
         BodyFraming::Chunked => Decoding::Chunked(Chunk::Size),
     };
-    if is_upgrade(fields) {
+    let redirect = match (proto, proxy.edge.redirect_to) {
+        ("http", Some(port)) => https_location(facts.host, target, port),
+        _ => None,
+    };
+    if redirect.is_none() && is_upgrade(fields) {
         return Parsed::Other(Next::Handoff);
     }
     // A close in any Connection line wins over a keep-alive in another,
@@ -704,6 +735,7 @@ pub(super) fn parse_request(
                 && !http10
                 && find(fields, b"expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue")),
             idempotent: is_idempotent(method.as_bytes()),
+            redirect,
         },
     )
 }
@@ -713,6 +745,29 @@ pub(super) fn parse_request(
 fn ends_head(read: &[u8], from: usize) -> bool {
     let tail = &read[from.saturating_sub(3)..];
     tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+}
+
+/// Where a plain HTTP request goes on HTTPS: the same host (its port
+/// replaced by `port`, left out for 443) and target. None without a host
+/// (HTTP/1.0), and for ACME's http-01 challenges, which stay on HTTP.
+fn https_location(host: Option<&[u8]>, target: &[u8], port: u16) -> Option<Vec<u8>> {
+    let host = host?;
+    if target.starts_with(b"/.well-known/acme-challenge/") || !target.starts_with(b"/") {
+        return None;
+    }
+    // `[::1]:8080` keeps its brackets; `example.com:80` loses its port.
+    let name = match host.iter().rposition(|&b| b == b':') {
+        Some(colon) if !host[colon..].contains(&b']') => &host[..colon],
+        _ => host,
+    };
+    let mut location = b"https://".to_vec();
+    location.extend_from_slice(name);
+    if port != 443 {
+        location.push(b':');
+        location.extend_from_slice(itoa::Buffer::new().format(port).as_bytes());
+    }
+    location.extend_from_slice(target);
+    Some(location)
 }
 
 /// A request body read from the client's connection as the instance takes
@@ -835,6 +890,31 @@ fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Plain HTTP goes to the same host and target on HTTPS; a port in
+    /// Host is replaced (kept out for 443), IPv6 keeps its brackets; no
+    /// host, or an ACME challenge, stays on HTTP.
+    #[test]
+    fn https_location_keeps_host_and_target() {
+        let at = |host: &[u8], target: &[u8], port| {
+            https_location(Some(host), target, port).map(|l| String::from_utf8(l).unwrap())
+        };
+        assert_eq!(
+            at(b"a.test:80", b"/x?y=1", 443).as_deref(),
+            Some("https://a.test/x?y=1")
+        );
+        assert_eq!(
+            at(b"a.test", b"/", 8443).as_deref(),
+            Some("https://a.test:8443/")
+        );
+        assert_eq!(
+            at(b"[::1]:80", b"/", 443).as_deref(),
+            Some("https://[::1]/")
+        );
+        assert_eq!(at(b"[::1]", b"/", 443).as_deref(), Some("https://[::1]/"));
+        assert_eq!(at(b"a.test", b"/.well-known/acme-challenge/t", 443), None);
+        assert_eq!(https_location(None, b"/", 443), None);
+    }
 
     #[test]
     fn a_head_ends_at_an_empty_line() {

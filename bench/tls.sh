@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# HTTPS benchmark: in one run, wrk over TLS against
+#   nginx - nginx terminating TLS (1 worker, session cache, keepalive
+#           upstream) in front of a fast backend (nginx, fixed body)
+#   baton - Baton (1 worker thread) terminating TLS in front of an identical
+#           backend
+# both with the same ECDSA P-256 certificate, in two modes:
+#   keepalive - 32 connections kept open: the cost of TLS records
+#   handshake - every request on a new connection (Connection: close): the
+#               cost of full TLS handshakes
+# Prints requests/s, p50/p99 and the CPU time each request costs the proxy
+# process, the negotiated protocol and cipher of each, and Baton/nginx.
+#
+#   bench/tls.sh                    # 10 s per run, 3 interleaved rounds
+#   DURATION=5s ROUNDS=5 bench/tls.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-32}
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || ! command -v openssl >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk openssl >/dev/null
+fi
+(cd "$ROOT" && cargo build --release -q --bin baton)
+BATON="$ROOT/target/release/baton"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BACKEND_PORT=$(free_port); NGINX_PORT=$(free_port); BATON_HTTP=$(free_port); BATON_PORT=$(free_port)
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  [ -f "$WORK/app/baton.toml" ] && "$BATON" stop -c "$WORK/app/baton.toml" >/dev/null 2>&1 || true
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj "/CN=bench.test" -addext "subjectAltName=DNS:bench.test" \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+chmod 600 "$WORK/key.pem"
+
+cat > "$WORK/backend.tmpl" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/backend-PORT.pid;
+error_log stderr error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000;
+  server { listen 127.0.0.1:PORT; location / { return 200 "hello from the backend\n"; } }
+}
+CONF
+sed "s/PORT/$BACKEND_PORT/g" "$WORK/backend.tmpl" > "$WORK/backend.conf"
+nginx -c "$WORK/backend.conf" -p "$WORK" 2>"$WORK/backend.err" &
+PIDS+=($!)
+
+cat > "$WORK/proxy.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/proxy.pid;
+error_log stderr error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000;
+  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 1024; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl;
+    ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:1m;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+nginx -c "$WORK/proxy.conf" -p "$WORK" 2>"$WORK/proxy.err" &
+PIDS+=($!); NGINX_MASTER=$!
+
+mkdir -p "$WORK/app"
+cat > "$WORK/app/baton.toml" <<CONF
+[app]
+name = "bench-tls"
+[proxy]
+listen = "127.0.0.1:$BATON_HTTP"
+https_listen = "127.0.0.1:$BATON_PORT"
+[tls]
+cert = "$WORK/cert.pem"
+key = "$WORK/key.pem"
+[daemon]
+worker_threads = 1
+[web]
+command = "sed s/PORT/\$PORT/g $WORK/backend.tmpl > $WORK/b-\$PORT.conf && exec nginx -c $WORK/b-\$PORT.conf -p $WORK"
+[web.readiness]
+kind = "tcp"
+CONF
+# In this script's session, as nginx is (see bench/proxy.sh on autogroups).
+"$BATON" up -c "$WORK/app/baton.toml" >"$WORK/daemon.log" 2>&1 &
+PIDS+=($!)
+
+for port in "$NGINX_PORT" "$BATON_PORT"; do
+  for _ in $(seq 1 500); do
+    curl -sfk --resolve "bench.test:$port:127.0.0.1" "https://bench.test:$port/" >/dev/null && break
+    sleep 0.02
+  done
+done
+worker_of() { for _ in $(seq 1 500); do pgrep -P "$1" && return 0; sleep 0.02; done; echo "nginx $1 started no worker" >&2; exit 1; }
+DAEMON_PID=$("$BATON" status --json -c "$WORK/app/baton.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+declare -A CPU_PID=([nginx]=$(worker_of "$NGINX_MASTER") [baton]=$DAEMON_PID)
+declare -A PORT=([nginx]=$NGINX_PORT [baton]=$BATON_PORT)
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+to_ms() {
+  python3 -c 'import sys
+v=sys.argv[1]
+for u,f in (("us",0.001),("ms",1),("s",1000)):
+    if v.endswith(u) and (u!="s" or not v.endswith(("ms","us"))):
+        print(round(float(v[:-len(u)])*f,3)); break' "$1"
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+paired() { python3 -c 'import sys, statistics
+a, b = (list(map(float, x.split())) for x in sys.argv[1:3])
+print(f"{statistics.median(x / y for x, y in zip(a, b)):.2f}")' "$1" "$2"; }
+
+declare -A RPS P50 P99 CPU
+run() { # name mode
+  local name=$1 mode=$2 key="$1/$2" port=${PORT[$1]}
+  local extra=()
+  [ "$mode" = handshake ] && extra=(-H "Connection: close")
+  local before; before=$(cpu_ticks "${CPU_PID[$name]}")
+  local out; out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${extra[@]}" "https://127.0.0.1:$port/")
+  local ticks=$(($(cpu_ticks "${CPU_PID[$name]}") - before))
+  local requests; requests=$(echo "$out" | awk '/requests in/ {print $1}')
+  RPS[$key]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+  P50[$key]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
+  P99[$key]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
+  CPU[$key]+=" $(python3 -c "print(round($ticks / $CLK_TCK * 1e6 / max($requests, 1), 2))")"
+  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "$key: $(echo "$out" | grep 'Non-2xx\|Socket errors')" >&2; fi
+}
+for _ in $(seq 1 "$ROUNDS"); do
+  for mode in keepalive handshake; do for n in nginx baton; do run "$n" "$mode"; done; done
+done
+
+negotiated() {
+  echo | openssl s_client -connect "127.0.0.1:$1" -servername bench.test 2>/dev/null |
+    awk '/^New,/ {print $2, $5}' | head -1
+}
+echo
+echo "machine: $(nproc) cores, $(uname -sr); wrk -t1 -c$CONNS -d$DURATION, median of $ROUNDS interleaved rounds"
+echo "negotiated (openssl s_client): nginx $(negotiated "$NGINX_PORT"); baton $(negotiated "$BATON_PORT")"
+echo "| target | mode | requests/s | p50 ms | p99 ms | CPU us/req |"
+echo "|---|---|---|---|---|---|"
+for mode in keepalive handshake; do
+  for n in nginx baton; do
+    k="$n/$mode"
+    printf "| %s | %s | %s | %s | %s | %s |\n" "$n" "$mode" "$(echo "${RPS[$k]}" | median)" \
+      "$(echo "${P50[$k]}" | median)" "$(echo "${P99[$k]}" | median)" "$(echo "${CPU[$k]}" | median)"
+  done
+done
+echo
+for mode in keepalive handshake; do
+  echo "Baton/nginx $mode, the median of each round's own ratio: requests/s $(paired "${RPS[baton/$mode]}" "${RPS[nginx/$mode]}")   p99 $(paired "${P99[baton/$mode]}" "${P99[nginx/$mode]}")   CPU time per request $(paired "${CPU[baton/$mode]}" "${CPU[nginx/$mode]}")"
+done
