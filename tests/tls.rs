@@ -250,3 +250,35 @@ fn unusable_certificates_are_clear_errors() {
     );
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+/// A renewed certificate (new files moved over the old ones, as certbot
+/// does) is served from the next handshake on, without a restart; a broken
+/// file is named in the log, and the certificate in use goes on serving.
+#[test]
+fn changed_certificate_files_are_served_without_a_restart() {
+    let h = start_https("", "");
+    let pid = h.d.pid();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(elsewhere.path(), "a.test");
+    std::fs::copy(&cert, h.d.path("fresh.pem")).unwrap();
+    let (code, _, body) = h.curl("a.test", "fresh", "/", "--http1.1");
+    assert_eq!(code, 60, "the fresh certificate is not served yet: {body}");
+    std::fs::rename(&key, h.d.path("a.test.key")).unwrap();
+    std::fs::rename(&cert, h.d.path("a.test.pem")).unwrap();
+    wait_until(Duration::from_secs(10), "the renewed certificate", || {
+        h.curl("a.test", "fresh", "/", "--http1.1").0 == 0
+    });
+    assert_eq!(h.d.pid(), pid, "the daemon was restarted");
+
+    std::fs::write(h.d.path("a.test.pem"), "not a certificate\n").unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the broken file in the log",
+        || {
+            h.d.output()
+                .contains("a.test.pem: no PEM certificate in it")
+        },
+    );
+    let (code, status, body) = h.curl("a.test", "fresh", "/", "--http1.1");
+    assert_eq!((code, status.as_str()), (0, "1.1 200"), "{body}");
+}

@@ -153,10 +153,12 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
     for addr in loaded.config.proxy.listen_addrs() {
         listeners.push((listen(addr)?, None));
     }
+    let mut watched_certificates = None;
     let https_addrs = loaded.config.proxy.https_addrs();
     if !https_addrs.is_empty() {
-        let tls = crate::proxy::tls::server_config(&loaded.cert_pairs())
+        let (tls, certificates) = crate::proxy::tls::server_config(&loaded.cert_pairs())
             .map_err(|e| StartError::Tls(e.to_string()))?;
+        watched_certificates = Some(certificates);
         for addr in https_addrs {
             listeners.push((listen(addr)?, Some(tls.clone())));
         }
@@ -207,6 +209,9 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
     tokio::spawn(api::serve(api_listener, daemon.clone(), shutdown.clone()));
     tokio::spawn(app.clone().publish_routes_forever());
 
+    if let Some(certificates) = watched_certificates {
+        tokio::spawn(certificates.watch(shutdown.clone()));
+    }
     let listen_shutdown = CancellationToken::new();
     let mut servers = Vec::new();
     for (name, l) in tcp_listeners {

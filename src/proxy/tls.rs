@@ -4,9 +4,18 @@
 //!
 //! A name no certificate covers gets the first pair, as nginx answers with
 //! its default server's certificate.
+//!
+//! Certificate files are watched: a renewed pair (certbot, a deploy script)
+//! is served from the next handshake on, without a restart and without
+//! closing a connection; a pair that cannot be used is logged, naming the
+//! file, and the pairs in use go on serving.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -110,40 +119,97 @@ fn warn_if_readable_by_others(key: &Path) {
     }
 }
 
-/// Chooses the certificate by SNI.
+/// How often the certificate files are looked at.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// The certificates in use, chosen by SNI, and the files they come from.
 #[derive(Debug)]
-struct BySni {
-    pairs: Vec<Pair>,
+pub struct Certificates {
+    pairs: ArcSwap<Vec<Pair>>,
+    files: Vec<(PathBuf, PathBuf)>,
 }
 
-impl ResolvesServerCert for BySni {
+/// What a file looked like: its modification time and length.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamps(files: &[(PathBuf, PathBuf)]) -> Vec<Stamp> {
+    let stamp = |p: &PathBuf| {
+        let meta = std::fs::metadata(p).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    };
+    files
+        .iter()
+        .flat_map(|(c, k)| [stamp(c), stamp(k)])
+        .collect()
+}
+
+fn load_all(files: &[(PathBuf, PathBuf)]) -> Result<Vec<Pair>, TlsError> {
+    files
+        .iter()
+        .map(|(cert, key)| Pair::load(cert, key))
+        .collect()
+}
+
+impl Certificates {
+    /// Looks at the files every second, for as long as `stop` allows, and
+    /// serves changed pairs once all of them load.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut seen = stamps(&self.files);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(WATCH_EVERY) => {}
+            }
+            let now = stamps(&self.files);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match load_all(&self.files) {
+                Ok(pairs) => {
+                    self.pairs.store(Arc::new(pairs));
+                    tracing::info!(
+                        "certificates reloaded: the changed files are served from now on"
+                    );
+                }
+                Err(e) => tracing::error!("{e}; the certificates in use go on serving"),
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for Certificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let pairs = self.pairs.load();
         let wanted = hello
             .server_name()
             .and_then(|n| ServerName::try_from(n).ok());
         let chosen = wanted
-            .and_then(|name| self.pairs.iter().find(|p| p.serves(&name)))
-            .or_else(|| self.pairs.first())?;
+            .and_then(|name| pairs.iter().find(|p| p.serves(&name)))
+            .or_else(|| pairs.first())?;
         Some(chosen.certified.clone())
     }
 }
 
-/// The TLS side of the HTTPS listeners, from `(cert, key)` file pairs.
+/// The TLS side of the HTTPS listeners, from `(cert, key)` file pairs, and
+/// the certificates it serves (to watch).
 ///
 /// # Errors
 /// [`TlsError`] naming the file that cannot be used.
-pub fn server_config(pairs: &[(PathBuf, PathBuf)]) -> Result<Arc<ServerConfig>, TlsError> {
-    let pairs = pairs
-        .iter()
-        .map(|(cert, key)| Pair::load(cert, key))
-        .collect::<Result<Vec<_>, _>>()?;
+pub fn server_config(
+    files: &[(PathBuf, PathBuf)],
+) -> Result<(Arc<ServerConfig>, Arc<Certificates>), TlsError> {
+    let certificates = Arc::new(Certificates {
+        pairs: ArcSwap::from_pointee(load_all(files)?),
+        files: files.to_vec(),
+    });
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni { pairs }));
+        .with_cert_resolver(certificates.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), certificates))
 }
