@@ -50,6 +50,14 @@ struct Https {
 }
 
 fn start_https(env: &str, tls_extra: &str) -> Https {
+    let (d, port) = prepare_https(env, tls_extra);
+    let d = d.up();
+    d.wait_ready(2);
+    Https { d, port }
+}
+
+/// The files of [`start_https`], not started; the HTTPS port.
+fn prepare_https(env: &str, tls_extra: &str) -> (Daemon, u16) {
     let d = Daemon::prepare("");
     let port = free_port();
     let (a_cert, a_key) = certificate(d.dir.path(), "a.test");
@@ -59,9 +67,7 @@ fn start_https(env: &str, tls_extra: &str) -> Https {
     );
     let web = web(env);
     d.edit_config(|c| format!("{}{web}{tls}", with_https(&c, port)));
-    let d = d.up();
-    d.wait_ready(2);
-    Https { d, port }
+    (d, port)
 }
 
 impl Https {
@@ -281,4 +287,23 @@ fn changed_certificate_files_are_served_without_a_restart() {
     );
     let (code, status, body) = h.curl("a.test", "fresh", "/", "--http1.1");
     assert_eq!((code, status.as_str()), (0, "1.1 200"), "{body}");
+}
+
+/// `baton systemd` puts the HTTPS address in the socket unit, and a daemon
+/// given that socket (systemd's socket activation) serves HTTPS on it: it
+/// could not bind the address itself, which this test holds.
+#[test]
+fn systemd_passes_the_https_socket() {
+    let (d, port) = prepare_https("", "");
+    let out = d.baton(&["systemd"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let units = String::from_utf8(out.stdout).unwrap();
+    let line = format!("ListenStream=127.0.0.1:{port}");
+    assert!(units.lines().any(|l| l == line), "no {line:?} in\n{units}");
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let d = d.up_activated(&listener);
+    d.wait_ready(2);
+    let h = Https { d, port };
+    let (code, status, body) = h.curl("a.test", "a.test", "/", "--http2");
+    assert_eq!((code, status.as_str()), (0, "2 200"), "{body}");
 }

@@ -20,6 +20,7 @@ pub fn units(loaded: &Loaded, exe: &Path) -> String {
     let stop_within =
         crate::daemon::SHUTDOWN_GRACE + config.web.kill_timeout + std::time::Duration::from_secs(5);
     let mut addresses = config.proxy.listen_addrs();
+    addresses.extend(config.proxy.https_addrs());
     addresses.extend(config.tcp.values().map(|svc| svc.addr()));
 
     let mut out = String::new();
