@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::h1::{self, server::Handoff};
+use super::h1::{self, server::ClientStream, server::Handoff};
 use super::Proxy;
 use crate::config::ProxyConfig;
 
@@ -131,41 +130,53 @@ struct Accepted {
 }
 
 impl Accepted {
-    async fn serve_plain(self, stream: TcpStream) {
-        let served = if self.own_http1 {
-            h1::server::serve(
-                self.proxy.clone(),
-                stream,
-                self.client.clone(),
-                self.shutdown,
-            )
-            .await
-        } else {
+    /// The rest of a connection: Baton's own HTTP/1.1 server first, then
+    /// hyper for what it hands over; hyper from the start when
+    /// `hyper_first` (h2 by ALPN, or the benchmark's `BATON_HTTP1=hyper`).
+    async fn serve<S>(self, stream: S, hyper_first: bool)
+    where
+        S: ClientStream + AsyncRead + AsyncWrite + Unpin,
+    {
+        let served = if hyper_first {
             Some(Handoff {
                 stream,
                 read: Bytes::new(),
             })
-        };
-        if let Some(handoff) = served {
-            let timeout_reply = handoff.stream.as_fd().try_clone_to_owned().ok();
+        } else {
             let Accepted {
                 proxy,
                 client,
-                builder,
-                watcher,
+                shutdown,
                 ..
-            } = self;
-            serve_with_hyper(
-                &builder,
-                watcher,
-                handoff,
-                timeout_reply,
-                proxy,
-                client,
-                "http",
-            )
-            .await;
-        }
+            } = &self;
+            h1::server::serve(proxy.clone(), stream, client.clone(), shutdown.clone()).await
+        };
+        let Some(handoff) = served else {
+            return;
+        };
+        let timeout_reply = handoff.stream.socket_for_408();
+        let Accepted {
+            proxy,
+            client,
+            builder,
+            watcher,
+            ..
+        } = self;
+        serve_with_hyper(
+            &builder,
+            watcher,
+            handoff,
+            timeout_reply,
+            proxy,
+            client,
+            S::PROTO,
+        )
+        .await;
+    }
+
+    async fn serve_plain(self, stream: TcpStream) {
+        let hyper_first = !self.own_http1;
+        self.serve(stream, hyper_first).await;
     }
 
     /// The handshake, then h2 (ALPN) with hyper, or HTTP/1.1 with Baton's
@@ -182,30 +193,7 @@ impl Accepted {
             Err(_) => return,
         };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        let served = if h2 {
-            Some(Handoff {
-                stream,
-                read: Bytes::new(),
-            })
-        } else {
-            h1::server::serve(
-                self.proxy.clone(),
-                stream,
-                self.client.clone(),
-                self.shutdown,
-            )
-            .await
-        };
-        if let Some(handoff) = served {
-            let Accepted {
-                proxy,
-                client,
-                builder,
-                watcher,
-                ..
-            } = self;
-            serve_with_hyper(&builder, watcher, handoff, None, proxy, client, "https").await;
-        }
+        self.serve(stream, h2).await;
     }
 }
 

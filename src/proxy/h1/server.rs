@@ -82,6 +82,10 @@ pub trait ClientStream: Send + Sized + 'static {
     fn unsplit(reader: Self::Reader, writer: Self::Writer) -> Option<Self>;
     /// `http` or `https`, for X-Forwarded-Proto.
     const PROTO: &'static str;
+    /// A second handle on the socket, for a 408 written past hyper when a
+    /// head it reads is cut short; none on TLS, whose bytes must go
+    /// through the TLS state, which hyper holds.
+    fn socket_for_408(&self) -> Option<std::os::fd::OwnedFd>;
 }
 
 impl ClientStream for TcpStream {
@@ -97,6 +101,11 @@ impl ClientStream for TcpStream {
     }
 
     const PROTO: &'static str = "http";
+
+    fn socket_for_408(&self) -> Option<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.as_fd().try_clone_to_owned().ok()
+    }
 }
 
 /// A TLS connection splits with a lock between its halves (one TLS state).
@@ -113,6 +122,10 @@ impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
     }
 
     const PROTO: &'static str = "https";
+
+    fn socket_for_408(&self) -> Option<std::os::fd::OwnedFd> {
+        None
+    }
 }
 
 /// A connection for hyper to go on with, and what Baton read from it.
