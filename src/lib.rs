@@ -39,6 +39,7 @@ pub mod proxy;
 pub mod release;
 pub mod schedule;
 pub mod supervisor;
+pub mod tls;
 
 /// The "s" that makes `n` things plural in a message.
 pub(crate) fn plural(n: usize) -> &'static str {

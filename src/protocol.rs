@@ -37,6 +37,46 @@ pub struct StatusReport {
     /// Why, while writes still fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_error: Option<String>,
+    /// The certificates HTTPS serves, and ACME's work on them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateReport>,
+}
+
+/// One certificate: where it comes from, until when it is valid, and for
+/// an ACME one, its renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateReport {
+    /// The names it is valid for (or, before its first issuance, is to be).
+    pub names: Vec<String>,
+    /// `acme`, or the certificate file.
+    pub source: String,
+    /// What is happening to it.
+    pub state: CertificateState,
+    /// Its expiry, in seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<u64>,
+    /// ACME: when it is renewed (two thirds into its lifetime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_at: Option<u64>,
+    /// ACME: the last failure, while failures go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// ACME: when it tries again after that failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_try: Option<u64>,
+}
+
+/// Where a certificate is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateState {
+    /// Valid and served.
+    Serving,
+    /// ACME: the first certificate is being issued; none is served yet.
+    Issuing,
+    /// ACME: issuance or renewal failed and is retried; the old one (if
+    /// any) keeps serving.
+    Failing,
 }
 
 /// How healthy a status is, as `baton status` exits.

@@ -18,7 +18,7 @@ fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let cert = dir.join(format!("{name}.pem"));
     let key = dir.join(format!("{name}.key"));
     std::fs::write(&cert, made.cert.pem()).unwrap();
-    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     (cert, key)

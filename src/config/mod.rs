@@ -76,6 +76,36 @@ pub struct TlsConfig {
     /// `"max-age=31536000"` (an instance's own is kept).
     #[serde(default)]
     pub hsts: Option<Spanned<String>>,
+    /// The ACME account's contact: certificates for `[app] hosts` are
+    /// issued automatically (Let's Encrypt by default).
+    #[serde(default)]
+    pub acme_email: Option<Spanned<String>>,
+    /// The ACME directory URL: a staging or private CA in place of
+    /// Let's Encrypt's.
+    #[serde(default)]
+    pub acme_directory: Option<Spanned<String>>,
+    /// Extra trust roots (PEM) for a private ACME server's own HTTPS.
+    #[serde(default)]
+    pub acme_ca: Option<PathBuf>,
+    /// Only this challenge: `"http-01"` (answered on `listen`) or
+    /// `"tls-alpn-01"` (on `https_listen`). Default: TLS-ALPN-01, then
+    /// HTTP-01 after a failure, and so on in turn.
+    #[serde(default)]
+    pub acme_challenge: Option<AcmeChallenge>,
+}
+
+/// The ACME default: Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// How an ACME server checks that Baton serves a name (RFC 8555 §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum AcmeChallenge {
+    /// A file under `/.well-known/acme-challenge/` over plain HTTP.
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A handshake with ALPN `acme-tls/1` (RFC 8737).
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 impl Default for TlsConfig {
@@ -86,6 +116,10 @@ impl Default for TlsConfig {
             certificates: Vec::new(),
             redirect_http: true,
             hsts: None,
+            acme_email: None,
+            acme_directory: None,
+            acme_ca: None,
+            acme_challenge: None,
         }
     }
 }
@@ -278,6 +312,19 @@ fn parse_size(s: &str) -> Option<u64> {
 pub struct AppConfig {
     /// A name for logs and status.
     pub name: String,
+    /// The host names it serves: `[tls] acme_email` gets certificates for
+    /// them. Exact names, or `*.` and one label for a wildcard.
+    #[serde(default)]
+    pub hosts: Option<Spanned<Vec<String>>>,
+}
+
+impl AppConfig {
+    /// Its host names, in lower case.
+    pub fn hosts(&self) -> Vec<String> {
+        (self.hosts.as_ref())
+            .map(|h| h.get_ref().iter().map(|n| n.to_ascii_lowercase()).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// `[daemon]`
@@ -882,16 +929,100 @@ fn check_tls(
             ));
         }
     }
+    if let Some(hosts) = &c.app.hosts {
+        if let Some(bad) = hosts.get_ref().iter().find(|h| !is_host_name(h)) {
+            return Err(err(
+                hosts.span(),
+                "app.hosts",
+                format!(
+                    "{bad:?} is not a host name (letters, digits, '-' and '.', or '*.' and a name)"
+                ),
+            ));
+        }
+    }
+    check_acme(c, &err)?;
     if let Some(https) = &c.proxy.https_listen {
-        if tls.cert.is_none() && tls.certificates.is_empty() {
+        if tls.cert.is_none() && tls.certificates.is_empty() && tls.acme_email.is_none() {
             return Err(err(
                 https.span(),
                 "proxy.https_listen",
-                "needs a certificate: [tls] cert and key, or [tls] certificates".into(),
+                "needs a certificate: [tls] cert and key, [tls] certificates, or [tls] acme_email"
+                    .into(),
             ));
         }
     }
     Ok(())
+}
+
+/// Automatic certificates need names to issue for, a listener to answer
+/// the challenges on and to serve them, and an HTTPS directory.
+fn check_acme(
+    c: &Config,
+    err: &impl Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let tls = &c.tls;
+    let Some(email) = &tls.acme_email else {
+        return Ok(());
+    };
+    if !email.get_ref().contains('@') {
+        return Err(err(
+            email.span(),
+            "tls.acme_email",
+            "not an email address".into(),
+        ));
+    }
+    let hosts = c.app.hosts();
+    if hosts.is_empty() {
+        return Err(err(
+            email.span(),
+            "tls.acme_email",
+            "needs [app] hosts: the names to get certificates for".into(),
+        ));
+    }
+    if let Some(wildcard) = hosts.iter().find(|h| h.starts_with("*.")) {
+        let span = c.app.hosts.as_ref().map(Spanned::span).unwrap_or(0..0);
+        return Err(err(
+            span,
+            "app.hosts",
+            format!(
+                "{wildcard}: a wildcard certificate needs the DNS-01 challenge, which Baton does \
+                 not answer; give its certificate in [tls] certificates"
+            ),
+        ));
+    }
+    if c.proxy.https_listen.is_none() {
+        return Err(err(
+            email.span(),
+            "tls.acme_email",
+            "certificates are for [proxy] https_listen, which is not set".into(),
+        ));
+    }
+    if let Some(directory) = &tls.acme_directory {
+        if !directory.get_ref().starts_with("https://") {
+            return Err(err(
+                directory.span(),
+                "tls.acme_directory",
+                "an ACME directory is an https:// URL (RFC 8555 §6.1)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A DNS name as `[app] hosts` takes it: labels of letters, digits and
+/// '-', or `*.` before such a name.
+fn is_host_name(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    name.len() <= 253
+        && name.contains(|c: char| c.is_ascii_alphabetic())
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// The `max_memory` of `section` (`web`, or `process.<name>`), which means

@@ -27,6 +27,9 @@ use crate::supervisor::logs::LogSink;
 use crate::supervisor::ports::PortPool;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::Context;
+use crate::tls::acme::{self, Acme};
+use crate::tls::{Certificates, Tls};
+use std::sync::Arc;
 
 pub use state::Daemon;
 pub use upgrade::Exit;
@@ -153,15 +156,18 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
     for addr in loaded.config.proxy.listen_addrs() {
         listeners.push((listen(addr)?, None));
     }
-    let mut watched_certificates = None;
+    let mut tls = None;
     let https_addrs = loaded.config.proxy.https_addrs();
     if !https_addrs.is_empty() {
-        let (tls, certificates) = crate::proxy::tls::server_config(&loaded.cert_pairs())
+        let certificates =
+            Certificates::load(&loaded.cert_pairs()).map_err(|e| StartError::Tls(e.to_string()))?;
+        let edge = Tls::new(Arc::new(certificates), proxy.edge.challenges.clone())
             .map_err(|e| StartError::Tls(e.to_string()))?;
-        watched_certificates = Some(certificates);
+        let edge = Arc::new(edge);
         for addr in https_addrs {
-            listeners.push((listen(addr)?, Some(tls.clone())));
+            listeners.push((listen(addr)?, Some(edge.clone())));
         }
+        tls = Some(edge);
     }
     let mut tcp_listeners = Vec::new();
     for (name, svc) in &loaded.config.tcp {
@@ -199,9 +205,22 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
         run_dir,
         changed: Default::default(),
     };
+    let acme = (tls.as_ref().zip(acme::Settings::from_loaded(&loaded))).map(|(tls, settings)| {
+        Acme::new(
+            settings,
+            tls.certificates.clone(),
+            proxy.edge.challenges.clone(),
+        )
+    });
     let shutdown = CancellationToken::new();
     let app = App::new(loaded, proxy.router.clone(), ctx, shutdown.child_token());
-    let daemon = Daemon::new(app.clone(), proxy.clone(), shutdown.clone());
+    let daemon = Daemon::new(
+        app.clone(),
+        proxy.clone(),
+        shutdown.clone(),
+        tls.clone(),
+        acme.clone(),
+    );
 
     let socket = socket_path(&state_dir);
     let api_listener =
@@ -209,8 +228,11 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
     tokio::spawn(api::serve(api_listener, daemon.clone(), shutdown.clone()));
     tokio::spawn(app.clone().publish_routes_forever());
 
-    if let Some(certificates) = watched_certificates {
-        tokio::spawn(certificates.watch(shutdown.clone()));
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.certificates.clone().watch(shutdown.clone()));
+    }
+    if let Some(acme) = acme {
+        tokio::spawn(acme.run(shutdown.clone()));
     }
     let listen_shutdown = CancellationToken::new();
     let mut servers = Vec::new();
@@ -263,6 +285,7 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
             _ = shutdown.cancelled() => break,
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading");
+                daemon.reload_certificates();
                 for app in daemon.apps() {
                     let deployer = app.deployer().clone();
                     tokio::spawn(async move {

@@ -11,9 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::deploy::owner::Hold;
-use crate::protocol::StatusReport;
+use crate::protocol::{CertificateReport, CertificateState, StatusReport};
 use crate::proxy::Proxy;
 use crate::supervisor::logs::LOG_HEALTH;
+use crate::tls::acme::{unix_seconds, Acme};
+use crate::tls::certificates::Source;
+use crate::tls::Tls;
 
 /// The daemon: the composition root. Shared as `Arc<Daemon>` by the
 /// control API and the run loop.
@@ -32,12 +35,24 @@ pub struct Daemon {
     /// CPU and memory readings for `status`.
     usage: crate::supervisor::procfs::Sampler,
     started: SystemTime,
+    /// The HTTPS side, when `https_listen` is set.
+    tls: Option<Arc<Tls>>,
+    /// Automatic certificates, when `[tls] acme_email` is set.
+    acme: Option<Arc<Acme>>,
 }
 
 impl Daemon {
-    /// A daemon serving `app`.
-    pub fn new(app: Arc<App>, proxy: Arc<Proxy>, shutdown: CancellationToken) -> Arc<Daemon> {
+    /// A daemon serving `app`, over HTTPS too with `tls`.
+    pub fn new(
+        app: Arc<App>,
+        proxy: Arc<Proxy>,
+        shutdown: CancellationToken,
+        tls: Option<Arc<Tls>>,
+        acme: Option<Arc<Acme>>,
+    ) -> Arc<Daemon> {
         Arc::new(Daemon {
+            tls,
+            acme,
             apps: BTreeMap::from([(app.name.clone(), app)]),
             proxy,
             shutdown,
@@ -114,6 +129,39 @@ impl Daemon {
             instances: app.instance_reports(),
             log_errors: LOG_HEALTH.total(),
             log_error: LOG_HEALTH.last(),
+            certificates: self.certificates(),
+        }
+    }
+
+    /// The certificates served from files, then ACME's.
+    pub fn certificates(&self) -> Vec<CertificateReport> {
+        let Some(tls) = &self.tls else {
+            return Vec::new();
+        };
+        let files = tls.certificates.served().into_iter().filter_map(|served| {
+            let Source::File(file) = served.source else {
+                return None;
+            };
+            Some(CertificateReport {
+                names: served.names,
+                source: file.display().to_string(),
+                state: CertificateState::Serving,
+                not_after: Some(unix_seconds(served.not_after)),
+                renew_at: None,
+                error: None,
+                next_try: None,
+            })
+        });
+        files.chain(self.acme.iter().map(|a| a.report())).collect()
+    }
+
+    /// Reads the certificate files again (`baton reload`); the pairs in use
+    /// stay when one cannot be used, and the log names the file.
+    pub fn reload_certificates(&self) {
+        if let Some(tls) = &self.tls {
+            if let Err(e) = tls.certificates.reload_files() {
+                tracing::error!("{e}; the certificates in use go on serving");
+            }
         }
     }
 

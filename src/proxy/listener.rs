@@ -74,12 +74,11 @@ fn builder(cfg: &ProxyConfig) -> auto::Builder<TokioExecutor> {
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
     let builder = Arc::new(builder(&proxy.config));
-    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     // For the benchmark's comparison only (bench/proxy.sh): every HTTP/1
     // connection served by hyper, Baton's own server left out.
     let own_http1 = std::env::var_os("BATON_HTTP1").is_none_or(|v| v != "hyper");
@@ -107,7 +106,7 @@ pub async fn serve(
         };
         match &tls {
             None => connections.spawn(accepted.serve_plain(stream)),
-            Some(acceptor) => connections.spawn(accepted.serve_tls(acceptor.clone(), stream)),
+            Some(tls) => connections.spawn(accepted.serve_tls(tls.clone(), stream)),
         };
     }
     drop(listener);
@@ -182,15 +181,10 @@ impl Accepted {
     /// The handshake, then h2 (ALPN) with hyper, or HTTP/1.1 with Baton's
     /// own server. A client that does not finish its handshake within
     /// `header_read_timeout` is dropped, as one that does not finish a head.
-    async fn serve_tls(self, acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream) {
+    async fn serve_tls(self, tls: Arc<crate::tls::Tls>, stream: TcpStream) {
         let limit = self.proxy.config.header_read_timeout;
-        let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                tracing::debug!("TLS handshake from {:?} failed: {e}", self.client);
-                return;
-            }
-            Err(_) => return,
+        let Some(stream) = tls.accept(stream, limit).await else {
+            return;
         };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         self.serve(stream, h2).await;

@@ -27,7 +27,6 @@ pub mod path;
 pub mod pool;
 pub mod router;
 pub mod tcp;
-pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 pub mod websocket;
@@ -74,14 +73,16 @@ pub struct ProxyStats {
     pub accept_errors: AtomicU64,
 }
 
-/// What the edge does beside proxying: sending plain HTTP to HTTPS, and
-/// telling browsers to stay there.
+/// What the edge does beside proxying: sending plain HTTP to HTTPS,
+/// telling browsers to stay there, and answering ACME's HTTP-01 checks.
 #[derive(Debug, Clone, Default)]
 pub struct Edge {
     /// Plain HTTP requests get a 308 to https on this port.
     pub redirect_to: Option<u16>,
     /// Strict-Transport-Security for answers over HTTPS.
     pub hsts: Option<HeaderValue>,
+    /// The ACME challenges published now.
+    pub challenges: Arc<crate::tls::Challenges>,
 }
 
 impl Edge {
@@ -93,6 +94,7 @@ impl Edge {
             hsts: (config.tls.hsts.as_ref())
                 .and_then(|h| HeaderValue::from_str(h.get_ref()).ok())
                 .filter(|_| https_port.is_some()),
+            challenges: Arc::default(),
         }
     }
 }

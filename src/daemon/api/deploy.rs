@@ -18,6 +18,9 @@ use crate::protocol::DeployRequest;
 /// A deploy, reload, rollback or scale of the app.
 pub async fn deploy(State(daemon): State<Arc<Daemon>>, Json(req): Json<DeployRequest>) -> Response {
     let app = daemon.app();
+    if matches!(req.order, crate::protocol::Order::Reload) {
+        daemon.reload_certificates();
+    }
     let kind = Kind::from_order(req.order, &app.home);
     let ticket = app.deployer().submit(kind, req.wait);
     let lines = futures_util::stream::unfold(ticket.progress, |mut rx| async move {

@@ -196,9 +196,16 @@ pub(super) struct Request {
     /// The client waits for `100 Continue` before it sends the body.
     expects_continue: bool,
     idempotent: bool,
-    /// Plain HTTP sent to HTTPS: the `Location` it gets instead of an
-    /// answer from an instance.
-    redirect: Option<Vec<u8>>,
+    /// What Baton answers itself, instead of an instance.
+    local: Option<Local>,
+}
+
+/// An answer Baton gives itself, without an instance.
+enum Local {
+    /// Plain HTTP sent to HTTPS: a 308 to this `Location`.
+    Redirect(Vec<u8>),
+    /// ACME's HTTP-01 check: this key authorization.
+    Challenge(String),
 }
 
 /// One client connection.
@@ -346,12 +353,19 @@ impl<S: ClientStream> Connection<S> {
         request: Request,
         client: &HeaderValue,
     ) -> io::Result<bool> {
-        if let Some(location) = &request.redirect {
+        if let Some(local) = &request.local {
             // A body not read cannot be told from a next request: close.
             let keep_alive = request.keep_alive
                 && request.body == Decoding::Done
                 && !self.shutdown.is_cancelled();
-            self.write_redirect(location, keep_alive, request.http10);
+            match local {
+                Local::Redirect(location) => {
+                    self.write_redirect(location, keep_alive, request.http10)
+                }
+                Local::Challenge(key_authorization) => {
+                    self.write_challenge(key_authorization, keep_alive, request.http10)
+                }
+            }
             self.flush().await?;
             return Ok(keep_alive);
         }
@@ -619,6 +633,23 @@ impl<S: ClientStream> Connection<S> {
         self.out.extend_from_slice(b"\r\n");
     }
 
+    /// The answer to an ACME HTTP-01 check (RFC 8555 §8.3).
+    fn write_challenge(&mut self, key_authorization: &str, keep_alive: bool, http10: bool) {
+        write_status_line(&mut self.out, StatusCode::OK);
+        write_date(&mut self.out);
+        self.out
+            .extend_from_slice(b"content-type: application/octet-stream\r\ncontent-length: ");
+        self.out.extend_from_slice(
+            itoa::Buffer::new()
+                .format(key_authorization.len())
+                .as_bytes(),
+        );
+        self.out.extend_from_slice(b"\r\n");
+        self.write_connection(keep_alive, http10);
+        self.out.extend_from_slice(b"\r\n");
+        self.out.extend_from_slice(key_authorization.as_bytes());
+    }
+
     /// Answers a bad head with `status`, then closes.
     async fn reject(&mut self, status: StatusCode) {
         write_status_line(&mut self.out, status);
@@ -720,11 +751,15 @@ pub(super) fn parse_request(
         BodyFraming::Length(n) => Decoding::Length(n),
         BodyFraming::Chunked => Decoding::Chunked(Chunk::Size),
     };
-    let redirect = match (proto, proxy.edge.redirect_to) {
-        ("http", Some(port)) => https_location(facts.host, target, port),
+    let challenge = (method == "GET")
+        .then(|| proxy.edge.challenges.http_answer(target))
+        .flatten();
+    let local = match (challenge, proto, proxy.edge.redirect_to) {
+        (Some(key_authorization), ..) => Some(Local::Challenge(key_authorization)),
+        (None, "http", Some(port)) => https_location(facts.host, target, port).map(Local::Redirect),
         _ => None,
     };
-    if redirect.is_none() && is_upgrade(fields) {
+    if local.is_none() && is_upgrade(fields) {
         return Parsed::Other(Next::Handoff);
     }
     // A close in any Connection line wins over a keep-alive in another,
@@ -748,7 +783,7 @@ pub(super) fn parse_request(
                 && !http10
                 && find(fields, b"expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue")),
             idempotent: is_idempotent(method.as_bytes()),
-            redirect,
+            local,
         },
     )
 }
