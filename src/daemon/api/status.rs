@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::daemon::Daemon;
-use crate::protocol::{ReleaseReport, StatusReport};
+use crate::protocol::{CertificateReport, CertificateState, ReleaseReport, StatusReport};
 use crate::supervisor::logs::LOG_HEALTH;
 use crate::supervisor::State as InstanceState;
 
@@ -149,6 +149,8 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
             .count() as i64,
     );
 
+    certificates(&mut registry, &status.certificates);
+
     let mut body = String::new();
     let _ = encode(&mut body, &registry);
     (
@@ -161,6 +163,42 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
 }
 
 type Labels = Vec<(String, String)>;
+
+/// Per name: when its certificate expires, and whether ACME fails to
+/// renew it (alert on either, as on cert-manager's expiration metric).
+fn certificates(registry: &mut Registry, certificates: &[CertificateReport]) {
+    let expiry = Family::<Labels, Gauge>::default();
+    registry.register(
+        "certificate_expiry_timestamp_seconds",
+        "When the certificate served for each name expires (seconds since the epoch)",
+        expiry.clone(),
+    );
+    let failing = Family::<Labels, Gauge>::default();
+    registry.register(
+        "certificate_acme_failing",
+        "1 while ACME fails to issue or renew the certificate for a name (retried with a pause)",
+        failing.clone(),
+    );
+    for c in certificates {
+        for name in &c.names {
+            let labels = vec![
+                ("name".into(), name.clone()),
+                ("source".into(), c.source.clone()),
+            ];
+            if let Some(at) = c.not_after {
+                expiry
+                    .get_or_create(&labels)
+                    .set(i64::try_from(at).unwrap_or(i64::MAX));
+            }
+            if c.source == "acme" {
+                let now_failing = c.state == CertificateState::Failing;
+                failing
+                    .get_or_create(&vec![("name".into(), name.clone())])
+                    .set(i64::from(now_failing));
+            }
+        }
+    }
+}
 
 /// Registers a counter that stands at `value`.
 fn total(registry: &mut Registry, name: &str, help: &str, value: u64) {

@@ -1,0 +1,321 @@
+//! Automatic certificates against a real ACME server: Pebble (Debian's
+//! `pebble` package, with `pebble-challtestsrv` as its DNS server, which
+//! answers 127.0.0.1 for every name). Pebble's checks connect to Baton's
+//! own listeners: the plain one for HTTP-01, the TLS one for TLS-ALPN-01.
+//!
+//! Each test starts its own Pebble, on its own ports, with a CA made here
+//! for Pebble's own HTTPS (Baton trusts it through `[tls] acme_ca`), and
+//! reads back the root Pebble signs with, for the clients to trust.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{free_port, wait_until, Daemon};
+
+const INSTALL: &str = "apt-get install pebble (it ships pebble and pebble-challtestsrv)";
+
+/// A running Pebble and its DNS server, killed when dropped.
+struct Pebble {
+    dir: tempfile::TempDir,
+    port: u16,
+    management: u16,
+    children: Vec<Child>,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Pebble {
+    /// Pebble validating on `http_port` (HTTP-01) and `tls_port`
+    /// (TLS-ALPN-01), issuing certificates valid for `validity` seconds.
+    fn start(http_port: u16, tls_port: u16, validity: u64) -> Pebble {
+        let dir = tempfile::Builder::new().prefix("pebble").tempdir().unwrap();
+        let (port, management, dns, dns_management) =
+            (free_port(), free_port(), free_port(), free_port());
+        // A CA for Pebble's own HTTPS, and its certificate for 127.0.0.1.
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "pebble listener CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        let config = serde_json::json!({
+            "pebble": {
+                "listenAddress": format!("127.0.0.1:{port}"),
+                "managementListenAddress": format!("127.0.0.1:{management}"),
+                "certificate": dir.path().join("cert.pem"),
+                "privateKey": dir.path().join("key.pem"),
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false,
+                "certificateValidityPeriod": validity,
+            }
+        });
+        std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+        let dns_server = Command::new("pebble-challtestsrv")
+            .args(["-dns01", &format!("127.0.0.1:{dns}")])
+            .args(["-management", &format!("127.0.0.1:{dns_management}")])
+            .args([
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-defaultIPv6",
+                "",
+            ])
+            .stdout(log("challtestsrv.out"))
+            .stderr(Stdio::from(log("challtestsrv.err")))
+            .spawn()
+            .unwrap_or_else(|e| panic!("pebble-challtestsrv: {e}; {INSTALL}"));
+        let pebble = Command::new("pebble")
+            .arg("-config")
+            .arg(dir.path().join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            // No random pauses before validations; the 5 % of nonces Pebble
+            // rejects by default stay (a client must retry them).
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .stdout(log("pebble.out"))
+            .stderr(Stdio::from(log("pebble.err")))
+            .spawn()
+            .unwrap_or_else(|e| panic!("pebble: {e}; {INSTALL}"));
+        let pebble = Pebble {
+            dir,
+            port,
+            management,
+            children: vec![dns_server, pebble],
+        };
+        wait_until(Duration::from_secs(20), "Pebble to answer", || {
+            pebble.fetch(pebble.port, "/dir").is_some()
+        });
+        // Pebble's issuing root, for the clients of Baton to trust.
+        let root = pebble
+            .fetch(pebble.management, "/roots/0")
+            .expect("Pebble's root");
+        std::fs::write(pebble.path("roots.pem"), root).unwrap();
+        pebble
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.port)
+    }
+
+    /// GET over HTTPS from Pebble, trusting the CA made for it.
+    fn fetch(&self, port: u16, path: &str) -> Option<String> {
+        let out = Command::new("curl")
+            .args(["-sSf", "--max-time", "5", "--cacert"])
+            .arg(self.path("ca.pem"))
+            .arg(format!("https://127.0.0.1:{port}{path}"))
+            .output()
+            .expect("curl runs (apt-get install curl)");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    fn kill(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+}
+
+/// A daemon with `hosts`, `[tls]` with `tls_extra`, metrics, and a Pebble
+/// that validates on its ports and issues certificates valid for
+/// `validity` seconds; not started.
+fn with_pebble(hosts: &[&str], tls_extra: &str, validity: u64) -> (Daemon, Pebble, u16) {
+    let d = Daemon::prepare(
+        "[web]\ncommand = \"node server.js\"\ninstances = 2\nenv = { APP_VERSION = \"v1\" }\n\
+         [web.readiness]\nkind = \"http\"\npath = \"/health\"\n",
+    );
+    let (https_port, metrics_port) = (free_port(), free_port());
+    let pebble = Pebble::start(d.port, https_port, validity);
+    let hosts = serde_json::to_string(hosts).unwrap();
+    let tls = format!(
+        "[tls]\nacme_email = \"ops@shop.test\"\nacme_directory = {:?}\nacme_ca = {:?}\n{tls_extra}\n\
+         [daemon]\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n",
+        pebble.directory(),
+        pebble.path("ca.pem")
+    );
+    d.edit_config(|c| {
+        let c = c.replace(
+            "name = \"e2e\"",
+            &format!("name = \"e2e\"\nhosts = {hosts}"),
+        );
+        let c = c.replace(
+            "[web]",
+            &format!("https_listen = \"127.0.0.1:{https_port}\"\n\n[web]"),
+        );
+        format!("{c}{tls}")
+    });
+    (d, pebble, https_port)
+}
+
+/// The `baton_certificate_expiry_timestamp_seconds` of `name`, from the
+/// daemon's /metrics.
+fn expiry_metric(d: &Daemon, name: &str) -> Option<u64> {
+    let config = std::fs::read_to_string(d.path("baton.toml")).unwrap();
+    let at = config.find("metrics_listen = \"").unwrap() + "metrics_listen = \"".len();
+    let addr = &config[at..at + config[at..].find('"').unwrap()];
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let metrics = common::get(port, "/metrics").ok()?.body;
+    let prefix =
+        format!("baton_certificate_expiry_timestamp_seconds{{name=\"{name}\",source=\"acme\"}} ");
+    let line = metrics.lines().find(|l| l.starts_with(&prefix))?;
+    line[prefix.len()..].trim().parse().ok()
+}
+
+/// curl `https://<name>:<port>/` trusting only `roots`; (exit code,
+/// status, body and errors, the certificate's serial).
+fn curl(name: &str, port: u16, roots: &Path, path: &str) -> (i32, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "40", "--cacert"])
+        .arg(roots)
+        .arg("--resolve")
+        .arg(format!("{name}:{port}:127.0.0.1"))
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("https://{name}:{port}{path}"))
+        .output()
+        .expect("curl runs (apt-get install curl)");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    (
+        out.status.code().unwrap_or(-1),
+        status.to_string(),
+        format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The one ACME certificate in `baton status --json`.
+fn acme_status(d: &Daemon) -> serde_json::Value {
+    let status = d.status();
+    let certificates = status["certificates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    certificates
+        .into_iter()
+        .find(|c| c["source"] == "acme")
+        .unwrap_or_else(|| panic!("no ACME certificate in status: {status:#}"))
+}
+
+/// TLS-ALPN-01: the first request waits for the first certificate (for
+/// both names, one order), which is stored 0600 in a 0700 folder and
+/// served again after a restart without a new order.
+#[test]
+fn a_certificate_is_issued_over_tls_alpn_01_and_kept_across_restarts() {
+    let (d, pebble, https_port) = with_pebble(
+        &["shop.test", "www.shop.test"],
+        "acme_challenge = \"tls-alpn-01\"",
+        3600,
+    );
+    let mut d = d.up();
+    // At once: the handshake waits for the certificate being issued.
+    let roots = pebble.path("roots.pem");
+    let (code, status, body) = curl("shop.test", https_port, &roots, "/");
+    assert_eq!(
+        (code, status.as_str()),
+        (0, "200"),
+        "{body}\n{}",
+        d.output()
+    );
+    assert!(body.starts_with("version=v1"), "{body}");
+    let (code, status, body) = curl("www.shop.test", https_port, &roots, "/");
+    assert_eq!((code, status.as_str()), (0, "200"), "{body}");
+    let cert = acme_status(&d);
+    assert_eq!(cert["state"], "serving", "{cert}");
+    assert_eq!(
+        cert["names"],
+        serde_json::json!(["shop.test", "www.shop.test"])
+    );
+    assert!(
+        cert["not_after"].as_u64().unwrap() > cert["renew_at"].as_u64().unwrap(),
+        "{cert}"
+    );
+    // Stored for the owner only.
+    let acme = d.path(".baton/acme");
+    assert_eq!(mode(&acme), 0o700);
+    for file in ["account.json", "shop.test.crt", "shop.test.key"] {
+        assert_eq!(mode(&acme.join(file)), 0o600, "{file}");
+    }
+    assert_eq!(
+        expiry_metric(&d, "www.shop.test"),
+        cert["not_after"].as_u64(),
+        "/metrics: the expiry of each name"
+    );
+    let issued = std::fs::read(acme.join("shop.test.crt")).unwrap();
+    // Restarted with Pebble gone: the stored certificate serves.
+    d.stop();
+    let mut pebble = pebble;
+    pebble.kill();
+    let d = d.up();
+    let (code, status, body) = curl("shop.test", https_port, &roots, "/");
+    assert_eq!(
+        (code, status.as_str()),
+        (0, "200"),
+        "{body}\n{}",
+        d.output()
+    );
+    assert_eq!(std::fs::read(acme.join("shop.test.crt")).unwrap(), issued);
+    assert_eq!(acme_status(&d)["state"], "serving");
+}
+
+/// HTTP-01: Pebble's check reaches Baton over plain HTTP, which answers it
+/// itself even though plain HTTP is otherwise redirected to HTTPS.
+#[test]
+fn a_certificate_is_issued_over_http_01_past_the_redirect() {
+    let (d, pebble, https_port) = with_pebble(
+        &["blog.test"],
+        "acme_challenge = \"http-01\"\nredirect_http = true",
+        3600,
+    );
+    let d = d.up();
+    let roots = pebble.path("roots.pem");
+    let (code, status, body) = curl("blog.test", https_port, &roots, "/");
+    assert_eq!(
+        (code, status.as_str()),
+        (0, "200"),
+        "{body}\n{}",
+        d.output()
+    );
+    // Any other plain request is still redirected.
+    let plain = common::raw(
+        d.port,
+        "GET /x HTTP/1.1\r\nHost: blog.test\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(plain.status, 308, "{:?}", plain.body);
+    assert_eq!(acme_status(&d)["state"], "serving");
+}
