@@ -177,15 +177,20 @@ fn with_pebble(hosts: &[&str], tls_extra: &str, validity: u64) -> (Daemon, Pebbl
 /// The `baton_certificate_expiry_timestamp_seconds` of `name`, from the
 /// daemon's /metrics.
 fn expiry_metric(d: &Daemon, name: &str) -> Option<u64> {
-    let config = std::fs::read_to_string(d.path("baton.toml")).unwrap();
-    let at = config.find("metrics_listen = \"").unwrap() + "metrics_listen = \"".len();
-    let addr = &config[at..at + config[at..].find('"').unwrap()];
-    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
-    let metrics = common::get(port, "/metrics").ok()?.body;
+    let metrics = metrics_text(d);
     let prefix =
         format!("baton_certificate_expiry_timestamp_seconds{{name=\"{name}\",source=\"acme\"}} ");
     let line = metrics.lines().find(|l| l.starts_with(&prefix))?;
     line[prefix.len()..].trim().parse().ok()
+}
+
+/// The daemon's /metrics.
+fn metrics_text(d: &Daemon) -> String {
+    let config = std::fs::read_to_string(d.path("baton.toml")).unwrap();
+    let at = config.find("metrics_listen = \"").unwrap() + "metrics_listen = \"".len();
+    let addr = &config[at..at + config[at..].find('"').unwrap()];
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    common::get(port, "/metrics").expect("/metrics").body
 }
 
 /// curl `https://<name>:<port>/` trusting only `roots`; (exit code,
@@ -318,4 +323,117 @@ fn a_certificate_is_issued_over_http_01_past_the_redirect() {
     .unwrap();
     assert_eq!(plain.status, 308, "{:?}", plain.body);
     assert_eq!(acme_status(&d)["state"], "serving");
+}
+
+/// Node's https client, a new connection (and handshake) per request, for
+/// `ms` milliseconds, trusting `roots`; counts failures and the serials of
+/// the certificates it was served.
+const LOAD_JS: &str = r#"
+const https = require('https');
+const fs = require('fs');
+const [port, roots, ms] = process.argv.slice(2);
+const ca = fs.readFileSync(roots);
+const until = Date.now() + Number(ms);
+let ok = 0, failed = 0;
+const errors = [], serials = {};
+function one() {
+  return new Promise((resolve) => {
+    const req = https.get({ host: '127.0.0.1', port, servername: 'shop.test', path: '/', ca,
+                            agent: false, headers: { host: 'shop.test' } }, (res) => {
+      const serial = res.socket.getPeerCertificate().serialNumber;
+      serials[serial] = (serials[serial] || 0) + 1;
+      res.resume();
+      res.on('end', () => {
+        if (res.statusCode === 200) ok++; else { failed++; errors.push(res.statusCode); }
+        resolve();
+      });
+    });
+    req.on('error', (e) => { failed++; errors.push(e.message); resolve(); });
+  });
+}
+async function worker() { while (Date.now() < until) await one(); }
+Promise.all([worker(), worker(), worker(), worker()]).then(() => {
+  console.log(JSON.stringify({ ok, failed, serials, errors: errors.slice(0, 5) }));
+});
+"#;
+
+/// A short-lived certificate is renewed two thirds into its life while
+/// clients make new connections all along: none fails, and they are
+/// served the old certificate, then the new. Then a renewal that cannot
+/// reach the ACME server keeps the old certificate serving, and shows in
+/// `baton status` and /metrics.
+#[test]
+fn a_short_lived_certificate_is_renewed_under_load_and_a_failed_renewal_keeps_it() {
+    let (d, mut pebble, https_port) =
+        with_pebble(&["shop.test"], "acme_challenge = \"tls-alpn-01\"", 24);
+    let d = d.up();
+    let roots = pebble.path("roots.pem");
+    let (code, status, body) = curl("shop.test", https_port, &roots, "/");
+    assert_eq!(
+        (code, status.as_str()),
+        (0, "200"),
+        "{body}\n{}",
+        d.output()
+    );
+    let first = acme_status(&d);
+    let renew_at = first["renew_at"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Load from now until 5 s past the renewal.
+    let ms = (renew_at.saturating_sub(now) + 5) * 1000;
+    let script = d.path("load.js");
+    std::fs::write(&script, LOAD_JS).unwrap();
+    let load = Command::new("node")
+        .arg(&script)
+        .arg(https_port.to_string())
+        .arg(&roots)
+        .arg(ms.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let done = load.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&done.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&done.stdout)));
+    assert_eq!(report["failed"], 0, "{report}\n{}", d.output());
+    assert!(report["ok"].as_u64().unwrap() > 50, "{report}");
+    let serials = report["serials"].as_object().unwrap();
+    assert_eq!(
+        serials.len(),
+        2,
+        "the old certificate, then the renewed one: {report}"
+    );
+    let renewed = acme_status(&d);
+    assert_eq!(renewed["state"], "serving", "{renewed}");
+    assert!(
+        renewed["not_after"].as_u64() > first["not_after"].as_u64(),
+        "{first} then {renewed}"
+    );
+
+    // The ACME server goes away: the next renewal fails, and the
+    // certificate in use goes on serving.
+    pebble.kill();
+    wait_until(Duration::from_secs(30), "the renewal to fail", || {
+        acme_status(&d)["state"] == "failing"
+    });
+    let failing = acme_status(&d);
+    assert!(
+        failing["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failing}"
+    );
+    assert!(failing["next_try"].as_u64().is_some(), "{failing}");
+    assert_eq!(failing["not_after"], renewed["not_after"], "{failing}");
+    let (code, status, body) = curl("shop.test", https_port, &roots, "/");
+    assert_eq!((code, status.as_str()), (0, "200"), "{body}");
+    let metrics = metrics_text(&d);
+    assert!(
+        metrics.contains("baton_certificate_acme_failing{name=\"shop.test\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        d.output().contains("the certificate in use (valid until"),
+        "{}",
+        d.output()
+    );
 }
