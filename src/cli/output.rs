@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::protocol::{ReleaseReport, StatusReport};
+use crate::protocol::{CertificateReport, CertificateState, ReleaseReport, StatusReport};
 
 /// `5s`, `3m`, `2h`, `4d`.
 pub fn short_duration(secs: u64) -> String {
@@ -95,7 +95,47 @@ pub fn status_table(s: &StatusReport) -> String {
             i.reason.as_deref().unwrap_or_default()
         );
     }
+    for c in &s.certificates {
+        let _ = writeln!(out, "{}", certificate_line(c, unix_now()));
+    }
     out
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// One certificate: `certificate shop.test, www.shop.test (acme): valid
+/// 59d more, renewal in 29d`.
+fn certificate_line(c: &CertificateReport, now: u64) -> String {
+    let left = |at: u64| short_duration(at.saturating_sub(now));
+    let mut line = format!("certificate {} ({})", c.names.join(", "), c.source);
+    match c.not_after {
+        Some(at) if at <= now => line.push_str(": EXPIRED"),
+        Some(at) => {
+            let _ = write!(line, ": valid {} more", left(at));
+        }
+        None => line.push_str(": none yet"),
+    }
+    match (c.state, c.renew_at) {
+        (CertificateState::Issuing, _) => line.push_str(", being issued"),
+        (CertificateState::Failing, _) => {
+            let _ = write!(
+                line,
+                ", ACME failing: {} (next try in {})",
+                c.error.as_deref().unwrap_or("?"),
+                c.next_try.map_or("-".into(), left)
+            );
+        }
+        (CertificateState::Serving, Some(renew)) => {
+            let _ = write!(line, ", renewal in {}", left(renew));
+        }
+        (CertificateState::Serving, None) => {}
+    }
+    line
 }
 
 /// The `baton releases` table.
@@ -133,7 +173,39 @@ fn size(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::size;
+    use super::{certificate_line, size};
+    use crate::protocol::{CertificateReport, CertificateState};
+
+    #[test]
+    fn a_certificate_line_says_how_long_it_lasts_and_what_acme_does() {
+        let day = 86_400;
+        let mut c = CertificateReport {
+            names: vec!["shop.test".into(), "www.shop.test".into()],
+            source: "acme".into(),
+            state: CertificateState::Serving,
+            not_after: Some(1000 + 60 * day),
+            renew_at: Some(1000 + 30 * day),
+            error: None,
+            next_try: None,
+        };
+        assert_eq!(
+            certificate_line(&c, 1000),
+            "certificate shop.test, www.shop.test (acme): valid 60d more, renewal in 30d"
+        );
+        c.state = CertificateState::Failing;
+        c.error = Some("connection refused".into());
+        c.next_try = Some(1600);
+        assert_eq!(
+            certificate_line(&c, 1000),
+            "certificate shop.test, www.shop.test (acme): valid 60d more, ACME failing: connection refused (next try in 10m)"
+        );
+        c.not_after = None;
+        c.state = CertificateState::Issuing;
+        assert_eq!(
+            certificate_line(&c, 1000),
+            "certificate shop.test, www.shop.test (acme): none yet, being issued"
+        );
+    }
 
     #[test]
     fn sizes_in_binary_units() {

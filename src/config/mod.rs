@@ -1186,6 +1186,61 @@ mod tests {
         (e.line, e.field)
     }
 
+    /// ACME needs hosts without wildcards, an HTTPS listener, an email and
+    /// an https directory; each mistake is blamed on its line and field.
+    #[test]
+    fn acme_settings_are_checked() {
+        let file = |hosts: &str, https: &str, tls: &str| {
+            format!(
+                "[app]\nname = \"shop\"\n{hosts}\n[proxy]\nlisten = \"127.0.0.1:80\"\n{https}\n\
+                 [web]\ncommand = \"node s.js\"\n[tls]\n{tls}\n"
+            )
+        };
+        let https = "https_listen = \"127.0.0.1:443\"";
+        let email = "acme_email = \"ops@shop.test\"";
+        let hosts = "hosts = [\"shop.test\", \"www.shop.test\"]";
+        let ok = parse(&file(hosts, https, email), Path::new("baton.toml")).expect("valid");
+        assert_eq!(ok.app.hosts(), ["shop.test", "www.shop.test"]);
+        assert!(ok.tls.acme_challenge.is_none());
+        assert_eq!(
+            located(&file("", https, email)),
+            (Some(10), Some("tls.acme_email".into())),
+            "no hosts"
+        );
+        assert_eq!(
+            located(&file(hosts, "", email)),
+            (Some(10), Some("tls.acme_email".into())),
+            "no https_listen"
+        );
+        assert_eq!(
+            located(&file("hosts = [\"*.shop.test\"]", https, email)),
+            (Some(3), Some("app.hosts".into())),
+            "a wildcard needs DNS-01"
+        );
+        assert_eq!(
+            located(&file("hosts = [\"shop test\"]", https, email)),
+            (Some(3), Some("app.hosts".into())),
+            "not a host name"
+        );
+        assert_eq!(
+            located(&file(hosts, https, "acme_email = \"ops\"")),
+            (Some(10), Some("tls.acme_email".into())),
+        );
+        let plain_directory = format!("{email}\nacme_directory = \"http://ca.test/dir\"");
+        assert_eq!(
+            located(&file(hosts, https, &plain_directory)),
+            (Some(11), Some("tls.acme_directory".into())),
+        );
+        let unknown = format!("{email}\nacme_challenge = \"dns-01\"");
+        assert_eq!(located(&file(hosts, https, &unknown)).0, Some(11));
+        // Wildcards are fine in hosts when no ACME is asked for.
+        parse(
+            &file("hosts = [\"*.shop.test\"]", "", ""),
+            Path::new("baton.toml"),
+        )
+        .expect("a wildcard host without ACME");
+    }
+
     /// The three-line file from the README is enough.
     #[test]
     fn minimal_config_gets_defaults() {

@@ -377,7 +377,57 @@ impl ResolvesServerCert for Certificates {
 
 #[cfg(test)]
 mod tests {
-    use super::name_matches;
+    use super::{name_matches, Pair};
+    use crate::tls::TlsError;
+
+    /// A pair for `names` valid from `from` to `to` (years), in `dir`.
+    fn pair_files(
+        dir: &std::path::Path,
+        names: &[&str],
+        from: i32,
+        to: i32,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.not_before = rcgen::date_time_ymd(from, 1, 1);
+        params.not_after = rcgen::date_time_ymd(to, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (c, k) = (
+            dir.join(format!("{from}.pem")),
+            dir.join(format!("{from}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    /// A pair is read once: its names and validity, and an expired or
+    /// mismatched one is refused with its file named.
+    #[test]
+    fn pairs_are_read_once_and_refused_when_expired_or_mismatched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pair_files(dir.path(), &["Shop.test", "*.shop.test"], 2024, 2124);
+        let pair = Pair::load(&cert, &key).expect("a valid pair");
+        assert_eq!(pair.names, ["shop.test", "*.shop.test"]);
+        assert!(pair.serves("www.shop.test") && pair.serves("shop.test"));
+        assert!(!pair.serves("blog.test"));
+        let life = pair.not_after.duration_since(pair.not_before).unwrap();
+        assert_eq!(pair.renew_at(), pair.not_before + life * 2 / 3);
+
+        let (old, old_key) = pair_files(dir.path(), &["shop.test"], 2020, 2021);
+        match Pair::load(&old, &old_key) {
+            Err(TlsError::File { path, why }) => {
+                assert_eq!(path, old);
+                assert!(why.contains("expired on"), "{why}");
+            }
+            other => panic!("an expired pair: {other:?}"),
+        }
+        match Pair::load(&cert, &old_key) {
+            Err(TlsError::Mismatch { cert: c, key: k }) => assert_eq!((c, k), (cert, old_key)),
+            other => panic!("a key of another certificate: {other:?}"),
+        }
+    }
 
     #[test]
     fn a_wildcard_stands_for_one_label() {
