@@ -307,3 +307,95 @@ fn systemd_passes_the_https_socket() {
     let (code, status, body) = h.curl("a.test", "a.test", "/", "--http2");
     assert_eq!((code, status.as_str()), (0, "2 200"), "{body}");
 }
+
+/// `baton probe` over HTTPS (HTTP/1.1 and HTTP/2 by ALPN) and wss://,
+/// with `--cacert` and `--resolve` as curl's, through a deploy: no request
+/// fails, the version switches once, and every WebSocket is drained with
+/// close 1001 and reconnects to v2. A probe that does not trust the
+/// certificate fails every request.
+#[test]
+fn probe_over_https_and_wss_through_a_deploy() {
+    let (d, port) = prepare_https("APP_VERSION = \"v1\"", "");
+    d.edit_config(|c| {
+        c.replace(
+            "[web]\n",
+            "[web]\nconnection_drain_timeout = \"2s\"\nwatch_after_switch = \"1s\"\n",
+        )
+    });
+    let d = d.up();
+    d.wait_ready(2);
+    let resolve = format!("a.test:{port}:127.0.0.1");
+    let ca = d.path("a.test.pem");
+    let probe = |url: &str, extra: &[&str]| {
+        Command::new(common::bin())
+            .arg("probe")
+            .arg(url)
+            .arg("--cacert")
+            .arg(&ca)
+            .args([
+                "--resolve",
+                &resolve,
+                "--json",
+                "--version-prefix",
+                "version=",
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("baton probe")
+    };
+    let https = format!("https://a.test:{port}/");
+    let h1 = probe(&https, &["--duration", "8s", "--concurrency", "4"]);
+    let h2 = probe(
+        &https,
+        &["--duration", "8s", "--concurrency", "4", "--http2"],
+    );
+    let wss = probe(
+        &format!("wss://a.test:{port}/ws"),
+        &[
+            "--duration",
+            "8s",
+            "--concurrency",
+            "10",
+            "--interval",
+            "100ms",
+        ],
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "10 WebSockets and requests",
+        || d.total("connections") == 10 && d.total("served") >= 100,
+    );
+    d.edit_config(|c| c.replace("APP_VERSION = \"v1\"", "APP_VERSION = \"v2\""));
+    let out = d.baton(&["deploy"]);
+    assert!(out.status.success(), "{}", text(&out));
+    for (name, child) in [("h1", h1), ("h2", h2)] {
+        let out = child.wait_with_output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{name}: {e}: {}", text(&out)));
+        common::assert_clean_switch(&report, "v1", "v2");
+    }
+    let out = wss.wait_with_output().unwrap();
+    let r: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(r["failed_connects"], 0, "{r:#}");
+    assert_eq!(r["abnormal_closes"], 0, "{r:#}");
+    assert_eq!(r["lost"], 0, "{r:#}");
+    assert_eq!(r["close_codes"]["1001"], 10, "{r:#}");
+    assert_eq!(r["last_versions"]["v2"], 10, "{r:#}");
+
+    // b.test's name with a.test's certificate as the only root: refused.
+    let refused = Command::new(common::bin())
+        .arg("probe")
+        .arg(format!("https://b.test:{port}/"))
+        .arg("--cacert")
+        .arg(&ca)
+        .args(["--resolve", &format!("b.test:{port}:127.0.0.1")])
+        .args(["--json", "--requests", "3", "--concurrency", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let r: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(r["failed"], 3, "{r:#}");
+}

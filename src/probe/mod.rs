@@ -2,11 +2,15 @@
 //! nothing. Closed loop (`--concurrency`) or open loop (`--rate`, latency
 //! measured from the scheduled time so that coordinated omission does not
 //! hide stalls); keep-alive or a new connection per request; HTTP/1.1 or
-//! h2c. Exits 1 when more than `--max-failures` requests failed.
+//! HTTP/2 (h2c, or ALPN over TLS); http://, https://, ws:// and wss://.
+//! Exits 1 when more than `--max-failures` requests failed.
 //!
 //! - [`report`]: the samples, the report and its stable JSON form.
+//! - [`target`]: where to connect (`--resolve`) and the TLS (`--cacert`).
+//! - [`ws`]: WebSocket mode.
 
 pub mod report;
+pub mod target;
 pub mod ws;
 
 use std::io::Write;
@@ -19,7 +23,6 @@ use clap::Args;
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use self::report::{Outcome, Report, Sample};
@@ -44,9 +47,17 @@ pub struct ProbeArgs {
     /// Reuse connections (`--keepalive=false` opens one per request).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub keepalive: bool,
-    /// Speak h2c (HTTP/2 with prior knowledge).
+    /// Speak HTTP/2: h2c (prior knowledge) on http://, ALPN h2 on https://.
     #[arg(long)]
     pub http2: bool,
+    /// Trust the certificates in this PEM file (https://, wss://) instead
+    /// of the system's.
+    #[arg(long)]
+    pub cacert: Option<std::path::PathBuf>,
+    /// `HOST:PORT:ADDRESS`: connect there for HOST:PORT, as curl's
+    /// `--resolve` (the URL's host still goes in Host and SNI); repeatable.
+    #[arg(long)]
+    pub resolve: Vec<String>,
     /// Request method.
     #[arg(short = 'X', long, default_value = "GET")]
     pub method: String,
@@ -105,7 +116,7 @@ pub fn version_in(body: &str, args: &ProbeArgs) -> Option<String> {
 /// Everything a worker needs.
 struct Plan {
     uri: Uri,
-    authority: String,
+    target: target::Target,
     method: Method,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
@@ -171,16 +182,8 @@ pub async fn run(args: ProbeArgs) -> Result<Report, String> {
         .url
         .parse()
         .map_err(|e| format!("bad url {:?}: {e}", args.url))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "{}: only http:// and ws:// URLs are probed",
-            args.url
-        ));
-    }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("{}: no host", args.url))?
-        .to_string();
+    let alpn: &[&[u8]] = if args.http2 { &[b"h2"] } else { &[b"http/1.1"] };
+    let target = target::Target::new(&uri, &args.resolve, args.cacert.as_deref(), alpn)?;
     let method: Method = args
         .method
         .parse()
@@ -199,7 +202,7 @@ pub async fn run(args: ProbeArgs) -> Result<Report, String> {
     let start = Instant::now();
     let plan = Arc::new(Plan {
         uri,
-        authority,
+        target,
         method,
         headers,
         body: Bytes::from(args.body.clone().unwrap_or_default()),
@@ -334,7 +337,7 @@ async fn one_request(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
                     .unwrap_or_default()
             });
         if !plan.args.http2 {
-            req = req.header(http::header::HOST, plan.authority.as_str());
+            req = req.header(http::header::HOST, plan.target.authority.as_str());
             if !plan.args.keepalive {
                 req = req.header(http::header::CONNECTION, "close");
             }
@@ -396,15 +399,7 @@ async fn one_request(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
 }
 
 async fn connect(plan: &Plan) -> Result<Conn, &'static str> {
-    let stream = TcpStream::connect(plan.authority.as_str())
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => "refused",
-            std::io::ErrorKind::ConnectionReset => "reset",
-            _ => "connect",
-        })?;
-    let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(plan.target.connect().await?);
     if plan.args.http2 {
         let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
@@ -446,8 +441,8 @@ fn classify_hyper(e: hyper::Error) -> &'static str {
 /// # Errors
 /// When the URL or a header cannot be understood.
 pub async fn run_and_report(args: ProbeArgs) -> Result<(bool, u64, u64), String> {
-    if args.url.starts_with("ws://") {
-        let report = ws::run(args.clone()).await;
+    if args.url.starts_with("ws://") || args.url.starts_with("wss://") {
+        let report = ws::run(args.clone()).await?;
         if args.json {
             println!(
                 "{}",

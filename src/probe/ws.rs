@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::target::Target;
 use super::ProbeArgs;
 
 /// The WebSocket report. Its JSON form is a stable interface.
@@ -92,12 +93,20 @@ struct Tally {
 }
 
 /// Runs the WebSocket probe.
-pub async fn run(args: ProbeArgs) -> WsReport {
+///
+/// # Errors
+/// A URL, `--resolve` entry or CA file that cannot be used.
+pub async fn run(args: ProbeArgs) -> Result<WsReport, String> {
+    let uri: http::Uri = (args.url.parse()).map_err(|e| format!("bad url {:?}: {e}", args.url))?;
+    let target = Target::new(&uri, &args.resolve, args.cacert.as_deref(), &[b"http/1.1"])?;
     let start = Instant::now();
     let deadline = start + args.duration;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let workers: Vec<_> = (0..args.concurrency.max(1))
-        .map(|n| tokio::spawn(worker(n, args.clone(), start, deadline, tally.clone())))
+        .map(|n| {
+            let (args, target, tally) = (args.clone(), target.clone(), tally.clone());
+            tokio::spawn(worker(n, args, target, start, deadline, tally))
+        })
         .collect();
     for w in workers {
         let _ = w.await;
@@ -107,12 +116,13 @@ pub async fn run(args: ProbeArgs) -> WsReport {
     t.report.latency_ms = super::report::Latency::of(&t.rtts);
     t.report.url = args.url;
     t.report.duration_ms = start.elapsed().as_millis() as u64;
-    t.report
+    Ok(t.report)
 }
 
 async fn worker(
     n: usize,
     args: ProbeArgs,
+    target: Target,
     start: Instant,
     deadline: Instant,
     tally: Arc<Mutex<Tally>>,
@@ -121,10 +131,12 @@ async fn worker(
     let mut last_version: Option<String> = None;
     let mut seq = 0u64;
     while Instant::now() < deadline {
-        let connect = tokio::time::timeout(
-            args.timeout,
-            tokio_tungstenite::connect_async(args.url.as_str()),
-        )
+        let connect = tokio::time::timeout(args.timeout, async {
+            let io = target.connect().await.map_err(|_| ())?;
+            tokio_tungstenite::client_async(args.url.as_str(), io)
+                .await
+                .map_err(|_| ())
+        })
         .await;
         let mut ws = match connect {
             Ok(Ok((ws, _))) => ws,
