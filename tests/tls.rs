@@ -399,3 +399,54 @@ fn probe_over_https_and_wss_through_a_deploy() {
     let r: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
     assert_eq!(r["failed"], 3, "{r:#}");
 }
+
+/// `baton upgrade` keeps the HTTPS listener open through the exec: clients
+/// making a new TLS connection per request, and clients keeping theirs,
+/// see no failure, and the new binary serves HTTPS.
+#[test]
+fn an_upgrade_keeps_https_serving() {
+    let h = start_https("APP_VERSION = \"v1\"", "");
+    let install = tempfile::tempdir().unwrap();
+    let next = install.path().join("baton-next");
+    std::fs::copy(common::bin(), &next).unwrap();
+    let probe = |extra: &[&str]| {
+        Command::new(common::bin())
+            .arg("probe")
+            .arg(format!("https://a.test:{}/", h.port))
+            .arg("--cacert")
+            .arg(h.d.path("a.test.pem"))
+            .args(["--resolve", &format!("a.test:{}:127.0.0.1", h.port)])
+            .args(["--json", "--duration", "4s"])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("baton probe")
+    };
+    let kept = probe(&["--concurrency", "4"]);
+    let new_each_time = probe(&["--concurrency", "2", "--keepalive=false"]);
+    wait_until(Duration::from_secs(20), "the probes' first answers", || {
+        h.d.total("served") >= 20
+    });
+    let out = Command::new(&next)
+        .args(["upgrade", "--json"])
+        .current_dir(h.d.path("."))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for child in [kept, new_each_time] {
+        let out = child.wait_with_output().unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+        assert_eq!(report["failed"], 0, "{report:#}\n{}", h.d.output());
+        assert!(report["requests"].as_u64().unwrap() > 0, "{report:#}");
+    }
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/exe", h.d.pid())).unwrap(),
+        next.canonicalize().unwrap(),
+        "the daemon runs the new binary"
+    );
+    assert!(h.d.total("served") > 0, "the new daemon served HTTPS");
+    let (code, status, body) = h.curl("a.test", "a.test", "/", "--http2");
+    assert_eq!((code, status.as_str()), (0, "2 200"), "{body}");
+}
