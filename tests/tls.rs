@@ -239,15 +239,42 @@ fn unusable_certificates_are_clear_errors() {
         text(&out)
     );
 
-    let (a_cert, _) = certificate(d.dir.path(), "a.test");
+    // ACME without the names to get certificates for.
+    let without_hosts = format!(
+        "{}[tls]\nacme_email = \"ops@a.test\"\n",
+        std::fs::read_to_string(d.path("baton.toml")).unwrap()
+    );
+    std::fs::write(d.path("acme.toml"), without_hosts).unwrap();
+    let out = d.baton(&["check", "--config", "acme.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("acme.toml:16: tls.acme_email: needs [app] hosts"),
+        "{}",
+        text(&out)
+    );
+
+    let (a_cert, a_key) = certificate(d.dir.path(), "a.test");
     let (_, b_key) = certificate(d.dir.path(), "b.test");
-    d.edit_config(|c| format!("{c}[tls]\ncert = {a_cert:?}\nkey = {b_key:?}\n"));
-    let out = Command::new(common::bin())
-        .arg("up")
-        .current_dir(d.dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "started with a mismatched key");
+    let up = || {
+        Command::new(common::bin())
+            .arg("up")
+            .current_dir(d.dir.path())
+            .output()
+            .unwrap()
+    };
+    let base = std::fs::read_to_string(d.path("baton.toml")).unwrap();
+    std::fs::write(
+        d.path("baton.toml"),
+        format!("{base}[tls]\ncert = {a_cert:?}\nkey = {b_key:?}\n"),
+    )
+    .unwrap();
+    let out = up();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a mismatched key: {}",
+        text(&out)
+    );
     assert!(
         text(&out).contains("the key does not match the certificate")
             && text(&out).contains("a.test.pem"),
@@ -255,6 +282,43 @@ fn unusable_certificates_are_clear_errors() {
         text(&out)
     );
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+
+    // A key that cannot be read (root reads any mode: a missing file).
+    let missing = d.path("gone.key");
+    std::fs::write(
+        d.path("baton.toml"),
+        format!("{base}[tls]\ncert = {a_cert:?}\nkey = {missing:?}\n"),
+    )
+    .unwrap();
+    let out = up();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("gone.key: No such file"),
+        "{}",
+        text(&out)
+    );
+
+    // The HTTPS port in use: named, with its field; nothing started.
+    std::fs::write(
+        d.path("baton.toml"),
+        format!("{base}[tls]\ncert = {a_cert:?}\nkey = {a_key:?}\n"),
+    )
+    .unwrap();
+    let taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = up();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "baton.toml: proxy.https_listen: cannot listen on 127.0.0.1:{port}"
+        )),
+        "{}",
+        text(&out)
+    );
+    drop(taken);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", d.port)).is_err(),
+        "the plain port was left open"
+    );
 }
 
 /// A renewed certificate (new files moved over the old ones, as certbot

@@ -296,9 +296,13 @@ fn up_foreground(cli: &Cli) -> Result<(), Failure> {
     crate::supervisor::limits::raise_fd_limit();
     // Before the runtime's threads start: it clears the variables.
     let inherited = crate::proxy::activation::Inherited::take_from_env();
+    let file = loaded.path.clone();
     let exit = runtime_with(loaded.config.daemon.worker_threads)?
         .block_on(crate::daemon::run(loaded, inherited))
-        .map_err(Failure::failed)?;
+        .map_err(|e| match e.is_configuration() {
+            true => Failure::usage(format!("{}: {e}", file.display())),
+            false => Failure::failed(e),
+        })?;
     // The runtime and its threads are gone: the exec may renumber fds.
     match exit {
         Exit::Stopped => Ok(()),

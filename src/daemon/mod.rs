@@ -49,15 +49,17 @@ pub enum StartError {
         dir: String,
     },
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("{field}: cannot listen on {addr}: {source}")]
     Listen {
+        /// The field that names it (`proxy.https_listen`).
+        field: String,
         /// The address.
         addr: std::net::SocketAddr,
         /// Why.
         source: std::io::Error,
     },
     /// The `[tls]` certificates cannot be used.
-    #[error("{0}")]
+    #[error("tls: {0}")]
     Tls(String),
     /// Something else on disk.
     #[error("{what}: {source}")]
@@ -67,6 +69,15 @@ pub enum StartError {
         /// Why it failed.
         source: std::io::Error,
     },
+}
+
+impl StartError {
+    /// Whether the configuration asks for what cannot be had (a port in
+    /// use, a certificate that cannot serve): exit 2, as a configuration
+    /// error, rather than 1.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, StartError::Listen { .. } | StartError::Tls(_))
+    }
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
@@ -144,17 +155,21 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
         loaded.config.proxy.clone(),
         crate::proxy::Edge::from_config(&loaded.config),
     );
-    let mut listen = |addr| {
+    let mut listen = |addr, field: &str| {
         match inherited.take(addr) {
             Ok(Some(l)) => Ok(l),
             Ok(None) => listener::bind(addr),
             Err(e) => Err(e),
         }
-        .map_err(|source| StartError::Listen { addr, source })
+        .map_err(|source| StartError::Listen {
+            field: field.to_owned(),
+            addr,
+            source,
+        })
     };
     let mut listeners = Vec::new();
     for addr in loaded.config.proxy.listen_addrs() {
-        listeners.push((listen(addr)?, None));
+        listeners.push((listen(addr, "proxy.listen")?, None));
     }
     let mut tls = None;
     let https_addrs = loaded.config.proxy.https_addrs();
@@ -165,16 +180,19 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
             .map_err(|e| StartError::Tls(e.to_string()))?;
         let edge = Arc::new(edge);
         for addr in https_addrs {
-            listeners.push((listen(addr)?, Some(edge.clone())));
+            listeners.push((listen(addr, "proxy.https_listen")?, Some(edge.clone())));
         }
         tls = Some(edge);
     }
     let mut tcp_listeners = Vec::new();
     for (name, svc) in &loaded.config.tcp {
-        tcp_listeners.push((name.clone(), listen(svc.addr())?));
+        tcp_listeners.push((
+            name.clone(),
+            listen(svc.addr(), &format!("tcp.{name}.listen"))?,
+        ));
     }
     let metrics_listener = match loaded.config.daemon.metrics_listen {
-        Some(addr) => Some(listen(addr)?),
+        Some(addr) => Some(listen(addr, "daemon.metrics_listen")?),
         None => None,
     };
     // Kept open across `baton upgrade`, when the listeners themselves close.
