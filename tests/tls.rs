@@ -152,6 +152,21 @@ fn plain_http_is_redirected_to_https_unless_told_not_to() {
     )
     .unwrap();
     assert_eq!(challenge.status, 200, "{:?}", challenge.headers);
+    // h2c (served by hyper, not Baton's own HTTP/1.1 server) too.
+    let out = Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "--max-time", "10"])
+        .args([
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code} %{redirect_url}",
+        ])
+        .arg(format!("http://a.test:{}/x?y=2", h.d.port))
+        .args(["--resolve", &format!("a.test:{}:127.0.0.1", h.d.port)])
+        .output()
+        .expect("curl");
+    let want = format!("2 308 https://a.test:{}/x?y=2", h.port);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{}", text(&out));
 
     let h = start_https("", "redirect_http = false");
     let plain = common::get(h.d.port, "/echo-headers").unwrap();

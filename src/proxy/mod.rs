@@ -19,6 +19,7 @@
 
 pub mod activation;
 pub mod body;
+pub mod edge;
 pub mod framing;
 pub mod h1;
 pub mod headers;
@@ -44,6 +45,7 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 use self::body::{Counted, InstanceBody, Parked, ProxyBody};
+pub use self::edge::Edge;
 use self::framing::{BodyFraming, Protocol, Rejection};
 use self::path::{AttemptError, Forwarded, Refusal};
 use self::router::Router;
@@ -71,32 +73,6 @@ pub struct ProxyStats {
     pub abandoned: AtomicU64,
     /// Failed accepts (out of fds, most often).
     pub accept_errors: AtomicU64,
-}
-
-/// What the edge does beside proxying: sending plain HTTP to HTTPS,
-/// telling browsers to stay there, and answering ACME's HTTP-01 checks.
-#[derive(Debug, Clone, Default)]
-pub struct Edge {
-    /// Plain HTTP requests get a 308 to https on this port.
-    pub redirect_to: Option<u16>,
-    /// Strict-Transport-Security for answers over HTTPS.
-    pub hsts: Option<HeaderValue>,
-    /// The ACME challenges published now.
-    pub challenges: Arc<crate::tls::Challenges>,
-}
-
-impl Edge {
-    /// The edge a configuration asks for.
-    pub fn from_config(config: &crate::config::Config) -> Edge {
-        let https_port = config.proxy.https_addrs().first().map(|a| a.port());
-        Edge {
-            redirect_to: https_port.filter(|_| config.tls.redirect_http),
-            hsts: (config.tls.hsts.as_ref())
-                .and_then(|h| HeaderValue::from_str(h.get_ref()).ok())
-                .filter(|_| https_port.is_some()),
-            challenges: Arc::default(),
-        }
-    }
 }
 
 /// The proxy: configuration, router, totals. Upgraded and TCP connections
@@ -162,6 +138,9 @@ impl Proxy {
                 return futures_util::future::Either::Left(std::future::ready(refused));
             }
         };
+        if let Some(redirect) = self.redirect(&parts, proto) {
+            return futures_util::future::Either::Left(std::future::ready(redirect));
+        }
         let rewrite = self.rewrite(&client, proto);
         // A length over max_body_size was refused with the head; a body
         // with none (h2) is held to it as it comes.
@@ -263,6 +242,23 @@ impl Proxy {
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         resp
+    }
+
+    /// The 308 to HTTPS for a plain HTTP request that hyper serves (h2c),
+    /// as Baton's own HTTP/1.1 server gives it.
+    fn redirect(&self, parts: &http::request::Parts, proto: &str) -> Option<Response<ProxyBody>> {
+        let port = self.edge.redirect_to.filter(|_| proto == "http")?;
+        let host = parts.headers.get(http::header::HOST)?.as_bytes();
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let location = edge::https_location(Some(host), target.as_bytes(), port)?;
+        let mut resp = Response::new(body::full(String::new()));
+        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        resp.headers_mut().insert(
+            http::header::LOCATION,
+            HeaderValue::from_bytes(&location).ok()?,
+        );
+        self.count(StatusCode::PERMANENT_REDIRECT);
+        Some(resp)
     }
 
     /// How this proxy rewrites the headers of a request from `client`.

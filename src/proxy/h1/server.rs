@@ -756,7 +756,9 @@ pub(super) fn parse_request(
         .flatten();
     let local = match (challenge, proto, proxy.edge.redirect_to) {
         (Some(key_authorization), ..) => Some(Local::Challenge(key_authorization)),
-        (None, "http", Some(port)) => https_location(facts.host, target, port).map(Local::Redirect),
+        (None, "http", Some(port)) => {
+            super::super::edge::https_location(facts.host, target, port).map(Local::Redirect)
+        }
         _ => None,
     };
     if local.is_none() && is_upgrade(fields) {
@@ -793,29 +795,6 @@ pub(super) fn parse_request(
 fn ends_head(read: &[u8], from: usize) -> bool {
     let tail = &read[from.saturating_sub(3)..];
     tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
-}
-
-/// Where a plain HTTP request goes on HTTPS: the same host (its port
-/// replaced by `port`, left out for 443) and target. None without a host
-/// (HTTP/1.0), and for ACME's http-01 challenges, which stay on HTTP.
-fn https_location(host: Option<&[u8]>, target: &[u8], port: u16) -> Option<Vec<u8>> {
-    let host = host?;
-    if target.starts_with(b"/.well-known/acme-challenge/") || !target.starts_with(b"/") {
-        return None;
-    }
-    // `[::1]:8080` keeps its brackets; `example.com:80` loses its port.
-    let name = match host.iter().rposition(|&b| b == b':') {
-        Some(colon) if !host[colon..].contains(&b']') => &host[..colon],
-        _ => host,
-    };
-    let mut location = b"https://".to_vec();
-    location.extend_from_slice(name);
-    if port != 443 {
-        location.push(b':');
-        location.extend_from_slice(itoa::Buffer::new().format(port).as_bytes());
-    }
-    location.extend_from_slice(target);
-    Some(location)
 }
 
 /// A request body read from the client's connection as the instance takes
@@ -940,30 +919,6 @@ mod tests {
     use super::*;
 
     /// Plain HTTP goes to the same host and target on HTTPS; a port in
-    /// Host is replaced (kept out for 443), IPv6 keeps its brackets; no
-    /// host, or an ACME challenge, stays on HTTP.
-    #[test]
-    fn https_location_keeps_host_and_target() {
-        let at = |host: &[u8], target: &[u8], port| {
-            https_location(Some(host), target, port).map(|l| String::from_utf8(l).unwrap())
-        };
-        assert_eq!(
-            at(b"a.test:80", b"/x?y=1", 443).as_deref(),
-            Some("https://a.test/x?y=1")
-        );
-        assert_eq!(
-            at(b"a.test", b"/", 8443).as_deref(),
-            Some("https://a.test:8443/")
-        );
-        assert_eq!(
-            at(b"[::1]:80", b"/", 443).as_deref(),
-            Some("https://[::1]/")
-        );
-        assert_eq!(at(b"[::1]", b"/", 443).as_deref(), Some("https://[::1]/"));
-        assert_eq!(at(b"a.test", b"/.well-known/acme-challenge/t", 443), None);
-        assert_eq!(https_location(None, b"/", 443), None);
-    }
-
     #[test]
     fn a_head_ends_at_an_empty_line() {
         let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
