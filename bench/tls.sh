@@ -13,11 +13,13 @@
 #
 #   bench/tls.sh                    # 10 s per run, 3 interleaved rounds
 #   DURATION=5s ROUNDS=5 bench/tls.sh
+#   MODES=handshake bench/tls.sh    # one mode only
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
+MODES=${MODES:-keepalive handshake}
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || ! command -v openssl >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk openssl >/dev/null
@@ -132,14 +134,19 @@ paired() { python3 -c 'import sys, statistics
 a, b = (list(map(float, x.split())) for x in sys.argv[1:3])
 print(f"{statistics.median(x / y for x, y in zip(a, b)):.2f}")' "$1" "$2"; }
 
-declare -A RPS P50 P99 CPU
+declare -A RPS P50 P99 CPU WRK
 run() { # name mode
   local name=$1 mode=$2 key="$1/$2" port=${PORT[$1]}
   local extra=()
   [ "$mode" = handshake ] && extra=(-H "Connection: close")
   local before; before=$(cpu_ticks "${CPU_PID[$name]}")
-  local out; out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${extra[@]}" "https://127.0.0.1:$port/")
+  local TIMEFORMAT=%U+%S
+  { time wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${extra[@]}" "https://127.0.0.1:$port/" >"$WORK/wrk.out"; } 2>"$WORK/wrk.cpu"
+  local out; out=$(cat "$WORK/wrk.out")
   local ticks=$(($(cpu_ticks "${CPU_PID[$name]}") - before))
+  # wrk's own share of a core: near 1.0, its one thread is the bottleneck
+  # and latency is measured partly in its own queue.
+  WRK[$key]+=" $(python3 -c "print(round(($(cat "$WORK/wrk.cpu")) / $(to_ms "$DURATION") * 1000, 2))")"
   local requests; requests=$(echo "$out" | awk '/requests in/ {print $1}')
   RPS[$key]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
   P50[$key]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
@@ -148,7 +155,7 @@ run() { # name mode
   if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "$key: $(echo "$out" | grep 'Non-2xx\|Socket errors')" >&2; fi
 }
 for _ in $(seq 1 "$ROUNDS"); do
-  for mode in keepalive handshake; do for n in nginx baton; do run "$n" "$mode"; done; done
+  for mode in $MODES; do for n in nginx baton; do run "$n" "$mode"; done; done
 done
 
 negotiated() {
@@ -158,16 +165,17 @@ negotiated() {
 echo
 echo "machine: $(nproc) cores, $(uname -sr); wrk -t1 -c$CONNS -d$DURATION, median of $ROUNDS interleaved rounds"
 echo "negotiated (openssl s_client): nginx $(negotiated "$NGINX_PORT"); baton $(negotiated "$BATON_PORT")"
-echo "| target | mode | requests/s | p50 ms | p99 ms | CPU us/req |"
-echo "|---|---|---|---|---|---|"
-for mode in keepalive handshake; do
+echo "| target | mode | requests/s | p50 ms | p99 ms | CPU us/req | wrk's core |"
+echo "|---|---|---|---|---|---|---|"
+for mode in $MODES; do
   for n in nginx baton; do
     k="$n/$mode"
-    printf "| %s | %s | %s | %s | %s | %s |\n" "$n" "$mode" "$(echo "${RPS[$k]}" | median)" \
-      "$(echo "${P50[$k]}" | median)" "$(echo "${P99[$k]}" | median)" "$(echo "${CPU[$k]}" | median)"
+    printf "| %s | %s | %s | %s | %s | %s | %s |\n" "$n" "$mode" "$(echo "${RPS[$k]}" | median)" \
+      "$(echo "${P50[$k]}" | median)" "$(echo "${P99[$k]}" | median)" "$(echo "${CPU[$k]}" | median)" \
+      "$(echo "${WRK[$k]}" | median)"
   done
 done
 echo
-for mode in keepalive handshake; do
+for mode in $MODES; do
   echo "Baton/nginx $mode, the median of each round's own ratio: requests/s $(paired "${RPS[baton/$mode]}" "${RPS[nginx/$mode]}")   p99 $(paired "${P99[baton/$mode]}" "${P99[nginx/$mode]}")   CPU time per request $(paired "${CPU[baton/$mode]}" "${CPU[nginx/$mode]}")"
 done

@@ -108,6 +108,11 @@ pub async fn serve(
             None => connections.spawn(accepted.serve_plain(stream)),
             Some(tls) => connections.spawn(accepted.serve_tls(tls.clone(), stream)),
         };
+        // One accept, then the connections already open get their turn,
+        // as nginx's event loop does (multi_accept off): draining the whole
+        // backlog first queues every new handshake ahead of the requests
+        // waiting on open connections.
+        tokio::task::yield_now().await;
     }
     drop(listener);
     connections.close();

@@ -130,6 +130,9 @@ impl Tls {
             }
             self.config.clone()
         };
+        // The rest of the handshake (key exchange, signature) is the
+        // costly part: requests already waiting go first.
+        tokio::task::yield_now().await;
         match tokio::time::timeout(limit, start.into_stream(config)).await {
             Ok(Ok(stream)) if !validation => Some(stream),
             Ok(Ok(_)) => None,
