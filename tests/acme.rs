@@ -13,15 +13,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, wait_until, Daemon};
+use common::{free_port, text, wait_until, Daemon};
 
 const INSTALL: &str = "apt-get install pebble (it ships pebble and pebble-challtestsrv)";
 
-/// A running Pebble and its DNS server, killed when dropped.
+/// Pebble and its DNS server (once run), killed when dropped.
 struct Pebble {
     dir: tempfile::TempDir,
     port: u16,
     management: u16,
+    dns: u16,
+    dns_management: u16,
     children: Vec<Child>,
 }
 
@@ -32,9 +34,10 @@ impl Drop for Pebble {
 }
 
 impl Pebble {
-    /// Pebble validating on `http_port` (HTTP-01) and `tls_port`
-    /// (TLS-ALPN-01), issuing certificates valid for `validity` seconds.
-    fn start(http_port: u16, tls_port: u16, validity: u64) -> Pebble {
+    /// Pebble's files, for validating on `http_port` (HTTP-01) and
+    /// `tls_port` (TLS-ALPN-01) and issuing certificates valid for
+    /// `validity` seconds; not running yet.
+    fn new(http_port: u16, tls_port: u16, validity: u64) -> Pebble {
         let dir = tempfile::Builder::new().prefix("pebble").tempdir().unwrap();
         let (port, management, dns, dns_management) =
             (free_port(), free_port(), free_port(), free_port());
@@ -67,7 +70,20 @@ impl Pebble {
             }
         });
         std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
-        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+        Pebble {
+            dir,
+            port,
+            management,
+            dns,
+            dns_management,
+            children: Vec::new(),
+        }
+    }
+
+    /// Starts Pebble and its DNS server, and waits until Pebble answers.
+    fn run(&mut self) {
+        let (dir, dns, dns_management) = (self.dir.path(), self.dns, self.dns_management);
+        let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
         let dns_server = Command::new("pebble-challtestsrv")
             .args(["-dns01", &format!("127.0.0.1:{dns}")])
             .args(["-management", &format!("127.0.0.1:{dns_management}")])
@@ -87,7 +103,7 @@ impl Pebble {
             .unwrap_or_else(|e| panic!("pebble-challtestsrv: {e}; {INSTALL}"));
         let pebble = Command::new("pebble")
             .arg("-config")
-            .arg(dir.path().join("pebble.json"))
+            .arg(dir.join("pebble.json"))
             .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
             // No random pauses before validations; the 5 % of nonces Pebble
             // rejects by default stay (a client must retry them).
@@ -96,21 +112,15 @@ impl Pebble {
             .stderr(Stdio::from(log("pebble.err")))
             .spawn()
             .unwrap_or_else(|e| panic!("pebble: {e}; {INSTALL}"));
-        let pebble = Pebble {
-            dir,
-            port,
-            management,
-            children: vec![dns_server, pebble],
-        };
+        self.children = vec![dns_server, pebble];
         wait_until(Duration::from_secs(20), "Pebble to answer", || {
-            pebble.fetch(pebble.port, "/dir").is_some()
+            self.fetch(self.port, "/dir").is_some()
         });
         // Pebble's issuing root, for the clients of Baton to trust.
-        let root = pebble
-            .fetch(pebble.management, "/roots/0")
+        let root = self
+            .fetch(self.management, "/roots/0")
             .expect("Pebble's root");
-        std::fs::write(pebble.path("roots.pem"), root).unwrap();
-        pebble
+        std::fs::write(self.path("roots.pem"), root).unwrap();
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -145,14 +155,14 @@ impl Pebble {
 
 /// A daemon with `hosts`, `[tls]` with `tls_extra`, metrics, and a Pebble
 /// that validates on its ports and issues certificates valid for
-/// `validity` seconds; not started.
+/// `validity` seconds; neither started.
 fn with_pebble(hosts: &[&str], tls_extra: &str, validity: u64) -> (Daemon, Pebble, u16) {
     let d = Daemon::prepare(
         "[web]\ncommand = \"node server.js\"\ninstances = 2\nenv = { APP_VERSION = \"v1\" }\n\
          [web.readiness]\nkind = \"http\"\npath = \"/health\"\n",
     );
     let (https_port, metrics_port) = (free_port(), free_port());
-    let pebble = Pebble::start(d.port, https_port, validity);
+    let pebble = Pebble::new(d.port, https_port, validity);
     let hosts = serde_json::to_string(hosts).unwrap();
     let tls = format!(
         "[tls]\nacme_email = \"ops@shop.test\"\nacme_directory = {:?}\nacme_ca = {:?}\n{tls_extra}\n\
@@ -236,18 +246,39 @@ fn acme_status(d: &Daemon) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no ACME certificate in status: {status:#}"))
 }
 
-/// TLS-ALPN-01: the first request waits for the first certificate (for
-/// both names, one order), which is stored 0600 in a 0700 folder and
-/// served again after a restart without a new order.
+/// TLS-ALPN-01: a client that comes before the first certificate waits for
+/// it (here Baton starts before the ACME server, fails once, and tries
+/// again 10 s later); one order covers both names; the certificate is
+/// stored 0600 in a 0700 folder and served again after a restart without
+/// the ACME server.
 #[test]
 fn a_certificate_is_issued_over_tls_alpn_01_and_kept_across_restarts() {
-    let (d, pebble, https_port) = with_pebble(
+    let (d, mut pebble, https_port) = with_pebble(
         &["shop.test", "www.shop.test"],
         "acme_challenge = \"tls-alpn-01\"",
         3600,
     );
     let mut d = d.up();
-    // At once: the handshake waits for the certificate being issued.
+    wait_until(Duration::from_secs(10), "the first attempt to fail", || {
+        acme_status(&d)["state"] == "failing"
+    });
+    // A client now: no certificate exists, so its handshake waits. (Its
+    // trust root is made only when Pebble starts: -k here; the one
+    // certificate it can be served is the one issued.)
+    let early = std::thread::spawn(move || {
+        let out = Command::new("curl")
+            .args(["-sS", "-k", "--max-time", "40", "-o", "/dev/null"])
+            .args(["-w", "%{http_code}"])
+            .args(["--resolve", &format!("shop.test:{https_port}:127.0.0.1")])
+            .arg(format!("https://shop.test:{https_port}/"))
+            .output()
+            .expect("curl runs (apt-get install curl)");
+        (out.status.code(), text(&out))
+    });
+    pebble.run();
+    let (code, said) = early.join().unwrap();
+    assert_eq!(code, Some(0), "{said}\n{}", d.output());
+    assert!(said.starts_with("200"), "{said}");
     let roots = pebble.path("roots.pem");
     let (code, status, body) = curl("shop.test", https_port, &roots, "/");
     assert_eq!(
@@ -283,7 +314,6 @@ fn a_certificate_is_issued_over_tls_alpn_01_and_kept_across_restarts() {
     let issued = std::fs::read(acme.join("shop.test.crt")).unwrap();
     // Restarted with Pebble gone: the stored certificate serves.
     d.stop();
-    let mut pebble = pebble;
     pebble.kill();
     let d = d.up();
     let (code, status, body) = curl("shop.test", https_port, &roots, "/");
@@ -301,11 +331,12 @@ fn a_certificate_is_issued_over_tls_alpn_01_and_kept_across_restarts() {
 /// itself even though plain HTTP is otherwise redirected to HTTPS.
 #[test]
 fn a_certificate_is_issued_over_http_01_past_the_redirect() {
-    let (d, pebble, https_port) = with_pebble(
+    let (d, mut pebble, https_port) = with_pebble(
         &["blog.test"],
         "acme_challenge = \"http-01\"\nredirect_http = true",
         3600,
     );
+    pebble.run();
     let d = d.up();
     let roots = pebble.path("roots.pem");
     let (code, status, body) = curl("blog.test", https_port, &roots, "/");
@@ -366,6 +397,7 @@ Promise.all([worker(), worker(), worker(), worker()]).then(() => {
 fn a_short_lived_certificate_is_renewed_under_load_and_a_failed_renewal_keeps_it() {
     let (d, mut pebble, https_port) =
         with_pebble(&["shop.test"], "acme_challenge = \"tls-alpn-01\"", 24);
+    pebble.run();
     let d = d.up();
     let roots = pebble.path("roots.pem");
     let (code, status, body) = curl("shop.test", https_port, &roots, "/");
