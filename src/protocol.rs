@@ -21,6 +21,15 @@ pub struct StatusReport {
     pub uptime_secs: u64,
     /// Public addresses.
     pub listen: Vec<String>,
+    /// The host names the app serves (none: every host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// The path prefix it serves, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Requests that waited for a ready instance of this app.
+    #[serde(default)]
+    pub held: u64,
     /// The release serving traffic.
     pub release: Option<String>,
     /// A deploy in progress, described.
@@ -79,8 +88,8 @@ pub enum CertificateState {
     Failing,
 }
 
-/// How healthy a status is, as `baton status` exits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How healthy a status is, as `baton status` exits (worst last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Health {
     /// Every instance of the serving release is ready.
     Healthy,
@@ -165,6 +174,20 @@ pub struct DeployRequest {
     /// Wait for a running deploy instead of being refused.
     #[serde(default)]
     pub wait: bool,
+    /// The app (none: the only one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+}
+
+/// What `baton reload` at a server did to its apps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerReloadReport {
+    /// Apps started.
+    pub added: Vec<String>,
+    /// Apps drained and stopped.
+    pub removed: Vec<String>,
+    /// Apps left as they run.
+    pub kept: Vec<String>,
 }
 
 /// A change of what serves, as a user asks for it.

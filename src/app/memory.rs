@@ -99,28 +99,20 @@ fn watched_instances(app: &App) -> Vec<Watched> {
     watched
 }
 
-/// Replaces the instances the proxy reports as staying bad (timed out
+/// Replaces an instance the proxy reports as staying bad (timed out
 /// again after `fail_timeout` out of rotation: a hung process still
-/// accepts connections), one at a time, for the app's life.
-pub async fn replace_bad(app: Arc<App>, mut bad: tokio::sync::mpsc::UnboundedReceiver<Arc<str>>) {
-    loop {
-        let id = tokio::select! {
-            id = bad.recv() => match id {
-                Some(id) => id,
-                None => return,
-            },
-            _ = app.stopping.cancelled() => return,
-        };
-        if !app.serving().iter().any(|i| i.id == id) {
-            continue;
-        }
-        let why = "it timed out again after fail_timeout out of rotation".to_string();
-        tracing::warn!("{id}: {why}; giving it a fresh process");
-        let kind = Kind::Replace {
-            instance: id.to_string(),
-            why,
-        };
-        // run_unwatched logs how it went.
-        let _ = app.deployer().run_unwatched(kind).await;
+/// accepts connections), if it still serves. The deploy owner runs one
+/// replacement at a time.
+pub async fn replace_bad(app: Arc<App>, id: Arc<str>) {
+    if !app.serving().iter().any(|i| i.id == id) {
+        return;
     }
+    let why = "it timed out again after fail_timeout out of rotation".to_string();
+    tracing::warn!("{id}: {why}; giving it a fresh process");
+    let kind = Kind::Replace {
+        instance: id.to_string(),
+        why,
+    };
+    // run_unwatched logs how it went.
+    let _ = app.deployer().run_unwatched(kind).await;
 }

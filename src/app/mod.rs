@@ -98,6 +98,11 @@ impl App {
         app
     }
 
+    /// Its route table and hold queue.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
     /// Where deploys, reloads, rollbacks, scales and replacements of this
     /// app are sent: one runs at a time.
     pub fn deployer(&self) -> &Deployer {
@@ -439,6 +444,21 @@ impl App {
         let draining = fleet.draining.iter().map(|(i, t)| report(i, Some(*t)));
         let singletons = fleet.singletons.iter().map(|i| report(i, None));
         serving.chain(draining).chain(singletons).collect()
+    }
+
+    /// Ends the app for good (removed from a server, and out of the
+    /// proxy's sites already): waits for the requests in flight on its
+    /// instances (up to `drain_timeout`), stops them all and its watchers.
+    pub async fn retire(&self) {
+        let deadline = tokio::time::Instant::now() + self.config().config.web.drain_timeout;
+        let serving: Vec<Instance> = self.fleet().serving.clone();
+        for i in &serving {
+            i.upstream
+                .wait_until_zero(crate::proxy::upstream::Upstream::in_flight, deadline)
+                .await;
+        }
+        self.stop_all().await;
+        self.stopping.cancel();
     }
 
     /// Stops every instance, serving, draining and singleton, at once.

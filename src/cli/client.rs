@@ -104,6 +104,18 @@ impl ApiClient {
         read_json(self.send(Method::GET, path, None).await?).await
     }
 
+    /// `POST path` with an optional JSON body, decoding a JSON answer.
+    ///
+    /// # Errors
+    /// As [`ApiClient::get`].
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        read_json(self.send(Method::POST, path, body).await?).await
+    }
+
     /// Sends a request and calls `on_line` for each line of the streamed answer.
     ///
     /// # Errors

@@ -4,6 +4,7 @@
 //! Exit codes: 0 done, 1 failed, 2 bad usage or configuration.
 
 pub mod client;
+pub mod find;
 pub mod output;
 pub mod systemd;
 pub mod upgrade;
@@ -16,10 +17,13 @@ use clap::{Parser, Subcommand};
 use http::Method;
 
 use self::client::{ApiClient, ClientError};
-use crate::config::{self, Loaded};
+use self::find::Target;
+use crate::config::{self, Loaded, Setup};
 use crate::daemon::upgrade::exec as upgrade_exec;
 use crate::daemon::Exit;
-use crate::protocol::{DeployRequest, Health, Order, Progress, ReleaseReport, StatusReport};
+use crate::protocol::{
+    DeployRequest, Health, Order, Progress, ReleaseReport, ServerReloadReport, StatusReport,
+};
 
 /// Deploy, reload and roll back web apps with zero failed requests.
 #[derive(Debug, Parser)]
@@ -31,6 +35,13 @@ pub struct Cli {
     /// The daemon's state directory (default: `.baton` beside baton.toml).
     #[arg(long, global = true)]
     pub state_dir: Option<PathBuf>,
+    /// The server file of the daemon that runs this app (default: the
+    /// nearest baton.toml above the app's with a `[server]` listing it).
+    #[arg(long, global = true, env = "BATON_SERVER", value_name = "PATH")]
+    pub server: Option<PathBuf>,
+    /// The app to act on, by name, in a server of several apps.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub app: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -51,8 +62,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show every instance: release, pid, port, state, uptime, restarts.
+    /// Show every instance: release, pid, port, state, uptime, restarts
+    /// (every app's, at a server of several).
     Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the apps of the server: hosts, path prefix, release, instances.
+    Apps {
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -230,18 +248,33 @@ fn load(cli: &Cli) -> Result<Loaded, Failure> {
     Ok(loaded)
 }
 
+/// What `baton up` runs: the server file (`--server`, or `--config` when
+/// it has a `[server]`) or the one app's file.
+fn load_setup(cli: &Cli) -> Result<Setup, Failure> {
+    let path = cli.server.as_ref().unwrap_or(&cli.config);
+    let mut setup = Setup::load(path).map_err(Failure::usage)?;
+    if let Some(dir) = &cli.state_dir {
+        let dir = std::path::absolute(dir).unwrap_or(dir.clone());
+        setup.daemon.state_dir = Some(dir.clone());
+        if !setup.server {
+            setup.apps[0].config.daemon.state_dir = Some(dir);
+        }
+    }
+    Ok(setup)
+}
+
 /// The state directory of the daemon to talk to. A config that does not
 /// load any more (edited since `up`) still finds a daemon in the default
 /// place, so that `status`, `stop`, and `reload` (which then reports the
 /// config error from the daemon) keep working.
-fn state_dir(cli: &Cli) -> Result<PathBuf, Failure> {
+fn state_dir(cli: &Cli, file: &Path) -> Result<PathBuf, Failure> {
     if let Some(d) = &cli.state_dir {
         return Ok(d.clone());
     }
-    match load(cli) {
+    match config::load(file).map_err(Failure::usage) {
         Ok(loaded) => Ok(loaded.state_dir()),
         Err(e) => {
-            let base = std::path::absolute(&cli.config)
+            let base = std::path::absolute(file)
                 .ok()
                 .and_then(|p| p.parent().map(PathBuf::from))
                 .unwrap_or_default();
@@ -284,21 +317,22 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         _ => {
-            let client = ApiClient::new(&state_dir(&cli)?);
-            runtime()?.block_on(remote(&cli, &client))
+            let target = find::target(&cli)?;
+            let client = ApiClient::new(&target.state_dir);
+            runtime()?.block_on(remote(&cli, &target, &client))
         }
     }
 }
 
 fn up_foreground(cli: &Cli) -> Result<(), Failure> {
-    let loaded = load(cli)?;
+    let setup = load_setup(cli)?;
     init_tracing();
     crate::supervisor::limits::raise_fd_limit();
     // Before the runtime's threads start: it clears the variables.
     let inherited = crate::proxy::activation::Inherited::take_from_env();
-    let file = loaded.path.clone();
-    let exit = runtime_with(loaded.config.daemon.worker_threads)?
-        .block_on(crate::daemon::run(loaded, inherited))
+    let file = setup.path.clone();
+    let exit = runtime_with(setup.daemon.worker_threads)?
+        .block_on(crate::daemon::run(setup, inherited))
         .map_err(|e| match e.is_configuration() {
             true => Failure::usage(format!("{}: {e}", file.display())),
             false => Failure::failed(e),
@@ -338,8 +372,8 @@ fn init_tracing() {
 }
 
 fn up_detached(cli: &Cli) -> Result<(), Failure> {
-    let loaded = load(cli)?;
-    let state_dir = loaded.state_dir();
+    let setup = load_setup(cli)?;
+    let state_dir = setup.state_dir();
     let logs = state_dir.join("logs");
     crate::daemon::ensure_state_dir(&state_dir)
         .and_then(|()| std::fs::create_dir_all(&logs))
@@ -354,7 +388,7 @@ fn up_detached(cli: &Cli) -> Result<(), Failure> {
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("up")
         .arg("--config")
-        .arg(&loaded.path)
+        .arg(&setup.path)
         .arg("--state-dir")
         .arg(&state_dir)
         .stdin(std::process::Stdio::null())
@@ -374,7 +408,11 @@ fn up_detached(cli: &Cli) -> Result<(), Failure> {
         .map_err(|e| Failure::failed(format!("cannot start the daemon: {e}")))?;
     let client = ApiClient::new(&state_dir);
     let rt = runtime()?;
-    let wait = loaded.config.web.start_timeout + Duration::from_secs(30);
+    let start_timeout = (setup.apps.iter())
+        .map(|a| a.config.web.start_timeout)
+        .max()
+        .unwrap_or_default();
+    let wait = start_timeout + Duration::from_secs(30);
     let deadline = Instant::now() + wait;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -459,6 +497,10 @@ fn first_start(status: &StatusReport) -> Option<Result<(), String>> {
 }
 
 fn check(cli: &Cli, json: bool) -> Result<(), Failure> {
+    let path = cli.server.as_ref().unwrap_or(&cli.config);
+    if config::is_server_file(path) {
+        return check_server(path, json);
+    }
     match config::load(&cli.config) {
         Ok(l) => {
             let c = &l.config;
@@ -496,25 +538,66 @@ fn check(cli: &Cli, json: bool) -> Result<(), Failure> {
     }
 }
 
-async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
+async fn remote(cli: &Cli, target: &Target, client: &ApiClient) -> Result<(), Failure> {
+    // `?app=NAME` for the routes about one app.
+    let app_query = |sep: char| match &target.app {
+        Some(app) => format!("{sep}app={}", percent(app)),
+        None => String::new(),
+    };
     match &cli.command {
+        Command::Status { json } if target.at_server => {
+            let all: Vec<StatusReport> = client.get("/apps").await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            } else {
+                for s in &all {
+                    print!("{}", output::status_table(s));
+                    println!();
+                }
+            }
+            exit_for(all.iter().map(StatusReport::health).max())
+        }
         Command::Status { json } => {
-            let s: StatusReport = client.get("/status").await?;
+            let s: StatusReport = client.get(&format!("/status{}", app_query('?'))).await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
             } else {
                 print!("{}", output::status_table(&s));
             }
-            // Scripts and monitors read the exit code, as with
-            // `systemctl status`: 3 degraded, 4 down.
-            match s.health() {
-                Health::Healthy => Ok(()),
-                Health::Degraded => Err(Failure::quiet(3)),
-                Health::Down => Err(Failure::quiet(4)),
+            exit_for(Some(s.health()))
+        }
+        Command::Apps { json } => {
+            let all: Vec<StatusReport> = client.get("/apps").await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            } else {
+                print!("{}", output::apps_table(&all));
             }
+            Ok(())
+        }
+        Command::Reload { json, .. } if target.at_server => {
+            let report: ServerReloadReport = client.post("/server/reload", None).await?;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                let list = |names: &[String]| match names {
+                    [] => "none".to_string(),
+                    names => names.join(", "),
+                };
+                println!(
+                    "apps added: {}; removed: {}; kept as they run: {}",
+                    list(&report.added),
+                    list(&report.removed),
+                    list(&report.kept)
+                );
+            }
+            Ok(())
         }
         Command::Releases { json } => {
-            let r: Vec<ReleaseReport> = client.get("/releases").await?;
+            let r: Vec<ReleaseReport> = client.get(&format!("/releases{}", app_query('?'))).await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             } else {
@@ -567,7 +650,7 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
             follow,
             instance,
         } => {
-            let mut path = format!("/logs?lines={lines}&follow={follow}");
+            let mut path = format!("/logs?lines={lines}&follow={follow}{}", app_query('&'));
             if let Some(i) = instance {
                 path.push_str(&format!("&instance={}", i.replace('#', "%23")));
             }
@@ -592,12 +675,14 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
                 source,
                 git: git.clone(),
             };
-            watch_deploy(client, order, *wait, *json).await
+            watch_deploy(client, target, order, *wait, *json).await
         }
-        Command::Reload { wait, json } => watch_deploy(client, Order::Reload, *wait, *json).await,
+        Command::Reload { wait, json } => {
+            watch_deploy(client, target, Order::Reload, *wait, *json).await
+        }
         Command::Rollback { id, wait, json } => {
             let order = Order::Rollback { to: id.clone() };
-            watch_deploy(client, order, *wait, *json).await
+            watch_deploy(client, target, order, *wait, *json).await
         }
         Command::Scale { spec, wait, json } => {
             let (process, count) = spec.split_once('=').ok_or_else(|| {
@@ -612,7 +697,7 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
                 .parse()
                 .map_err(|_| Failure::usage(format!("{count:?} is not a whole number")))?;
             let order = Order::Scale { instances: count };
-            watch_deploy(client, order, *wait, *json).await
+            watch_deploy(client, target, order, *wait, *json).await
         }
         Command::Up { .. } | Command::Check { .. } | Command::Probe(_) | Command::Systemd => {
             unreachable!("handled before connecting")
@@ -620,16 +705,80 @@ async fn remote(cli: &Cli, client: &ApiClient) -> Result<(), Failure> {
     }
 }
 
+/// `baton check` on a server file: the server and every app it lists.
+fn check_server(path: &Path, json: bool) -> Result<(), Failure> {
+    match Setup::load(path) {
+        Ok(setup) => {
+            let apps: Vec<&str> = setup
+                .apps
+                .iter()
+                .map(|a| a.config.app.name.as_str())
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "file": setup.path, "apps": apps, "listen": setup.proxy.listen_addrs()})
+                );
+            } else {
+                println!(
+                    "{}: ok (server of {} app{}: {})",
+                    setup.path.display(),
+                    apps.len(),
+                    crate::plural(apps.len()),
+                    apps.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "file": e.file, "line": e.line, "field": e.field, "message": e.message})
+                );
+                Err(Failure::quiet(2))
+            } else {
+                Err(Failure::usage(e))
+            }
+        }
+    }
+}
+
+/// The exit of `baton status`, as `systemctl status` tells health: 3
+/// degraded, 4 down (the worst app's, at a server).
+fn exit_for(health: Option<Health>) -> Result<(), Failure> {
+    match health {
+        None | Some(Health::Healthy) => Ok(()),
+        Some(Health::Degraded) => Err(Failure::quiet(3)),
+        Some(Health::Down) => Err(Failure::quiet(4)),
+    }
+}
+
+/// A query value with the characters a URL query cannot hold escaped.
+fn percent(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Prints a deploy's progress until its end; exit 0 only once the new
 /// release serves all traffic.
 async fn watch_deploy(
     client: &ApiClient,
+    target: &Target,
     order: Order,
     wait: bool,
     json: bool,
 ) -> Result<(), Failure> {
     let mut outcome: Option<Result<(), Failure>> = None;
-    let body = serde_json::to_value(DeployRequest { order, wait })
+    let app = target.app.clone();
+    let body = serde_json::to_value(DeployRequest { order, wait, app })
         .map_err(|e| Failure::failed(e.to_string()))?;
     client
         .stream_lines(Method::POST, "/deploy", Some(body), |line| {

@@ -138,6 +138,38 @@ fn certificate_line(c: &CertificateReport, now: u64) -> String {
     line
 }
 
+/// The `baton apps` table: one line per app.
+pub fn apps_table(all: &[StatusReport]) -> String {
+    let mut rows = vec![["APP", "HOSTS", "PREFIX", "RELEASE", "READY", "STATE"]
+        .map(String::from)
+        .to_vec()];
+    for s in all {
+        let web = s.instances.iter().filter(|i| i.process == "web");
+        let ready = web
+            .clone()
+            .filter(|i| i.state == crate::supervisor::State::Ready)
+            .count();
+        let state = match (&s.deploying, s.health()) {
+            (Some(_), _) => "deploying",
+            (None, crate::protocol::Health::Healthy) => "healthy",
+            (None, crate::protocol::Health::Degraded) => "degraded",
+            (None, crate::protocol::Health::Down) => "down",
+        };
+        rows.push(vec![
+            s.app.clone(),
+            match s.hosts.as_slice() {
+                [] => "*".into(),
+                hosts => hosts.join(","),
+            },
+            s.path_prefix.clone().unwrap_or_else(|| "/".into()),
+            s.release.clone().unwrap_or_else(|| "-".into()),
+            format!("{ready}/{}", web.count()),
+            state.into(),
+        ]);
+    }
+    table(rows)
+}
+
 /// The `baton releases` table.
 pub fn releases_table(r: &[ReleaseReport]) -> String {
     let mut rows = vec![["ID", "CREATED", "STATUS", "SIZE", "SOURCE"]

@@ -21,6 +21,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
 mod fields;
+mod server;
+
+pub use self::server::{is_server_file_at as is_server_file, ServerFile, Setup};
 
 pub use self::fields::{parse_cron, Address, CronPattern, DrainNotice, SignalName};
 
@@ -316,6 +319,16 @@ pub struct AppConfig {
     /// them. Exact names, or `*.` and one label for a wildcard.
     #[serde(default)]
     pub hosts: Option<Spanned<Vec<String>>>,
+    /// Only requests under this path (`/api`) are this app's; with several
+    /// apps on one host, the longest prefix wins.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// The app sees the path without `path_prefix` (`/api/x` as `/x`).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// This app answers the hosts no other app claims.
+    #[serde(default)]
+    pub default: bool,
 }
 
 impl AppConfig {
@@ -1092,6 +1105,15 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
     }
     check_max_memory("web", c.web.max_memory.as_ref(), err)?;
     check_tls(c, err)?;
+    if let Some(prefix) = &c.app.path_prefix {
+        if !prefix.starts_with('/') || prefix.len() > 1 && prefix.ends_with('/') {
+            return Err(err(
+                find_key(text, "app", "path_prefix"),
+                "app.path_prefix",
+                "a path such as \"/api\": starts with '/', does not end with one".into(),
+            ));
+        }
+    }
     for name in c.tcp.keys() {
         if !name
             .chars()

@@ -20,9 +20,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::config::Loaded;
+use crate::config::{Loaded, Setup};
+use crate::protocol::ServerReloadReport;
 use crate::proxy::activation::Inherited;
-use crate::proxy::{listener, Proxy};
+use crate::proxy::router::Router;
+use crate::proxy::sites::{Site, SiteTable};
+use crate::proxy::{listener, Edge, Proxy, StaysBad};
 use crate::supervisor::logs::LogSink;
 use crate::supervisor::ports::PortPool;
 use crate::supervisor::reaper::Reaper;
@@ -108,6 +111,153 @@ fn notify_systemd(state: &str) {
     }
 }
 
+/// What every app of the daemon shares: the port pool, the reaper, and the
+/// daemon's stop.
+pub struct Shared {
+    ports: PortPool,
+    reaper: Reaper,
+    stopping: CancellationToken,
+}
+
+impl Shared {
+    /// An app of this daemon, with its own route table, log and run folder.
+    ///
+    /// # Errors
+    /// When its run folder cannot be made.
+    pub fn app(&self, loaded: Loaded) -> Result<Arc<App>, StartError> {
+        let run_dir = loaded.state_dir().join("run");
+        std::fs::create_dir_all(&run_dir).map_err(io_err("creating the run folder"))?;
+        let proxy = &loaded.config.proxy;
+        let router = Arc::new(Router::new(proxy.balance, proxy.hold_capacity));
+        let ctx = Context {
+            ports: self.ports.clone(),
+            reaper: self.reaper.clone(),
+            logs: LogSink::new(&loaded.app_log(), true),
+            run_dir,
+            changed: Default::default(),
+        };
+        Ok(App::new(loaded, router, ctx, self.stopping.child_token()))
+    }
+}
+
+/// Starts an app's release and its watchers: memory, schedules, inbox.
+pub async fn start_app(app: Arc<App>) {
+    app.clone().boot().await;
+    tokio::spawn(crate::app::memory::watch(app.clone()));
+    tokio::spawn(crate::schedule::keep(app.clone()));
+    if let Some(inbox) = &app.config().config.releases.inbox {
+        let inbox = app.config().base_dir.join(inbox);
+        tokio::spawn(crate::app::inbox::watch(app.clone(), inbox));
+    }
+}
+
+/// Which app each request is for: each app's hosts and path prefix, and
+/// the default app.
+pub fn site_table(apps: &[Arc<App>]) -> SiteTable {
+    let mut sites = Vec::new();
+    let mut default = None;
+    for app in apps {
+        let config = app.config().config.app;
+        let site = Arc::new(Site {
+            app: app.name.as_str().into(),
+            router: app.router().clone(),
+            prefix: config.path_prefix.clone().unwrap_or_default().into(),
+            strip_prefix: config.strip_prefix,
+        });
+        if config.default {
+            default = Some(site.clone());
+        }
+        sites.push((site, config.hosts()));
+    }
+    SiteTable::new(sites, default)
+}
+
+/// `baton reload` at a server: reads the server file again, starts the
+/// apps added to `[server] apps`, then swaps the sites (the new apps ready,
+/// the removed ones out), then drains and stops the removed apps. The
+/// apps kept are not touched. Listener and `[tls]` changes need a restart.
+///
+/// # Errors
+/// The server file or an app's does not load; nothing changed then.
+pub async fn reload_server(daemon: &Arc<Daemon>) -> Result<ServerReloadReport, String> {
+    let path = daemon
+        .setup
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .path
+        .clone();
+    let fresh = Setup::load(&path).map_err(|e| e.to_string())?;
+    if !fresh.server {
+        return Err(format!(
+            "{} has no [server]: reload the app instead",
+            path.display()
+        ));
+    }
+    let current = daemon.apps();
+    let mut report = ServerReloadReport::default();
+    let mut next = Vec::new();
+    let mut added = Vec::new();
+    for loaded in &fresh.apps {
+        let name = &loaded.config.app.name;
+        match current.iter().find(|a| &a.name == name) {
+            Some(app) => {
+                report.kept.push(name.clone());
+                next.push(app.clone());
+            }
+            None => {
+                let app = daemon
+                    .shared
+                    .app(loaded.clone())
+                    .map_err(|e| e.to_string())?;
+                report.added.push(name.clone());
+                added.push(app.clone());
+                next.push(app);
+            }
+        }
+    }
+    for app in &added {
+        tokio::spawn(app.clone().publish_routes_forever());
+    }
+    futures_util::future::join_all(added.iter().map(|app| start_app(app.clone()))).await;
+    let removed: Vec<Arc<App>> = (current.into_iter())
+        .filter(|a| !next.iter().any(|n| Arc::ptr_eq(n, a)))
+        .collect();
+    daemon.set_apps(next);
+    *daemon.setup.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+    for app in removed {
+        report.removed.push(app.name.clone());
+        app.retire().await;
+    }
+    tracing::info!(
+        "server reloaded: added {:?}, removed {:?}, kept {:?}",
+        report.added,
+        report.removed,
+        report.kept
+    );
+    Ok(report)
+}
+
+/// One ACME certificate per app with hosts (a host two apps share, by
+/// path prefix, goes on the first one's).
+fn acme_for(setup: &Setup, tls: &Arc<Tls>, proxy: &Proxy) -> Vec<Arc<Acme>> {
+    let mut taken: Vec<String> = Vec::new();
+    let mut issuers = Vec::new();
+    for app in &setup.apps {
+        let hosts: Vec<String> = (app.config.app.hosts().into_iter())
+            .filter(|h| !taken.contains(h))
+            .collect();
+        taken.extend(hosts.iter().cloned());
+        if let Some(settings) = acme::Settings::new(setup, hosts) {
+            issuers.push(Acme::new(
+                settings,
+                tls.certificates.clone(),
+                proxy.edge.challenges.clone(),
+            ));
+        }
+    }
+    issuers
+}
+
 /// Creates the state directory, private to its owner (logs and releases
 /// are, like the socket). An existing directory is left as it is.
 ///
@@ -134,7 +284,7 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 ///
 /// # Errors
 /// [`StartError`] when it cannot start; once running it only logs.
-pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, StartError> {
+pub async fn run(setup: Setup, mut inherited: Inherited) -> Result<Exit, StartError> {
     // Past a file size limit, a write should fail (EFBIG, like a full disk)
     // and fail the release it belongs to, not kill the daemon. Children get
     // the default back before exec.
@@ -145,16 +295,19 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
             nix::sys::signal::SigHandler::SigIgn,
         );
     }
-    let state_dir = loaded.state_dir();
+    let state_dir = setup.state_dir();
     ensure_state_dir(&state_dir).map_err(io_err(format!("creating {}", state_dir.display())))?;
     let _lock = lock::StateLock::acquire(&state_dir)?;
-    let run_dir = state_dir.join("run");
-    std::fs::create_dir_all(&run_dir).map_err(io_err("creating the run folder"))?;
+    // An app of a server keeps its releases in its own state directory,
+    // locked too: `baton up` in the app's folder cannot run it twice.
+    let mut _app_locks = Vec::new();
+    for app in setup.apps.iter().filter(|a| a.state_dir() != state_dir) {
+        let dir = app.state_dir();
+        ensure_state_dir(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        _app_locks.push(lock::StateLock::acquire(&dir)?);
+    }
 
-    let proxy = Proxy::new(
-        loaded.config.proxy.clone(),
-        crate::proxy::Edge::from_config(&loaded.config),
-    );
+    let proxy = Proxy::new(setup.proxy.clone(), Edge::new(&setup.proxy, &setup.tls));
     let mut listen = |addr, field: &str| {
         match inherited.take(addr) {
             Ok(Some(l)) => Ok(l),
@@ -168,14 +321,14 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
         })
     };
     let mut listeners = Vec::new();
-    for addr in loaded.config.proxy.listen_addrs() {
+    for addr in setup.proxy.listen_addrs() {
         listeners.push((listen(addr, "proxy.listen")?, None));
     }
     let mut tls = None;
-    let https_addrs = loaded.config.proxy.https_addrs();
+    let https_addrs = setup.proxy.https_addrs();
     if !https_addrs.is_empty() {
         let certificates =
-            Certificates::load(&loaded.cert_pairs()).map_err(|e| StartError::Tls(e.to_string()))?;
+            Certificates::load(&setup.cert_pairs()).map_err(|e| StartError::Tls(e.to_string()))?;
         let edge = Tls::new(Arc::new(certificates), proxy.edge.challenges.clone())
             .map_err(|e| StartError::Tls(e.to_string()))?;
         let edge = Arc::new(edge);
@@ -185,13 +338,13 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
         tls = Some(edge);
     }
     let mut tcp_listeners = Vec::new();
-    for (name, svc) in &loaded.config.tcp {
-        tcp_listeners.push((
-            name.clone(),
-            listen(svc.addr(), &format!("tcp.{name}.listen"))?,
-        ));
+    for (index, app) in setup.apps.iter().enumerate() {
+        for (name, svc) in &app.config.tcp {
+            let field = format!("tcp.{name}.listen");
+            tcp_listeners.push((index, name.clone(), listen(svc.addr(), &field)?));
+        }
     }
-    let metrics_listener = match loaded.config.daemon.metrics_listen {
+    let metrics_listener = match setup.daemon.metrics_listen {
         Some(addr) => Some(listen(addr, "daemon.metrics_listen")?),
         None => None,
     };
@@ -200,7 +353,7 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
     let every = listeners
         .iter()
         .map(|(l, _)| l)
-        .chain(tcp_listeners.iter().map(|(_, l)| l))
+        .chain(tcp_listeners.iter().map(|(_, _, l)| l))
         .chain(metrics_listener.iter());
     for l in every {
         kept.push(upgrade::keep(l).map_err(io_err("keeping a listening socket"))?);
@@ -216,24 +369,24 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
     // on would leave its clients waiting instead of refused.
     drop(inherited);
     let reaper = Reaper::start(&state_dir).map_err(io_err("starting the orphan reaper"))?;
-    let ctx = Context {
+    let shutdown = CancellationToken::new();
+    let shared = Shared {
         ports: PortPool::default(),
         reaper: reaper.clone(),
-        logs: LogSink::new(&loaded.app_log(), true),
-        run_dir,
-        changed: Default::default(),
+        stopping: shutdown.clone(),
     };
-    let acme = (tls.as_ref().zip(acme::Settings::from_loaded(&loaded))).map(|(tls, settings)| {
-        Acme::new(
-            settings,
-            tls.certificates.clone(),
-            proxy.edge.challenges.clone(),
-        )
-    });
-    let shutdown = CancellationToken::new();
-    let app = App::new(loaded, proxy.router.clone(), ctx, shutdown.child_token());
+    let apps: Vec<Arc<App>> = (setup.apps.iter())
+        .map(|loaded| shared.app(loaded.clone()))
+        .collect::<Result<_, _>>()?;
+    proxy.sites.publish(site_table(&apps));
+    let acme = tls
+        .as_ref()
+        .map(|tls| acme_for(&setup, tls, &proxy))
+        .unwrap_or_default();
     let daemon = Daemon::new(
-        app.clone(),
+        setup.clone(),
+        shared,
+        apps.clone(),
         proxy.clone(),
         shutdown.clone(),
         tls.clone(),
@@ -244,20 +397,23 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
     let api_listener =
         api::bind(&socket).map_err(io_err(format!("binding {}", socket.display())))?;
     tokio::spawn(api::serve(api_listener, daemon.clone(), shutdown.clone()));
-    tokio::spawn(app.clone().publish_routes_forever());
+    for app in &apps {
+        tokio::spawn(app.clone().publish_routes_forever());
+    }
 
     if let Some(tls) = &tls {
         tokio::spawn(tls.certificates.clone().watch(shutdown.clone()));
     }
-    if let Some(acme) = acme {
+    for acme in acme {
         tokio::spawn(acme.run(shutdown.clone()));
     }
     let listen_shutdown = CancellationToken::new();
     let mut servers = Vec::new();
-    for (name, l) in tcp_listeners {
+    for (index, name, l) in tcp_listeners {
         tokio::spawn(crate::proxy::tcp::serve(
             l,
             name,
+            apps[index].router().clone(),
             proxy.clone(),
             listen_shutdown.clone(),
         ));
@@ -275,21 +431,21 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
         tokio::spawn(api::serve_metrics(l, daemon.clone(), shutdown.clone()));
     }
     tracing::info!(
-        app = %app.name,
-        listen = ?app.config().config.proxy.listen_addrs(),
+        apps = ?apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        listen = ?setup.proxy.listen_addrs(),
         "baton daemon started (pid {})", std::process::id()
     );
-
-    app.clone().boot().await;
-    tokio::spawn(crate::app::memory::watch(app.clone()));
-    if let Some(bad) = proxy.take_stays_bad() {
-        tokio::spawn(crate::app::memory::replace_bad(app.clone(), bad));
+    if let Some(mut bad) = proxy.take_stays_bad() {
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            while let Some(StaysBad { app, instance }) = bad.recv().await {
+                if let Some(app) = daemon.app_named(&app) {
+                    tokio::spawn(crate::app::memory::replace_bad(app, instance));
+                }
+            }
+        });
     }
-    tokio::spawn(crate::schedule::keep(app.clone()));
-    if let Some(inbox) = &app.config().config.releases.inbox {
-        let inbox = app.config().base_dir.join(inbox);
-        tokio::spawn(crate::app::inbox::watch(app.clone(), inbox));
-    }
+    futures_util::future::join_all(apps.iter().map(|app| start_app(app.clone()))).await;
 
     notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
 
@@ -335,7 +491,7 @@ pub async fn run(loaded: Loaded, mut inherited: Inherited) -> Result<Exit, Start
         let _ = s.await;
     }
     proxy.closing.cancel();
-    futures_util::future::join_all(daemon.apps().map(|a| a.stop_all())).await;
+    futures_util::future::join_all(daemon.apps().iter().map(|a| a.stop_all())).await;
     reaper.shutdown();
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");

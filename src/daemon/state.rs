@@ -1,15 +1,16 @@
 //! The daemon's own state: its apps, whether it is in rotation, and the
 //! upgrade it was asked for. Everything an app owns is in [`App`].
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
+use super::Shared;
 use crate::app::App;
+use crate::config::Setup;
 use crate::deploy::owner::Hold;
 use crate::protocol::{CertificateReport, CertificateState, StatusReport};
 use crate::proxy::Proxy;
@@ -21,15 +22,19 @@ use crate::tls::Tls;
 /// The daemon: the composition root. Shared as `Arc<Daemon>` by the
 /// control API and the run loop.
 pub struct Daemon {
-    /// The apps, by name (one until the multi-app issue).
-    apps: BTreeMap<String, Arc<App>>,
+    /// What it was started with (the server file, or the one app's).
+    pub setup: Mutex<Setup>,
+    /// What new apps are made with.
+    pub shared: Shared,
+    /// The apps, in the order the server file lists them.
+    apps: RwLock<Vec<Arc<App>>>,
     /// The data plane.
     pub proxy: Arc<Proxy>,
     /// Cancelled when the daemon stops.
     pub shutdown: CancellationToken,
     /// Set by `baton upgrade`: the binary to exec once stopped, and the
-    /// hold on deploys, kept so that none starts meanwhile.
-    upgrade: Mutex<Option<(PathBuf, Hold)>>,
+    /// holds on every app's deploys, kept so that none starts meanwhile.
+    upgrade: Mutex<Option<(PathBuf, Vec<Hold>)>>,
     /// Out of an external load balancer's rotation (`baton offline`).
     offline: AtomicBool,
     /// CPU and memory readings for `status`.
@@ -37,23 +42,39 @@ pub struct Daemon {
     started: SystemTime,
     /// The HTTPS side, when `https_listen` is set.
     tls: Option<Arc<Tls>>,
-    /// Automatic certificates, when `[tls] acme_email` is set.
-    acme: Option<Arc<Acme>>,
+    /// Automatic certificates, one per app with hosts, when `[tls]
+    /// acme_email` is set.
+    acme: Vec<Arc<Acme>>,
+}
+
+/// Which app a control request names.
+#[derive(Debug, thiserror::Error)]
+pub enum Pick {
+    /// No app by that name.
+    #[error("no app named {0:?} here (baton apps lists them)")]
+    Unknown(String),
+    /// Several apps, and none named.
+    #[error("this server runs several apps: name one with --app (baton apps lists them)")]
+    Ambiguous,
 }
 
 impl Daemon {
-    /// A daemon serving `app`, over HTTPS too with `tls`.
+    /// A daemon serving `apps`, over HTTPS too with `tls`.
     pub fn new(
-        app: Arc<App>,
+        setup: Setup,
+        shared: Shared,
+        apps: Vec<Arc<App>>,
         proxy: Arc<Proxy>,
         shutdown: CancellationToken,
         tls: Option<Arc<Tls>>,
-        acme: Option<Arc<Acme>>,
+        acme: Vec<Arc<Acme>>,
     ) -> Arc<Daemon> {
         Arc::new(Daemon {
+            setup: Mutex::new(setup),
+            shared,
             tls,
             acme,
-            apps: BTreeMap::from([(app.name.clone(), app)]),
+            apps: RwLock::new(apps),
             proxy,
             shutdown,
             upgrade: Mutex::default(),
@@ -63,19 +84,41 @@ impl Daemon {
         })
     }
 
-    /// The app (the one there is, until several share a daemon).
-    pub fn app(&self) -> &Arc<App> {
-        self.apps.values().next().expect("a daemon has an app")
+    /// The app a control request is for: the one named, or the only one.
+    ///
+    /// # Errors
+    /// [`Pick`] when there is no such app, or several and none named.
+    pub fn pick(&self, name: Option<&str>) -> Result<Arc<App>, Pick> {
+        let apps = self.apps();
+        match name {
+            Some(name) => (apps.into_iter())
+                .find(|a| a.name == name)
+                .ok_or_else(|| Pick::Unknown(name.to_owned())),
+            None if apps.len() == 1 => Ok(apps[0].clone()),
+            None => Err(Pick::Ambiguous),
+        }
     }
 
-    /// Every app.
-    pub fn apps(&self) -> impl Iterator<Item = &Arc<App>> {
-        self.apps.values()
+    /// The app named `name`.
+    pub fn app_named(&self, name: &str) -> Option<Arc<App>> {
+        self.apps().into_iter().find(|a| a.name == name)
+    }
+
+    /// Every app, in order.
+    pub fn apps(&self) -> Vec<Arc<App>> {
+        self.apps.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the list of apps (`baton reload` at a server); the proxy's
+    /// sites follow.
+    pub fn set_apps(&self, apps: Vec<Arc<App>>) {
+        self.proxy.sites.publish(super::site_table(&apps));
+        *self.apps.write().unwrap_or_else(|p| p.into_inner()) = apps;
     }
 
     /// Stops the daemon to exec `exe` (see [`super::upgrade`]); `deploys`
-    /// holds deploys off until then.
-    pub fn upgrade_to(&self, exe: PathBuf, deploys: Hold) {
+    /// holds every app's deploys off until then.
+    pub fn upgrade_to(&self, exe: PathBuf, deploys: Vec<Hold>) {
         *self.upgrade.lock().expect("upgrade lock poisoned") = Some((exe, deploys));
         self.shutdown.cancel();
     }
@@ -99,15 +142,14 @@ impl Daemon {
         if self.offline.load(Ordering::Acquire) {
             return Err("offline");
         }
-        match self.apps().map(|a| a.ready_count()).sum() {
+        match self.apps().iter().map(|a| a.ready_count()).sum() {
             0 => Err("no ready instance"),
             n => Ok(n),
         }
     }
 
-    /// The status report.
-    pub fn status(&self) -> StatusReport {
-        let app = self.app();
+    /// The status report of `app`.
+    pub fn status(&self, app: &App) -> StatusReport {
         let loaded = app.config();
         let now = SystemTime::now();
         StatusReport {
@@ -116,13 +158,14 @@ impl Daemon {
             started: humantime::format_rfc3339_millis(self.started).to_string(),
             version: crate::VERSION.to_string(),
             uptime_secs: now.duration_since(self.started).map_or(0, |d| d.as_secs()),
-            listen: loaded
-                .config
-                .proxy
+            listen: (self.setup.lock().unwrap_or_else(|p| p.into_inner()).proxy)
                 .listen_addrs()
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
+            hosts: loaded.config.app.hosts(),
+            path_prefix: loaded.config.app.path_prefix.clone(),
+            held: app.router().held(),
             release: app.current_release().map(|r| r.id),
             deploying: app.deploying(),
             online: !self.offline.load(Ordering::Acquire),
@@ -167,8 +210,8 @@ impl Daemon {
 
     /// [`Daemon::status`] with each instance's CPU and memory, read from
     /// /proc off the async threads.
-    pub async fn status_with_usage(self: &Arc<Self>) -> StatusReport {
-        let mut report = self.status();
+    pub async fn status_with_usage(self: &Arc<Self>, app: &App) -> StatusReport {
+        let mut report = self.status(app);
         let now = std::time::Instant::now();
         let groups: Vec<(i32, std::time::Instant)> = report
             .instances

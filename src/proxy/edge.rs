@@ -17,12 +17,12 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// The edge a configuration asks for.
-    pub fn from_config(config: &crate::config::Config) -> Edge {
-        let https_port = config.proxy.https_addrs().first().map(|a| a.port());
+    /// The edge `[proxy]` and `[tls]` ask for.
+    pub fn new(proxy: &crate::config::ProxyConfig, tls: &crate::config::TlsConfig) -> Edge {
+        let https_port = proxy.https_addrs().first().map(|a| a.port());
         Edge {
-            redirect_to: https_port.filter(|_| config.tls.redirect_http),
-            hsts: (config.tls.hsts.as_ref())
+            redirect_to: https_port.filter(|_| tls.redirect_http),
+            hsts: (tls.hsts.as_ref())
                 .and_then(|h| HeaderValue::from_str(h.get_ref()).ok())
                 .filter(|_| https_port.is_some()),
             challenges: Arc::default(),

@@ -27,6 +27,7 @@ pub mod listener;
 pub mod path;
 pub mod pool;
 pub mod router;
+pub mod sites;
 pub mod tcp;
 pub mod tunnel;
 pub mod upstream;
@@ -49,6 +50,7 @@ pub use self::edge::Edge;
 use self::framing::{BodyFraming, Protocol, Rejection};
 use self::path::{AttemptError, Forwarded, Refusal};
 use self::router::Router;
+use self::sites::{Site, Sites};
 use self::upstream::Upstream;
 use crate::config::ProxyConfig;
 
@@ -75,33 +77,42 @@ pub struct ProxyStats {
     pub accept_errors: AtomicU64,
 }
 
-/// The proxy: configuration, router, totals. Upgraded and TCP connections
-/// are counted per instance (`Upstream::connections`), which is what a
-/// drain waits on, and closed through `closing` at shutdown.
+/// An instance that stays bad (out of rotation twice in a row for
+/// timeouts), for its app to replace.
+#[derive(Debug, Clone)]
+pub struct StaysBad {
+    /// The app.
+    pub app: Arc<str>,
+    /// The instance.
+    pub instance: Arc<str>,
+}
+
+/// The proxy: configuration, the apps' sites, totals. Upgraded and TCP
+/// connections are counted per instance (`Upstream::connections`), which
+/// is what a drain waits on, and closed through `closing` at shutdown.
 pub struct Proxy {
     /// Proxy settings.
     pub config: ProxyConfig,
     /// Redirects and HSTS.
     pub edge: Edge,
-    /// The route table.
-    pub router: Arc<Router>,
+    /// Which app a request is for, and each app's route table.
+    pub sites: Sites,
     /// Totals for metrics.
     pub stats: ProxyStats,
     /// Closes every tunnel at shutdown.
     pub closing: CancellationToken,
-    /// Instances that stay bad (out of rotation twice in a row for
-    /// timeouts), for the daemon to replace.
-    stays_bad: tokio::sync::mpsc::UnboundedSender<Arc<str>>,
+    /// Instances that stay bad, for the daemon to replace.
+    stays_bad: tokio::sync::mpsc::UnboundedSender<StaysBad>,
     /// The other end, taken once by the daemon.
-    stays_bad_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Arc<str>>>>,
+    stays_bad_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<StaysBad>>>,
 }
 
 impl Proxy {
-    /// A proxy with an empty route table.
+    /// A proxy serving no app yet.
     pub fn new(config: ProxyConfig, edge: Edge) -> Arc<Proxy> {
         let (stays_bad, stays_bad_rx) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Proxy {
-            router: Arc::new(Router::new(config.balance, config.hold_capacity)),
+            sites: Sites::default(),
             stays_bad,
             stays_bad_rx: std::sync::Mutex::new(Some(stays_bad_rx)),
             config,
@@ -141,6 +152,15 @@ impl Proxy {
         if let Some(redirect) = self.redirect(&parts, proto) {
             return futures_util::future::Either::Left(std::future::ready(redirect));
         }
+        let Some(site) = self.route(&mut parts) else {
+            let status = match proto {
+                "https" => StatusCode::MISDIRECTED_REQUEST,
+                _ => StatusCode::NOT_FOUND,
+            };
+            self.count(status);
+            let refused = Refusal::failed(status, "no app serves this host".into()).response();
+            return futures_util::future::Either::Left(std::future::ready(refused));
+        };
         let rewrite = self.rewrite(&client, proto);
         // A length over max_body_size was refused with the head; a body
         // with none (h2) is held to it as it comes.
@@ -169,7 +189,7 @@ impl Proxy {
             // why the parts go with it.
             let head = h1::RequestHead::encode(parts, &rewrite, framing);
             return async move {
-                let forwarded = path::pass(&self, &head, &body, &client, replayable).await;
+                let forwarded = path::pass(&self, &site, &head, &body, &client, replayable).await;
                 let Forwarded {
                     reply: answer,
                     guard,
@@ -195,7 +215,7 @@ impl Proxy {
         }
         let upgrade = path::Upgrade { parts, proto };
         async move {
-            let forwarded = path::pass(&self, &upgrade, &body, &client, replayable).await;
+            let forwarded = path::pass(&self, &site, &upgrade, &body, &client, replayable).await;
             let Forwarded {
                 reply: mut resp,
                 guard,
@@ -244,6 +264,22 @@ impl Proxy {
         resp
     }
 
+    /// The app a request that hyper serves is for, its target cut when the
+    /// app strips its prefix; none when no app serves it.
+    fn route(&self, parts: &mut http::request::Parts) -> Option<Arc<Site>> {
+        let sites = self.sites.load();
+        let host = parts.headers.get(HOST).map(HeaderValue::as_bytes);
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let site = sites.route(host, target.as_bytes())?;
+        if site.strip_prefix {
+            let stripped = site.target(target.as_bytes()).into_owned();
+            if let Ok(uri) = Uri::try_from(stripped) {
+                parts.uri = uri;
+            }
+        }
+        Some(site.clone())
+    }
+
     /// The 308 to HTTPS for a plain HTTP request that hyper serves (h2c),
     /// as Baton's own HTTP/1.1 server gives it.
     fn redirect(&self, parts: &http::request::Parts, proto: &str) -> Option<Response<ProxyBody>> {
@@ -278,19 +314,19 @@ impl Proxy {
     /// Passive health after a failed attempt: see [`Proxy::report_slow`]
     /// and [`Proxy::report_unreachable`]. The client's own failures say
     /// nothing about the instance.
-    fn passive_health(&self, upstream: &Arc<Upstream>, failure: &AttemptError) {
+    fn passive_health(&self, site: &Site, upstream: &Arc<Upstream>, failure: &AttemptError) {
         match failure {
             AttemptError::Connect(..) | AttemptError::Exchange(..) => {
-                self.report_unreachable(upstream);
+                self.report_unreachable(&site.router, upstream);
             }
-            AttemptError::TimedOut(..) => self.report_slow(upstream),
+            AttemptError::TimedOut(..) => self.report_slow(site, upstream),
             AttemptError::ClientBody(..) => {}
         }
     }
 
     /// The instances that stay bad, as the proxy finds them (see
     /// [`Proxy::report_slow`]); `None` after the first call.
-    pub fn take_stays_bad(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Arc<str>>> {
+    pub fn take_stays_bad(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<StaysBad>> {
         self.stays_bad_rx
             .lock()
             .expect("stays_bad lock poisoned")
@@ -302,7 +338,7 @@ impl Proxy {
     /// `fail_timeout`, then it is tried again (nginx's `max_fails` and
     /// `fail_timeout`). A hung process still accepts connections, so its
     /// port says nothing; only time tells.
-    fn report_slow(&self, upstream: &Arc<Upstream>) {
+    fn report_slow(&self, site: &Site, upstream: &Arc<Upstream>) {
         let config = &self.config;
         if !upstream.record_failure(config.max_fails, config.fail_timeout) {
             return;
@@ -313,7 +349,10 @@ impl Proxy {
         // Benched a second time with no good answer between: it stays bad,
         // and the daemon gives it a fresh process (as for max_memory).
         if upstream.bench() >= 2 {
-            let _ = self.stays_bad.send(upstream.id.clone());
+            let _ = self.stays_bad.send(StaysBad {
+                app: site.app.clone(),
+                instance: upstream.id.clone(),
+            });
         }
         tracing::warn!(
             instance = %upstream.id,
@@ -323,7 +362,7 @@ impl Proxy {
             humantime::format_duration(config.fail_timeout)
         );
         let upstream = upstream.clone();
-        let router = self.router.clone();
+        let router = site.router.clone();
         let pause = config.fail_timeout;
         tokio::spawn(async move {
             tokio::time::sleep(pause).await;
@@ -335,13 +374,13 @@ impl Proxy {
     /// Passive health: an instance that refused a connection or broke an
     /// exchange leaves rotation at once, and comes back when its port
     /// accepts again (or when the supervisor replaces it).
-    fn report_unreachable(&self, upstream: &Arc<Upstream>) {
+    fn report_unreachable(&self, router: &Arc<Router>, upstream: &Arc<Upstream>) {
         if upstream.set_down(true) {
             return;
         }
         tracing::warn!(instance = %upstream.id, "failed an exchange; out of rotation until it accepts again");
         let upstream = upstream.clone();
-        let router = self.router.clone();
+        let router = router.clone();
         tokio::spawn(async move {
             // Bounded: an instance that never comes back is replaced by its
             // supervisor, whose new upstream starts healthy.

@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 
 use super::body::{full, Parked, ProxyBody};
 use super::router::NoInstance;
+use super::sites::Site;
 use super::upstream::{RequestGuard, Upstream};
 use super::{h1, pool, tunnel, CountOnDrop, Proxy};
 
@@ -228,13 +229,14 @@ pub(crate) struct Forwarded<R> {
 /// drops this future, which counts the request as abandoned (nginx's 499).
 pub(crate) async fn pass<A: Attempt>(
     proxy: &Proxy,
+    site: &Site,
     attempt: &A,
     body: &Parked,
     client: &HeaderValue,
     replayable: bool,
 ) -> Result<Forwarded<A::Reply>, Refusal> {
     let abandoned = CountOnDrop(&proxy.stats.abandoned);
-    let forwarded = forward(proxy, attempt, body, client, replayable).await;
+    let forwarded = forward(proxy, site, attempt, body, client, replayable).await;
     std::mem::forget(abandoned);
     let refusal = match forwarded {
         // The client asked for no upgrade: it cannot follow one.
@@ -262,6 +264,7 @@ pub(crate) async fn pass<A: Attempt>(
 /// not handled the request) to a replayable request.
 async fn forward<A: Attempt>(
     proxy: &Proxy,
+    site: &Site,
     attempt: &A,
     body: &Parked,
     client: &HeaderValue,
@@ -272,9 +275,9 @@ async fn forward<A: Attempt>(
     loop {
         // Holding is the rare case: its future is boxed so that the
         // common one stays small (this future is moved per request).
-        let picked = match proxy.router.pick(&tried) {
+        let picked = match site.router.pick(&tried) {
             Some(u) => Ok(u),
-            None => Box::pin(proxy.router.pick_or_hold(&tried, proxy.config.hold_timeout)).await,
+            None => Box::pin(site.router.pick_or_hold(&tried, proxy.config.hold_timeout)).await,
         };
         let upstream = picked.map_err(Refusal::no_instance)?;
         let guard = upstream.begin_request();
@@ -299,7 +302,7 @@ async fn forward<A: Attempt>(
                 });
             }
             Err(e) => {
-                proxy.passive_health(&upstream, &e);
+                proxy.passive_health(site, &upstream, &e);
                 timed_out_before |= matches!(e, AttemptError::TimedOut(..));
                 if let Next::Refuse(refusal) = e.next(chances) {
                     return Err(refusal);

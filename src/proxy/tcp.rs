@@ -19,6 +19,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn serve(
     listener: TcpListener,
     name: String,
+    router: Arc<super::router::Router>,
     proxy: Arc<Proxy>,
     shutdown: CancellationToken,
 ) {
@@ -35,15 +36,13 @@ pub async fn serve(
         };
         let _ = client.set_nodelay(true);
         let proxy = proxy.clone();
+        let router = router.clone();
         let name = name.clone();
         let closing = proxy.closing.clone();
         tokio::spawn(async move {
             let mut tried: Vec<Arc<str>> = Vec::new();
             for _ in 0..=proxy.config.retries {
-                let Ok(upstream) = proxy
-                    .router
-                    .pick_or_hold(&tried, proxy.config.hold_timeout)
-                    .await
+                let Ok(upstream) = router.pick_or_hold(&tried, proxy.config.hold_timeout).await
                 else {
                     return;
                 };

@@ -16,8 +16,11 @@ use crate::deploy::Kind;
 use crate::protocol::DeployRequest;
 
 /// A deploy, reload, rollback or scale of the app.
-pub async fn deploy(State(daemon): State<Arc<Daemon>>, Json(req): Json<DeployRequest>) -> Response {
-    let app = daemon.app();
+pub async fn deploy(
+    State(daemon): State<Arc<Daemon>>,
+    Json(req): Json<DeployRequest>,
+) -> Result<Response, super::ApiError> {
+    let app = daemon.pick(req.app.as_deref())?;
     if matches!(req.order, crate::protocol::Order::Reload) {
         daemon.reload_certificates();
     }
@@ -29,8 +32,8 @@ pub async fn deploy(State(daemon): State<Arc<Daemon>>, Json(req): Json<DeployReq
         line.push(b'\n');
         Some((Ok::<_, Infallible>(Bytes::from(line)), rx))
     });
-    Response::builder()
+    Ok(Response::builder()
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(lines))
-        .unwrap_or_default()
+        .unwrap_or_default())
 }

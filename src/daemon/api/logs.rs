@@ -22,6 +22,8 @@ pub struct LogsQuery {
     follow: bool,
     /// Only this instance's (or process's) lines: `web#2`, `scheduler`.
     instance: Option<String>,
+    /// The app (none: the only one).
+    app: Option<String>,
 }
 
 /// Lines read "<time> <instance> <stream> | ...": a line belongs to `web#2`
@@ -34,8 +36,12 @@ fn belongs(line: &str, wanted: Option<&str>) -> bool {
 }
 
 /// The log tail, optionally followed.
-pub async fn logs(State(daemon): State<Arc<Daemon>>, Query(q): Query<LogsQuery>) -> Response {
-    let sink = &daemon.app().ctx.logs;
+pub async fn logs(
+    State(daemon): State<Arc<Daemon>>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, super::ApiError> {
+    let app = daemon.pick(q.app.as_deref())?;
+    let sink = &app.ctx.logs;
     let live = q.follow.then(|| sink.subscribe());
     let text = tokio::fs::read_to_string(sink.path())
         .await
@@ -79,8 +85,8 @@ pub async fn logs(State(daemon): State<Arc<Daemon>>, Query(q): Query<LogsQuery>)
             Body::from_stream(head.chain(tail))
         }
     };
-    Response::builder()
+    Ok(Response::builder()
         .header("content-type", "text/plain; charset=utf-8")
         .body(body)
-        .unwrap_or_default()
+        .unwrap_or_default())
 }

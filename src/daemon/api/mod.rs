@@ -48,6 +48,8 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 fn routes(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route("/status", get(status::status))
+        .route("/apps", get(status::apps))
+        .route("/server/reload", post(server_reload))
         .route("/releases", get(status::releases))
         .route("/metrics", get(status::metrics))
         .route("/deploy", post(deploy::deploy))
@@ -104,23 +106,33 @@ async fn upgrade(
             format!("the binary must be an absolute path, not {:?}", req.exe),
         ));
     }
-    let app = daemon.app();
-    let version = super::upgrade::check_binary(&exe, &app.config_file)
+    let (config_file, state_dir) = {
+        let setup = daemon.setup.lock().unwrap_or_else(|p| p.into_inner());
+        (setup.path.clone(), setup.state_dir())
+    };
+    let version = super::upgrade::check_binary(&exe, &config_file)
         .await
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let Ok(deploys) = app.deployer().hold().await else {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            "a deploy is running: upgrade once it is done".to_string(),
-        ));
-    };
+    let mut deploys = Vec::new();
+    for app in daemon.apps() {
+        let Ok(hold) = app.deployer().hold().await else {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "a deploy of {} is running: upgrade once it is done",
+                    app.name
+                ),
+            ));
+        };
+        deploys.push(hold);
+    }
     if daemon.shutdown.is_cancelled() {
         return Err(ApiError(
             StatusCode::CONFLICT,
             "the daemon is stopping".to_string(),
         ));
     }
-    let previous = super::upgrade::keep_previous(&app.config().state_dir())
+    let previous = super::upgrade::keep_previous(&state_dir)
         .await
         .map_err(|e| {
             ApiError(
@@ -133,7 +145,7 @@ async fn upgrade(
     Ok(Json(UpgradeReport {
         version,
         previous: Some(previous.to_string_lossy().into_owned()),
-        config: Some(app.config_file.to_string_lossy().into_owned()),
+        config: Some(config_file.to_string_lossy().into_owned()),
         systemd: std::env::var_os("NOTIFY_SOCKET").is_some(),
     }))
 }
@@ -166,6 +178,31 @@ async fn health(
 
 /// An error answer: a status code and a message for a person.
 pub struct ApiError(pub StatusCode, pub String);
+
+impl From<super::state::Pick> for ApiError {
+    fn from(e: super::state::Pick) -> ApiError {
+        ApiError(StatusCode::NOT_FOUND, e.to_string())
+    }
+}
+
+/// The app a request names (`?app=`); none: the only one.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct AppQuery {
+    /// The app's name.
+    pub app: Option<String>,
+}
+
+/// `baton reload` at a server: reads the server file again, starts the
+/// apps added to `[server] apps`, drains and stops the ones removed; the
+/// others are not touched.
+async fn server_reload(
+    axum::extract::State(daemon): axum::extract::State<Arc<Daemon>>,
+) -> Result<Json<crate::protocol::ServerReloadReport>, ApiError> {
+    super::reload_server(&daemon)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -14,25 +14,45 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::{ApiError, AppQuery};
 use crate::daemon::Daemon;
 use crate::protocol::{CertificateReport, CertificateState, ReleaseReport, StatusReport};
 use crate::supervisor::logs::LOG_HEALTH;
 use crate::supervisor::State as InstanceState;
 
-/// Every instance and the release serving.
-pub async fn status(State(daemon): State<Arc<Daemon>>) -> Json<StatusReport> {
-    Json(daemon.status_with_usage().await)
+/// Every instance of an app and the release serving.
+pub async fn status(
+    State(daemon): State<Arc<Daemon>>,
+    Query(q): Query<AppQuery>,
+) -> Result<Json<StatusReport>, ApiError> {
+    let app = daemon.pick(q.app.as_deref())?;
+    Ok(Json(daemon.status_with_usage(&app).await))
 }
 
-/// Known releases.
-pub async fn releases(State(daemon): State<Arc<Daemon>>) -> Json<Vec<ReleaseReport>> {
-    Json(daemon.app().releases())
+/// Every app's status, in the server file's order.
+pub async fn apps(State(daemon): State<Arc<Daemon>>) -> Json<Vec<StatusReport>> {
+    let mut reports = Vec::new();
+    for app in daemon.apps() {
+        reports.push(daemon.status_with_usage(&app).await);
+    }
+    Json(reports)
+}
+
+/// An app's known releases.
+pub async fn releases(
+    State(daemon): State<Arc<Daemon>>,
+    Query(q): Query<AppQuery>,
+) -> Result<Json<Vec<ReleaseReport>>, ApiError> {
+    Ok(Json(daemon.pick(q.app.as_deref())?.releases()))
 }
 
 /// Prometheus metrics (OpenMetrics text), made from the live counts at
 /// each scrape.
 pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
-    let status = daemon.status_with_usage().await;
+    let mut statuses = Vec::new();
+    for app in daemon.apps() {
+        statuses.push(daemon.status_with_usage(&app).await);
+    }
     let stats = &daemon.proxy.stats;
     let mut registry = Registry::with_prefix("baton");
 
@@ -85,7 +105,7 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
         &mut registry,
         "held",
         "Requests that waited for a ready instance",
-        daemon.proxy.router.held(),
+        daemon.apps().iter().map(|a| a.router().held()).sum(),
     );
 
     let in_flight = Family::<Labels, Gauge>::default();
@@ -118,8 +138,12 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
         "CPU time used by each instance's process group",
         cpu.clone(),
     );
-    for i in &status.instances {
+    let instances = statuses
+        .iter()
+        .flat_map(|s| s.instances.iter().map(move |i| (&s.app, i)));
+    for (app, i) in instances {
         let labels = vec![
+            ("app".into(), app.clone()),
             ("instance".into(), i.instance.clone()),
             ("release".into(), i.release.clone()),
         ];
@@ -139,17 +163,37 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
             cpu.get_or_create(&labels).inc_by(seconds);
         }
     }
+    let ready_of = |s: &StatusReport| {
+        (s.instances.iter())
+            .filter(|i| i.state == InstanceState::Ready)
+            .count() as i64
+    };
     let ready = Gauge::<i64>::default();
     registry.register("instances_ready", "Instances taking traffic", ready.clone());
-    ready.set(
-        status
-            .instances
-            .iter()
-            .filter(|i| i.state == InstanceState::Ready)
-            .count() as i64,
+    ready.set(statuses.iter().map(ready_of).sum());
+    let app_ready = Family::<Labels, Gauge>::default();
+    registry.register(
+        "app_instances_ready",
+        "Instances taking traffic, per app",
+        app_ready.clone(),
     );
+    for s in &statuses {
+        app_ready
+            .get_or_create(&vec![("app".into(), s.app.clone())])
+            .set(ready_of(s));
+    }
+    let held = Family::<Labels, Counter>::default();
+    registry.register(
+        "app_held",
+        "Requests that waited for a ready instance, per app",
+        held.clone(),
+    );
+    for app in daemon.apps() {
+        held.get_or_create(&vec![("app".into(), app.name.clone())])
+            .inc_by(app.router().held());
+    }
 
-    certificates(&mut registry, &status.certificates);
+    certificates(&mut registry, &daemon.certificates());
 
     let mut body = String::new();
     let _ = encode(&mut body, &registry);

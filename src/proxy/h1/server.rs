@@ -43,6 +43,7 @@ use crate::proxy::framing::{
 };
 use crate::proxy::headers::{connection_options, find, is_upgrade, Fields};
 use crate::proxy::path::{self, Forwarded, Refusal};
+use crate::proxy::sites::Site;
 use crate::proxy::{is_idempotent, Proxy};
 
 /// Bytes read from a client at a time.
@@ -196,8 +197,16 @@ pub(super) struct Request {
     /// The client waits for `100 Continue` before it sends the body.
     expects_continue: bool,
     idempotent: bool,
-    /// What Baton answers itself, instead of an instance.
-    local: Option<Local>,
+    /// The app it goes to, or Baton's own answer.
+    route: Route,
+}
+
+/// Where a request goes.
+enum Route {
+    /// To this app's instances.
+    Site(Arc<Site>),
+    /// Nowhere: Baton answers it itself.
+    Local(Local),
 }
 
 /// An answer Baton gives itself, without an instance.
@@ -206,6 +215,8 @@ enum Local {
     Redirect(Vec<u8>),
     /// ACME's HTTP-01 check: this key authorization.
     Challenge(String),
+    /// No app serves the host (and path): 404 on HTTP, 421 on HTTPS.
+    NoApp(StatusCode),
 }
 
 /// One client connection.
@@ -353,25 +364,21 @@ impl<S: ClientStream> Connection<S> {
         request: Request,
         client: &HeaderValue,
     ) -> io::Result<bool> {
-        if let Some(local) = &request.local {
-            // A body not read cannot be told from a next request: close.
-            let keep_alive = request.keep_alive
-                && request.body == Decoding::Done
-                && !self.shutdown.is_cancelled();
-            match local {
-                Local::Redirect(location) => {
-                    self.write_redirect(location, keep_alive, request.http10)
-                }
-                Local::Challenge(key_authorization) => {
-                    self.write_challenge(key_authorization, keep_alive, request.http10)
-                }
+        let site = match &request.route {
+            Route::Site(site) => site.clone(),
+            Route::Local(local) => {
+                // A body not read cannot be told from a next request: close.
+                let keep_alive = request.keep_alive
+                    && request.body == Decoding::Done
+                    && !self.shutdown.is_cancelled();
+                self.write_local(proxy, local, keep_alive, request.http10);
+                self.flush().await?;
+                return Ok(keep_alive);
             }
-            self.flush().await?;
-            return Ok(keep_alive);
-        }
+        };
         if request.body == Decoding::Done {
             return self
-                .answer(proxy, request, &Parked::default(), None, client)
+                .answer(proxy, &site, request, &Parked::default(), None, client)
                 .await;
         }
         if request.expects_continue {
@@ -389,7 +396,7 @@ impl<S: ClientStream> Connection<S> {
         }));
         let body = Parked::new(ClientBody(lent.clone()));
         let answered = self
-            .answer(proxy, request, &body, Some(&lent), client)
+            .answer(proxy, &site, request, &body, Some(&lent), client)
             .await;
         drop(body);
         self.reclaim(&lent);
@@ -413,13 +420,14 @@ impl<S: ClientStream> Connection<S> {
     async fn answer(
         &mut self,
         proxy: &Arc<Proxy>,
+        site: &Site,
         request: Request,
         body: &Parked,
         lent: Option<&Arc<Mutex<Lent<S::Reader>>>>,
         client: &HeaderValue,
     ) -> io::Result<bool> {
         let replayable = request.idempotent || request.body == Decoding::Done;
-        let forward = path::pass(proxy, &request.head, body, client, replayable);
+        let forward = path::pass(proxy, site, &request.head, body, client, replayable);
         tokio::pin!(forward);
         // A client that leaves before the answer takes its request along
         // (as with nginx and hyper): the instance's connection closes, so
@@ -633,6 +641,21 @@ impl<S: ClientStream> Connection<S> {
         self.out.extend_from_slice(b"\r\n");
     }
 
+    /// Baton's own answer.
+    fn write_local(&mut self, proxy: &Proxy, local: &Local, keep_alive: bool, http10: bool) {
+        match local {
+            Local::Redirect(location) => self.write_redirect(location, keep_alive, http10),
+            Local::Challenge(key_authorization) => {
+                self.write_challenge(key_authorization, keep_alive, http10)
+            }
+            Local::NoApp(status) => {
+                proxy.count(*status);
+                let refusal = Refusal::failed(*status, "no app serves this host".into());
+                self.write_refusal(&refusal, keep_alive, http10);
+            }
+        }
+    }
+
     /// The answer to an ACME HTTP-01 check (RFC 8555 §8.3).
     fn write_challenge(&mut self, key_authorization: &str, keep_alive: bool, http10: bool) {
         write_status_line(&mut self.out, StatusCode::OK);
@@ -767,9 +790,21 @@ pub(super) fn parse_request(
     // A close in any Connection line wins over a keep-alive in another,
     // as hyper reads them.
     let keep_alive = connection_options(fields, true).persists(http10);
+    let sites = proxy.sites.load();
+    let (route, target) = match (local, sites.route(facts.host, target)) {
+        (Some(local), _) => (Route::Local(local), target.into()),
+        (None, Some(site)) => (Route::Site(site.clone()), site.target(target)),
+        (None, None) => {
+            let status = match proto {
+                "https" => StatusCode::MISDIRECTED_REQUEST,
+                _ => StatusCode::NOT_FOUND,
+            };
+            (Route::Local(Local::NoApp(status)), target.into())
+        }
+    };
     let head = RequestHead::encode_raw(
         method.as_bytes(),
-        target,
+        &target,
         &facts,
         fields,
         &proxy.rewrite(client, proto),
@@ -785,7 +820,7 @@ pub(super) fn parse_request(
                 && !http10
                 && find(fields, b"expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue")),
             idempotent: is_idempotent(method.as_bytes()),
-            local,
+            route,
         },
     )
 }

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::challenges::{alpn_certificate, Challenges};
 use super::certificates::{Certificates, Pair};
-use crate::config::{AcmeChallenge, Loaded};
+use crate::config::{AcmeChallenge, Setup};
 use crate::protocol::{CertificateReport, CertificateState};
 
 /// One issuance, from the new order to the certificate, at most this long
@@ -68,19 +68,24 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The settings of a configuration with `[tls] acme_email`.
-    pub fn from_loaded(loaded: &Loaded) -> Option<Settings> {
-        let tls = &loaded.config.tls;
+    /// The certificate for `hosts` (an app's), when the server's `[tls]`
+    /// has an `acme_email`. Wildcards are left out: they need DNS-01.
+    pub fn new(setup: &Setup, hosts: Vec<String>) -> Option<Settings> {
+        let tls = &setup.tls;
         let email = tls.acme_email.as_ref()?.get_ref().clone();
+        let hosts: Vec<String> = hosts.into_iter().filter(|h| !h.starts_with("*.")).collect();
+        if hosts.is_empty() {
+            return None;
+        }
         Some(Settings {
             email,
             directory: (tls.acme_directory.as_ref())
                 .map(|d| d.get_ref().clone())
                 .unwrap_or_else(|| crate::config::LETS_ENCRYPT.to_owned()),
-            ca: tls.acme_ca.as_ref().map(|ca| loaded.base_dir.join(ca)),
-            hosts: loaded.config.app.hosts(),
+            ca: tls.acme_ca.as_ref().map(|ca| setup.base_dir.join(ca)),
+            hosts,
             challenge: tls.acme_challenge,
-            dir: loaded.state_dir().join("acme"),
+            dir: setup.state_dir().join("acme"),
         })
     }
 

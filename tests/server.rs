@@ -1,0 +1,465 @@
+//! One daemon, several apps: a server file lists each app's own file; one
+//! port routes by host name and path prefix; each app deploys alone, with
+//! the others untouched; apps come and go with `baton reload`; the CLI
+//! finds the server from inside an app's folder.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{answered, bin, free_port, raw, text, wait_until, Answer};
+use serde_json::Value;
+
+/// A server folder: `baton.toml` with `[server]`, and one folder per app.
+struct Server {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+/// An app's baton.toml: `name`, `hosts` (TOML array text), extra `[app]`
+/// lines, and its version.
+fn app_file(name: &str, hosts: &str, extra: &str, version: &str) -> String {
+    format!(
+        "[app]\nname = \"{name}\"\nhosts = {hosts}\n{extra}\n\
+         [web]\ncommand = \"node server.js\"\ninstances = 2\nenv = {{ APP_VERSION = \"{version}\" }}\n\
+         watch_after_switch = \"1s\"\nconnection_drain_timeout = \"2s\"\n\
+         [web.readiness]\nkind = \"http\"\npath = \"/health\"\n"
+    )
+}
+
+impl Server {
+    /// shop (shop.test), api (shop.test under /api, stripped), blog
+    /// (blog.test and *.blog.test) and, by a glob, tenants/t1 (t1.test).
+    fn new(rest: &str) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("baton-server")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let server = Server {
+            dir,
+            port,
+            child: None,
+        };
+        server.add_app("shop", "[\"shop.test\"]", "", "shop-v1");
+        server.add_app(
+            "api",
+            "[\"shop.test\"]",
+            "path_prefix = \"/api\"\nstrip_prefix = true",
+            "api-v1",
+        );
+        server.add_app("blog", "[\"blog.test\", \"*.blog.test\"]", "", "blog-v1");
+        server.add_app("tenants/t1", "[\"t1.test\"]", "", "t1-v1");
+        server.write_server(
+            "[\"shop/baton.toml\", \"api/baton.toml\", \"blog/baton.toml\", \"tenants/*/baton.toml\"]",
+            rest,
+        );
+        server
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Writes an app folder `folder` with its baton.toml and the test app.
+    fn add_app(&self, folder: &str, hosts: &str, extra: &str, version: &str) {
+        let name = folder.rsplit('/').next().unwrap();
+        let dir = self.path(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(common::app_js(), dir.join("server.js")).unwrap();
+        std::fs::write(
+            dir.join("baton.toml"),
+            app_file(name, hosts, extra, version),
+        )
+        .unwrap();
+    }
+
+    fn write_server(&self, apps: &str, rest: &str) {
+        let toml = format!(
+            "[server]\napps = {apps}\n\n[proxy]\nlisten = \"127.0.0.1:{}\"\n{rest}\n",
+            self.port
+        );
+        std::fs::write(self.path("baton.toml"), toml).unwrap();
+    }
+
+    fn up(mut self) -> Server {
+        let out = std::fs::File::create(self.path("daemon.out")).unwrap();
+        let child = Command::new(bin())
+            .arg("up")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_until(Duration::from_secs(30), "the server to answer", || {
+            answered(&self.baton_in(".", &["status"]))
+        });
+        self
+    }
+
+    /// `baton ARGS` run in the folder `at` of the server.
+    fn baton_in(&self, at: &str, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .current_dir(self.path(at))
+            .env_remove("BATON_SERVER")
+            .output()
+            .unwrap()
+    }
+
+    fn json_in(&self, at: &str, args: &[&str]) -> Value {
+        let out = self.baton_in(at, args);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+    }
+
+    /// GET `path` with `Host: host`.
+    fn get(&self, host: &str, path: &str) -> Answer {
+        raw(
+            self.port,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+        .unwrap()
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(self.path("daemon.out")).unwrap_or_default()
+    }
+
+    /// The pids of an app's instances.
+    fn pids(&self, app: &str) -> Vec<i64> {
+        let status = self.json_in(".", &["status", "--json", "--app", app]);
+        let mut pids: Vec<i64> = (status["instances"].as_array().unwrap().iter())
+            .filter_map(|i| i["pid"].as_i64())
+            .collect();
+        pids.sort();
+        pids
+    }
+
+    /// `baton probe` of `http://<host>:<port><path>`, dialling 127.0.0.1.
+    fn probe(&self, host: &str, path: &str, extra: &[&str]) -> Child {
+        self.probe_scheme("http", host, path, extra)
+    }
+
+    /// [`Server::probe`] with another scheme (`ws`).
+    fn probe_scheme(&self, scheme: &str, host: &str, path: &str, extra: &[&str]) -> Child {
+        Command::new(bin())
+            .arg("probe")
+            .arg(format!("{scheme}://{host}:{}{path}", self.port))
+            .args(["--resolve", &format!("{host}:{}:127.0.0.1", self.port)])
+            .args(["--json", "--version-prefix", "version="])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_ready(&self) {
+        wait_until(Duration::from_secs(30), "every app ready", || {
+            let out = self.baton_in(".", &["status", "--json"]);
+            let Ok(all) = serde_json::from_slice::<Value>(&out.stdout) else {
+                return false;
+            };
+            all.as_array().is_some_and(|apps| {
+                apps.iter().all(|a| {
+                    a["instances"]
+                        .as_array()
+                        .is_some_and(|i| i.iter().filter(|i| i["state"] == "ready").count() == 2)
+                })
+            })
+        });
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+}
+
+fn report(child: Child) -> Value {
+    let out = child.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+}
+
+fn version(answer: &Answer) -> &str {
+    answer
+        .body
+        .strip_prefix("version=")
+        .and_then(|b| b.split_whitespace().next())
+        .unwrap_or(&answer.body)
+}
+
+/// Exact hosts, a wildcard, the longest prefix (cut off for the app), a
+/// glob of app files, an unknown host; the CLI at the server lists every
+/// app, and inside an app's folder (or a subfolder) acts on that app.
+#[test]
+fn apps_share_one_port_by_host_and_path_prefix() {
+    let s = Server::new("").up();
+    s.wait_ready();
+    assert_eq!(version(&s.get("shop.test", "/")), "shop-v1");
+    assert_eq!(version(&s.get("SHOP.test:80", "/apix")), "shop-v1");
+    assert_eq!(version(&s.get("shop.test", "/api/x")), "api-v1");
+    // Stripped: the app is asked for /env/APP_VERSION.
+    assert_eq!(s.get("shop.test", "/api/env/APP_VERSION").body, "api-v1");
+    assert_eq!(version(&s.get("blog.test", "/")), "blog-v1");
+    assert_eq!(version(&s.get("www.blog.test", "/")), "blog-v1");
+    assert_eq!(version(&s.get("t1.test", "/")), "t1-v1");
+    let unknown = s.get("nobody.test", "/");
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    assert!(unknown.body.contains("404"), "{unknown:?}");
+
+    let apps = s.json_in(".", &["apps", "--json"]);
+    let names: Vec<&str> = (apps.as_array().unwrap().iter())
+        .map(|a| a["app"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["shop", "api", "blog", "t1"]);
+    assert_eq!(apps[1]["path_prefix"], "/api");
+    assert_eq!(
+        apps[2]["hosts"],
+        serde_json::json!(["blog.test", "*.blog.test"])
+    );
+    let table = text(&s.baton_in(".", &["apps"]));
+    assert!(table.contains("blog.test,*.blog.test"), "{table}");
+
+    // Inside an app's folder, and below it: that app.
+    std::fs::create_dir_all(s.path("blog/views/partials")).unwrap();
+    for at in ["blog", "blog/views/partials"] {
+        let status = s.json_in(at, &["status", "--json"]);
+        assert_eq!(status["app"], "blog", "at {at}: {status}");
+    }
+    // From anywhere, by name.
+    let status = s.json_in("shop", &["status", "--json", "--app", "t1"]);
+    assert_eq!(status["app"], "t1");
+    let out = s.baton_in(".", &["status", "--app", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("no app named \"nope\""),
+        "{}",
+        text(&out)
+    );
+    // Logs and releases are the app's own.
+    let releases = s.json_in("api", &["releases", "--json"]);
+    assert_eq!(releases.as_array().unwrap().len(), 1, "{releases}");
+}
+
+/// A deploy of one app under load on all of them: no failed request
+/// anywhere, the deployed app switches once, and the others keep their
+/// processes.
+#[test]
+fn a_deploy_of_one_app_leaves_the_others_alone() {
+    let s = Server::new("").up();
+    s.wait_ready();
+    let before = [s.pids("api"), s.pids("blog"), s.pids("t1")];
+    let load = ["--duration", "6s", "--concurrency", "4"];
+    let shop = s.probe("shop.test", "/", &load);
+    let api = s.probe("shop.test", "/api/", &load);
+    let blog = s.probe("blog.test", "/", &load);
+    let ws = s.probe_scheme(
+        "ws",
+        "blog.test",
+        "/ws",
+        &[
+            "--duration",
+            "6s",
+            "--concurrency",
+            "5",
+            "--interval",
+            "100ms",
+        ],
+    );
+    wait_until(Duration::from_secs(20), "load on every app", || {
+        s.json_in(".", &["status", "--json"])
+            .as_array()
+            .is_some_and(|apps| {
+                apps.iter().take(3).all(|a| {
+                    a["instances"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|i| i["served"].as_u64() > Some(0))
+                })
+            })
+    });
+    let file = s.path("shop/baton.toml");
+    let config = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, config.replace("shop-v1", "shop-v2")).unwrap();
+    let out = s.baton_in("shop", &["deploy"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), s.output());
+    common::assert_clean_switch(&report(shop), "shop-v1", "shop-v2");
+    for (name, probe) in [("api", api), ("blog", blog)] {
+        let r = report(probe);
+        assert_eq!(r["failed"], 0, "{name}: {r:#}");
+        assert!(
+            r["switches"].as_array().unwrap().is_empty(),
+            "{name}: {r:#}"
+        );
+    }
+    let ws = report(ws);
+    assert_eq!(ws["abnormal_closes"], 0, "{ws:#}");
+    assert_eq!(
+        ws["close_codes"],
+        serde_json::json!({}),
+        "no WebSocket of blog closed: {ws:#}"
+    );
+    assert_eq!(
+        [s.pids("api"), s.pids("blog"), s.pids("t1")],
+        before,
+        "the other apps' instances were touched"
+    );
+}
+
+/// `baton reload` at the server, after its `[server] apps` changed: the
+/// new app starts, the removed one drains and stops, the others keep
+/// their processes and serve throughout.
+#[test]
+fn apps_come_and_go_with_a_reload_at_the_server() {
+    let s = Server::new("").up();
+    s.wait_ready();
+    let shop_pids = s.pids("shop");
+    let blog_pids = s.pids("blog");
+    s.add_app("extra", "[\"extra.test\"]", "", "extra-v1");
+    s.write_server(
+        "[\"shop/baton.toml\", \"api/baton.toml\", \"extra/baton.toml\", \"tenants/*/baton.toml\"]",
+        "",
+    );
+    let shop = s.probe(
+        "shop.test",
+        "/",
+        &["--duration", "4s", "--concurrency", "4"],
+    );
+    let out = s.baton_in(".", &["reload", "--json"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), s.output());
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["added"], serde_json::json!(["extra"]), "{done}");
+    assert_eq!(done["removed"], serde_json::json!(["blog"]), "{done}");
+    assert_eq!(version(&s.get("extra.test", "/")), "extra-v1");
+    assert_eq!(s.get("blog.test", "/").status, 404);
+    for pid in blog_pids {
+        assert!(
+            !common::alive(pid as i32),
+            "blog's instance {pid} still runs"
+        );
+    }
+    let r = report(shop);
+    assert_eq!(r["failed"], 0, "{r:#}");
+    assert_eq!(s.pids("shop"), shop_pids, "shop's instances were touched");
+    let names: Vec<String> = (s
+        .json_in(".", &["apps", "--json"])
+        .as_array()
+        .unwrap()
+        .iter())
+    .map(|a| a["app"].as_str().unwrap().to_string())
+    .collect();
+    assert_eq!(names, ["shop", "api", "extra", "t1"]);
+}
+
+/// An app with no ready instance (it crashes at every start) holds its own
+/// requests, then answers 503; another app's are answered meanwhile.
+#[test]
+fn an_app_without_a_ready_instance_does_not_hold_up_another() {
+    let s = Server::new("hold_timeout = \"4s\"");
+    s.add_app("down", "[\"down.test\"]", "", "down-v1");
+    let down = s.path("down/baton.toml");
+    let config = std::fs::read_to_string(&down).unwrap();
+    std::fs::write(
+        &down,
+        config.replace(
+            "APP_VERSION = \"down-v1\"",
+            "APP_VERSION = \"down-v1\", CRASH_AT_START = \"1\"",
+        ),
+    )
+    .unwrap();
+    s.write_server(
+        "[\"shop/baton.toml\", \"down/baton.toml\"]",
+        "hold_timeout = \"4s\"",
+    );
+    let s = s.up();
+    wait_until(Duration::from_secs(30), "shop ready", || {
+        s.json_in(".", &["status", "--json", "--app", "shop"])["instances"]
+            .as_array()
+            .is_some_and(|i| i.iter().filter(|i| i["state"] == "ready").count() == 2)
+    });
+    let port = s.port;
+    let held = std::thread::spawn(move || {
+        raw(
+            port,
+            "GET / HTTP/1.1\r\nHost: down.test\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap()
+    });
+    wait_until(Duration::from_secs(5), "down's request held", || {
+        common::get(port, "/").is_ok()
+            && s.json_in(".", &["status", "--json", "--app", "down"])
+                .is_object()
+    });
+    for _ in 0..20 {
+        let quick = s.get("shop.test", "/");
+        assert_eq!(quick.status, 200, "{quick:?}");
+        assert!(!held.is_finished(), "down's request should still be held");
+    }
+    let held = held.join().unwrap();
+    assert_eq!(held.status, 503, "{held:?}");
+}
+
+/// With `default = true`, an app answers the hosts no other claims; two
+/// defaults, a host claimed twice, or `listen` in an app file are errors
+/// naming the file and field.
+#[test]
+fn the_default_app_and_server_file_errors() {
+    let s = Server::new("");
+    let t1 = s.path("tenants/t1/baton.toml");
+    let config = std::fs::read_to_string(&t1).unwrap();
+    std::fs::write(
+        &t1,
+        config.replace(
+            "hosts = [\"t1.test\"]",
+            "hosts = [\"t1.test\"]\ndefault = true",
+        ),
+    )
+    .unwrap();
+    let out = s.baton_in(".", &["check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("server of 4 apps"), "{}", text(&out));
+
+    let blog = s.path("blog/baton.toml");
+    let config = std::fs::read_to_string(&blog).unwrap();
+    std::fs::write(
+        &blog,
+        config.replace("[web]", "[proxy]\nlisten = \"127.0.0.1:1\"\n[web]"),
+    )
+    .unwrap();
+    let out = s.baton_in(".", &["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("blog/baton.toml:")
+            && text(&out).contains("proxy.listen: the server's listeners"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&blog, config.replace("blog.test\", ", "shop.test\", ")).unwrap();
+    let out = s.baton_in(".", &["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("both claim shop.test"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&blog, config).unwrap();
+
+    let s = s.up();
+    s.wait_ready();
+    assert_eq!(version(&s.get("nobody.test", "/")), "t1-v1");
+    assert_eq!(version(&s.get("shop.test", "/")), "shop-v1");
+}
