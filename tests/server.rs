@@ -463,3 +463,52 @@ fn the_default_app_and_server_file_errors() {
     assert_eq!(version(&s.get("nobody.test", "/")), "t1-v1");
     assert_eq!(version(&s.get("shop.test", "/")), "shop-v1");
 }
+
+/// HTTPS at a server: a certificate per host from `[tls] certificates`,
+/// chosen by SNI, each host routed to its app.
+#[test]
+fn https_serves_each_host_with_its_certificate() {
+    let https = free_port();
+    let s = Server::new("");
+    let mut pairs = Vec::new();
+    for name in ["shop.test", "blog.test"] {
+        let made = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        let (cert, key) = (
+            s.path(&format!("{name}.pem")),
+            s.path(&format!("{name}.key")),
+        );
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        pairs.push(format!("{{ cert = {cert:?}, key = {key:?} }}"));
+    }
+    s.write_server(
+        "[\"shop/baton.toml\", \"api/baton.toml\", \"blog/baton.toml\", \"tenants/*/baton.toml\"]",
+        &format!(
+            "https_listen = \"127.0.0.1:{https}\"\n[tls]\ncertificates = [{}]\nredirect_http = false\n",
+            pairs.join(", ")
+        ),
+    );
+    let s = s.up();
+    s.wait_ready();
+    let curl = |name: &str, ca: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "--http2", "--max-time", "10", "--cacert"])
+            .arg(s.path(&format!("{ca}.pem")))
+            .args(["--resolve", &format!("{name}:{https}:127.0.0.1")])
+            .arg(format!("https://{name}:{https}/"))
+            .output()
+            .expect("curl runs (apt-get install curl)");
+        (out.status.code(), text(&out))
+    };
+    let (code, body) = curl("shop.test", "shop.test");
+    assert_eq!(code, Some(0), "{body}");
+    assert!(body.starts_with("version=shop-v1"), "{body}");
+    let (code, body) = curl("blog.test", "blog.test");
+    assert_eq!(code, Some(0), "{body}");
+    assert!(body.starts_with("version=blog-v1"), "{body}");
+    // blog.test is not served shop.test's certificate.
+    let (code, body) = curl("blog.test", "shop.test");
+    assert_eq!(code, Some(60), "{body}");
+}
