@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Host routing benchmark: in one run, wrk against
+#   one   - Baton serving one app (a baton.toml with [app]), every host
+#   many  - Baton serving a server of HOSTS apps (app1.test … appN.test,
+#           each its own app with its own instance), wrk asking for one of
+#           them by Host
+# each app's instance a fast backend (nginx, fixed body, 1 worker), Baton
+# with 1 worker thread. Prints requests/s, p50/p99 and the CPU time per
+# request of each daemon, and many/one.
+#
+#   bench/hosts.sh                     # 100 apps, 10 s per run, 3 rounds
+#   HOSTS=20 DURATION=5s ROUNDS=5 bench/hosts.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-32}
+HOSTS=${HOSTS:-100}
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+(cd "$ROOT" && cargo build --release -q --bin baton)
+BATON="$ROOT/target/release/baton"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ONE_PORT=$(free_port); MANY_PORT=$(free_port)
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  [ -f "$WORK/one/baton.toml" ] && "$BATON" stop -c "$WORK/one/baton.toml" >/dev/null 2>&1 || true
+  [ -f "$WORK/many/baton.toml" ] && "$BATON" stop -c "$WORK/many/baton.toml" >/dev/null 2>&1 || true
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cat > "$WORK/backend.tmpl" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/backend-PORT.pid;
+error_log stderr error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000;
+  server { listen 127.0.0.1:PORT; location / { return 200 "hello from the backend\n"; } }
+}
+CONF
+web() {
+  cat <<CONF
+[web]
+command = "sed s/PORT/\$PORT/g $WORK/backend.tmpl > $WORK/b-\$PORT.conf && exec nginx -c $WORK/b-\$PORT.conf -p $WORK"
+[web.readiness]
+kind = "tcp"
+CONF
+}
+
+mkdir -p "$WORK/one"
+{ printf '[app]\nname = "one"\n[proxy]\nlisten = "127.0.0.1:%s"\n[daemon]\nworker_threads = 1\n' "$ONE_PORT"; web; } > "$WORK/one/baton.toml"
+
+mkdir -p "$WORK/many"
+apps=""
+for i in $(seq 1 "$HOSTS"); do
+  mkdir -p "$WORK/many/app$i"
+  { printf '[app]\nname = "app%s"\nhosts = ["app%s.test"]\n' "$i" "$i"; web; } > "$WORK/many/app$i/baton.toml"
+  apps+="\"app$i/baton.toml\", "
+done
+printf '[server]\napps = [%s]\n[proxy]\nlisten = "127.0.0.1:%s"\n[daemon]\nworker_threads = 1\n' "$apps" "$MANY_PORT" > "$WORK/many/baton.toml"
+
+# In this script's session, as the backends are (see bench/proxy.sh on
+# scheduler autogroups).
+"$BATON" up -c "$WORK/one/baton.toml" >"$WORK/one.log" 2>&1 &
+PIDS+=($!)
+"$BATON" up -c "$WORK/many/baton.toml" >"$WORK/many.log" 2>&1 &
+PIDS+=($!)
+HOST="app$(( (HOSTS + 1) / 2 )).test"
+for port in "$ONE_PORT" "$MANY_PORT"; do
+  for _ in $(seq 1 3000); do
+    curl -sf -H "Host: $HOST" "http://127.0.0.1:$port/" >/dev/null && break
+    sleep 0.02
+  done
+done
+pid_of() { "$BATON" status --json -c "$1" --app "$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])'; }
+declare -A CPU_PID=([one]=$(pid_of "$WORK/one/baton.toml" one) [many]=$(pid_of "$WORK/many/baton.toml" app1))
+declare -A PORT=([one]=$ONE_PORT [many]=$MANY_PORT)
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+to_ms() {
+  python3 -c 'import sys
+v=sys.argv[1]
+for u,f in (("us",0.001),("ms",1),("s",1000)):
+    if v.endswith(u) and (u!="s" or not v.endswith(("ms","us"))):
+        print(round(float(v[:-len(u)])*f,3)); break' "$1"
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+paired() { python3 -c 'import sys, statistics
+a, b = (list(map(float, x.split())) for x in sys.argv[1:3])
+print(f"{statistics.median(x / y for x, y in zip(a, b)):.3f}")' "$1" "$2"; }
+
+declare -A RPS P50 P99 CPU
+run() {
+  local name=$1 port=${PORT[$1]}
+  local before; before=$(cpu_ticks "${CPU_PID[$name]}")
+  local out; out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "Host: $HOST" "http://127.0.0.1:$port/")
+  local ticks=$(($(cpu_ticks "${CPU_PID[$name]}") - before))
+  local requests; requests=$(echo "$out" | awk '/requests in/ {print $1}')
+  RPS[$name]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+  P50[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
+  P99[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
+  CPU[$name]+=" $(python3 -c "print(round($ticks / $CLK_TCK * 1e6 / max($requests, 1), 2))")"
+  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "$name: $(echo "$out" | grep 'Non-2xx\|Socket errors')" >&2; fi
+}
+for n in one many; do wrk -t1 -c"$CONNS" -d2s -H "Host: $HOST" "http://127.0.0.1:${PORT[$n]}/" >/dev/null; done
+for _ in $(seq 1 "$ROUNDS"); do for n in one many; do run "$n"; done; done
+
+echo
+echo "machine: $(nproc) cores, $(uname -sr); wrk -t1 -c$CONNS -d$DURATION -H 'Host: $HOST', median of $ROUNDS interleaved rounds; $HOSTS apps in 'many'"
+echo "| target | requests/s | p50 ms | p99 ms | CPU us/req |"
+echo "|---|---|---|---|---|"
+for n in one many; do
+  printf "| %s | %s | %s | %s | %s |\n" "$n" "$(echo "${RPS[$n]}" | median)" "$(echo "${P50[$n]}" | median)" \
+    "$(echo "${P99[$n]}" | median)" "$(echo "${CPU[$n]}" | median)"
+done
+echo
+echo "many/one, the median of each round's own ratio: requests/s $(paired "${RPS[many]}" "${RPS[one]}")   p99 $(paired "${P99[many]}" "${P99[one]}")   CPU time per request $(paired "${CPU[many]}" "${CPU[one]}")"
