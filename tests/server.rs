@@ -252,6 +252,18 @@ fn apps_share_one_port_by_host_and_path_prefix() {
     // Logs and releases are the app's own.
     let releases = s.json_in("api", &["releases", "--json"]);
     assert_eq!(releases.as_array().unwrap().len(), 1, "{releases}");
+    // A reload of the app, its hosts edited: routed from then on.
+    assert_eq!(s.get("news.test", "/").status, 404);
+    let blog = s.path("blog/baton.toml");
+    let config = std::fs::read_to_string(&blog).unwrap();
+    std::fs::write(
+        &blog,
+        config.replace("\"blog.test\", ", "\"blog.test\", \"news.test\", "),
+    )
+    .unwrap();
+    let out = s.baton_in("blog", &["reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(version(&s.get("news.test", "/")), "blog-v1");
 }
 
 /// A deploy of one app under load on all of them: no failed request

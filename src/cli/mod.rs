@@ -427,24 +427,32 @@ fn up_detached(cli: &Cli) -> Result<(), Failure> {
         }
         // Started once the first instance is ready, or failed: a command
         // that does not exist must not look like a successful start.
-        if let Ok(status) = rt.block_on(client.get::<StatusReport>("/status")) {
-            match first_start(&status) {
-                Some(Ok(())) => {
-                    println!(
-                        "baton daemon started (pid {}); logs in {}",
-                        child.id(),
-                        log_path.display()
-                    );
-                    return Ok(());
-                }
-                Some(Err(why)) => {
-                    return Err(Failure::failed(format!(
-                        "the daemon runs (pid {}), but the app did not start: {why}\n  logs in {}; fix it and `baton deploy`, or `baton stop`",
-                        child.id(),
-                        log_path.display()
-                    )))
-                }
-                None => {}
+        // Every app of a server must have started.
+        if let Ok(all) = rt.block_on(client.get::<Vec<StatusReport>>("/apps")) {
+            let starts: Vec<(String, Option<Result<(), String>>)> = (all.iter())
+                .map(|s| (s.app.clone(), first_start(s)))
+                .collect();
+            if let Some((app, Some(Err(why)))) =
+                starts.iter().find(|(_, s)| matches!(s, Some(Err(_))))
+            {
+                let which = if starts.len() > 1 {
+                    format!(" {app}")
+                } else {
+                    String::new()
+                };
+                return Err(Failure::failed(format!(
+                    "the daemon runs (pid {}), but the app{which} did not start: {why}\n  logs in {}; fix it and `baton deploy`, or `baton stop`",
+                    child.id(),
+                    log_path.display()
+                )));
+            }
+            if !starts.is_empty() && starts.iter().all(|(_, s)| matches!(s, Some(Ok(())))) {
+                println!(
+                    "baton daemon started (pid {}); logs in {}",
+                    child.id(),
+                    log_path.display()
+                );
+                return Ok(());
             }
         }
         if Instant::now() > deadline {

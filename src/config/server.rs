@@ -131,11 +131,9 @@ impl Setup {
         Ok(setup)
     }
 
-    /// A server of one app, whose own file says where it listens.
-    pub fn single(mut app: Loaded) -> Setup {
-        // The one app answers every host, as it did before servers of
-        // several apps existed.
-        app.config.app.default = true;
+    /// A server of one app, whose own file says where it listens (the one
+    /// app answers every host).
+    pub fn single(app: Loaded) -> Setup {
         Setup {
             path: app.path.clone(),
             base_dir: app.base_dir.clone(),

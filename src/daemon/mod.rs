@@ -140,6 +140,22 @@ impl Shared {
     }
 }
 
+/// Rebuilds the site table when `app`'s configuration changes (a reload
+/// or deploy that edited its hosts or path prefix), for the app's life.
+async fn follow_routes(daemon: std::sync::Weak<Daemon>, app: Arc<App>) {
+    let mut changes = app.config_changes();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = app.stopping.cancelled() => return,
+        }
+        match daemon.upgrade() {
+            Some(daemon) => daemon.republish_sites(),
+            None => return,
+        }
+    }
+}
+
 /// Starts an app's release and its watchers: memory, schedules, inbox.
 pub async fn start_app(app: Arc<App>) {
     app.clone().boot().await;
@@ -152,8 +168,9 @@ pub async fn start_app(app: Arc<App>) {
 }
 
 /// Which app each request is for: each app's hosts and path prefix, and
-/// the default app.
-pub fn site_table(apps: &[Arc<App>]) -> SiteTable {
+/// the default app (the only one, when not at a server: it answers every
+/// host, as before servers of several apps).
+pub fn site_table(apps: &[Arc<App>], server: bool) -> SiteTable {
     let mut sites = Vec::new();
     let mut default = None;
     for app in apps {
@@ -164,7 +181,7 @@ pub fn site_table(apps: &[Arc<App>]) -> SiteTable {
             prefix: config.path_prefix.clone().unwrap_or_default().into(),
             strip_prefix: config.strip_prefix,
         });
-        if config.default {
+        if config.default || !server {
             default = Some(site.clone());
         }
         sites.push((site, config.hosts()));
@@ -217,6 +234,7 @@ pub async fn reload_server(daemon: &Arc<Daemon>) -> Result<ServerReloadReport, S
     }
     for app in &added {
         tokio::spawn(app.clone().publish_routes_forever());
+        tokio::spawn(follow_routes(Arc::downgrade(daemon), app.clone()));
     }
     futures_util::future::join_all(added.iter().map(|app| start_app(app.clone()))).await;
     let removed: Vec<Arc<App>> = (current.into_iter())
@@ -378,7 +396,7 @@ pub async fn run(setup: Setup, mut inherited: Inherited) -> Result<Exit, StartEr
     let apps: Vec<Arc<App>> = (setup.apps.iter())
         .map(|loaded| shared.app(loaded.clone()))
         .collect::<Result<_, _>>()?;
-    proxy.sites.publish(site_table(&apps));
+    proxy.sites.publish(site_table(&apps, setup.server));
     let acme = tls
         .as_ref()
         .map(|tls| acme_for(&setup, tls, &proxy))
@@ -399,6 +417,7 @@ pub async fn run(setup: Setup, mut inherited: Inherited) -> Result<Exit, StartEr
     tokio::spawn(api::serve(api_listener, daemon.clone(), shutdown.clone()));
     for app in &apps {
         tokio::spawn(app.clone().publish_routes_forever());
+        tokio::spawn(follow_routes(Arc::downgrade(&daemon), app.clone()));
     }
 
     if let Some(tls) = &tls {

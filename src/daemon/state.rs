@@ -112,8 +112,16 @@ impl Daemon {
     /// Replaces the list of apps (`baton reload` at a server); the proxy's
     /// sites follow.
     pub fn set_apps(&self, apps: Vec<Arc<App>>) {
-        self.proxy.sites.publish(super::site_table(&apps));
         *self.apps.write().unwrap_or_else(|p| p.into_inner()) = apps;
+        self.republish_sites();
+    }
+
+    /// Serves a site table made from the apps and their configurations now.
+    pub fn republish_sites(&self) {
+        let server = self.setup.lock().unwrap_or_else(|p| p.into_inner()).server;
+        self.proxy
+            .sites
+            .publish(super::site_table(&self.apps(), server));
     }
 
     /// Stops the daemon to exec `exe` (see [`super::upgrade`]); `deploys`
