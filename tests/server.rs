@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -19,20 +19,52 @@ struct Server {
     child: Option<Child>,
 }
 
+/// tests/apps/express with its node_modules (`npm ci`, once per run of
+/// this file's tests).
+fn express_app() -> &'static Path {
+    static INSTALLED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("express-app");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/express");
+        for file in ["app.js", "package.json", "package-lock.json"] {
+            std::fs::copy(source.join(file), dir.join(file)).unwrap();
+        }
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .output()
+            .expect("npm runs (apt-get install npm)");
+        assert!(
+            out.status.success(),
+            "npm ci in {}: {}",
+            dir.display(),
+            text(&out)
+        );
+        dir
+    })
+}
+
 /// An app's baton.toml: `name`, `hosts` (TOML array text), extra `[app]`
-/// lines, and its version.
+/// lines, and its version; `command` runs it.
 fn app_file(name: &str, hosts: &str, extra: &str, version: &str) -> String {
+    app_file_running(name, hosts, extra, version, "node server.js")
+}
+
+fn app_file_running(name: &str, hosts: &str, extra: &str, version: &str, command: &str) -> String {
     format!(
         "[app]\nname = \"{name}\"\nhosts = {hosts}\n{extra}\n\
-         [web]\ncommand = \"node server.js\"\ninstances = 2\nenv = {{ APP_VERSION = \"{version}\" }}\n\
+         [web]\ncommand = \"{command}\"\ninstances = 2\nenv = {{ APP_VERSION = \"{version}\" }}\n\
          watch_after_switch = \"1s\"\nconnection_drain_timeout = \"2s\"\n\
          [web.readiness]\nkind = \"http\"\npath = \"/health\"\n"
     )
 }
 
 impl Server {
-    /// shop (shop.test), api (shop.test under /api, stripped), blog
-    /// (blog.test and *.blog.test) and, by a glob, tenants/t1 (t1.test).
+    /// shop (shop.test, an Express app), api (shop.test under /api,
+    /// stripped), blog (blog.test and *.blog.test, with WebSockets) and, by
+    /// a glob, tenants/t1 (t1.test).
     fn new(rest: &str) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("baton-server")
@@ -44,7 +76,7 @@ impl Server {
             port,
             child: None,
         };
-        server.add_app("shop", "[\"shop.test\"]", "", "shop-v1");
+        server.add_express("shop", "[\"shop.test\"]", "shop-v1");
         server.add_app(
             "api",
             "[\"shop.test\"]",
@@ -75,6 +107,17 @@ impl Server {
             app_file(name, hosts, extra, version),
         )
         .unwrap();
+    }
+
+    /// An app folder running tests/apps/express.
+    fn add_express(&self, folder: &str, hosts: &str, version: &str) {
+        let dir = self.path(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        let express = express_app();
+        std::fs::copy(express.join("app.js"), dir.join("app.js")).unwrap();
+        std::os::unix::fs::symlink(express.join("node_modules"), dir.join("node_modules")).unwrap();
+        let file = app_file_running(folder, hosts, "", version, "node app.js");
+        std::fs::write(dir.join("baton.toml"), file).unwrap();
     }
 
     fn write_server(&self, apps: &str, rest: &str) {
@@ -208,7 +251,12 @@ fn version(answer: &Answer) -> &str {
 fn apps_share_one_port_by_host_and_path_prefix() {
     let s = Server::new("").up();
     s.wait_ready();
-    assert_eq!(version(&s.get("shop.test", "/")), "shop-v1");
+    let shop = s.get("shop.test", "/");
+    assert_eq!(version(&shop), "shop-v1");
+    assert!(
+        shop.body.contains("express=/"),
+        "the Express app answered: {shop:?}"
+    );
     assert_eq!(version(&s.get("SHOP.test:80", "/apix")), "shop-v1");
     assert_eq!(version(&s.get("shop.test", "/api/x")), "api-v1");
     // Stripped: the app is asked for /env/APP_VERSION.
