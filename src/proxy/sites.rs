@@ -61,13 +61,18 @@ impl Site {
     }
 }
 
+/// Host → sites. Hashed with foldhash: host names are short, and SipHash
+/// (the std default, against hash flooding) cost more than the rest of
+/// the lookup; the keys are the configured names, not the clients'.
+type ByHost = HashMap<Box<str>, Vec<Arc<Site>>, foldhash::fast::FixedState>;
+
 /// The sites by host.
 #[derive(Debug, Default)]
 pub struct SiteTable {
     /// Exact host → its sites, longest prefix first.
-    exact: HashMap<Box<str>, Vec<Arc<Site>>>,
+    exact: ByHost,
     /// `*.shop.test` under `shop.test` → its sites, longest prefix first.
-    wildcard: HashMap<Box<str>, Vec<Arc<Site>>>,
+    wildcard: ByHost,
     /// The app for hosts no other claims.
     default: Option<Arc<Site>>,
 }
