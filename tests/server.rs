@@ -572,3 +572,63 @@ fn https_serves_each_host_with_its_certificate() {
     let (code, body) = curl("blog.test", "shop.test");
     assert_eq!(code, Some(60), "{body}");
 }
+
+/// `baton upgrade` at a server replaces the daemon for every app, keeping
+/// the port open: no request to any app fails; `baton systemd` at the
+/// server writes one unit for all of them.
+#[test]
+fn an_upgrade_at_a_server_keeps_every_app_serving() {
+    let s = Server::new("").up();
+    s.wait_ready();
+    let units = text(&s.baton_in(".", &["systemd"]));
+    assert!(
+        units.contains("Description=Baton: shop, api, blog, t1"),
+        "{units}"
+    );
+    assert!(
+        units.contains(&format!("ListenStream=127.0.0.1:{}", s.port)),
+        "{units}"
+    );
+    let install = tempfile::tempdir().unwrap();
+    let next = install.path().join("baton-next");
+    std::fs::copy(bin(), &next).unwrap();
+    let load = [
+        "--duration",
+        "5s",
+        "--concurrency",
+        "2",
+        "--keepalive=false",
+    ];
+    let shop = s.probe("shop.test", "/", &load);
+    let blog = s.probe("blog.test", "/", &load);
+    wait_until(Duration::from_secs(20), "load on both", || {
+        let apps = s.json_in(".", &["status", "--json"]);
+        ["shop", "blog"].iter().all(|name| {
+            apps.as_array().unwrap().iter().any(|a| {
+                a["app"] == *name
+                    && a["instances"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|i| i["served"].as_u64() > Some(0))
+            })
+        })
+    });
+    let out = Command::new(&next)
+        .args(["upgrade", "--json"])
+        .current_dir(s.path("."))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), s.output());
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["ready"], 8, "every app's instances ready: {done}");
+    for (name, probe) in [("shop", shop), ("blog", blog)] {
+        let r = report(probe);
+        assert_eq!(r["failed"], 0, "{name}: {r:#}\n{}", s.output());
+    }
+    let pid = s.child.as_ref().unwrap().id();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        next.canonicalize().unwrap()
+    );
+}

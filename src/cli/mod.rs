@@ -18,7 +18,7 @@ use http::Method;
 
 use self::client::{ApiClient, ClientError};
 use self::find::Target;
-use crate::config::{self, Loaded, Setup};
+use crate::config::{self, Setup};
 use crate::daemon::upgrade::exec as upgrade_exec;
 use crate::daemon::Exit;
 use crate::protocol::{
@@ -240,14 +240,6 @@ fn runtime_with(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime
         .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}")))
 }
 
-fn load(cli: &Cli) -> Result<Loaded, Failure> {
-    let mut loaded = config::load(&cli.config).map_err(Failure::usage)?;
-    if let Some(dir) = &cli.state_dir {
-        loaded.config.daemon.state_dir = Some(std::path::absolute(dir).unwrap_or(dir.clone()));
-    }
-    Ok(loaded)
-}
-
 /// What `baton up` runs: the server file (`--server`, or `--config` when
 /// it has a `[server]`) or the one app's file.
 fn load_setup(cli: &Cli) -> Result<Setup, Failure> {
@@ -298,9 +290,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Up { detach: true } => up_detached(&cli),
         Command::Check { json } => check(&cli, *json),
         Command::Systemd => {
-            let loaded = load(&cli)?;
+            let setup = load_setup(&cli)?;
             let exe = std::env::current_exe().map_err(Failure::failed)?;
-            print!("{}", systemd::units(&loaded, &exe));
+            print!("{}", systemd::units(&setup, &exe));
             Ok(())
         }
         Command::Probe(args) => {

@@ -6,27 +6,44 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::config::Loaded;
+use crate::config::Setup;
 
-/// The service and socket units for `loaded`, run by the binary `exe` as the
-/// user running this command, with this command's `PATH` (systemd's own
-/// lacks a node installed under a home folder, as pm2 knows).
-pub fn units(loaded: &Loaded, exe: &Path) -> String {
-    let config = &loaded.config;
-    let name = format!("baton-{}", config.app.name);
-    let config_path = std::path::absolute(&loaded.path).unwrap_or(loaded.path.clone());
-    let dir = std::path::absolute(&loaded.base_dir).unwrap_or(loaded.base_dir.clone());
+/// The service and socket units for `setup` (an app, or a server of
+/// several), run by the binary `exe` as the user running this command, with
+/// this command's `PATH` (systemd's own lacks a node installed under a home
+/// folder, as pm2 knows).
+pub fn units(setup: &Setup, exe: &Path) -> String {
+    let apps: Vec<&str> = setup
+        .apps
+        .iter()
+        .map(|a| a.config.app.name.as_str())
+        .collect();
+    let title = match setup.server {
+        false => apps[0].to_owned(),
+        true => (setup.base_dir.file_name())
+            .map_or("server".into(), |n| n.to_string_lossy().into_owned()),
+    };
+    let name = format!("baton-{title}");
+    let described = apps.join(", ");
+    let config_path = std::path::absolute(&setup.path).unwrap_or(setup.path.clone());
+    let dir = std::path::absolute(&setup.base_dir).unwrap_or(setup.base_dir.clone());
     // A stop lets open connections finish, then stops the instances.
+    let kill_timeout = (setup.apps.iter())
+        .map(|a| a.config.web.kill_timeout)
+        .max()
+        .unwrap_or_default();
     let stop_within =
-        crate::daemon::SHUTDOWN_GRACE + config.web.kill_timeout + std::time::Duration::from_secs(5);
-    let mut addresses = config.proxy.listen_addrs();
-    addresses.extend(config.proxy.https_addrs());
-    addresses.extend(config.tcp.values().map(|svc| svc.addr()));
+        crate::daemon::SHUTDOWN_GRACE + kill_timeout + std::time::Duration::from_secs(5);
+    let mut addresses = setup.proxy.listen_addrs();
+    addresses.extend(setup.proxy.https_addrs());
+    for app in &setup.apps {
+        addresses.extend(app.config.tcp.values().map(|svc| svc.addr()));
+    }
 
     let mut out = String::new();
     let _ = writeln!(out, "# /etc/systemd/system/{name}.service");
     let _ = writeln!(out, "[Unit]");
-    let _ = writeln!(out, "Description=Baton: {}", config.app.name);
+    let _ = writeln!(out, "Description=Baton: {described}");
     let _ = writeln!(out, "After=network.target {name}.socket");
     let _ = writeln!(out, "Requires={name}.socket");
     let _ = writeln!(out);
@@ -59,11 +76,7 @@ pub fn units(loaded: &Loaded, exe: &Path) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "# /etc/systemd/system/{name}.socket");
     let _ = writeln!(out, "[Unit]");
-    let _ = writeln!(
-        out,
-        "Description=Baton's public addresses for {}",
-        config.app.name
-    );
+    let _ = writeln!(out, "Description=Baton's public addresses for {described}");
     let _ = writeln!(out);
     let _ = writeln!(out, "[Socket]");
     for addr in &addresses {

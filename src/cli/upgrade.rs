@@ -27,7 +27,7 @@ pub async fn run(client: &ApiClient, binary: Option<&Path>, json: bool) -> Resul
         None => std::env::current_exe(),
     }
     .map_err(Failure::failed)?;
-    let before: StatusReport = client.get("/status").await?;
+    let before: StatusReport = daemon_status(client).await?;
     if !json {
         eprintln!("checking {}", exe.display());
     }
@@ -95,6 +95,19 @@ enum NotServing {
     Failed(Failure),
 }
 
+/// The daemon as one report: the first app's, with every app's instances
+/// (a server of several apps is upgraded whole).
+async fn daemon_status(client: &ApiClient) -> Result<StatusReport, super::client::ClientError> {
+    let mut all: Vec<StatusReport> = client.get("/apps").await?;
+    let rest: Vec<StatusReport> = all.drain(1.min(all.len())..).collect();
+    let mut first = (all.pop())
+        .ok_or_else(|| super::client::ClientError::Daemon("the daemon runs no app".into()))?;
+    first
+        .instances
+        .extend(rest.into_iter().flat_map(|s| s.instances));
+    Ok(first)
+}
+
 /// Polls until a daemon started after `before` answers with every web
 /// instance ready.
 async fn wait_for_new_daemon(
@@ -105,7 +118,7 @@ async fn wait_for_new_daemon(
     let mut said_started = false;
     loop {
         // Errors are expected while the socket is gone between the two.
-        if let Ok(now) = client.get::<StatusReport>("/status").await {
+        if let Ok(now) = daemon_status(client).await {
             if now.started != before.started {
                 if !said_started {
                     said_started = true;
@@ -176,7 +189,7 @@ async fn go_back(client: &ApiClient, report: &UpgradeReport, before: &StatusRepo
     }
     let deadline = Instant::now() + READY_WITHIN;
     loop {
-        if let Ok(now) = client.get::<StatusReport>("/status").await {
+        if let Ok(now) = daemon_status(client).await {
             if serving(&now) {
                 let ready = ready(&now);
                 return Failure::failed(format!(
