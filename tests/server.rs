@@ -632,3 +632,19 @@ fn an_upgrade_at_a_server_keeps_every_app_serving() {
         next.canonicalize().unwrap()
     );
 }
+
+/// An app of a running server cannot be started a second time by `baton
+/// up` in its own folder: its state directory is locked.
+#[test]
+fn an_app_of_a_server_cannot_be_run_twice() {
+    let s = Server::new("").up();
+    s.wait_ready();
+    let out = Command::new(bin())
+        .args(["up"])
+        .current_dir(s.path("blog"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("already running"), "{}", text(&out));
+    assert_eq!(version(&s.get("blog.test", "/")), "blog-v1");
+}

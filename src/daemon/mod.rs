@@ -32,7 +32,7 @@ use crate::supervisor::reaper::Reaper;
 use crate::supervisor::Context;
 use crate::tls::acme::{self, Acme};
 use crate::tls::{Certificates, Tls};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use state::Daemon;
 pub use upgrade::Exit;
@@ -112,19 +112,38 @@ fn notify_systemd(state: &str) {
 }
 
 /// What every app of the daemon shares: the port pool, the reaper, and the
-/// daemon's stop.
+/// daemon's stop; and the locks on the apps' own state directories.
 pub struct Shared {
     ports: PortPool,
     reaper: Reaper,
     stopping: CancellationToken,
+    /// The daemon's state directory.
+    state_dir: PathBuf,
+    /// An app of a server keeps its releases in its own state directory,
+    /// locked while the server runs it: `baton up` in the app's folder
+    /// cannot run it a second time.
+    locks: Mutex<Vec<(PathBuf, lock::StateLock)>>,
 }
 
 impl Shared {
+    /// Lets go of the lock on a retired app's state directory.
+    pub fn release(&self, state_dir: &Path) {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|(dir, _)| dir != state_dir);
+    }
+
     /// An app of this daemon, with its own route table, log and run folder.
     ///
     /// # Errors
-    /// When its run folder cannot be made.
+    /// When its state directory is another daemon's, or cannot be made.
     pub fn app(&self, loaded: Loaded) -> Result<Arc<App>, StartError> {
+        let dir = loaded.state_dir();
+        if dir != self.state_dir {
+            ensure_state_dir(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+            let lock = lock::StateLock::acquire(&dir)?;
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.push((dir, lock));
+        }
         let run_dir = loaded.state_dir().join("run");
         std::fs::create_dir_all(&run_dir).map_err(io_err("creating the run folder"))?;
         let proxy = &loaded.config.proxy;
@@ -245,6 +264,7 @@ pub async fn reload_server(daemon: &Arc<Daemon>) -> Result<ServerReloadReport, S
     for app in removed {
         report.removed.push(app.name.clone());
         app.retire().await;
+        daemon.shared.release(&app.config().state_dir());
     }
     tracing::info!(
         "server reloaded: added {:?}, removed {:?}, kept {:?}",
@@ -316,14 +336,6 @@ pub async fn run(setup: Setup, mut inherited: Inherited) -> Result<Exit, StartEr
     let state_dir = setup.state_dir();
     ensure_state_dir(&state_dir).map_err(io_err(format!("creating {}", state_dir.display())))?;
     let _lock = lock::StateLock::acquire(&state_dir)?;
-    // An app of a server keeps its releases in its own state directory,
-    // locked too: `baton up` in the app's folder cannot run it twice.
-    let mut _app_locks = Vec::new();
-    for app in setup.apps.iter().filter(|a| a.state_dir() != state_dir) {
-        let dir = app.state_dir();
-        ensure_state_dir(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        _app_locks.push(lock::StateLock::acquire(&dir)?);
-    }
 
     let proxy = Proxy::new(setup.proxy.clone(), Edge::new(&setup.proxy, &setup.tls));
     let mut listen = |addr, field: &str| {
@@ -392,6 +404,8 @@ pub async fn run(setup: Setup, mut inherited: Inherited) -> Result<Exit, StartEr
         ports: PortPool::default(),
         reaper: reaper.clone(),
         stopping: shutdown.clone(),
+        state_dir: state_dir.clone(),
+        locks: Mutex::default(),
     };
     let apps: Vec<Arc<App>> = (setup.apps.iter())
         .map(|loaded| shared.app(loaded.clone()))
