@@ -469,3 +469,104 @@ fn a_short_lived_certificate_is_renewed_under_load_and_a_failed_renewal_keeps_it
         d.output()
     );
 }
+
+/// A server of several apps with `[tls] acme_email`: a certificate per app
+/// for its hosts; an app added by `baton reload` at the server gets its
+/// own too.
+#[test]
+fn a_server_gets_a_certificate_per_app_and_for_an_app_added_later() {
+    let dir = tempfile::Builder::new()
+        .prefix("baton-acme-server")
+        .tempdir()
+        .unwrap();
+    let (http_port, https_port) = (free_port(), free_port());
+    let mut pebble = Pebble::new(http_port, https_port, 3600);
+    pebble.run();
+    let app = |name: &str| {
+        let folder = dir.path().join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::copy(common::app_js(), folder.join("server.js")).unwrap();
+        let toml = format!(
+            "[app]\nname = \"{name}\"\nhosts = [\"{name}.test\", \"www.{name}.test\"]\n\
+             [web]\ncommand = \"node server.js\"\nenv = {{ APP_VERSION = \"{name}\" }}\n\
+             [web.readiness]\nkind = \"http\"\npath = \"/health\"\n"
+        );
+        std::fs::write(folder.join("baton.toml"), toml).unwrap();
+    };
+    let server = |apps: &[&str]| {
+        let list: Vec<String> = apps.iter().map(|a| format!("\"{a}/baton.toml\"")).collect();
+        let toml = format!(
+            "[server]\napps = [{}]\n[proxy]\nlisten = \"127.0.0.1:{http_port}\"\n\
+             https_listen = \"127.0.0.1:{https_port}\"\n[tls]\nacme_email = \"ops@shop.test\"\n\
+             acme_directory = {:?}\nacme_ca = {:?}\n",
+            list.join(", "),
+            pebble.directory(),
+            pebble.path("ca.pem")
+        );
+        std::fs::write(dir.path().join("baton.toml"), toml).unwrap();
+    };
+    app("shop");
+    app("blog");
+    server(&["shop", "blog"]);
+    let out = std::fs::File::create(dir.path().join("daemon.out")).unwrap();
+    let mut child = Command::new(common::bin())
+        .arg("up")
+        .current_dir(dir.path())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("daemon.out")).unwrap_or_default();
+    wait_until(Duration::from_secs(20), "the server to answer", || {
+        let out = Command::new(common::bin())
+            .args(["apps"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        common::answered(&out)
+    });
+    let roots = pebble.path("roots.pem");
+    for name in ["shop.test", "www.blog.test"] {
+        let (code, status, body) = curl(name, https_port, &roots, "/");
+        assert_eq!(
+            (code, status.as_str()),
+            (0, "200"),
+            "{name}: {body}\n{}",
+            log()
+        );
+    }
+    app("news");
+    server(&["shop", "blog", "news"]);
+    let reload = Command::new(common::bin())
+        .args(["reload", "--json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(reload.status.success(), "{}", text(&reload));
+    let (code, status, body) = curl("news.test", https_port, &roots, "/");
+    assert_eq!((code, status.as_str()), (0, "200"), "{body}\n{}", log());
+    assert!(body.starts_with("version=news"), "{body}");
+    let status = Command::new(common::bin())
+        .args(["status", "--json", "--app", "news"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let names: Vec<&str> = (status["certificates"].as_array().unwrap().iter())
+        .flat_map(|c| {
+            c["names"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap())
+        })
+        .collect();
+    for name in ["shop.test", "www.blog.test", "news.test"] {
+        assert!(names.contains(&name), "{name} in {status:#}");
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}

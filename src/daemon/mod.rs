@@ -254,6 +254,7 @@ pub async fn reload_server(daemon: &Arc<Daemon>) -> Result<ServerReloadReport, S
     for app in &added {
         tokio::spawn(app.clone().publish_routes_forever());
         tokio::spawn(follow_routes(Arc::downgrade(daemon), app.clone()));
+        daemon.add_acme(&fresh, app.config().config.app.hosts());
     }
     futures_util::future::join_all(added.iter().map(|app| start_app(app.clone()))).await;
     let removed: Vec<Arc<App>> = (current.into_iter())

@@ -43,8 +43,8 @@ pub struct Daemon {
     /// The HTTPS side, when `https_listen` is set.
     tls: Option<Arc<Tls>>,
     /// Automatic certificates, one per app with hosts, when `[tls]
-    /// acme_email` is set.
-    acme: Vec<Arc<Acme>>,
+    /// acme_email` is set; apps added by a reload add theirs.
+    acme: Mutex<Vec<Arc<Acme>>>,
 }
 
 /// Which app a control request names.
@@ -73,7 +73,7 @@ impl Daemon {
             setup: Mutex::new(setup),
             shared,
             tls,
-            acme,
+            acme: Mutex::new(acme),
             apps: RwLock::new(apps),
             proxy,
             shutdown,
@@ -203,7 +203,34 @@ impl Daemon {
                 next_try: None,
             })
         });
-        files.chain(self.acme.iter().map(|a| a.report())).collect()
+        let acme = self.acme.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        files.chain(acme.iter().map(|a| a.report())).collect()
+    }
+
+    /// The TLS side, when HTTPS is served.
+    pub fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
+    }
+
+    /// Issues and renews certificates for `hosts` (an app added by a
+    /// reload), when the server has ACME; the hosts another certificate
+    /// already covers are left out.
+    pub fn add_acme(&self, setup: &crate::config::Setup, hosts: Vec<String>) {
+        let Some(tls) = &self.tls else {
+            return;
+        };
+        let mut acme = self.acme.lock().unwrap_or_else(|p| p.into_inner());
+        let taken: Vec<String> = acme.iter().flat_map(|a| a.report().names).collect();
+        let hosts = hosts.into_iter().filter(|h| !taken.contains(h)).collect();
+        if let Some(settings) = crate::tls::acme::Settings::new(setup, hosts) {
+            let issuer = Acme::new(
+                settings,
+                tls.certificates.clone(),
+                self.proxy.edge.challenges.clone(),
+            );
+            tokio::spawn(issuer.clone().run(self.shutdown.clone()));
+            acme.push(issuer);
+        }
     }
 
     /// Reads the certificate files again (`baton reload`); the pairs in use

@@ -289,7 +289,13 @@ impl Certificates {
     /// Names that ACME is to issue for: handshakes for the ones no pair
     /// covers wait for them.
     pub fn expect(&self, names: &[String]) {
-        let awaited = names.iter().filter(|n| !self.covers(n)).cloned().collect();
+        // Added to those already awaited: one ACME task per app calls this.
+        let mut awaited: Vec<String> = self.awaited.load().to_vec();
+        for name in names {
+            if !self.covers(name) && !awaited.contains(name) {
+                awaited.push(name.clone());
+            }
+        }
         self.awaited.store(Arc::new(awaited));
         self.changed.send_modify(|n| *n += 1);
     }

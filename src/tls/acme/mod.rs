@@ -153,6 +153,9 @@ impl Acme {
         certificates: Arc<Certificates>,
         challenges: Arc<Challenges>,
     ) -> Arc<Acme> {
+        // From now on, before the task runs: a handshake that comes first
+        // waits for the certificate instead of getting none.
+        certificates.expect(&settings.hosts);
         Arc::new(Acme {
             settings,
             certificates,
@@ -195,7 +198,6 @@ impl Acme {
             self.certificates.install(pair.clone());
             self.show(|s| serving(s, pair));
         }
-        self.certificates.expect(hosts);
         let mut account = None;
         let mut failures = 0usize;
         loop {
