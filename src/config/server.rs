@@ -305,3 +305,89 @@ fn check_routes(apps: &[Loaded]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server folder with `apps` (folder, extra `[app]` lines) and the
+    /// server file listing `list`.
+    fn folder(apps: &[(&str, &str)], list: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, extra) in apps {
+            let app = dir.path().join(name);
+            std::fs::create_dir_all(&app).unwrap();
+            let short = name.rsplit('/').next().unwrap();
+            std::fs::write(
+                app.join("baton.toml"),
+                format!("[app]\nname = \"{short}\"\n{extra}\n[web]\ncommand = \"node s.js\"\n"),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            dir.path().join("baton.toml"),
+            format!("[server]\napps = {list}\n[proxy]\nlisten = \"127.0.0.1:8080\"\n"),
+        )
+        .unwrap();
+        dir
+    }
+
+    fn error(dir: &tempfile::TempDir) -> ConfigError {
+        Setup::load(&dir.path().join("baton.toml")).expect_err("refused")
+    }
+
+    #[test]
+    fn globs_expand_in_order_and_a_single_app_file_is_a_server_of_one() {
+        let dir = folder(
+            &[("shop", ""), ("t/b", ""), ("t/a", "")],
+            "[\"shop/baton.toml\", \"t/*/baton.toml\"]",
+        );
+        let setup = Setup::load(&dir.path().join("baton.toml")).unwrap();
+        let names: Vec<&str> = setup
+            .apps
+            .iter()
+            .map(|a| a.config.app.name.as_str())
+            .collect();
+        assert_eq!(names, ["shop", "a", "b"]);
+        assert!(setup.server);
+        assert_eq!(setup.state_dir(), dir.path().join(".baton"));
+        let one = Setup::load(&dir.path().join("shop/baton.toml")).unwrap();
+        assert!(!one.server);
+        assert_eq!(one.state_dir(), dir.path().join("shop/.baton"));
+    }
+
+    #[test]
+    fn a_server_file_names_what_is_wrong() {
+        let dir = folder(
+            &[("a", "default = true"), ("b", "default = true")],
+            "[\"a/baton.toml\", \"b/baton.toml\"]",
+        );
+        let e = error(&dir);
+        assert_eq!((e.line, e.field.as_deref()), (Some(2), Some("server.apps")));
+        assert!(
+            e.message.contains("more than one app is the default"),
+            "{e}"
+        );
+
+        let dir = folder(
+            &[("a", ""), ("x/a", "")],
+            "[\"a/baton.toml\", \"x/a/baton.toml\"]",
+        );
+        assert!(error(&dir).message.contains("two apps are named \"a\""));
+
+        let dir = folder(&[("a", "")], "[\"none/*/baton.toml\"]");
+        assert!(error(&dir).message.contains("lists no app file"));
+
+        let dir = folder(&[("a", "")], "[\"a/baton.toml\"]");
+        let app = dir.path().join("a/baton.toml");
+        let text = std::fs::read_to_string(&app).unwrap();
+        std::fs::write(
+            &app,
+            format!("{text}[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n"),
+        )
+        .unwrap();
+        let e = error(&dir);
+        assert_eq!(e.file, app.canonicalize().unwrap_or(app.clone()));
+        assert_eq!((e.line, e.field.as_deref()), (Some(6), Some("tls")));
+    }
+}
