@@ -423,6 +423,21 @@ fn apps_come_and_go_with_a_reload_at_the_server() {
     .map(|a| a["app"].as_str().unwrap().to_string())
     .collect();
     assert_eq!(names, ["shop", "api", "extra", "t1"]);
+    // SIGHUP (systemctl reload) does the same: blog comes back.
+    s.write_server(
+        "[\"shop/baton.toml\", \"api/baton.toml\", \"extra/baton.toml\", \"blog/baton.toml\", \"tenants/*/baton.toml\"]",
+        "",
+    );
+    let pid = s.child.as_ref().unwrap().id() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(30), "blog back after SIGHUP", || {
+        s.get("blog.test", "/").status == 200
+    });
+    assert_eq!(s.pids("shop"), shop_pids, "shop's instances were touched");
 }
 
 /// An app with no ready instance (it crashes at every start) holds its own

@@ -305,11 +305,22 @@ pub async fn run(setup: Setup, mut inherited: Inherited) -> Result<Exit, StartEr
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading");
                 daemon.reload_certificates();
-                for app in daemon.apps() {
-                    let deployer = app.deployer().clone();
+                if setup.server {
+                    // As `baton reload` at the server: apps added and
+                    // removed, the others untouched.
+                    let daemon = daemon.clone();
                     tokio::spawn(async move {
-                        let _ = deployer.run_unwatched(crate::deploy::Kind::Reload).await;
+                        if let Err(e) = reload_server(&daemon).await {
+                            tracing::error!("reload: {e}; nothing changed");
+                        }
                     });
+                } else {
+                    for app in daemon.apps() {
+                        let deployer = app.deployer().clone();
+                        tokio::spawn(async move {
+                            let _ = deployer.run_unwatched(crate::deploy::Kind::Reload).await;
+                        });
+                    }
                 }
             }
         }
