@@ -152,6 +152,14 @@ pub enum Command {
     /// startup`): a Type=notify service and a socket unit for the public
     /// addresses, so that restarting Baton itself refuses nothing.
     Systemd,
+    /// Print a shell completion script: `baton completions bash >
+    /// /etc/bash_completion.d/baton` (zsh and fish too).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `baton man | man -l -`.
+    Man,
     /// Show the app's log.
     Logs {
         /// How many past lines.
@@ -289,6 +297,30 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Up { detach: false } => up_foreground(&cli),
         Command::Up { detach: true } => up_detached(&cli),
         Command::Check { json } => check(&cli, *json),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "baton", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(command)
+                .render(&mut out)
+                .map_err(Failure::failed)?;
+            // A page for each subcommand, after the main one, as `git help`
+            // has them in one place.
+            for sub in <Cli as clap::CommandFactory>::command().get_subcommands() {
+                let name = format!("baton-{}", sub.get_name());
+                clap_mangen::Man::new(sub.clone())
+                    .title(name)
+                    .render(&mut out)
+                    .map_err(Failure::failed)?;
+            }
+            use std::io::Write;
+            std::io::stdout().write_all(&out).map_err(Failure::failed)?;
+            Ok(())
+        }
         Command::Systemd => {
             let setup = load_setup(&cli)?;
             let exe = std::env::current_exe().map_err(Failure::failed)?;
@@ -699,7 +731,12 @@ async fn remote(cli: &Cli, target: &Target, client: &ApiClient) -> Result<(), Fa
             let order = Order::Scale { instances: count };
             watch_deploy(client, target, order, *wait, *json).await
         }
-        Command::Up { .. } | Command::Check { .. } | Command::Probe(_) | Command::Systemd => {
+        Command::Up { .. }
+        | Command::Check { .. }
+        | Command::Probe(_)
+        | Command::Systemd
+        | Command::Completions { .. }
+        | Command::Man => {
             unreachable!("handled before connecting")
         }
     }
