@@ -51,3 +51,45 @@ fn the_man_page_covers_every_subcommand() {
     }
     assert!(page.contains("Deploy a new release with zero downtime"));
 }
+
+/// `baton init` in the Express app's folder writes a baton.toml that
+/// `baton check` accepts (its start, its lock file's build, its /health),
+/// and never overwrites one.
+#[test]
+fn init_writes_a_config_for_a_node_app_and_keeps_an_existing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let express = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/express");
+    for file in ["app.js", "package.json", "package-lock.json"] {
+        std::fs::copy(express.join(file), dir.path().join(file)).unwrap();
+    }
+    let run = |args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["init"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let written = std::fs::read_to_string(dir.path().join("baton.toml")).unwrap();
+    assert!(written.contains("command = \"node app.js\""), "{written}");
+    assert!(
+        written.contains("build = \"npm ci --omit=dev\""),
+        "{written}"
+    );
+    assert!(written.contains("path = \"/health\""), "{written}");
+    let out = run(&["check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("app baton-test-express"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&["init"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("does not overwrite"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("baton.toml")).unwrap(),
+        written
+    );
+}

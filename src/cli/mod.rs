@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod find;
+pub mod init;
 pub mod output;
 pub mod systemd;
 pub mod upgrade;
@@ -55,6 +56,12 @@ pub enum Command {
         /// Run in the background and return once the daemon answers.
         #[arg(long)]
         detach: bool,
+    },
+    /// Write a commented baton.toml for the app in this folder (a Node app
+    /// is read from its package.json); an existing one is kept.
+    Init {
+        /// The app's folder (default: this one).
+        dir: Option<PathBuf>,
     },
     /// Validate baton.toml without starting anything.
     Check {
@@ -297,6 +304,32 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Up { detach: false } => up_foreground(&cli),
         Command::Up { detach: true } => up_detached(&cli),
         Command::Check { json } => check(&cli, *json),
+        Command::Init { dir } => {
+            let dir = dir.clone().unwrap_or_else(|| PathBuf::from("."));
+            let file = dir.join("baton.toml");
+            if file.exists() {
+                return Err(Failure::usage(format!(
+                    "{} exists; baton init does not overwrite it",
+                    file.display()
+                )));
+            }
+            let found = init::detect(&dir);
+            std::fs::write(&file, init::render(&found))
+                .map_err(|e| Failure::failed(format!("writing {}: {e}", file.display())))?;
+            println!(
+                "wrote {} ({}: command {:?}, readiness {}, build {}); check it with `baton check`",
+                file.display(),
+                if found.node {
+                    "a Node app"
+                } else {
+                    "a generic template"
+                },
+                found.command,
+                found.health.as_deref().unwrap_or("tcp"),
+                found.build.as_deref().unwrap_or("none"),
+            );
+            Ok(())
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut command, "baton", &mut std::io::stdout());
@@ -736,6 +769,7 @@ async fn remote(cli: &Cli, target: &Target, client: &ApiClient) -> Result<(), Fa
         | Command::Probe(_)
         | Command::Systemd
         | Command::Completions { .. }
+        | Command::Init { .. }
         | Command::Man => {
             unreachable!("handled before connecting")
         }
