@@ -441,24 +441,27 @@ fn apps_come_and_go_with_a_reload_at_the_server() {
 }
 
 /// An app with no ready instance (it crashes at every start) holds its own
-/// requests, then answers 503; another app's are answered meanwhile.
+/// requests for its own hold_timeout, then answers 503; another app's are
+/// answered meanwhile.
 #[test]
 fn an_app_without_a_ready_instance_does_not_hold_up_another() {
-    let s = Server::new("hold_timeout = \"4s\"");
+    let s = Server::new("");
     s.add_app("down", "[\"down.test\"]", "", "down-v1");
     let down = s.path("down/baton.toml");
     let config = std::fs::read_to_string(&down).unwrap();
     std::fs::write(
         &down,
-        config.replace(
-            "APP_VERSION = \"down-v1\"",
-            "APP_VERSION = \"down-v1\", CRASH_AT_START = \"1\"",
-        ),
+        config
+            .replace(
+                "APP_VERSION = \"down-v1\"",
+                "APP_VERSION = \"down-v1\", CRASH_AT_START = \"1\"",
+            )
+            .replace("[web]", "[proxy]\nhold_timeout = \"4s\"\n[web]"),
     )
     .unwrap();
     s.write_server(
         "[\"shop/baton.toml\", \"down/baton.toml\"]",
-        "hold_timeout = \"4s\"",
+        "hold_timeout = \"60s\"",
     );
     let s = s.up();
     wait_until(Duration::from_secs(30), "shop ready", || {
@@ -475,15 +478,17 @@ fn an_app_without_a_ready_instance_does_not_hold_up_another() {
         .unwrap()
     });
     wait_until(Duration::from_secs(5), "down's request held", || {
-        common::get(port, "/").is_ok()
-            && s.json_in(".", &["status", "--json", "--app", "down"])
-                .is_object()
+        s.json_in(".", &["status", "--json", "--app", "down"])["held"] == 1
     });
     for _ in 0..20 {
         let quick = s.get("shop.test", "/");
         assert_eq!(quick.status, 200, "{quick:?}");
         assert!(!held.is_finished(), "down's request should still be held");
     }
+    // down's own hold_timeout (4 s), not the server's (60 s), ends it.
+    wait_until(Duration::from_secs(20), "down's hold_timeout", || {
+        held.is_finished()
+    });
     let held = held.join().unwrap();
     assert_eq!(held.status, 503, "{held:?}");
 }

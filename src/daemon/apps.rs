@@ -103,12 +103,15 @@ pub fn site_table(apps: &[Arc<App>], server: bool) -> SiteTable {
     let mut sites = Vec::new();
     let mut default = None;
     for app in apps {
-        let config = app.config().config.app;
+        let loaded = app.config();
+        let (config, proxy) = (loaded.config.app, loaded.config.proxy);
         let site = Arc::new(Site {
             app: app.name.as_str().into(),
             router: app.router().clone(),
             prefix: config.path_prefix.clone().unwrap_or_default().into(),
             strip_prefix: config.strip_prefix,
+            hold_timeout: proxy.hold_timeout,
+            retries: proxy.retries,
         });
         if config.default || !server {
             default = Some(site.clone());

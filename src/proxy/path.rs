@@ -277,13 +277,13 @@ async fn forward<A: Attempt>(
         // common one stays small (this future is moved per request).
         let picked = match site.router.pick(&tried) {
             Some(u) => Ok(u),
-            None => Box::pin(site.router.pick_or_hold(&tried, proxy.config.hold_timeout)).await,
+            None => Box::pin(site.router.pick_or_hold(&tried, site.hold_timeout)).await,
         };
         let upstream = picked.map_err(Refusal::no_instance)?;
         let guard = upstream.begin_request();
         let sent = attempt.send(proxy, &upstream, body, client).await;
         let chances = Chances {
-            left: tried.len() < proxy.config.retries as usize && body.untouched(),
+            left: tried.len() < site.retries as usize && body.untouched(),
             replayable,
             timed_out_before,
         };

@@ -22,6 +22,11 @@ pub struct Site {
     pub prefix: Box<str>,
     /// The app sees the path without the prefix.
     pub strip_prefix: bool,
+    /// How long its requests wait for a ready instance (its `[proxy]
+    /// hold_timeout`).
+    pub hold_timeout: std::time::Duration,
+    /// How many times a request is tried on another of its instances.
+    pub retries: u32,
 }
 
 impl std::fmt::Debug for Site {
@@ -171,6 +176,8 @@ mod tests {
             router: Arc::new(Router::new(Balance::default(), 10)),
             prefix: prefix.into(),
             strip_prefix: strip,
+            hold_timeout: std::time::Duration::from_secs(1),
+            retries: 0,
         })
     }
 
