@@ -830,23 +830,6 @@ impl Loaded {
         }
     }
 
-    /// The `[tls]` certificate files, `(cert, key)`, relative paths
-    /// resolved against baton.toml's folder.
-    pub fn cert_pairs(&self) -> Vec<(PathBuf, PathBuf)> {
-        let tls = &self.config.tls;
-        let first = tls.cert.as_ref().zip(tls.key.as_ref());
-        let first = first.map(|(c, k)| (c.get_ref().clone(), k.get_ref().clone()));
-        let more = tls
-            .certificates
-            .iter()
-            .map(|p| (p.cert.clone(), p.key.clone()));
-        first
-            .into_iter()
-            .chain(more)
-            .map(|(c, k)| (self.base_dir.join(c), self.base_dir.join(k)))
-            .collect()
-    }
-
     /// The app's log file.
     pub fn app_log(&self) -> PathBuf {
         match &self.config.daemon.app_log {
@@ -866,13 +849,22 @@ impl Loaded {
 /// # Errors
 /// A [`ConfigError`] naming the file, line and field of the first problem.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    load_text(&read(path)?, path)
+}
+
+/// A config file's text, or the error naming the file.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: None,
         field: None,
         message: format!("cannot read: {e}"),
-    })?;
-    let config = parse(&text, path)?;
+    })
+}
+
+/// [`load`] of text already read from `path`.
+fn load_text(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+    let config = parse(text, path)?;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base_dir = path
         .parent()
@@ -890,7 +882,14 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 /// # Errors
 /// A [`ConfigError`] naming the file, line and field of the first problem.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-    let config: Config = toml::from_str(text).map_err(|e| {
+    let config: Config = from_toml(text, file)?;
+    validate(&config, text, file)?;
+    Ok(config)
+}
+
+/// TOML text deserialized, or the error at its line and field.
+fn from_toml<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
         let span = e.span();
         let (line, field) = match &span {
             Some(span) => (
@@ -905,9 +904,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             field,
             message: e.message().trim().to_string(),
         }
-    })?;
-    validate(&config, text, file)?;
-    Ok(config)
+    })
 }
 
 /// HTTPS needs a certificate, and a certificate its key.

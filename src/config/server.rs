@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{find_key, line_of, load, ConfigError, DaemonConfig, Loaded, ProxyConfig, TlsConfig};
+use super::{
+    find_key, from_toml, line_of, load_text, read, ConfigError, DaemonConfig, Loaded, ProxyConfig,
+    TlsConfig,
+};
 
 /// A server file.
 #[derive(Debug, Clone, Deserialize)]
@@ -63,24 +66,11 @@ impl Setup {
     /// A [`ConfigError`] naming the file, line and field of the first
     /// problem, in the server file or in an app's.
     pub fn load(path: &Path) -> Result<Setup, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            line: None,
-            field: None,
-            message: format!("cannot read: {e}"),
-        })?;
+        let text = read(path)?;
         if !is_server_file(&text) {
-            return Ok(Setup::single(load(path)?));
+            return Ok(Setup::single(load_text(&text, path)?));
         }
-        let file: ServerFile = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| line_of(&text, s.start));
-            ConfigError {
-                file: path.to_path_buf(),
-                line,
-                field: None,
-                message: e.message().trim().to_string(),
-            }
-        })?;
+        let file: ServerFile = from_toml(&text, path)?;
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let err = |field: &str, line: Option<usize>, message: String| ConfigError {
@@ -252,8 +242,8 @@ fn app_files(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
 /// An app's file in a server: as any app file, but the listeners and TLS
 /// are the server's, so setting them there is an error.
 fn load_app(path: &Path) -> Result<Loaded, ConfigError> {
-    let loaded = load(path)?;
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = read(path)?;
+    let loaded = load_text(&text, path)?;
     for (table, key) in [("proxy", "listen"), ("proxy", "https_listen")] {
         let span = find_key(&text, table, key);
         if span.end > 0 {
