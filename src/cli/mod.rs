@@ -591,16 +591,20 @@ fn check(cli: &Cli, json: bool) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Err(e) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "file": e.file, "line": e.line, "field": e.field, "message": e.message})
-                );
-            }
-            Err(Failure::usage(e))
-        }
+        Err(e) => Err(config_failure(e, json)),
     }
+}
+
+/// `baton check`'s answer to a configuration that does not load: the
+/// error as JSON too with `--json`, exit 2.
+fn config_failure(e: config::ConfigError, json: bool) -> Failure {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"ok": false, "file": e.file, "line": e.line, "field": e.field, "message": e.message})
+        );
+    }
+    Failure::usage(e)
 }
 
 async fn remote(cli: &Cli, target: &Target, client: &ApiClient) -> Result<(), Failure> {
@@ -801,17 +805,7 @@ fn check_server(path: &Path, json: bool) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Err(e) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "file": e.file, "line": e.line, "field": e.field, "message": e.message})
-                );
-                Err(Failure::quiet(2))
-            } else {
-                Err(Failure::usage(e))
-            }
-        }
+        Err(e) => Err(config_failure(e, json)),
     }
 }
 
