@@ -153,10 +153,7 @@ impl Proxy {
             return futures_util::future::Either::Left(std::future::ready(redirect));
         }
         let Some(site) = self.route(&mut parts) else {
-            let status = match proto {
-                "https" => StatusCode::MISDIRECTED_REQUEST,
-                _ => StatusCode::NOT_FOUND,
-            };
+            let status = sites::no_app_status(proto);
             self.count(status);
             let refused = Refusal::failed(status, "no app serves this host".into()).response();
             return futures_util::future::Either::Left(std::future::ready(refused));

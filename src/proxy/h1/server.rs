@@ -791,16 +791,16 @@ pub(super) fn parse_request(
     // as hyper reads them.
     let keep_alive = connection_options(fields, true).persists(http10);
     let sites = proxy.sites.load();
-    let (route, target) = match (local, sites.route(facts.host, target)) {
-        (Some(local), _) => (Route::Local(local), target.into()),
-        (None, Some(site)) => (Route::Site(site.clone()), site.target(target)),
-        (None, None) => {
-            let status = match proto {
-                "https" => StatusCode::MISDIRECTED_REQUEST,
-                _ => StatusCode::NOT_FOUND,
-            };
-            (Route::Local(Local::NoApp(status)), target.into())
-        }
+    // Baton's own answers need no app: the table is looked up only
+    // without one.
+    let routed = match local {
+        Some(local) => Err(local),
+        None => (sites.route(facts.host, target))
+            .ok_or(Local::NoApp(crate::proxy::sites::no_app_status(proto))),
+    };
+    let (route, target) = match routed {
+        Ok(site) => (Route::Site(site.clone()), site.target(target)),
+        Err(local) => (Route::Local(local), target.into()),
     };
     let head = RequestHead::encode_raw(
         method.as_bytes(),
