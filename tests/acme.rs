@@ -224,6 +224,19 @@ fn curl(name: &str, port: u16, roots: &Path, path: &str) -> (i32, String, String
     )
 }
 
+/// [`curl`] of `/`, which must answer 200; its body. `log` (the daemon's
+/// output) is read for the message only when it does not.
+fn served(name: &str, port: u16, roots: &Path, log: impl Fn() -> String) -> String {
+    let (code, status, body) = curl(name, port, roots, "/");
+    assert_eq!(
+        (code, status.as_str()),
+        (0, "200"),
+        "{name}: {body}\n{}",
+        log()
+    );
+    body
+}
+
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)
@@ -280,16 +293,9 @@ fn a_certificate_is_issued_over_tls_alpn_01_and_kept_across_restarts() {
     assert_eq!(code, Some(0), "{said}\n{}", d.output());
     assert!(said.starts_with("200"), "{said}");
     let roots = pebble.path("roots.pem");
-    let (code, status, body) = curl("shop.test", https_port, &roots, "/");
-    assert_eq!(
-        (code, status.as_str()),
-        (0, "200"),
-        "{body}\n{}",
-        d.output()
-    );
+    let body = served("shop.test", https_port, &roots, || d.output());
     assert!(body.starts_with("version=v1"), "{body}");
-    let (code, status, body) = curl("www.shop.test", https_port, &roots, "/");
-    assert_eq!((code, status.as_str()), (0, "200"), "{body}");
+    served("www.shop.test", https_port, &roots, String::new);
     let cert = acme_status(&d);
     assert_eq!(cert["state"], "serving", "{cert}");
     assert_eq!(
@@ -316,13 +322,7 @@ fn a_certificate_is_issued_over_tls_alpn_01_and_kept_across_restarts() {
     d.stop();
     pebble.kill();
     let d = d.up();
-    let (code, status, body) = curl("shop.test", https_port, &roots, "/");
-    assert_eq!(
-        (code, status.as_str()),
-        (0, "200"),
-        "{body}\n{}",
-        d.output()
-    );
+    served("shop.test", https_port, &roots, || d.output());
     assert_eq!(std::fs::read(acme.join("shop.test.crt")).unwrap(), issued);
     assert_eq!(acme_status(&d)["state"], "serving");
 }
@@ -339,13 +339,7 @@ fn a_certificate_is_issued_over_http_01_past_the_redirect() {
     pebble.run();
     let d = d.up();
     let roots = pebble.path("roots.pem");
-    let (code, status, body) = curl("blog.test", https_port, &roots, "/");
-    assert_eq!(
-        (code, status.as_str()),
-        (0, "200"),
-        "{body}\n{}",
-        d.output()
-    );
+    served("blog.test", https_port, &roots, || d.output());
     // Any other plain request is still redirected.
     let plain = common::raw(
         d.port,
@@ -400,13 +394,7 @@ fn a_short_lived_certificate_is_renewed_under_load_and_a_failed_renewal_keeps_it
     pebble.run();
     let d = d.up();
     let roots = pebble.path("roots.pem");
-    let (code, status, body) = curl("shop.test", https_port, &roots, "/");
-    assert_eq!(
-        (code, status.as_str()),
-        (0, "200"),
-        "{body}\n{}",
-        d.output()
-    );
+    served("shop.test", https_port, &roots, || d.output());
     let first = acme_status(&d);
     let renew_at = first["renew_at"].as_u64().unwrap();
     let now = std::time::SystemTime::now()
@@ -456,8 +444,7 @@ fn a_short_lived_certificate_is_renewed_under_load_and_a_failed_renewal_keeps_it
     );
     assert!(failing["next_try"].as_u64().is_some(), "{failing}");
     assert_eq!(failing["not_after"], renewed["not_after"], "{failing}");
-    let (code, status, body) = curl("shop.test", https_port, &roots, "/");
-    assert_eq!((code, status.as_str()), (0, "200"), "{body}");
+    served("shop.test", https_port, &roots, String::new);
     let metrics = metrics_text(&d);
     assert!(
         metrics.contains("baton_certificate_acme_failing{name=\"shop.test\"} 1"),
@@ -527,13 +514,7 @@ fn a_server_gets_a_certificate_per_app_and_for_an_app_added_later() {
     });
     let roots = pebble.path("roots.pem");
     for name in ["shop.test", "www.blog.test"] {
-        let (code, status, body) = curl(name, https_port, &roots, "/");
-        assert_eq!(
-            (code, status.as_str()),
-            (0, "200"),
-            "{name}: {body}\n{}",
-            log()
-        );
+        served(name, https_port, &roots, log);
     }
     app("news");
     server(&["shop", "blog", "news"]);
@@ -543,8 +524,7 @@ fn a_server_gets_a_certificate_per_app_and_for_an_app_added_later() {
         .output()
         .unwrap();
     assert!(reload.status.success(), "{}", text(&reload));
-    let (code, status, body) = curl("news.test", https_port, &roots, "/");
-    assert_eq!((code, status.as_str()), (0, "200"), "{body}\n{}", log());
+    let body = served("news.test", https_port, &roots, log);
     assert!(body.starts_with("version=news"), "{body}");
     let status = Command::new(common::bin())
         .args(["status", "--json", "--app", "news"])
