@@ -12,6 +12,7 @@
 #   HOSTS=20 DURATION=5s ROUNDS=5 bench/hosts.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/measure.sh"
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
@@ -22,7 +23,6 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
 fi
 (cd "$ROOT" && cargo build --release -q --bin baton)
 BATON="$ROOT/target/release/baton"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ONE_PORT=$(free_port); MANY_PORT=$(free_port)
 
 WORK=$(mktemp -d)
@@ -36,22 +36,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat > "$WORK/backend.tmpl" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/backend-PORT.pid;
-error_log stderr error;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000;
-  server { listen 127.0.0.1:PORT; location / { return 200 "hello from the backend\n"; } }
-}
-CONF
+write_backend_template
 web() {
   cat <<CONF
 [web]
-command = "sed s/PORT/\$PORT/g $WORK/backend.tmpl > $WORK/b-\$PORT.conf && exec nginx -c $WORK/b-\$PORT.conf -p $WORK"
+command = "$(backend_command)"
 [web.readiness]
 kind = "tcp"
 CONF
@@ -85,19 +74,6 @@ done
 pid_of() { "$BATON" status --json -c "$1" --app "$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])'; }
 declare -A CPU_PID=([one]=$(pid_of "$WORK/one/baton.toml" one) [many]=$(pid_of "$WORK/many/baton.toml" app1))
 declare -A PORT=([one]=$ONE_PORT [many]=$MANY_PORT)
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-to_ms() {
-  python3 -c 'import sys
-v=sys.argv[1]
-for u,f in (("us",0.001),("ms",1),("s",1000)):
-    if v.endswith(u) and (u!="s" or not v.endswith(("ms","us"))):
-        print(round(float(v[:-len(u)])*f,3)); break' "$1"
-}
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-paired() { python3 -c 'import sys, statistics
-a, b = (list(map(float, x.split())) for x in sys.argv[1:3])
-print(f"{statistics.median(x / y for x, y in zip(a, b)):.3f}")' "$1" "$2"; }
 
 declare -A RPS P50 P99 CPU
 run() {
@@ -124,4 +100,4 @@ for n in one many; do
     "$(echo "${P99[$n]}" | median)" "$(echo "${CPU[$n]}" | median)"
 done
 echo
-echo "many/one, the median of each round's own ratio: requests/s $(paired "${RPS[many]}" "${RPS[one]}")   p99 $(paired "${P99[many]}" "${P99[one]}")   CPU time per request $(paired "${CPU[many]}" "${CPU[one]}")"
+echo "many/one, the median of each round's own ratio: requests/s $(paired "${RPS[many]}" "${RPS[one]}" 3)   p99 $(paired "${P99[many]}" "${P99[one]}" 3)   CPU time per request $(paired "${CPU[many]}" "${CPU[one]}" 3)"

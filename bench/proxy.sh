@@ -17,6 +17,7 @@
 #   SWEEP= bench/proxy.sh               # no sweep
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/measure.sh"
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
@@ -47,20 +48,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The backend: nginx answering a fixed body; PORT is filled in per copy.
-cat > "$WORK/backend.tmpl" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/backend-PORT.pid;
-error_log stderr error;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000;
-  server { listen 127.0.0.1:PORT; location / { return 200 "hello from the backend\n"; } }
-}
-CONF
-sed "s/PORT/$BACKEND_PORT/g" "$WORK/backend.tmpl" > "$WORK/backend.conf"
+write_backend_template
+backend_conf "$BACKEND_PORT" > "$WORK/backend.conf"
 nginx -c "$WORK/backend.conf" -p "$WORK" 2>"$WORK/backend.err" &
 PIDS+=($!); BACKEND_MASTER=$!
 
@@ -100,7 +89,7 @@ listen = "127.0.0.1:$BATON_PORT"
 [daemon]
 worker_threads = 1
 [web]
-command = "sed s/PORT/\$PORT/g $WORK/backend.tmpl > $WORK/b-\$PORT.conf && exec nginx -c $WORK/b-\$PORT.conf -p $WORK"
+command = "$(backend_command)"
 [web.readiness]
 kind = "tcp"
 CONF
@@ -127,29 +116,13 @@ IDLE_RSS=$(rss_kb "$DAEMON_PID")
 # The process whose CPU time each target costs: for direct the backend's
 # worker, otherwise the proxy's (nginx's one worker, Baton's daemon with all
 # its threads).
-worker_of() { for _ in $(seq 1 500); do pgrep -P "$1" && return 0; sleep 0.02; done; echo "nginx $1 started no worker" >&2; exit 1; }
 HYPER_PID=$("$BATON" status --json -c "$WORK/hyper/baton.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
 declare -A CPU_PID=([direct]=$(worker_of "$BACKEND_MASTER") [relay]=$RELAY_PID [nginx]=$(worker_of "$NGINX_MASTER") [baton]=$DAEMON_PID [hyper]=$HYPER_PID)
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, all threads
 
-to_ms() { # wrk prints 1.23ms, 456.00us, 1.02s
-  python3 -c 'import sys
-v=sys.argv[1]
-for u,f in (("us",0.001),("ms",1),("s",1000)):
-    if v.endswith(u) and (u!="s" or not v.endswith(("ms","us"))):
-        print(round(float(v[:-len(u)])*f,3)); break' "$1"
-}
 TARGETS="direct relay nginx baton hyper"
 declare -A RPS P50 P99 CPU PORT=([direct]=$BACKEND_PORT [relay]=$RELAY_PORT [nginx]=$NGINX_PORT [baton]=$BATON_PORT [hyper]=$HYPER_PORT)
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
-# Two targets measured in the same rounds: the median of the rounds' own
-# ratios, which cancels the noise that hits both halves of a round alike,
-# and in how many rounds the first one served more requests.
-paired() { python3 -c 'import sys, statistics
-a, b = (list(map(float, x.split())) for x in sys.argv[1:3])
-print(f"{statistics.median(x / y for x, y in zip(a, b)):.2f}")' "$1" "$2"; }
+# In how many rounds the first of two targets served more requests.
 won() { python3 -c 'import sys
 a, b = (list(map(float, x.split())) for x in sys.argv[1:3])
 print(f"{sum(x >= y for x, y in zip(a, b))} of {len(a)}")' "$1" "$2"; }

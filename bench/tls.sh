@@ -16,6 +16,7 @@
 #   MODES=handshake bench/tls.sh    # one mode only
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/measure.sh"
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
@@ -26,7 +27,6 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || ! command -v 
 fi
 (cd "$ROOT" && cargo build --release -q --bin baton)
 BATON="$ROOT/target/release/baton"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BACKEND_PORT=$(free_port); NGINX_PORT=$(free_port); BATON_HTTP=$(free_port); BATON_PORT=$(free_port)
 
 WORK=$(mktemp -d)
@@ -44,19 +44,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 chmod 600 "$WORK/key.pem"
 
-cat > "$WORK/backend.tmpl" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/backend-PORT.pid;
-error_log stderr error;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000;
-  server { listen 127.0.0.1:PORT; location / { return 200 "hello from the backend\n"; } }
-}
-CONF
-sed "s/PORT/$BACKEND_PORT/g" "$WORK/backend.tmpl" > "$WORK/backend.conf"
+write_backend_template
+backend_conf "$BACKEND_PORT" > "$WORK/backend.conf"
 nginx -c "$WORK/backend.conf" -p "$WORK" 2>"$WORK/backend.err" &
 PIDS+=($!)
 
@@ -102,7 +91,7 @@ key = "$WORK/key.pem"
 [daemon]
 worker_threads = 1
 [web]
-command = "sed s/PORT/\$PORT/g $WORK/backend.tmpl > $WORK/b-\$PORT.conf && exec nginx -c $WORK/b-\$PORT.conf -p $WORK"
+command = "$(backend_command)"
 [web.readiness]
 kind = "tcp"
 CONF
@@ -116,23 +105,9 @@ for port in "$NGINX_PORT" "$BATON_PORT"; do
     sleep 0.02
   done
 done
-worker_of() { for _ in $(seq 1 500); do pgrep -P "$1" && return 0; sleep 0.02; done; echo "nginx $1 started no worker" >&2; exit 1; }
 DAEMON_PID=$("$BATON" status --json -c "$WORK/app/baton.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
 declare -A CPU_PID=([nginx]=$(worker_of "$NGINX_MASTER") [baton]=$DAEMON_PID)
 declare -A PORT=([nginx]=$NGINX_PORT [baton]=$BATON_PORT)
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-to_ms() {
-  python3 -c 'import sys
-v=sys.argv[1]
-for u,f in (("us",0.001),("ms",1),("s",1000)):
-    if v.endswith(u) and (u!="s" or not v.endswith(("ms","us"))):
-        print(round(float(v[:-len(u)])*f,3)); break' "$1"
-}
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-paired() { python3 -c 'import sys, statistics
-a, b = (list(map(float, x.split())) for x in sys.argv[1:3])
-print(f"{statistics.median(x / y for x, y in zip(a, b)):.2f}")' "$1" "$2"; }
 
 declare -A RPS P50 P99 CPU WRK
 run() { # name mode

@@ -1,0 +1,48 @@
+# Shared by the benchmark scripts that put proxies side by side (proxy.sh,
+# tls.sh, hosts.sh; lib.sh takes free_port from here): the nginx backend
+# behind every proxy, and the arithmetic on wrk's output. Functions only;
+# each script keeps its own work folder, targets, rounds and tables.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The backend: nginx answering a fixed body, 1 worker, written to
+# $WORK/backend.tmpl; PORT is filled in per copy (`backend_conf PORT >
+# file`, or Baton's [web] command, `backend_command`).
+write_backend_template() {
+  cat > "$WORK/backend.tmpl" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/backend-PORT.pid;
+error_log stderr error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000;
+  server { listen 127.0.0.1:PORT; location / { return 200 "hello from the backend\n"; } }
+}
+CONF
+}
+backend_conf() { sed "s/PORT/$1/g" "$WORK/backend.tmpl"; }
+# The same backend as a Baton app's [web] command, on the $PORT Baton gives.
+backend_command() { echo "sed s/PORT/\$PORT/g $WORK/backend.tmpl > $WORK/b-\$PORT.conf && exec nginx -c $WORK/b-\$PORT.conf -p $WORK"; }
+
+# The worker process of the nginx master $1.
+worker_of() { for _ in $(seq 1 500); do pgrep -P "$1" && return 0; sleep 0.02; done; echo "nginx $1 started no worker" >&2; exit 1; }
+
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, all threads
+
+to_ms() { # wrk prints 1.23ms, 456.00us, 1.02s
+  python3 -c 'import sys
+v=sys.argv[1]
+for u,f in (("us",0.001),("ms",1),("s",1000)):
+    if v.endswith(u) and (u!="s" or not v.endswith(("ms","us"))):
+        print(round(float(v[:-len(u)])*f,3)); break' "$1"
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# Two targets measured in the same rounds: the median of the rounds' own
+# ratios, which cancels the noise that hits both halves of a round alike;
+# $3 digits (default 2).
+paired() { python3 -c 'import sys, statistics
+a, b = (list(map(float, x.split())) for x in sys.argv[1:3])
+print(f"{statistics.median(x / y for x, y in zip(a, b)):.{sys.argv[3]}f}")' "$1" "$2" "${3:-2}"; }
