@@ -143,6 +143,10 @@ fn client_body_status(e: &(dyn std::error::Error + 'static)) -> StatusCode {
     }
 }
 
+/// Most bytes of a body written in one turn, before the exchange looks
+/// for an answer from the instance.
+const TURN_BYTES: u64 = 256 * 1024;
+
 /// A request body on its way to the instance.
 pub(super) struct Upload {
     body: TakeOnPoll,
@@ -170,14 +174,23 @@ impl Upload {
         self.sent
     }
 
-    /// Writes as much of the body as the socket and the client allow;
-    /// ready once all of it is written.
+    /// Writes as much of the body as the socket and the client allow, up
+    /// to `TURN_BYTES` a turn; ready once all of it is written.
     pub(super) fn poll_send(
         &mut self,
         stream: &mut TcpStream,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Stopped>> {
+        let turn_ends = self.sent + TURN_BYTES;
         loop {
+            if self.sent >= turn_ends {
+                // A client and an instance that both keep up would keep
+                // this loop going to the body's end, and the caller would
+                // read the instance's early answer (a 413) only then, after
+                // the whole upload. The caller polls again at once.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             if !self.queue.is_empty() {
                 let mut slices = [IoSlice::new(&[]); 8];
                 let count = self
