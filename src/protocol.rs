@@ -264,6 +264,11 @@ pub struct ReleaseReport {
     pub size: Option<u64>,
     /// Serving, one to go back to, or failed.
     pub status: ReleaseState,
+    /// Its static files are served until then (RFC 3339), for pages it
+    /// rendered (`[static] keep_for` after it stopped serving); its folder
+    /// is kept until then whatever `keep` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assets_until: Option<String>,
 }
 
 /// Where a release stands, in [`ReleaseReport`].

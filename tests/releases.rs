@@ -14,12 +14,7 @@ const WEB: &str = "[web]\ncommand = \"node server.js\"\ninstances = 2\n[web.read
 /// An app folder whose server answers `version`.
 fn app_dir(version: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let code = std::fs::read_to_string(app_js()).unwrap();
-    std::fs::write(
-        dir.path().join("server.js"),
-        code.replace("env.APP_VERSION || 'v1'", &format!("'{version}'")),
-    )
-    .unwrap();
+    write_app(dir.path(), version);
     dir
 }
 

@@ -37,6 +37,7 @@ impl App {
                 created: humantime::parse_rfc3339(&meta.created).unwrap_or(SystemTime::now()),
                 failed: meta.status != Status::Ready,
                 size: meta.size,
+                retired: crate::release::retired_at(&dir),
             };
             if current_dir.as_deref() == Some(dir.as_path()) && !release.failed {
                 from_disk = Some(release.clone());
@@ -72,10 +73,17 @@ impl App {
         }
         self.record_release(release.clone());
         let singletons = self.start_singletons(&release);
-        let mut fleet = self.fleet();
-        fleet.singletons = singletons;
-        fleet.release = Some(release);
-        fleet.serving = started;
+        if release.retired.is_some() {
+            // It serves again.
+            store.mark_retired(&release.id, None);
+        }
+        {
+            let mut fleet = self.fleet();
+            fleet.singletons = singletons;
+            fleet.release = Some(release);
+            fleet.serving = started;
+        }
+        self.publish_assets();
     }
 
     /// The app directory as the release to run in place: the id of the copy
@@ -106,6 +114,7 @@ impl App {
             created: SystemTime::now(),
             failed: false,
             size,
+            retired: None,
         };
         (release, copy_later)
     }

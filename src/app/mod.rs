@@ -28,6 +28,7 @@ use crate::config::Loaded;
 use crate::deploy::owner::Deployer;
 use crate::deploy::{Report, Runtime};
 use crate::protocol::{InstanceReport, ReleaseReport, ReleaseState};
+use crate::proxy::assets::{Assets, Shelf, Shelved};
 use crate::proxy::router::{RouteTable, Router};
 use crate::release::Release;
 use crate::supervisor::{Context, Instance, InstanceSpec, State};
@@ -62,6 +63,8 @@ pub struct App {
     config: watch::Sender<Loaded>,
     /// Where the ready instances are published for the proxy.
     router: Arc<Router>,
+    /// Where the releases whose static files are served are published.
+    assets: Arc<Assets>,
     /// What every instance shares.
     pub ctx: Context,
     fleet: Mutex<Fleet>,
@@ -87,6 +90,7 @@ impl App {
             config_file: config.path.clone(),
             config: watch::Sender::new(config),
             router,
+            assets: Arc::default(),
             ctx,
             fleet: Mutex::default(),
             history: Mutex::default(),
@@ -101,6 +105,11 @@ impl App {
     /// Its route table and hold queue.
     pub fn router(&self) -> &Arc<Router> {
         &self.router
+    }
+
+    /// Its static files, as the proxy answers them.
+    pub fn assets(&self) -> &Arc<Assets> {
+        &self.assets
     }
 
     /// Where deploys, reloads, rollbacks, scales and replacements of this
@@ -285,11 +294,15 @@ impl App {
     /// route table at once. Returns the instances that left the set; they
     /// are listed as draining until [`App::forget_drained`].
     pub fn swap(&self, release: Release, instances: Vec<Instance>) -> Vec<Instance> {
+        let mut left = None;
         let retired = {
             let mut serving = self.fleet();
             let keep: Vec<Arc<str>> = instances.iter().map(|i| i.id.clone()).collect();
             let old = std::mem::replace(&mut serving.serving, instances);
-            serving.release = Some(release);
+            let came = release.id.clone();
+            if let Some(went) = serving.release.replace(release) {
+                left = (went.id != came).then_some((went.id, came));
+            }
             let retired: Vec<Instance> =
                 old.into_iter().filter(|i| !keep.contains(&i.id)).collect();
             // Instances called back from a drain (a reverted deploy) serve again.
@@ -315,7 +328,66 @@ impl App {
             retired
         };
         self.publish_routes();
+        if let Some((went, came)) = left {
+            self.mark_retired(&went, &came);
+        }
+        self.publish_assets();
         retired
+    }
+
+    /// Release `went` stopped serving and `came` serves (again, after a
+    /// rollback): in the history, and on disk for the next start.
+    fn mark_retired(&self, went: &str, came: &str) {
+        let now = SystemTime::now();
+        for r in self.history().iter_mut() {
+            if r.id == went {
+                r.retired = Some(now);
+            } else if r.id == came {
+                r.retired = None;
+            }
+        }
+        let store = crate::release::Store::new(&self.config());
+        store.mark_retired(went, Some(now));
+        store.mark_retired(came, None);
+    }
+
+    /// Publishes which releases' static files are served: the serving
+    /// release's, then those that stopped serving less than `keep_for`
+    /// ago, the latest to stop first. A retired release is served from its
+    /// own folder under `releases/` (for a release that ran the app
+    /// directory in place, the copy kept of it).
+    pub fn publish_assets(&self) {
+        let Some(serving) = self.current_release() else {
+            return;
+        };
+        let Some(statics) = serving.config.config.statics.clone() else {
+            self.assets.publish(None);
+            return;
+        };
+        let root = serving.config.releases_root();
+        let now = SystemTime::now();
+        let mut shelved = vec![Shelved {
+            release: serving.id.clone(),
+            dir: statics.dir_in(&serving.dir),
+            until: None,
+        }];
+        let mut retired: Vec<Shelved> = self
+            .history()
+            .iter()
+            .filter(|r| r.id != serving.id && !r.failed)
+            .filter_map(|r| {
+                let until = r.retired? + statics.keep_for;
+                let own = r.config.config.statics.as_ref().unwrap_or(&statics);
+                (until > now).then(|| Shelved {
+                    release: r.id.clone(),
+                    dir: own.dir_in(&root.join(&r.id)),
+                    until: Some(until),
+                })
+            })
+            .collect();
+        retired.sort_by_key(|s| std::cmp::Reverse(s.until));
+        shelved.extend(retired);
+        self.assets.publish(Some(Shelf::new(&statics, &shelved)));
     }
 
     /// Drops drained instances from the status listing.
@@ -391,10 +463,21 @@ impl App {
 
     /// Every known release, oldest first.
     pub fn releases(&self) -> Vec<ReleaseReport> {
-        let current = self.current_release().map(|r| r.id);
+        let current = self.current_release();
+        let keep_for = current
+            .as_ref()
+            .and_then(|r| r.config.config.statics.as_ref())
+            .map(|s| s.keep_for);
+        let current = current.map(|r| r.id);
+        let now = SystemTime::now();
         self.history()
             .iter()
             .map(|r| ReleaseReport {
+                assets_until: keep_for
+                    .zip(r.retired)
+                    .map(|(keep_for, retired)| retired + keep_for)
+                    .filter(|until| *until > now && Some(&r.id) != current.as_ref())
+                    .map(|until| humantime::format_rfc3339_seconds(until).to_string()),
                 id: r.id.clone(),
                 created: humantime::format_rfc3339_seconds(r.created).to_string(),
                 source: r.source.clone(),

@@ -176,10 +176,14 @@ pub fn releases_table(r: &[ReleaseReport]) -> String {
         .map(String::from)
         .to_vec()];
     for rel in r {
+        let status = match &rel.assets_until {
+            Some(until) => format!("{}, static files until {until}", rel.status),
+            None => rel.status.to_string(),
+        };
         rows.push(vec![
             rel.id.clone(),
             rel.created.clone(),
-            rel.status.to_string(),
+            status,
             rel.size.map_or_else(|| "-".into(), size),
             rel.source.clone(),
         ]);

@@ -22,8 +22,11 @@ use toml::Spanned;
 
 mod fields;
 mod server;
+mod statics;
 
 pub use self::server::{is_server_file_at as is_server_file, ServerFile, Setup};
+
+pub use self::statics::{StaticConfig, HASHED_NAME};
 
 pub use self::fields::{parse_cron, Address, CronPattern, DrainNotice, SignalName};
 
@@ -57,6 +60,10 @@ pub struct Config {
     /// `[tls]`: certificates for `[proxy] https_listen`.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// `[static]`: files Baton serves itself, from the serving release
+    /// and from those that served lately.
+    #[serde(default, rename = "static")]
+    pub statics: Option<StaticConfig>,
 }
 
 /// `[tls]`: the certificates HTTPS serves, chosen by SNI.
@@ -1102,6 +1109,9 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
     }
     check_max_memory("web", c.web.max_memory.as_ref(), err)?;
     check_tls(c, err)?;
+    if let Some(statics) = &c.statics {
+        statics::check(statics, err)?;
+    }
     if let Some(prefix) = &c.app.path_prefix {
         if !prefix.starts_with('/') || prefix.len() > 1 && prefix.ends_with('/') {
             return Err(err(

@@ -112,6 +112,7 @@ pub fn site_table(apps: &[Arc<App>], server: bool) -> SiteTable {
             strip_prefix: config.strip_prefix,
             hold_timeout: proxy.hold_timeout,
             retries: proxy.retries,
+            assets: app.assets().clone(),
         });
         if config.default || !server {
             default = Some(site.clone());

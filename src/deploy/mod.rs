@@ -253,7 +253,8 @@ impl<R: Runtime> Deploy<R> {
                 format!("cannot switch the current symlink: {e}"),
             );
         }
-        for gone in store.prune(loaded.config.releases.keep, &[target.id.as_str()]) {
+        let keep_for = (target.config.config.statics.as_ref()).map(|s| s.keep_for);
+        for gone in store.prune(loaded.config.releases.keep, &[target.id.as_str()], keep_for) {
             self.app.forget_release(&gone);
             tracing::info!("removed old release {gone}");
         }
@@ -331,6 +332,7 @@ impl<R: Runtime> Deploy<R> {
                     created: SystemTime::now(),
                     failed: true,
                     size: None,
+                    retired: None,
                 });
                 return Err(DeployError::Prepare(format!(
                     "release {id}: build failed, traffic was not touched: {why}"
@@ -356,6 +358,7 @@ impl<R: Runtime> Deploy<R> {
             created: SystemTime::now(),
             failed: false,
             size: meta.size,
+            retired: None,
         })
     }
 
@@ -395,6 +398,7 @@ impl<R: Runtime> Deploy<R> {
                     created: SystemTime::now(),
                     failed: false,
                     size,
+                    retired: None,
                 })
             }
             Kind::Deploy {

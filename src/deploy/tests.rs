@@ -116,6 +116,7 @@ fn setup(count: u32) -> Setup {
         created: std::time::SystemTime::now(),
         failed: false,
         size: None,
+        retired: None,
     };
     let old: Vec<(Instance, Puppet)> = (0..count)
         .map(|n| Puppet::start(100 + u64::from(n), "r1"))

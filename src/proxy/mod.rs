@@ -18,6 +18,7 @@
 //! - [`tunnel`]: upgraded (WebSocket) connections.
 
 pub mod activation;
+pub mod assets;
 pub mod body;
 pub mod edge;
 pub mod framing;
@@ -53,6 +54,36 @@ use self::router::Router;
 use self::sites::{Site, Sites};
 use self::upstream::Upstream;
 use crate::config::ProxyConfig;
+
+/// Baton's answer when the request is under the site's `[static] prefix`
+/// (the same as Baton's own HTTP/1.1 server gives).
+fn static_answer(site: &Site, parts: &http::request::Parts) -> Option<assets::Answer> {
+    let shelf = site.assets.shelf();
+    let shelf = shelf.as_ref().as_ref()?;
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    if !shelf.takes(target.as_bytes()) {
+        return None;
+    }
+    let field = |name: http::header::HeaderName| parts.headers.get(name).map(HeaderValue::as_bytes);
+    use http::header;
+    Some(
+        shelf.answer(&assets::Ask {
+            method: parts.method.as_str().as_bytes(),
+            target: target.as_bytes(),
+            if_match: field(header::IF_MATCH),
+            if_none_match: field(header::IF_NONE_MATCH),
+            if_modified_since: field(header::IF_MODIFIED_SINCE),
+            if_unmodified_since: field(header::IF_UNMODIFIED_SINCE),
+            range: field(header::RANGE),
+            if_range: field(header::IF_RANGE),
+            accept_encoding: field(header::ACCEPT_ENCODING),
+            deployment: parts
+                .headers
+                .get("x-deployment-id")
+                .map(HeaderValue::as_bytes),
+        }),
+    )
+}
 
 /// Adds one to a total unless forgotten (`std::mem::forget`).
 struct CountOnDrop<'a>(&'a AtomicU64);
@@ -158,6 +189,15 @@ impl Proxy {
             let refused = Refusal::failed(status, "no app serves this host".into()).response();
             return futures_util::future::Either::Left(std::future::ready(refused));
         };
+        if let Some(answer) = static_answer(&site, &parts) {
+            self.count(answer.status);
+            let mut response = assets::body::into_response(answer);
+            if let (Some(hsts), "https") = (&self.edge.hsts, proto) {
+                (response.headers_mut())
+                    .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+            }
+            return futures_util::future::Either::Left(std::future::ready(response));
+        }
         let rewrite = self.rewrite(&client, proto);
         // A length over max_body_size was refused with the head; a body
         // with none (h2) is held to it as it comes.

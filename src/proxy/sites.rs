@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::assets::Assets;
 use super::router::Router;
 
 /// One app as the proxy sees it: its route table, and where it is served.
@@ -27,6 +28,8 @@ pub struct Site {
     pub hold_timeout: std::time::Duration,
     /// How many times a request is tried on another of its instances.
     pub retries: u32,
+    /// Its static files, answered by Baton.
+    pub assets: Arc<Assets>,
 }
 
 impl std::fmt::Debug for Site {
@@ -188,6 +191,7 @@ mod tests {
             strip_prefix: strip,
             hold_timeout: std::time::Duration::from_secs(1),
             retries: 0,
+            assets: Arc::default(),
         })
     }
 

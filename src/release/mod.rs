@@ -17,7 +17,7 @@ pub mod unpack;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,9 @@ use crate::config::{Loaded, ReleasesConfig};
 
 /// The metadata file in each release folder.
 pub const META_FILE: &str = "RELEASE";
+
+/// The file in a release folder that says when it stopped serving.
+pub const RETIRED_FILE: &str = "RETIRED";
 
 /// The source of a release that runs the app directory in place.
 pub const APP_DIR_SOURCE: &str = "app directory";
@@ -110,6 +113,16 @@ pub struct Release {
     pub failed: bool,
     /// Bytes in its folder (or in the copy kept of it), when known.
     pub size: Option<u64>,
+    /// When it stopped serving (its `RETIRED` file); `None` while it
+    /// serves or before it ever did. Its static files stay reachable
+    /// `[static] keep_for` after.
+    pub retired: Option<SystemTime>,
+}
+
+/// When the release in `dir` stopped serving, from its `RETIRED` file.
+pub fn retired_at(dir: &Path) -> Option<SystemTime> {
+    let text = std::fs::read_to_string(dir.join(RETIRED_FILE)).ok()?;
+    humantime::parse_rfc3339(text.trim()).ok()
 }
 
 /// A sortable release id: UTC time to the second, then a short hash of the
@@ -256,13 +269,20 @@ impl Store {
     }
 
     /// Deletes old releases: keeps the newest `keep` successful ones, the
-    /// newest failed one (for its log), and everything in `protect`.
-    pub fn prune(&self, keep: usize, protect: &[&str]) -> Vec<String> {
+    /// newest failed one (for its log), everything in `protect`, and those
+    /// whose static files are still served (`keep_for` after they stopped
+    /// serving).
+    pub fn prune(&self, keep: usize, protect: &[&str], keep_for: Option<Duration>) -> Vec<String> {
         let mut kept_ok = 0;
         let mut kept_failed = 0;
         let mut removed = Vec::new();
+        let now = SystemTime::now();
         for (meta, dir) in self.list().into_iter().rev() {
             if protect.contains(&meta.id.as_str()) {
+                continue;
+            }
+            let assets_until = keep_for.and_then(|keep_for| Some(retired_at(&dir)? + keep_for));
+            if assets_until.is_some_and(|until| until > now) {
                 continue;
             }
             let keep_it = if meta.status == Status::Ready {
@@ -277,6 +297,26 @@ impl Store {
             }
         }
         removed
+    }
+
+    /// Writes when release `id` stopped serving (`None`: it serves again).
+    /// Its folder may be gone (pruned) or not made yet (the copy of an app
+    /// directory): then there is nothing to write.
+    pub fn mark_retired(&self, id: &str, at: Option<SystemTime>) {
+        let file = self.root.join(id).join(RETIRED_FILE);
+        let written = match at {
+            Some(at) => {
+                let tmp = self.root.join(id).join(format!(".{RETIRED_FILE}.tmp"));
+                std::fs::write(&tmp, humantime::format_rfc3339_millis(at).to_string())
+                    .and_then(|()| std::fs::rename(&tmp, &file))
+            }
+            None => std::fs::remove_file(&file),
+        };
+        if let Err(e) = written {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!("cannot write {}: {e}", file.display());
+            }
+        }
     }
 
     /// Makes the folder of release `id` from `source`: unpacked or copied

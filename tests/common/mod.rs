@@ -174,6 +174,13 @@ pub fn get(port: u16, path: &str) -> std::io::Result<Answer> {
     )
 }
 
+/// Writes the test app into `dir` as `server.js`, answering `version`.
+pub fn write_app(dir: &Path, version: &str) {
+    let code = std::fs::read_to_string(app_js()).expect("the test app");
+    let code = code.replace("env.APP_VERSION || 'v1'", &format!("'{version}'"));
+    std::fs::write(dir.join("server.js"), code).expect("write server.js");
+}
+
 /// A running daemon on a temp dir.
 pub struct Daemon {
     /// The app folder (holds baton.toml, server.js, .baton/).
@@ -435,6 +442,11 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// A probe started by the test itself.
+    pub fn of(child: Child) -> Probe {
+        Probe { child }
+    }
+
     /// Ends the run now (Ctrl-C, which the probe answers with its report)
     /// and returns the report.
     pub fn stop(self) -> Value {

@@ -37,6 +37,7 @@ use super::coalesce::{hold_answer, Awaiting};
 use super::decode::{Chunk, Decoding, Step};
 use super::Silence;
 use super::{coarse_now, write_date, write_field, write_status_line, RequestHead, ResponseBody};
+use crate::proxy::assets::{self, Answer, Ask, Payload};
 use crate::proxy::body::{Counted, Parked};
 use crate::proxy::framing::{
     check_request, is_valid_target, split_absolute, BodyFraming, Protocol,
@@ -67,6 +68,9 @@ const BODY_CHUNK: usize = 16 * 1024;
 const STACK_HEADERS: usize = 128;
 /// The start of the HTTP/2 connection preface (h2c with prior knowledge).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+/// A static file up to this size is read into the answer's one write;
+/// a larger one is sent after its head (with `sendfile` where it can be).
+const INLINE_FILE: usize = 32 * 1024;
 
 /// A client connection Baton's own server can serve: split in a reading
 /// and a writing half (a request body borrows the reading half while its
@@ -87,6 +91,9 @@ pub trait ClientStream: Send + Sized + 'static {
     /// head it reads is cut short; none on TLS, whose bytes must go
     /// through the TLS state, which hyper holds.
     fn socket_for_408(&self) -> Option<std::os::fd::OwnedFd>;
+    /// The socket under the writing half, for `sendfile`; none on TLS,
+    /// whose bytes Baton encrypts.
+    fn zero_copy(writer: &Self::Writer) -> Option<&TcpStream>;
 }
 
 impl ClientStream for TcpStream {
@@ -107,6 +114,10 @@ impl ClientStream for TcpStream {
         use std::os::fd::AsFd;
         self.as_fd().try_clone_to_owned().ok()
     }
+
+    fn zero_copy(writer: &OwnedWriteHalf) -> Option<&TcpStream> {
+        Some(writer.as_ref())
+    }
 }
 
 /// A TLS connection splits with a lock between its halves (one TLS state).
@@ -125,6 +136,10 @@ impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
     const PROTO: &'static str = "https";
 
     fn socket_for_408(&self) -> Option<std::os::fd::OwnedFd> {
+        None
+    }
+
+    fn zero_copy(_: &Self::Writer) -> Option<&TcpStream> {
         None
     }
 }
@@ -217,6 +232,8 @@ enum Local {
     Challenge(String),
     /// No app serves the host (and path): 404 on HTTP, 421 on HTTPS.
     NoApp(StatusCode),
+    /// A file under the app's `[static] prefix`.
+    Static(Box<Answer>),
 }
 
 /// One client connection.
@@ -371,6 +388,12 @@ impl<S: ClientStream> Connection<S> {
                 let keep_alive = request.keep_alive
                     && request.body == Decoding::Done
                     && !self.shutdown.is_cancelled();
+                if let Local::Static(answer) = local {
+                    proxy.count(answer.status);
+                    self.write_static(proxy, answer, keep_alive, request.http10)
+                        .await?;
+                    return Ok(keep_alive);
+                }
                 self.write_local(proxy, local, keep_alive, request.http10);
                 self.flush().await?;
                 return Ok(keep_alive);
@@ -653,7 +676,55 @@ impl<S: ClientStream> Connection<S> {
                 let refusal = Refusal::failed(*status, "no app serves this host".into());
                 self.write_refusal(&refusal, keep_alive, http10);
             }
+            Local::Static(_) => unreachable!("written by write_static"),
         }
+    }
+
+    /// A static file's answer: a small file goes out in one write with its
+    /// head; a larger one with `sendfile` on plain TCP (no copy through
+    /// Baton), in reads otherwise.
+    async fn write_static(
+        &mut self,
+        proxy: &Proxy,
+        answer: &Answer,
+        keep_alive: bool,
+        http10: bool,
+    ) -> io::Result<()> {
+        write_status_line(&mut self.out, answer.status);
+        write_date(&mut self.out);
+        for (name, value) in &answer.fields {
+            write_field(&mut self.out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if let (Some(hsts), "https") = (&proxy.edge.hsts, self.proto) {
+            write_field(&mut self.out, b"strict-transport-security", hsts.as_bytes());
+        }
+        self.write_connection(keep_alive, http10);
+        self.out.extend_from_slice(b"\r\n");
+        let (file, start, len) = match &answer.body {
+            Payload::Empty => return self.flush().await,
+            Payload::Text(text) => {
+                self.out.extend_from_slice(text.as_bytes());
+                return self.flush().await;
+            }
+            Payload::File { file, start, len } => (file, *start, *len),
+        };
+        if len <= INLINE_FILE as u64 {
+            assets::body::read_into(file, start, len as usize, &mut self.out)?;
+            return self.flush().await;
+        }
+        self.flush().await?;
+        if let Some(socket) = S::zero_copy(&self.writer) {
+            return assets::body::send_file(socket, file, start, len).await;
+        }
+        let mut at = start;
+        let end = start + len;
+        while at < end {
+            let chunk = (end - at).min(assets::body::CHUNK as u64) as usize;
+            assets::body::read_into(file, at, chunk, &mut self.out)?;
+            at += chunk as u64;
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     /// The answer to an ACME HTTP-01 check (RFC 8555 §8.3).
@@ -799,7 +870,13 @@ pub(super) fn parse_request(
             .ok_or(Local::NoApp(crate::proxy::sites::no_app_status(proto))),
     };
     let (route, target) = match routed {
-        Ok(site) => (Route::Site(site.clone()), site.target(target)),
+        Ok(site) => {
+            let target = site.target(target);
+            match static_answer(site, method.as_bytes(), &target, fields) {
+                Some(answer) => (Route::Local(Local::Static(Box::new(answer))), target),
+                None => (Route::Site(site.clone()), target),
+            }
+        }
         Err(local) => (Route::Local(local), target.into()),
     };
     let head = RequestHead::encode_raw(
@@ -823,6 +900,33 @@ pub(super) fn parse_request(
             route,
         },
     )
+}
+
+/// Baton's answer when `target` is under the site's `[static] prefix`.
+fn static_answer(
+    site: &Site,
+    method: &[u8],
+    target: &[u8],
+    fields: &[httparse::Header],
+) -> Option<Answer> {
+    let shelf = site.assets.shelf();
+    let shelf = shelf.as_ref().as_ref()?;
+    if !shelf.takes(target) {
+        return None;
+    }
+    let field = |name: &[u8]| find(fields, name);
+    Some(shelf.answer(&Ask {
+        method,
+        target,
+        if_match: field(b"if-match"),
+        if_none_match: field(b"if-none-match"),
+        if_modified_since: field(b"if-modified-since"),
+        if_unmodified_since: field(b"if-unmodified-since"),
+        range: field(b"range"),
+        if_range: field(b"if-range"),
+        accept_encoding: field(b"accept-encoding"),
+        deployment: field(b"x-deployment-id"),
+    }))
 }
 
 /// Whether `read` has an empty line (the end of a head) that ends past
