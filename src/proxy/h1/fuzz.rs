@@ -39,8 +39,21 @@ use crate::proxy::headers::{is_hop_by_hop, Fields};
 use crate::proxy::Proxy;
 
 /// The default proxy, for the parsers' limits and rewriting.
+/// A proxy with one app, which answers every host: each request parsed
+/// is encoded for it.
 fn proxy() -> Arc<Proxy> {
-    Proxy::new(ProxyConfig::default(), Default::default())
+    let proxy = Proxy::new(ProxyConfig::default(), Default::default());
+    let app = Arc::new(crate::proxy::sites::Site {
+        app: "fuzzed".into(),
+        router: Arc::new(crate::proxy::router::Router::new(Default::default(), 1)),
+        prefix: "".into(),
+        strip_prefix: false,
+        hold_timeout: std::time::Duration::from_secs(1),
+        retries: 0,
+        assets: Arc::default(),
+    });
+    (proxy.sites).publish(crate::proxy::sites::SiteTable::new(Vec::new(), Some(app)));
+    proxy
 }
 
 fn client() -> HeaderValue {
@@ -114,13 +127,16 @@ pub fn request_head(data: &[u8]) {
         Parsed::Complete(len, request) => {
             assert!(len <= data.len());
             // What Baton reads from the client is what it says it sends.
-            let reads = match request.head.framing {
+            let head = request
+                .head()
+                .expect("the fuzzed proxy has an app for every host");
+            let reads = match head.framing {
                 BodyFraming::None | BodyFraming::Length(0) => Decoding::Done,
                 BodyFraming::Length(n) => Decoding::Length(n),
                 BodyFraming::Chunked => Decoding::Chunked(super::decode::Chunk::Size),
             };
             assert_eq!(request.body, reads);
-            check_forwarded(&request.head.bytes, request.head.framing);
+            check_forwarded(&head.bytes, head.framing);
         }
         Parsed::Partial | Parsed::Other(_) => {}
     }
@@ -332,7 +348,7 @@ fn served_by_baton(data: &[u8]) -> Served {
                 return served
             }
         };
-        let line = request_line(&request.head.bytes);
+        let line = request_line(&request.head().expect("an app for every host").bytes);
         let _ = rest.split_to(len);
         let mut decoding = request.body;
         let mut length = 0u64;

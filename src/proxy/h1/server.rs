@@ -203,7 +203,6 @@ pub(super) enum Next {
 
 /// A request as the instance gets it, and what the answer depends on.
 pub(super) struct Request {
-    pub(super) head: RequestHead,
     pub(super) keep_alive: bool,
     /// An HTTP/1.0 client, which knows no chunked bodies.
     http10: bool,
@@ -216,10 +215,21 @@ pub(super) struct Request {
     route: Route,
 }
 
+impl Request {
+    /// The head the instance gets; none for a request Baton answers.
+    pub(super) fn head(&self) -> Option<&RequestHead> {
+        match &self.route {
+            Route::Site(_, head) => Some(head),
+            Route::Local(_) => None,
+        }
+    }
+}
+
 /// Where a request goes.
 enum Route {
-    /// To this app's instances.
-    Site(Arc<Site>),
+    /// To this app's instances, with the head they get (encoded only for
+    /// them: Baton's own answers need none).
+    Site(Arc<Site>, RequestHead),
     /// Nowhere: Baton answers it itself.
     Local(Local),
 }
@@ -382,7 +392,7 @@ impl<S: ClientStream> Connection<S> {
         client: &HeaderValue,
     ) -> io::Result<bool> {
         let site = match &request.route {
-            Route::Site(site) => site.clone(),
+            Route::Site(site, _) => site.clone(),
             Route::Local(local) => {
                 // A body not read cannot be told from a next request: close.
                 let keep_alive = request.keep_alive
@@ -450,7 +460,10 @@ impl<S: ClientStream> Connection<S> {
         client: &HeaderValue,
     ) -> io::Result<bool> {
         let replayable = request.idempotent || request.body == Decoding::Done;
-        let forward = path::pass(proxy, site, &request.head, body, client, replayable);
+        let Route::Site(_, head) = &request.route else {
+            unreachable!("exchange answers Baton's own requests itself")
+        };
+        let forward = path::pass(proxy, site, head, body, client, replayable);
         tokio::pin!(forward);
         // A client that leaves before the answer takes its request along
         // (as with nginx and hyper): the instance's connection closes, so
@@ -869,27 +882,28 @@ pub(super) fn parse_request(
         None => (sites.route(facts.host, target))
             .ok_or(Local::NoApp(crate::proxy::sites::no_app_status(proto))),
     };
-    let (route, target) = match routed {
+    let route = match routed {
         Ok(site) => {
             let target = site.target(target);
             match static_answer(site, method.as_bytes(), &target, fields) {
-                Some(answer) => (Route::Local(Local::Static(Box::new(answer))), target),
-                None => (Route::Site(site.clone()), target),
+                Some(answer) => Route::Local(Local::Static(Box::new(answer))),
+                None => {
+                    let head = RequestHead::encode_raw(
+                        method.as_bytes(),
+                        &target,
+                        &facts,
+                        fields,
+                        &proxy.rewrite(client, proto),
+                    );
+                    Route::Site(site.clone(), head)
+                }
             }
         }
-        Err(local) => (Route::Local(local), target.into()),
+        Err(local) => Route::Local(local),
     };
-    let head = RequestHead::encode_raw(
-        method.as_bytes(),
-        &target,
-        &facts,
-        fields,
-        &proxy.rewrite(client, proto),
-    );
     Parsed::Complete(
         len,
         Request {
-            head,
             keep_alive,
             http10,
             body,
