@@ -353,3 +353,65 @@ fn split_answer(bytes: &[u8]) -> (String, &[u8]) {
         &bytes[end + 4..],
     )
 }
+
+/// Version pinning: while v1's instance still drains (it holds a request
+/// that never ends), requests that say they come from a v1 page
+/// (`x-deployment-id`, or `?dpl=`) are answered by it, the rest by v2;
+/// once it is gone, such requests get v2's instances, and v1's files.
+#[test]
+fn a_page_s_requests_go_to_its_own_release_while_it_drains() {
+    let d = Daemon::prepare(
+        "[static]\n[web]\ncommand = \"node server.js\"\ndrain_timeout = \"60s\"\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n",
+    );
+    write_public(d.dir.path(), "v1");
+    let d = d.up();
+    d.wait_ready(1);
+    let v1 = serving(&d);
+    d.wait_for_copy(&v1);
+    let mut hung = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    hung.write_all(b"GET /hang HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the hung request in flight",
+        || d.total("in_flight") == 1,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let v2_tgz = release_tarball("v2", work.path());
+    let mut deploy = Command::new(bin());
+    deploy
+        .args(["deploy", v2_tgz.to_str().unwrap()])
+        .current_dir(d.dir.path());
+    let deploying = std::thread::spawn(move || deploy.output());
+    wait_until(Duration::from_secs(30), "v2 serving, v1 draining", || {
+        serving(&d) != v1 && d.count_in("draining") == 1
+    });
+    let version_of = |a: &Answer| a.body.split_whitespace().next().unwrap_or("").to_string();
+    let pinned = get_with(d.port, "/", &format!("x-deployment-id: {v1}\r\n"));
+    assert_eq!(version_of(&pinned), "version=v1", "{pinned:?}");
+    let pinned = get(d.port, &format!("/page?dpl={v1}")).unwrap();
+    assert_eq!(version_of(&pinned), "version=v1", "{pinned:?}");
+    assert_eq!(version_of(&get(d.port, "/").unwrap()), "version=v2");
+    let other = get_with(d.port, "/", "x-deployment-id: nosuchrelease\r\n");
+    assert_eq!(version_of(&other), "version=v2");
+
+    // The hung request ends: v1's drain is over, its instance stops.
+    drop(hung);
+    let out = deploying.join().unwrap().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let late = get_with(d.port, "/", &format!("x-deployment-id: {v1}\r\n"));
+    assert_eq!((late.status, version_of(&late)), (200, "version=v2".into()));
+    // v2 has a logo of its own; a v1 page gets v1's.
+    let logo = get_with(
+        d.port,
+        "/static/logo.txt",
+        &format!("x-deployment-id: {v1}\r\n"),
+    );
+    assert_eq!(
+        (logo.body.as_str(), header(&logo, "x-baton-release")),
+        ("v1 logo\n", v1.as_str())
+    );
+    let logo = get(d.port, &format!("/static/logo.txt?dpl={v1}")).unwrap();
+    assert_eq!(logo.body, "v1 logo\n");
+    assert_eq!(get(d.port, "/static/logo.txt").unwrap().body, "v2 logo\n");
+}

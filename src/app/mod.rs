@@ -414,9 +414,14 @@ impl App {
             && !fleet.serving.is_empty()
             && fleet.serving.iter().all(|i| i.status().state.is_terminal())
             && fleet.deploying.is_none();
+        let draining = (fleet.draining.iter())
+            .filter(|(i, _)| i.status().state == State::Draining)
+            .map(|(i, _)| (i.release.clone(), i.upstream.clone()))
+            .collect();
         self.router.publish_table(RouteTable {
             instances: ready,
             hopeless,
+            draining,
         });
     }
 

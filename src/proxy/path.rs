@@ -40,6 +40,8 @@ pub(crate) trait Attempt: Sync {
     /// Whether the request asked to switch protocols (a 101 is its answer,
     /// not an instance's error).
     const UPGRADE: bool;
+    /// The release the client's page came from, when it says.
+    fn deployment(&self) -> Option<&[u8]>;
 }
 
 /// A plain request, encoded once for every attempt, sent on a pooled
@@ -62,6 +64,10 @@ impl Attempt for h1::RequestHead {
     }
 
     const UPGRADE: bool = false;
+
+    fn deployment(&self) -> Option<&[u8]> {
+        self.deployment.as_deref()
+    }
 }
 
 /// An upgrade (WebSocket), sent through hyper's client on a connection of
@@ -95,6 +101,12 @@ impl Attempt for Upgrade {
     }
 
     const UPGRADE: bool = true;
+
+    fn deployment(&self) -> Option<&[u8]> {
+        let header = self.parts.headers.get("x-deployment-id");
+        let query = || super::assets::query_value(self.parts.uri.query()?.as_bytes(), b"dpl");
+        header.map(HeaderValue::as_bytes).or_else(query)
+    }
 }
 
 /// Why one attempt at an instance failed.
@@ -275,7 +287,10 @@ async fn forward<A: Attempt>(
     loop {
         // Holding is the rare case: its future is boxed so that the
         // common one stays small (this future is moved per request).
-        let picked = match site.router.pick(&tried) {
+        // A page's own release answers it while that release drains
+        // (a failed attempt there goes on to the serving instances).
+        let pinned = (attempt.deployment()).and_then(|id| site.router.pick_draining(id, &tried));
+        let picked = match pinned.or_else(|| site.router.pick(&tried)) {
             Some(u) => Ok(u),
             None => Box::pin(site.router.pick_or_hold(&tried, site.hold_timeout)).await,
         };

@@ -21,6 +21,10 @@ pub struct RouteTable {
     /// None is ready and none is on its way (every instance failed, no
     /// deploy running): waiting would only delay the 503.
     pub hopeless: bool,
+    /// Instances out of the table that still finish their requests, with
+    /// their release: they answer requests from pages of that release
+    /// (version pinning, `x-deployment-id`).
+    pub draining: Vec<(Arc<str>, Arc<Upstream>)>,
 }
 
 /// Why no instance could be had.
@@ -62,7 +66,7 @@ impl Router {
     pub fn publish(&self, instances: Vec<Arc<Upstream>>) {
         self.publish_table(RouteTable {
             instances,
-            hopeless: false,
+            ..RouteTable::default()
         });
     }
 
@@ -110,6 +114,16 @@ impl Router {
             }
         };
         choose(true).or_else(|| choose(false)).cloned()
+    }
+
+    /// A draining instance of `release` not tried yet, the least busy;
+    /// none when that release has none left.
+    pub fn pick_draining(&self, release: &[u8], tried: &[Arc<str>]) -> Option<Arc<Upstream>> {
+        let table = self.table.load();
+        (table.draining.iter())
+            .filter(|(r, u)| r.as_bytes() == release && !u.is_down() && !tried.contains(&u.id))
+            .min_by_key(|(_, u)| u.in_flight())
+            .map(|(_, u)| u.clone())
     }
 
     /// Picks an instance, waiting up to `hold` for one to become ready.

@@ -26,6 +26,9 @@ pub async fn run(
     cmd.arg("-c")
         .arg(command)
         .current_dir(dir)
+        // The release id, which a framework may stamp its pages with
+        // (Next.js's `deploymentId`: see `[static]` and version pinning).
+        .env("BATON_RELEASE", dir.file_name().unwrap_or_default())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -233,7 +233,7 @@ fn precompressed(
 }
 
 /// `name=value` in the target's query.
-fn query_value<'a>(target: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+pub(crate) fn query_value<'a>(target: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     let start = target.iter().position(|&b| b == b'?')? + 1;
     let query = &target[start..];
     let query = query.split(|&b| b == b'#').next().unwrap_or(query);

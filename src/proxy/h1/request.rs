@@ -26,6 +26,9 @@ pub struct RequestHead {
     pub(super) framing: BodyFraming,
     /// A HEAD request: its answer has no body whatever its headers say.
     pub(super) is_head: bool,
+    /// The release the client's page came from (`x-deployment-id`, or
+    /// `?dpl=`): its instances answer while they drain.
+    pub(crate) deployment: Option<Box<[u8]>>,
 }
 
 impl RequestHead {
@@ -95,9 +98,13 @@ fn encode_head(
     // without `:authority`) gets an empty one (RFC 9112 §3.2).
     write_field(&mut out, b"host", host.unwrap_or_default());
     let host = host.filter(|h| !h.is_empty());
+    let mut deployment = crate::proxy::assets::query_value(target, b"dpl").map(Box::from);
     rewrite.for_each(fields, host, |name, value| {
         if name.eq_ignore_ascii_case(b"expect") {
             return;
+        }
+        if name.eq_ignore_ascii_case(b"x-deployment-id") {
+            deployment = Some(value.into());
         }
         write_field(&mut out, name, value);
     });
@@ -115,6 +122,7 @@ fn encode_head(
         bytes: out,
         framing,
         is_head: method == b"HEAD",
+        deployment,
     }
 }
 
