@@ -415,3 +415,62 @@ fn a_page_s_requests_go_to_its_own_release_while_it_drains() {
     assert_eq!(logo.body, "v1 logo\n");
     assert_eq!(get(d.port, "/static/logo.txt").unwrap().body, "v2 logo\n");
 }
+
+/// A file larger than what goes out with its head is sent with sendfile
+/// on plain HTTP: whole, and a range from its middle; h2c (through hyper)
+/// sends the same bytes.
+#[test]
+fn large_files_whole_and_in_part_over_http1_and_h2c() {
+    let d = start("", "");
+    let large: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(d.path("public/big.bin"), &large).unwrap();
+    let whole = raw_bytes(
+        d.port,
+        "GET /static/big.bin HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    let (head, body) = split_answer(&whole);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-type: application/octet-stream\r\n"),
+        "{head}"
+    );
+    assert!(
+        body == large.as_slice(),
+        "{} bytes of {}",
+        body.len(),
+        large.len()
+    );
+    let part = raw_bytes(
+        d.port,
+        "GET /static/big.bin HTTP/1.1\r\nHost: a\r\nRange: bytes=100000-199999\r\nConnection: close\r\n\r\n",
+    );
+    let (head, body) = split_answer(&part);
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert!(
+        head.contains("content-range: bytes 100000-199999/300000\r\n"),
+        "{head}"
+    );
+    assert!(body == &large[100_000..200_000], "{} bytes", body.len());
+
+    let request = |path: &str| {
+        http::Request::get(format!("http://a{path}"))
+            .body(H2Body::default())
+            .unwrap()
+    };
+    let answers = h2_exchange(
+        d.port,
+        vec![
+            request("/static/big.bin"),
+            request(V1_ASSET),
+            request("/static/nope"),
+        ],
+    );
+    assert_eq!(answers[0].0, 200);
+    assert!(
+        answers[0].1 == large.as_slice(),
+        "h2: {} bytes",
+        answers[0].1.len()
+    );
+    assert_eq!((answers[1].0, &answers[1].1[..]), (200, V1_CODE.as_bytes()));
+    assert_eq!(answers[2].0, 404);
+}

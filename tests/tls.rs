@@ -529,3 +529,42 @@ fn an_upgrade_keeps_https_serving() {
     let (code, status, body) = h.curl("a.test", "a.test", "/", "--http2");
     assert_eq!((code, status.as_str()), (0, "2 200"), "{body}");
 }
+
+/// Static files over HTTPS: Baton's own HTTP/1.1 server (which cannot use
+/// sendfile under TLS and reads the file instead) and h2 (through hyper)
+/// both send a large file whole, a range of it, and HSTS.
+#[test]
+fn static_files_over_https_on_http1_and_h2() {
+    let (d, port) = prepare_https("APP_VERSION = \"v1\"", "hsts = \"max-age=60\"");
+    d.edit_config(|c| format!("{c}\n[static]\n"));
+    let public = d.path("public");
+    std::fs::create_dir_all(&public).unwrap();
+    let large: String = (0..40_000).map(|i| format!("{:07}\n", i)).collect();
+    std::fs::write(public.join("big.0123abcd.txt"), &large).unwrap();
+    let h = Https { d: d.up(), port };
+    h.d.wait_ready(2);
+    for version in ["--http1.1", "--http2"] {
+        let (code, status, body) = h.curl("a.test", "a.test", "/static/big.0123abcd.txt", version);
+        let expected = if version == "--http2" { "2" } else { "1.1" };
+        assert_eq!(
+            (code, status.as_str()),
+            (0, format!("{expected} 200 max-age=60").as_str()),
+            "{version}"
+        );
+        assert!(
+            body == large,
+            "{version}: the file came back altered ({} bytes of {})",
+            body.len(),
+            large.len()
+        );
+    }
+    let out = Command::new("curl")
+        .args(["-sS", "--http1.1", "-r", "160000-160015", "--cacert"])
+        .arg(h.d.path("a.test.pem"))
+        .arg("--resolve")
+        .arg(format!("a.test:{port}:127.0.0.1"))
+        .arg(format!("https://a.test:{port}/static/big.0123abcd.txt"))
+        .output()
+        .expect("curl runs (apt-get install curl)");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0020000\n0020001\n");
+}

@@ -104,3 +104,47 @@ pub(super) fn check(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn located(statics: &str) -> (Option<usize>, Option<String>, String) {
+        let text = format!("[app]\nname = \"a\"\n[web]\ncommand = \"x\"\n[static]\n{statics}\n");
+        let e = super::super::parse(&text, Path::new("baton.toml"))
+            .expect_err("config should be rejected");
+        (e.line, e.field, e.message)
+    }
+
+    #[test]
+    fn a_bad_static_section_is_blamed_on_its_line_and_field() {
+        let (line, field, _) = located("prefix = \"static\"");
+        assert_eq!((line, field.as_deref()), (Some(6), Some("static.prefix")));
+        let (line, field, _) = located("dir = \"../shared\"");
+        assert_eq!((line, field.as_deref()), (Some(6), Some("static.dir")));
+        let (line, field, _) = located("dir = \"/srv/public\"");
+        assert_eq!((line, field.as_deref()), (Some(6), Some("static.dir")));
+        let (line, field, message) = located("immutable = \"[0-9\"");
+        assert_eq!(
+            (line, field.as_deref()),
+            (Some(6), Some("static.immutable"))
+        );
+        assert!(message.contains("regular expression"), "{message}");
+        let (line, field, _) = located("keep_for = \"a week\"");
+        assert_eq!((line, field.as_deref()), (Some(6), Some("static.keep_for")));
+    }
+
+    #[test]
+    fn defaults_serve_public_under_static_for_a_week() {
+        let text = "[app]\nname = \"a\"\n[web]\ncommand = \"x\"\n[static]\n";
+        let loaded = super::super::parse(text, Path::new("baton.toml")).unwrap();
+        let statics = loaded.statics.expect("[static] is there");
+        assert_eq!(statics.prefix(), "/static");
+        assert_eq!(statics.dir.get_ref(), Path::new("public"));
+        assert_eq!(statics.keep_for.as_secs(), 7 * 24 * 3600);
+        assert!(regex::Regex::new(statics.immutable.get_ref())
+            .unwrap()
+            .is_match("app.1a2b3c4d.js"));
+        assert!(!statics.index);
+    }
+}
