@@ -1399,5 +1399,24 @@ mod readme {
         assert_eq!(c.tcp.len(), 1);
         assert_eq!(c.releases.keep, 5);
         assert!(c.web.drain_notice.is_some());
+        assert!(c
+            .statics
+            .is_some_and(|s| s.keep_for.as_secs() == 7 * 24 * 3600));
+    }
+
+    /// Every recipe (Egg, Express, Next) is a valid baton.toml.
+    #[test]
+    fn readme_recipes_parse() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("## Recipes").expect("recipes section");
+        let end = start + readme[start..].find("\n## ").expect("a next section");
+        let mut recipes = 0;
+        for block in readme[start..end].split("```toml\n").skip(1) {
+            let text = &block[..block.find("```").expect("block end")];
+            super::parse(text, std::path::Path::new("README.md"))
+                .unwrap_or_else(|e| panic!("{e}\n{text}"));
+            recipes += 1;
+        }
+        assert_eq!(recipes, 3);
     }
 }
