@@ -797,3 +797,72 @@ fn tells_systemd_when_ready() {
     assert_eq!(&buf[..n], b"STOPPING=1");
     child.wait().unwrap();
 }
+
+/// `baton status --watch --json` without a terminal prints one report a
+/// second until Ctrl-C (SIGINT), then exits 0.
+#[test]
+fn status_watch_prints_a_report_a_second_until_interrupted() {
+    use std::io::BufRead;
+    let d = Daemon::start(WEB_HTTP);
+    d.wait_ready(1);
+    let mut watch = std::process::Command::new(bin())
+        .args(["status", "--watch", "--json"])
+        .current_dir(d.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        let line = lines.next().expect("a report").unwrap();
+        let report: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(report["instances"][0]["state"], "ready", "{report}");
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "two reports came at once"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(watch.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = watch.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "Ctrl-C ends the watch cleanly");
+}
+
+/// On a terminal (`script` gives it one), `baton status --watch` draws on
+/// the alternate screen, redraws in place without clearing it, and `q`
+/// ends it with the screen and the cursor given back.
+#[test]
+fn status_watch_on_a_terminal_redraws_in_place_and_quits_on_q() {
+    let d = Daemon::start(WEB_HTTP);
+    d.wait_ready(1);
+    let command = "sleep 2.5; printf q";
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "({command}) | script -qfec '{} status --watch' /dev/null",
+            bin()
+        ))
+        .current_dir(d.dir.path())
+        .output()
+        .expect("script runs (apt-get install bsdutils)");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.starts_with("\x1b[?1049h\x1b[?25l"),
+        "no alternate screen: {screen:?}"
+    );
+    assert!(
+        screen.contains("\x1b[?25h\x1b[?1049l"),
+        "the screen was not given back: {screen:?}"
+    );
+    let frames = screen.matches("\x1b[H").count();
+    assert!(frames >= 2, "{frames} frames: {screen:?}");
+    assert!(
+        !screen.contains("\x1b[2J"),
+        "a frame cleared the screen (flicker)"
+    );
+    assert!(screen.contains("web#1"), "{screen:?}");
+}

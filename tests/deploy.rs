@@ -832,3 +832,43 @@ fn release_that_crashes_seconds_after_ready() {
         "traffic went back",
     );
 }
+
+/// Ticks come from the schedule, not from the end of the last run: a job
+/// of `* * * * * *` that runs 0.4 s starts each time just after a whole
+/// second, one run a second; a job that outlasts its tick has the ticks
+/// that passed skipped, and the log says so.
+#[test]
+fn cron_ticks_come_from_the_schedule_and_passed_ones_are_skipped() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let log_path = log.path().display().to_string();
+    let d = Daemon::start(&format!(
+        "[cron.short]\nschedule = \"* * * * * *\"\ncommand = \"date +%s.%N >> {log_path}; sleep 0.4\"\n\
+         [cron.long]\nschedule = \"* * * * * *\"\ncommand = \"sleep 1.5\"\n\n{}",
+        web(1, "", "")
+    ));
+    d.wait_ready(1);
+    let starts = || -> Vec<f64> {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        text.lines().filter_map(|l| l.parse().ok()).collect()
+    };
+    wait_until(Duration::from_secs(20), "six runs", || starts().len() >= 6);
+    let starts = starts();
+    for t in &starts {
+        assert!(
+            t.fract() < 0.3,
+            "a run started {:.3} s after its tick: {starts:?}",
+            t.fract()
+        );
+    }
+    for pair in starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            (0.7..1.3).contains(&gap),
+            "runs {gap:.3} s apart: {starts:?}"
+        );
+    }
+    wait_until(Duration::from_secs(10), "a skipped tick logged", || {
+        d.output()
+            .contains("[cron.long]: 1 tick of \"* * * * * *\" skipped")
+    });
+}

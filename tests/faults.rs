@@ -656,3 +656,34 @@ fn max_body_size_holds_for_h2_bodies_without_a_length() {
     let status = h2_exchange(d.port, vec![request])[0].0;
     assert_eq!(status, 413);
 }
+
+/// The app's log rotates past `log_max_size` into `log_keep` generations
+/// (`web.log.1` the newest), and no more are kept.
+#[test]
+fn the_app_log_rotates_into_log_keep_generations() {
+    let d = Daemon::start(&format!(
+        "[daemon]\nlog_max_size = \"4KB\"\nlog_keep = 3\n\n{}",
+        web(1, "LOG_REQUESTS = \"1\"")
+    ));
+    d.wait_ready(1);
+    // Each request writes a line of more than 200 bytes: 200 requests are
+    // over 40 KB, ten files' worth.
+    load_all_ok(&d, 200);
+    let log = d.path(".baton/logs/web.log");
+    let generation = |n: u32| {
+        let mut p = log.clone().into_os_string();
+        p.push(format!(".{n}"));
+        std::path::PathBuf::from(p)
+    };
+    wait_until(Duration::from_secs(10), "three generations", || {
+        (1..=3).all(|n| generation(n).exists())
+    });
+    assert!(!generation(4).exists(), "log_keep = 3 kept a fourth");
+    for n in 1..=3 {
+        let len = std::fs::metadata(generation(n)).unwrap().len();
+        assert!(
+            (4096..4096 + 1024).contains(&len),
+            "web.log.{n} has {len} bytes"
+        );
+    }
+}

@@ -7,8 +7,10 @@ pub mod client;
 pub mod find;
 pub mod init;
 pub mod output;
+pub mod pm2;
 pub mod systemd;
 pub mod upgrade;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -75,6 +77,10 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Redraw every second until `q` or Ctrl-C (as `pm2 monit`); with
+        /// `--json` or without a terminal, one report per second.
+        #[arg(long, short)]
+        watch: bool,
     },
     /// List the apps of the server: hosts, path prefix, release, instances.
     Apps {
@@ -167,6 +173,12 @@ pub enum Command {
     },
     /// Print the man page (roff): `baton man | man -l -`.
     Man,
+    /// Write baton.toml files from another tool's configuration.
+    Import {
+        /// What to import.
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// Show the app's log.
     Logs {
         /// How many past lines.
@@ -178,6 +190,27 @@ pub enum Command {
         /// Only one instance (`web#2`) or process (`web`, `scheduler`).
         #[arg(short, long)]
         instance: Option<String>,
+    },
+}
+
+/// What `baton import` reads.
+#[derive(Debug, clap::Subcommand)]
+pub enum ImportFrom {
+    /// A pm2 ecosystem file (`ecosystem.config.js`, `.cjs`, `app.json`,
+    /// `.yaml`): one baton.toml for one app; for several, a server file
+    /// and a folder per app.
+    Pm2 {
+        /// The pm2 file.
+        file: PathBuf,
+        /// Apply `env_<NAME>` over `env`, as `pm2 start --env NAME`.
+        #[arg(long)]
+        env: Option<String>,
+        /// Where to write (default: the pm2 file's folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print what was written and left behind as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -330,6 +363,15 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::Import {
+            from:
+                ImportFrom::Pm2 {
+                    file,
+                    env,
+                    out,
+                    json,
+                },
+        } => import_pm2(file, env.as_deref(), out.as_deref(), *json),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut command, "baton", &mut std::io::stdout());
@@ -614,7 +656,10 @@ async fn remote(cli: &Cli, target: &Target, client: &ApiClient) -> Result<(), Fa
         None => String::new(),
     };
     match &cli.command {
-        Command::Status { json } if target.at_server => {
+        Command::Status { json, watch: true } => {
+            watch_status(client, target.at_server, &app_query('?'), *json).await
+        }
+        Command::Status { json, .. } if target.at_server => {
             let all: Vec<StatusReport> = client.get("/apps").await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
@@ -626,7 +671,7 @@ async fn remote(cli: &Cli, target: &Target, client: &ApiClient) -> Result<(), Fa
             }
             exit_for(all.iter().map(StatusReport::health).max())
         }
-        Command::Status { json } => {
+        Command::Status { json, .. } => {
             let s: StatusReport = client.get(&format!("/status{}", app_query('?'))).await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
@@ -774,8 +819,102 @@ async fn remote(cli: &Cli, target: &Target, client: &ApiClient) -> Result<(), Fa
         | Command::Systemd
         | Command::Completions { .. }
         | Command::Init { .. }
+        | Command::Import { .. }
         | Command::Man => {
             unreachable!("handled before connecting")
+        }
+    }
+}
+
+/// `baton import pm2`: writes the files (none if any exists already), then
+/// names every field left behind.
+fn import_pm2(
+    file: &Path,
+    env: Option<&str>,
+    out: Option<&Path>,
+    json: bool,
+) -> Result<(), Failure> {
+    let read = pm2::read(file).map_err(Failure::usage)?;
+    let source = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut imported = pm2::convert(&read.apps, &source, env).map_err(Failure::usage)?;
+    if read.deploy {
+        imported.notes.push(pm2::deploy_note());
+    }
+    let out = out.map_or_else(
+        || file.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        Path::to_path_buf,
+    );
+    let paths: Vec<PathBuf> = imported.files.iter().map(|(p, _)| out.join(p)).collect();
+    if let Some(existing) = paths.iter().find(|p| p.exists()) {
+        return Err(Failure::usage(format!(
+            "{} exists; baton import does not overwrite it (--out DIR writes elsewhere)",
+            existing.display()
+        )));
+    }
+    for (path, (_, text)) in paths.iter().zip(&imported.files) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Failure::failed(format!("creating {}: {e}", dir.display())))?;
+        }
+        std::fs::write(path, text)
+            .map_err(|e| Failure::failed(format!("writing {}: {e}", path.display())))?;
+    }
+    if json {
+        let report = serde_json::json!({
+            "files": paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "left_behind": imported.notes,
+        });
+        println!("{report:#}");
+        return Ok(());
+    }
+    for path in &paths {
+        println!("wrote {}", path.display());
+    }
+    if !imported.notes.is_empty() {
+        println!("not carried over:");
+        for note in &imported.notes {
+            println!("  {note}");
+        }
+    }
+    println!(
+        "check with `baton check -c {}`, then `baton up`",
+        paths[0].display()
+    );
+    Ok(())
+}
+
+/// `baton status --watch`: a frame a second until the user stops it.
+async fn watch_status(
+    client: &ApiClient,
+    at_server: bool,
+    app_query: &str,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut screen = watch::Screen::open();
+    loop {
+        let reports: Vec<StatusReport> = if at_server {
+            client.get("/apps").await?
+        } else {
+            vec![client.get(&format!("/status{app_query}")).await?]
+        };
+        let frame = if json {
+            let value = if at_server {
+                serde_json::to_value(&reports)
+            } else {
+                serde_json::to_value(&reports[0])
+            };
+            value.map(|v| v.to_string()).unwrap_or_default()
+        } else {
+            let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+            let tables: Vec<String> = reports.iter().map(output::status_table).collect();
+            format!("{stamp}   q or Ctrl-C to quit\n\n{}", tables.join("\n"))
+        };
+        screen.draw(&frame);
+        if !screen.wait().await {
+            return Ok(());
         }
     }
 }

@@ -362,6 +362,11 @@ pub struct DaemonConfig {
     /// Relative to the directory holding baton.toml. Default
     /// `<state_dir>/logs/web.log`.
     pub app_log: Option<PathBuf>,
+    /// A log file past this size is rotated (default 16 MiB).
+    pub log_max_size: Option<Size>,
+    /// Rotated log files kept: `<file>.1` (the newest) to `<file>.<n>`
+    /// (default 5).
+    pub log_keep: Option<u32>,
 }
 
 /// How the proxy picks an instance for a request.
@@ -842,6 +847,19 @@ impl Loaded {
         match &self.config.daemon.app_log {
             Some(p) => self.base_dir.join(p),
             None => self.state_dir().join("logs").join("web.log"),
+        }
+    }
+
+    /// How its log files are rotated.
+    pub fn log_rotation(&self) -> crate::supervisor::logs::Rotation {
+        let default = crate::supervisor::logs::Rotation::default();
+        let daemon = &self.config.daemon;
+        crate::supervisor::logs::Rotation {
+            max_size: daemon
+                .log_max_size
+                .as_ref()
+                .map_or(default.max_size, |s| s.0),
+            keep: daemon.log_keep.unwrap_or(default.keep),
         }
     }
 

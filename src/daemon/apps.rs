@@ -61,7 +61,7 @@ impl Shared {
         let ctx = Context {
             ports: self.ports.clone(),
             reaper: self.reaper.clone(),
-            logs: LogSink::new(&loaded.app_log(), true),
+            logs: LogSink::new(&loaded.app_log(), true, loaded.log_rotation()),
             run_dir,
             changed: Default::default(),
         };

@@ -190,6 +190,8 @@ pub struct Store {
     /// The app's log file, which may sit in the app directory: never part
     /// of a release either.
     pub app_log: PathBuf,
+    /// How many rotated generations of it there may be.
+    pub log_keep: u32,
 }
 
 impl Store {
@@ -200,6 +202,7 @@ impl Store {
             state_dir: loaded.state_dir(),
             inbox: (loaded.config.releases.inbox.as_ref()).map(|i| loaded.base_dir.join(i)),
             app_log: loaded.app_log(),
+            log_keep: loaded.log_rotation().keep,
         }
     }
 
@@ -385,14 +388,17 @@ impl Store {
         if !cfg.keep_node_modules {
             names.push("node_modules".into());
         }
-        let mut rotated_log = self.app_log.clone().into_os_string();
-        rotated_log.push(".1");
         let mut paths = vec![
             self.state_dir.clone(),
             self.root.clone(),
             self.app_log.clone(),
-            rotated_log.into(),
         ];
+        // Its rotated generations (`web.log.1`, …) stay out too.
+        paths.extend((1..=self.log_keep).map(|n| {
+            let mut rotated = self.app_log.clone().into_os_string();
+            rotated.push(format!(".{n}"));
+            PathBuf::from(rotated)
+        }));
         paths.extend(self.inbox.clone());
         copy::Exclude { names, paths }
     }
@@ -795,6 +801,7 @@ mod tests {
             state_dir: root.path().to_path_buf(),
             inbox: None,
             app_log: root.path().join("app.log"),
+            log_keep: 5,
         };
         let made = [
             ("20261121T164415Z-aaaaaa", "2026-11-21T16:44:14Z"),

@@ -59,6 +59,15 @@ impl Schedule {
         pattern.cloned()
     }
 
+    /// How the log names it.
+    fn describe(&self) -> String {
+        match self {
+            Schedule::WebRestart => "[web] cron_restart".into(),
+            Schedule::SingletonRestart(name) => format!("[process.{name}] cron_restart"),
+            Schedule::Job(name) => format!("[cron.{name}]"),
+        }
+    }
+
     /// What it does at a tick.
     async fn tick(&self, app: &Arc<App>, pattern: &str) {
         match self {
@@ -94,24 +103,58 @@ pub async fn keep(app: Arc<App>) {
 /// The pattern is read again at every change of configuration, so a deploy
 /// that changes or removes it applies at once: a daily job made hourly does
 /// not wait for its old daily tick first.
+///
+/// Ticks come from the schedule, not from the end of the last run: the
+/// next tick is the one after the tick just run, so a job that takes 0.3 s
+/// of a `* * * * * *` schedule still runs at each whole second. A tick
+/// that passes while a run is still going is skipped, and the log says so.
 async fn on_each_tick(app: Arc<App>, schedule: Schedule) {
     let mut changes = app.config_changes();
+    let mut after = chrono::Utc::now();
     loop {
         changes.mark_unchanged();
         let Some(pattern) = schedule.pattern(&app.config().config) else {
             return;
         };
-        match next_tick(&app, &pattern, &mut changes).await {
+        match next_tick(&app, &pattern, after, &mut changes).await {
             // A change at the very tick: the configuration in force decides.
-            Wake::Tick if schedule.pattern(&app.config().config).as_ref() == Some(&pattern) => {
+            Wake::Tick(at) if schedule.pattern(&app.config().config).as_ref() == Some(&pattern) => {
                 schedule.tick(&app, pattern.as_str()).await;
+                after = at;
+                let skipped = skip_passed(&pattern, &mut after, chrono::Utc::now());
+                if skipped > 0 {
+                    tracing::warn!(
+                        "{}: {skipped} tick{} of {:?} skipped: the run was still going",
+                        schedule.describe(),
+                        crate::plural(skipped),
+                        pattern.as_str()
+                    );
+                }
             }
-            Wake::Tick => {}
+            Wake::Tick(at) => after = at,
             // The next tick is worked out again, from the pattern in force.
-            Wake::ConfigChanged => {}
+            Wake::ConfigChanged => after = chrono::Utc::now(),
             Wake::Never => return,
         }
     }
+}
+
+/// Moves `after` past the ticks of `pattern` up to `now`; returns how
+/// many there were.
+fn skip_passed(
+    pattern: &CronPattern,
+    after: &mut chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> usize {
+    let mut skipped = 0;
+    while let Ok(tick) = pattern.cron().find_next_occurrence(after, false) {
+        if tick > now {
+            break;
+        }
+        *after = tick;
+        skipped += 1;
+    }
+    skipped
 }
 
 /// A `[web] cron_restart` tick: a deploy of the serving release (fresh
@@ -144,31 +187,32 @@ async fn restart_singleton(app: &App, name: &str, pattern: &str) {
 
 /// Why a schedule's wait ended.
 enum Wake {
-    /// Its tick came.
-    Tick,
+    /// Its tick, at this time, came.
+    Tick(chrono::DateTime<chrono::Utc>),
     /// The configuration changed first.
     ConfigChanged,
     /// The daemon stops, or the pattern has no next tick.
     Never,
 }
 
-/// Sleeps until the next tick of `pattern`, or a change of configuration.
+/// Sleeps until the tick of `pattern` after `after`, or a change of
+/// configuration.
 async fn next_tick(
     app: &App,
     pattern: &CronPattern,
+    after: chrono::DateTime<chrono::Utc>,
     changes: &mut tokio::sync::watch::Receiver<crate::config::Loaded>,
 ) -> Wake {
-    let now = chrono::Utc::now();
-    let Ok(next) = pattern.cron().find_next_occurrence(&now, false) else {
+    let Ok(next) = pattern.cron().find_next_occurrence(&after, false) else {
         return Wake::Never;
     };
-    let wait = (next - now).to_std().unwrap_or_default();
+    let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
     tokio::select! {
         // In this order: a change that lands as the tick comes does not
         // cost the tick.
         biased;
         _ = app.stopping.cancelled() => Wake::Never,
-        _ = tokio::time::sleep(wait) => Wake::Tick,
+        _ = tokio::time::sleep(wait) => Wake::Tick(next),
         // Only a dropped sender errs, and the app holds it for life.
         _ = changes.changed() => Wake::ConfigChanged,
     }

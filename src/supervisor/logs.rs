@@ -22,8 +22,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::broadcast;
 
-/// A log file is rotated to `<file>.1` past this size.
-const ROTATE_BYTES: u64 = 16 * 1024 * 1024;
 /// Lines kept per instance for failure reports.
 const TAIL_LINES: usize = 40;
 /// Lines waiting for the daemon's output; past this they are dropped (and
@@ -207,6 +205,7 @@ pub struct LogSink {
 
 struct SinkFile {
     path: PathBuf,
+    rotation: Rotation,
     file: Option<File>,
     written: u64,
     /// When opening the file last failed.
@@ -221,9 +220,49 @@ fn open_log(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// When a log file is rotated, and how many old ones are kept
+/// (`[daemon] log_max_size`, `log_keep`): past `max_size`, `<file>` becomes
+/// `<file>.1`, `.1` becomes `.2`, and so on; the one past `keep` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Bytes written before a rotation.
+    pub max_size: u64,
+    /// Old files kept (`<file>.1` … `<file>.<keep>`); 0 keeps none.
+    pub keep: u32,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            max_size: 16 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
+impl Rotation {
+    /// Shifts `path`'s generations up by one and moves `path` to `.1`.
+    pub fn rotate(self, path: &Path) {
+        let generation = |n: u32| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(format!(".{n}"));
+            PathBuf::from(p)
+        };
+        if self.keep == 0 {
+            let _ = std::fs::remove_file(path);
+            return;
+        }
+        let _ = std::fs::remove_file(generation(self.keep));
+        for n in (1..self.keep).rev() {
+            let _ = std::fs::rename(generation(n), generation(n + 1));
+        }
+        let _ = std::fs::rename(path, generation(1));
+    }
+}
+
 impl LogSink {
     /// A sink writing to the file `path`; `echo` also prints to stdout.
-    pub fn new(path: &Path, echo: bool) -> LogSink {
+    pub fn new(path: &Path, echo: bool, rotation: Rotation) -> LogSink {
         let path = path.to_path_buf();
         let opened = open_log(&path);
         if let Err(e) = &opened {
@@ -242,6 +281,7 @@ impl LogSink {
             inner: Arc::new(Mutex::new(SinkFile {
                 failed_at: file.is_none().then(Instant::now),
                 path,
+                rotation,
                 file,
                 written,
             })),
@@ -269,10 +309,8 @@ impl LogSink {
         let _ = self.live.send(line.to_string());
         let mut sink = self.inner.lock().expect("log lock poisoned");
         let sink = &mut *sink;
-        if sink.written > ROTATE_BYTES {
-            let mut rotated = sink.path.clone().into_os_string();
-            rotated.push(".1");
-            let _ = std::fs::rename(&sink.path, rotated);
+        if sink.written > sink.rotation.max_size {
+            sink.rotation.rotate(&sink.path);
             sink.file = None;
             sink.failed_at = None;
             sink.written = 0;
