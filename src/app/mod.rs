@@ -28,6 +28,7 @@ use crate::config::Loaded;
 use crate::deploy::owner::Deployer;
 use crate::deploy::{Report, Runtime};
 use crate::protocol::{InstanceReport, ReleaseReport, ReleaseState};
+use crate::proxy::access::AccessLog;
 use crate::proxy::assets::{Assets, Shelf, Shelved};
 use crate::proxy::router::{RouteTable, Router};
 use crate::release::Release;
@@ -65,6 +66,8 @@ pub struct App {
     router: Arc<Router>,
     /// Where the releases whose static files are served are published.
     assets: Arc<Assets>,
+    /// Its access log, while `[proxy] access_log` names one.
+    access: Mutex<Option<Arc<AccessLog>>>,
     /// What every instance shares.
     pub ctx: Context,
     fleet: Mutex<Fleet>,
@@ -91,6 +94,7 @@ impl App {
             config: watch::Sender::new(config),
             router,
             assets: Arc::default(),
+            access: Mutex::default(),
             ctx,
             fleet: Mutex::default(),
             history: Mutex::default(),
@@ -105,6 +109,32 @@ impl App {
     /// Its route table and hold queue.
     pub fn router(&self) -> &Arc<Router> {
         &self.router
+    }
+
+    /// Its access log as the configuration in force has it: the one
+    /// running when the file and format are the same, else a new one (the
+    /// old one's thread ends once no site holds it).
+    pub fn access_log(&self) -> Option<Arc<AccessLog>> {
+        let loaded = self.config();
+        let proxy = &loaded.config.proxy;
+        let mut access = self.access.lock().expect("access log lock poisoned");
+        let Some(file) = &proxy.access_log else {
+            *access = None;
+            return None;
+        };
+        // From the app's folder: a release's own baton.toml would
+        // otherwise put the log inside that release.
+        let path = self.home.join(file);
+        let format = proxy.access_log_format;
+        if let Some(log) = access
+            .as_ref()
+            .filter(|l| l.path == path && l.format == format)
+        {
+            return Some(log.clone());
+        }
+        let log = Arc::new(AccessLog::start(&path, format, loaded.log_rotation()));
+        *access = Some(log.clone());
+        Some(log)
     }
 
     /// Its static files, as the proxy answers them.

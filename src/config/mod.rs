@@ -369,6 +369,18 @@ pub struct DaemonConfig {
     pub log_keep: Option<u32>,
 }
 
+/// `[proxy] access_log_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessFormat {
+    /// nginx's `combined`, then the request time, the instance, the
+    /// release, the retries and whether it was held.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
 /// How the proxy picks an instance for a request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -439,6 +451,11 @@ pub struct ProxyConfig {
     /// See `max_fails` (nginx's `fail_timeout`).
     #[serde(with = "humantime_serde")]
     pub fail_timeout: Duration,
+    /// A line per request in this file (relative to baton.toml's folder),
+    /// rotated as `[daemon] log_max_size` and `log_keep` say.
+    pub access_log: Option<PathBuf>,
+    /// `combined` (nginx's) or `json`.
+    pub access_log_format: AccessFormat,
 }
 
 /// What limits the proxy puts on one exchange with an instance.
@@ -495,6 +512,8 @@ impl Default for ProxyConfig {
             max_body_size: None,
             max_fails: 3,
             fail_timeout: Duration::from_secs(10),
+            access_log: None,
+            access_log_format: AccessFormat::default(),
         }
     }
 }

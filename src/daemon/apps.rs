@@ -113,6 +113,7 @@ pub fn site_table(apps: &[Arc<App>], server: bool) -> SiteTable {
             hold_timeout: proxy.hold_timeout,
             retries: proxy.retries,
             assets: app.assets().clone(),
+            access: app.access_log(),
         });
         if config.default || !server {
             default = Some(site.clone());

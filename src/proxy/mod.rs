@@ -17,6 +17,7 @@
 //! - [`body`]: replayable request bodies and counted response bodies.
 //! - [`tunnel`]: upgraded (WebSocket) connections.
 
+pub mod access;
 pub mod activation;
 pub mod assets;
 pub mod body;
@@ -54,6 +55,16 @@ use self::router::Router;
 use self::sites::{Site, Sites};
 use self::upstream::Upstream;
 use crate::config::ProxyConfig;
+
+/// How a request's protocol is written in an access log.
+fn protocol_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
 
 /// Baton's answer when the request is under the site's `[static] prefix`
 /// (the same as Baton's own HTTP/1.1 server gives).
@@ -169,7 +180,8 @@ impl Proxy {
         proto: &'static str,
     ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + 'static {
         // 1. Prepare the request for the instance, or refuse it.
-        let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let version = req.version();
+        let upgrade = version == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let websocket = upgrade && websocket::is_websocket(req.headers());
         let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -183,14 +195,39 @@ impl Proxy {
         if let Some(redirect) = self.redirect(&parts, proto) {
             return futures_util::future::Either::Left(std::future::ready(redirect));
         }
+        let original = parts.uri.clone();
         let Some(site) = self.route(&mut parts) else {
             let status = sites::no_app_status(proto);
             self.count(status);
             let refused = Refusal::failed(status, "no app serves this host".into()).response();
             return futures_util::future::Either::Left(std::future::ready(refused));
         };
+        let logged = site.access.as_ref().map(|log| {
+            let target = original.path_and_query().map_or("/", |p| p.as_str());
+            let field = |name| parts.headers.get(name).map(HeaderValue::as_bytes);
+            let opening = access::Opening::new(
+                parts.method.as_str().as_bytes(),
+                target.as_bytes(),
+                protocol_name(version),
+                field(http::header::REFERER),
+                field(http::header::USER_AGENT),
+            );
+            access::Pending::new(log.clone(), opening)
+        });
         if let Some(answer) = static_answer(&site, &parts) {
             self.count(answer.status);
+            if let Some(logged) = logged {
+                let release = (answer.fields.iter())
+                    .find(|(name, _)| name == "x-baton-release")
+                    .and_then(|(_, v)| v.to_str().ok())
+                    .map(Arc::from);
+                let answered = access::Answered {
+                    release,
+                    ..access::Answered::default()
+                };
+                let (status, bytes) = (answer.status.as_u16(), answer.body_len());
+                logged.finish(client.as_bytes(), status, bytes, answered);
+            }
             let mut response = assets::body::into_response(answer);
             if let (Some(hsts), "https") = (&self.edge.hsts, proto) {
                 (response.headers_mut())
@@ -231,9 +268,18 @@ impl Proxy {
                     reply: answer,
                     guard,
                     upstream,
+                    retries,
+                    held,
                 } = match forwarded {
                     Ok(f) => f,
-                    Err(refusal) => return refusal.response(),
+                    Err(refusal) => {
+                        if let Some(logged) = logged {
+                            let bytes = refusal.text().len() as u64;
+                            let status = refusal.status.as_u16();
+                            logged.finish(client.as_bytes(), status, bytes, Default::default());
+                        }
+                        return refusal.response();
+                    }
                 };
                 // The in-flight count lasts until the body ends.
                 let event_stream = answer.head.is_event_stream();
@@ -243,8 +289,27 @@ impl Proxy {
                         .entry(http::header::STRICT_TRANSPORT_SECURITY)
                         .or_insert_with(|| hsts.clone());
                 }
+                let status = resp.status().as_u16();
+                let answered = access::Answered {
+                    instance: Some(upstream.id.clone()),
+                    release: Some(upstream.release.clone()),
+                    retries,
+                    held,
+                };
                 resp.map(|b| {
-                    Counted::new(InstanceBody::Pooled(b), guard, &upstream, event_stream).boxed()
+                    let body =
+                        Counted::new(InstanceBody::Pooled(b), guard, &upstream, event_stream);
+                    match logged {
+                        Some(logged) => access::LoggedBody::new(
+                            body,
+                            logged,
+                            client.as_bytes(),
+                            status,
+                            answered,
+                        )
+                        .boxed(),
+                        None => body.boxed(),
+                    }
                 })
             }
             .left_future()
@@ -257,10 +322,30 @@ impl Proxy {
                 reply: mut resp,
                 guard,
                 upstream,
+                retries,
+                held,
             } = match forwarded {
                 Ok(f) => f,
-                Err(refusal) => return refusal.response(),
+                Err(refusal) => {
+                    if let Some(logged) = logged {
+                        let (status, bytes) =
+                            (refusal.status.as_u16(), refusal.text().len() as u64);
+                        logged.finish(client.as_bytes(), status, bytes, Default::default());
+                    }
+                    return refusal.response();
+                }
             };
+            if let Some(logged) = logged {
+                // An upgrade is logged as it switches (or is refused by the
+                // instance): what follows is a tunnel, not a body.
+                let answered = access::Answered {
+                    instance: Some(upstream.id.clone()),
+                    release: Some(upstream.release.clone()),
+                    retries,
+                    held,
+                };
+                logged.finish(client.as_bytes(), resp.status().as_u16(), 0, answered);
+            }
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(client_side) = client_upgrade.take() {
                     tunnel::spawn(

@@ -234,6 +234,10 @@ pub(crate) struct Forwarded<R> {
     pub(crate) reply: R,
     pub(crate) guard: RequestGuard,
     pub(crate) upstream: Arc<Upstream>,
+    /// Attempts before the one that answered.
+    pub(crate) retries: u32,
+    /// It waited for a ready instance.
+    pub(crate) held: bool,
 }
 
 /// Takes one request along its whole path: an instance's answer (counted),
@@ -284,6 +288,7 @@ async fn forward<A: Attempt>(
 ) -> Result<Forwarded<A::Reply>, Refusal> {
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut timed_out_before = false;
+    let mut held = false;
     loop {
         // Holding is the rare case: its future is boxed so that the
         // common one stays small (this future is moved per request).
@@ -292,7 +297,10 @@ async fn forward<A: Attempt>(
         let pinned = (attempt.deployment()).and_then(|id| site.router.pick_draining(id, &tried));
         let picked = match pinned.or_else(|| site.router.pick(&tried)) {
             Some(u) => Ok(u),
-            None => Box::pin(site.router.pick_or_hold(&tried, site.hold_timeout)).await,
+            None => {
+                held = true;
+                Box::pin(site.router.pick_or_hold(&tried, site.hold_timeout)).await
+            }
         };
         let upstream = picked.map_err(Refusal::no_instance)?;
         let guard = upstream.begin_request();
@@ -314,6 +322,8 @@ async fn forward<A: Attempt>(
                     reply,
                     guard,
                     upstream,
+                    retries: tried.len() as u32,
+                    held,
                 });
             }
             Err(e) => {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::access::AccessLog;
 use super::assets::Assets;
 use super::router::Router;
 
@@ -30,6 +31,8 @@ pub struct Site {
     pub retries: u32,
     /// Its static files, answered by Baton.
     pub assets: Arc<Assets>,
+    /// Its access log, if it keeps one.
+    pub access: Option<Arc<AccessLog>>,
 }
 
 impl std::fmt::Debug for Site {
@@ -192,6 +195,7 @@ mod tests {
             hold_timeout: std::time::Duration::from_secs(1),
             retries: 0,
             assets: Arc::default(),
+            access: None,
         })
     }
 

@@ -31,6 +31,8 @@ pub struct Upstream {
     finished: tokio::sync::Notify,
     /// Named L4 ports (`[tcp.<name>]`), as `(name, port)`.
     pub tcp_ports: Vec<(String, u16)>,
+    /// The release it runs (for access logs).
+    pub release: Arc<str>,
     /// Timeouts in the current `fail_timeout` window (see
     /// [`Upstream::record_failure`]).
     failures: std::sync::Mutex<Failures>,
@@ -80,6 +82,7 @@ impl Upstream {
             closing: tokio_util::sync::CancellationToken::new(),
             finished: tokio::sync::Notify::new(),
             tcp_ports: Vec::new(),
+            release: "".into(),
             failures: Default::default(),
             benched: Default::default(),
         }

@@ -69,11 +69,11 @@ impl Schedule {
     }
 
     /// What it does at a tick.
-    async fn tick(&self, app: &Arc<App>, pattern: &str) {
+    async fn tick(&self, app: &Arc<App>, pattern: &str, at: chrono::DateTime<chrono::Utc>) {
         match self {
             Schedule::WebRestart => restart_web(app, pattern).await,
             Schedule::SingletonRestart(name) => restart_singleton(app, name, pattern).await,
-            Schedule::Job(name) => run_once(app, name).await,
+            Schedule::Job(name) => run_once(app, name, at).await,
         }
     }
 }
@@ -119,7 +119,7 @@ async fn on_each_tick(app: Arc<App>, schedule: Schedule) {
         match next_tick(&app, &pattern, after, &mut changes).await {
             // A change at the very tick: the configuration in force decides.
             Wake::Tick(at) if schedule.pattern(&app.config().config).as_ref() == Some(&pattern) => {
-                schedule.tick(&app, pattern.as_str()).await;
+                schedule.tick(&app, pattern.as_str(), at).await;
                 after = at;
                 let skipped = skip_passed(&pattern, &mut after, chrono::Utc::now());
                 if skipped > 0 {
@@ -221,7 +221,7 @@ async fn next_tick(
 /// Runs the job `name` once, as the serving release defines it: during a
 /// deploy, from the switch on, that is the new release, whose baton.toml
 /// may have changed or dropped the job.
-async fn run_once(app: &App, name: &str) {
+async fn run_once(app: &App, name: &str, tick: chrono::DateTime<chrono::Utc>) {
     let Some(release) = app.current_release() else {
         return;
     };
@@ -233,15 +233,23 @@ async fn run_once(app: &App, name: &str) {
         let line = format!("{} {msg}", logs::prefix(&who, "baton"));
         app.ctx.logs.write_line(&line);
     };
+    // The tick it runs for, as `BATON_CRON_TICK`: a job can tell which
+    // run it is, whenever it started.
+    let tick = tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut env = job.env.clone();
+    env.insert("BATON_CRON_TICK".into(), tick.clone());
     let run = OneOff {
         who: &who,
         command: job.command.get_ref(),
         cwd: &release.dir,
-        env: &job.env,
+        env: &env,
         release: &release.id,
         timeout: job.timeout,
     };
-    note(format!("run started in release {}", release.id));
+    note(format!(
+        "run started in release {} for the tick of {tick}",
+        release.id
+    ));
     match run.run(&app.ctx).await {
         Ok(Ended::Exited(status)) => note(format!("run ended: {status}")),
         Ok(Ended::Lost(e)) => note(format!("run lost: {e}")),

@@ -189,6 +189,7 @@ impl Instance {
         let id: Arc<str> = spec.id().into();
         let mut upstream = Upstream::new(id.clone(), leases[0].port());
         upstream.tcp_ports = tcp_ports;
+        upstream.release = spec.release.as_str().into();
         let upstream = Arc::new(upstream);
         let (status_tx, status_rx) = watch::channel(Status {
             state: State::Starting,

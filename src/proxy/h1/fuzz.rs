@@ -51,6 +51,7 @@ fn proxy() -> Arc<Proxy> {
         hold_timeout: std::time::Duration::from_secs(1),
         retries: 0,
         assets: Arc::default(),
+        access: None,
     });
     (proxy.sites).publish(crate::proxy::sites::SiteTable::new(Vec::new(), Some(app)));
     proxy

@@ -37,6 +37,7 @@ use super::coalesce::{hold_answer, Awaiting};
 use super::decode::{Chunk, Decoding, Step};
 use super::Silence;
 use super::{coarse_now, write_date, write_field, write_status_line, RequestHead, ResponseBody};
+use crate::proxy::access::{Answered, Opening, Pending};
 use crate::proxy::assets::{self, Answer, Ask, Payload};
 use crate::proxy::body::{Counted, Parked};
 use crate::proxy::framing::{
@@ -213,6 +214,8 @@ pub(super) struct Request {
     idempotent: bool,
     /// The app it goes to, or Baton's own answer.
     route: Route,
+    /// Its access log record in the making, when the app keeps a log.
+    logged: Option<Box<Pending>>,
 }
 
 impl Request {
@@ -402,6 +405,18 @@ impl<S: ClientStream> Connection<S> {
                     proxy.count(answer.status);
                     self.write_static(proxy, answer, keep_alive, request.http10)
                         .await?;
+                    if let Some(logged) = request.logged {
+                        let release = (answer.fields.iter())
+                            .find(|(name, _)| name == "x-baton-release")
+                            .and_then(|(_, v)| v.to_str().ok())
+                            .map(Arc::from);
+                        let answered = Answered {
+                            release,
+                            ..Answered::default()
+                        };
+                        let status = answer.status.as_u16();
+                        logged.finish(client.as_bytes(), status, answer.body_len(), answered);
+                    }
                     return Ok(keep_alive);
                 }
                 self.write_local(proxy, local, keep_alive, request.http10);
@@ -460,6 +475,7 @@ impl<S: ClientStream> Connection<S> {
         client: &HeaderValue,
     ) -> io::Result<bool> {
         let replayable = request.idempotent || request.body == Decoding::Done;
+        let logged = request.logged;
         let Route::Site(_, head) = &request.route else {
             unreachable!("exchange answers Baton's own requests itself")
         };
@@ -478,6 +494,10 @@ impl<S: ClientStream> Connection<S> {
         })
         .await;
         let Some(forwarded) = forwarded else {
+            // nginx's 499: the client closed before the answer.
+            if let Some(logged) = logged {
+                logged.finish(client.as_bytes(), 499, 0, Answered::default());
+            }
             return Err(io::ErrorKind::ConnectionAborted.into());
         };
         drop(awaiting);
@@ -493,12 +513,18 @@ impl<S: ClientStream> Connection<S> {
             reply: answer,
             guard,
             upstream,
+            retries,
+            held,
         } = match forwarded {
             Ok(f) => f,
             Err(refusal) => {
                 keep_alive &= !refusal.close;
                 self.write_refusal(&refusal, keep_alive, request.http10);
                 self.flush().await?;
+                if let Some(logged) = logged {
+                    let (status, bytes) = (refusal.status.as_u16(), refusal.text().len() as u64);
+                    logged.finish(client.as_bytes(), status, bytes, Answered::default());
+                }
                 return Ok(keep_alive);
             }
         };
@@ -520,25 +546,37 @@ impl<S: ClientStream> Connection<S> {
         self.write_connection(keep_alive, request.http10);
         self.out.extend_from_slice(b"\r\n");
         let event_stream = head.is_event_stream();
+        let status = head.status().as_u16();
         let body = Counted::new(answer.body, guard, &upstream, event_stream);
         hold_answer().await;
-        self.send_body(body, chunked).await?;
+        let sent = self.send_body(body, chunked).await?;
+        if let Some(logged) = logged {
+            let answered = Answered {
+                instance: Some(upstream.id.clone()),
+                release: Some(upstream.release.clone()),
+                retries,
+                held,
+            };
+            logged.finish(client.as_bytes(), status, sent, answered);
+        }
         Ok(keep_alive)
     }
 
     /// Writes the body as the instance sends it: what is ready goes out in
     /// one write with the head before it, and an event stream's events go
     /// out as they come.
+    /// Returns the body's length.
     async fn send_body(
         &mut self,
         mut body: Counted<ResponseBody>,
         chunked: bool,
-    ) -> io::Result<()> {
+    ) -> io::Result<u64> {
+        let mut sent = 0;
         loop {
-            let ended = poll_fn(|cx| self.gather(&mut body, chunked, cx)).await?;
+            let ended = poll_fn(|cx| self.gather(&mut body, chunked, &mut sent, cx)).await?;
             self.flush().await?;
             if ended {
-                return Ok(());
+                return Ok(sent);
             }
         }
     }
@@ -549,10 +587,15 @@ impl<S: ClientStream> Connection<S> {
         &mut self,
         body: &mut Counted<ResponseBody>,
         chunked: bool,
+        sent: &mut u64,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<bool>> {
         while self.out.len() < FLUSH_AT {
-            match Pin::new(&mut *body).poll_frame(cx) {
+            let frame = Pin::new(&mut *body).poll_frame(cx);
+            if let Poll::Ready(Some(Ok(frame))) = &frame {
+                *sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            match frame {
                 Poll::Ready(None) => {
                     if chunked {
                         self.out.extend_from_slice(b"0\r\n\r\n");
@@ -882,6 +925,20 @@ pub(super) fn parse_request(
         None => (sites.route(facts.host, target))
             .ok_or(Local::NoApp(crate::proxy::sites::no_app_status(proto))),
     };
+    let logged = match &routed {
+        Ok(site) => site.access.as_ref().map(|log| {
+            let protocol = if http10 { "HTTP/1.0" } else { "HTTP/1.1" };
+            let opening = Opening::new(
+                method.as_bytes(),
+                target,
+                protocol,
+                find(fields, b"referer"),
+                find(fields, b"user-agent"),
+            );
+            Pending::new(log.clone(), opening)
+        }),
+        Err(_) => None,
+    };
     let route = match routed {
         Ok(site) => {
             let target = site.target(target);
@@ -912,6 +969,7 @@ pub(super) fn parse_request(
                 && find(fields, b"expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue")),
             idempotent: is_idempotent(method.as_bytes()),
             route,
+            logged,
         },
     )
 }

@@ -1,0 +1,428 @@
+//! Access logs, as nginx writes them: one line per answered request, in
+//! nginx's `combined` format (with Baton's own fields after it) or as JSON.
+//!
+//! The request path only fills a [`Record`] and hands it to a bounded
+//! queue; a thread of the log's own formats the lines and writes them in
+//! batches (one write when the queue runs dry), and rotates the file by
+//! size. A full queue or a failing disk costs log lines, counted with the
+//! other lost log lines (`baton status`), never a request.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::supervisor::logs::{Rotation, LOG_HEALTH};
+
+/// Records waiting for the writer; past this they are dropped and counted.
+const QUEUE: usize = 65_536;
+
+pub use crate::config::AccessFormat as Format;
+
+/// What one request leaves in the log.
+#[derive(Debug)]
+pub struct Record {
+    /// When the answer ended.
+    pub time: SystemTime,
+    /// The client's address.
+    pub client: Box<str>,
+    /// The request line's parts.
+    pub method: Box<str>,
+    /// The target as the client sent it.
+    pub target: Box<str>,
+    /// `HTTP/1.1`, `HTTP/2.0`, …
+    pub protocol: &'static str,
+    /// The answer's status.
+    pub status: u16,
+    /// Body bytes sent to the client.
+    pub bytes: u64,
+    /// From the request head read to the answer's end.
+    pub duration: Duration,
+    /// The instance that answered; none for Baton's own answers.
+    pub instance: Option<Arc<str>>,
+    /// Its release; a static file's release.
+    pub release: Option<Arc<str>>,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// It waited for a ready instance.
+    pub held: bool,
+    /// `Referer`.
+    pub referer: Option<Box<str>>,
+    /// `User-Agent`.
+    pub user_agent: Option<Box<str>>,
+}
+
+/// What a request's head gives its record, captured while the head is at
+/// hand.
+#[derive(Debug)]
+pub struct Opening {
+    /// When the head was read.
+    pub started: std::time::Instant,
+    /// The request method.
+    pub method: Box<str>,
+    /// The target as the client sent it.
+    pub target: Box<str>,
+    /// `HTTP/1.1`, …
+    pub protocol: &'static str,
+    /// `Referer`.
+    pub referer: Option<Box<str>>,
+    /// `User-Agent`.
+    pub user_agent: Option<Box<str>>,
+}
+
+impl Opening {
+    /// The opening of a request with these parts (bytes as sent; any that
+    /// are not UTF-8 are written lossily).
+    pub fn new(
+        method: &[u8],
+        target: &[u8],
+        protocol: &'static str,
+        referer: Option<&[u8]>,
+        user_agent: Option<&[u8]>,
+    ) -> Opening {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned().into_boxed_str();
+        Opening {
+            started: std::time::Instant::now(),
+            method: text(method),
+            target: text(target),
+            protocol,
+            referer: referer.map(text),
+            user_agent: user_agent.map(text),
+        }
+    }
+
+    /// The record, once the answer ended.
+    pub fn close(self, client: &[u8], status: u16, bytes: u64, answered: Answered) -> Record {
+        Record {
+            time: SystemTime::now(),
+            client: String::from_utf8_lossy(client)
+                .into_owned()
+                .into_boxed_str(),
+            method: self.method,
+            target: self.target,
+            protocol: self.protocol,
+            status,
+            bytes,
+            duration: self.started.elapsed(),
+            instance: answered.instance,
+            release: answered.release,
+            retries: answered.retries,
+            held: answered.held,
+            referer: self.referer,
+            user_agent: self.user_agent,
+        }
+    }
+}
+
+/// A request on its way, and the log its record goes to.
+#[derive(Debug)]
+pub struct Pending {
+    log: Arc<AccessLog>,
+    opening: Opening,
+}
+
+impl Pending {
+    /// A request for `log`.
+    pub fn new(log: Arc<AccessLog>, opening: Opening) -> Box<Pending> {
+        Box::new(Pending { log, opening })
+    }
+
+    /// Logs the request, answered.
+    pub fn finish(self, client: &[u8], status: u16, bytes: u64, answered: Answered) {
+        let record = self.opening.close(client, status, bytes, answered);
+        self.log.log(record);
+    }
+}
+
+/// Who answered, for a record.
+#[derive(Debug, Default)]
+pub struct Answered {
+    /// The instance; none for Baton's own answers.
+    pub instance: Option<Arc<str>>,
+    /// Its release, or a static file's.
+    pub release: Option<Arc<str>>,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// It waited for a ready instance.
+    pub held: bool,
+}
+
+/// One app's access log: the queue to its writer thread.
+#[derive(Debug)]
+pub struct AccessLog {
+    queue: SyncSender<Record>,
+    /// The file and the format, to tell whether a new configuration needs
+    /// a new log.
+    pub path: PathBuf,
+    /// See [`Format`].
+    pub format: Format,
+}
+
+impl AccessLog {
+    /// A log writing to `path` from a thread of its own, which ends when
+    /// the log is dropped (after writing what was queued).
+    pub fn start(path: &Path, format: Format, rotation: Rotation) -> AccessLog {
+        let (queue, records) = sync_channel(QUEUE);
+        let file = path.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("baton-access-log".into())
+            .spawn(move || write_records(&file, format, rotation, &records));
+        if let Err(e) = spawned {
+            tracing::warn!("access log {}: no thread to write it: {e}", path.display());
+        }
+        AccessLog {
+            queue,
+            path: path.to_path_buf(),
+            format,
+        }
+    }
+
+    /// Queues a record; never waits.
+    pub fn log(&self, record: Record) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.queue.try_send(record)
+        {
+            LOG_HEALTH.file_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The writer thread: formats records into a buffer, writes when the queue
+/// runs dry (or the buffer fills), rotates past the size.
+fn write_records(path: &Path, format: Format, rotation: Rotation, records: &Receiver<Record>) {
+    let mut out: Option<BufWriter<File>> = None;
+    let mut written = std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut line = String::with_capacity(512);
+    while let Ok(first) = records.recv() {
+        let mut next = Some(first);
+        while let Some(record) = next {
+            line.clear();
+            render(&record, format, &mut line);
+            if written > rotation.max_size {
+                if let Some(mut file) = out.take() {
+                    let _ = file.flush();
+                }
+                rotation.rotate(path);
+                written = 0;
+            }
+            if out.is_none() {
+                out = open(path).map(|f| BufWriter::with_capacity(64 * 1024, f));
+            }
+            match out.as_mut().map(|o| o.write_all(line.as_bytes())) {
+                Some(Ok(())) => written += line.len() as u64,
+                _ => {
+                    LOG_HEALTH.file_errors.fetch_add(1, Ordering::Relaxed);
+                    out = None;
+                }
+            }
+            next = records.try_recv().ok();
+        }
+        if let Some(Err(_)) = out.as_mut().map(BufWriter::flush) {
+            LOG_HEALTH.file_errors.fetch_add(1, Ordering::Relaxed);
+            out = None;
+        }
+    }
+}
+
+fn open(path: &Path) -> Option<File> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let opened = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path);
+    if let Err(e) = &opened {
+        tracing::warn!("access log {}: {e}", path.display());
+    }
+    opened.ok()
+}
+
+/// One line for `record`, newline included.
+pub fn render(record: &Record, format: Format, out: &mut String) {
+    use std::fmt::Write as _;
+    match format {
+        Format::Combined => {
+            let time = chrono::DateTime::<chrono::Utc>::from(record.time);
+            let _ = write!(
+                out,
+                "{} - - [{}] \"",
+                record.client,
+                time.format("%d/%b/%Y:%H:%M:%S %z")
+            );
+            escaped(out, &record.method);
+            out.push(' ');
+            escaped(out, &record.target);
+            let _ = write!(
+                out,
+                " {}\" {} {} \"",
+                record.protocol, record.status, record.bytes
+            );
+            escaped(out, record.referer.as_deref().unwrap_or("-"));
+            out.push_str("\" \"");
+            escaped(out, record.user_agent.as_deref().unwrap_or("-"));
+            let _ = writeln!(
+                out,
+                "\" {:.3} {} {} {} {}",
+                record.duration.as_secs_f64(),
+                record.instance.as_deref().unwrap_or("-"),
+                record.release.as_deref().unwrap_or("-"),
+                record.retries,
+                if record.held { "held" } else { "-" },
+            );
+        }
+        Format::Json => {
+            let value = serde_json::json!({
+                "time": humantime::format_rfc3339_millis(record.time).to_string(),
+                "client": &*record.client,
+                "method": &*record.method,
+                "target": &*record.target,
+                "protocol": record.protocol,
+                "status": record.status,
+                "bytes": record.bytes,
+                "duration_ms": (record.duration.as_secs_f64() * 1e6).round() / 1e3,
+                "instance": record.instance.as_deref(),
+                "release": record.release.as_deref(),
+                "retries": record.retries,
+                "held": record.held,
+                "referer": record.referer.as_deref(),
+                "user_agent": record.user_agent.as_deref(),
+            });
+            let _ = writeln!(out, "{value}");
+        }
+    }
+}
+
+/// A field inside quotes, as nginx escapes it: `"`, `\` and bytes outside
+/// printable ASCII become `\xHH`, so a line cannot be forged.
+fn escaped(out: &mut String, text: &str) {
+    use std::fmt::Write as _;
+    for b in text.bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            let _ = write!(out, "\\x{b:02X}");
+        } else {
+            out.push(b as char);
+        }
+    }
+}
+
+/// A response body that logs its request when it ends (or is dropped,
+/// when the client leaves first), with the bytes it sent: for the answers
+/// hyper writes (h2, upgrades).
+pub struct LoggedBody<B> {
+    inner: B,
+    sent: u64,
+    ending: Option<(Box<Pending>, Box<str>, u16, Answered)>,
+}
+
+impl<B> LoggedBody<B> {
+    /// `inner`, logged as `status` for `client`, answered by `answered`.
+    pub fn new(
+        inner: B,
+        pending: Box<Pending>,
+        client: &[u8],
+        status: u16,
+        answered: Answered,
+    ) -> LoggedBody<B> {
+        let client = String::from_utf8_lossy(client)
+            .into_owned()
+            .into_boxed_str();
+        LoggedBody {
+            inner,
+            sent: 0,
+            ending: Some((pending, client, status, answered)),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some((pending, client, status, answered)) = self.ending.take() {
+            pending.finish(client.as_bytes(), status, self.sent, answered);
+        }
+    }
+}
+
+impl<B> Drop for LoggedBody<B> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl<B> http_body::Body for LoggedBody<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, B::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                self.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            std::task::Poll::Ready(None) => self.finish(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            time: humantime::parse_rfc3339("2026-12-01T21:45:00Z").unwrap(),
+            client: "127.0.0.1".into(),
+            method: "GET".into(),
+            target: "/a?b=\"c\"".into(),
+            protocol: "HTTP/1.1",
+            status: 200,
+            bytes: 58,
+            duration: Duration::from_micros(2500),
+            instance: Some("web#1".into()),
+            release: Some("20261201T214500Z-abcdef".into()),
+            retries: 1,
+            held: true,
+            referer: None,
+            user_agent: Some("curl/8.5.0\n".into()),
+        }
+    }
+
+    #[test]
+    fn combined_is_nginx_s_line_then_baton_s_fields() {
+        let mut line = String::new();
+        render(&record(), Format::Combined, &mut line);
+        assert_eq!(
+            line,
+            "127.0.0.1 - - [01/Dec/2026:21:45:00 +0000] \"GET /a?b=\\x22c\\x22 HTTP/1.1\" 200 58 \"-\" \"curl/8.5.0\\x0A\" 0.003 web#1 20261201T214500Z-abcdef 1 held\n"
+        );
+    }
+
+    #[test]
+    fn json_is_one_object_a_line() {
+        let mut line = String::new();
+        render(&record(), Format::Json, &mut line);
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["target"], "/a?b=\"c\"");
+        assert_eq!(v["duration_ms"], 2.5);
+        assert_eq!(v["held"], true);
+        assert_eq!(v["referer"], serde_json::Value::Null);
+    }
+}
