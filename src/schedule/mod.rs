@@ -110,7 +110,7 @@ pub async fn keep(app: Arc<App>) {
 /// that passes while a run is still going is skipped, and the log says so.
 async fn on_each_tick(app: Arc<App>, schedule: Schedule) {
     let mut changes = app.config_changes();
-    let mut after = chrono::Utc::now();
+    let mut after = whole_second(chrono::Utc::now());
     loop {
         changes.mark_unchanged();
         let Some(pattern) = schedule.pattern(&app.config().config) else {
@@ -133,10 +133,18 @@ async fn on_each_tick(app: Arc<App>, schedule: Schedule) {
             }
             Wake::Tick(at) => after = at,
             // The next tick is worked out again, from the pattern in force.
-            Wake::ConfigChanged => after = chrono::Utc::now(),
+            Wake::ConfigChanged => after = whole_second(chrono::Utc::now()),
             Wake::Never => return,
         }
     }
+}
+
+/// `t` without its fraction of a second. croner keeps the fraction of the
+/// time it is given in the tick it finds: from 10.727 the tick of `* * * *
+/// * *` would be 11.727, and every run would start 0.727 s late (and drift,
+/// when each search started from the end of the last run).
+fn whole_second(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    chrono::Timelike::with_nanosecond(&t, 0).unwrap_or(t)
 }
 
 /// Moves `after` past the ticks of `pattern` up to `now`; returns how
@@ -235,7 +243,7 @@ async fn run_once(app: &App, name: &str, tick: chrono::DateTime<chrono::Utc>) {
     };
     // The tick it runs for, as `BATON_CRON_TICK`: a job can tell which
     // run it is, whenever it started.
-    let tick = tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let tick = tick.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
     let mut env = job.env.clone();
     env.insert("BATON_CRON_TICK".into(), tick.clone());
     let run = OneOff {
