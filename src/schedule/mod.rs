@@ -140,9 +140,10 @@ async fn on_each_tick(app: Arc<App>, schedule: Schedule) {
 }
 
 /// `t` without its fraction of a second. croner keeps the fraction of the
-/// time it is given in the tick it finds: from 10.727 the tick of `* * * *
-/// * *` would be 11.727, and every run would start 0.727 s late (and drift,
-/// when each search started from the end of the last run).
+/// time it is given in the tick it finds: from 10.727, the next tick of a
+/// schedule of every second would be 11.727, and every run would start
+/// 0.727 s late (and drift, when each search started from the end of the
+/// last run).
 fn whole_second(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
     chrono::Timelike::with_nanosecond(&t, 0).unwrap_or(t)
 }
