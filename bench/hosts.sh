@@ -18,11 +18,7 @@ ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
 HOSTS=${HOSTS:-100}
 
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
-fi
-(cd "$ROOT" && cargo build --release -q --bin baton)
-BATON="$ROOT/target/release/baton"
+need_tools
 ONE_PORT=$(free_port); MANY_PORT=$(free_port)
 
 WORK=$(mktemp -d)
@@ -77,16 +73,7 @@ declare -A PORT=([one]=$ONE_PORT [many]=$MANY_PORT)
 
 declare -A RPS P50 P99 CPU
 run() {
-  local name=$1 port=${PORT[$1]}
-  local before; before=$(cpu_ticks "${CPU_PID[$name]}")
-  local out; out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "Host: $HOST" "http://127.0.0.1:$port/")
-  local ticks=$(($(cpu_ticks "${CPU_PID[$name]}") - before))
-  local requests; requests=$(echo "$out" | awk '/requests in/ {print $1}')
-  RPS[$name]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
-  P50[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
-  P99[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
-  CPU[$name]+=" $(python3 -c "print(round($ticks / $CLK_TCK * 1e6 / max($requests, 1), 2))")"
-  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "$name: $(echo "$out" | grep 'Non-2xx\|Socket errors')" >&2; fi
+  wrk_round "$1" "http://127.0.0.1:${PORT[$1]}/" "${CPU_PID[$1]}" -H "Host: $HOST"
 }
 for n in one many; do wrk -t1 -c"$CONNS" -d2s -H "Host: $HOST" "http://127.0.0.1:${PORT[$n]}/" >/dev/null; done
 for _ in $(seq 1 "$ROUNDS"); do for n in one many; do run "$n"; done; done

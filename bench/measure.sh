@@ -46,3 +46,30 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[i
 paired() { python3 -c 'import sys, statistics
 a, b = (list(map(float, x.split())) for x in sys.argv[1:3])
 print(f"{statistics.median(x / y for x, y in zip(a, b)):.{sys.argv[3]}f}")' "$1" "$2" "${3:-2}"; }
+
+# nginx and wrk from Debian packages when missing, and Baton's release
+# build in $BATON ($ROOT is the repository).
+need_tools() {
+  if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
+  fi
+  (cd "$ROOT" && cargo build --release -q --bin baton)
+  BATON="$ROOT/target/release/baton"
+}
+
+# One wrk run of $DURATION with $CONNS connections against URL ($2), its
+# figures appended to RPS, P50, P99 and CPU (per request, of the process
+# $3) under KEY ($1); extra arguments go to wrk. The caller declares the
+# four associative arrays.
+wrk_round() {
+  local key=$1 url=$2 pid=$3; shift 3
+  local before; before=$(cpu_ticks "$pid")
+  local out; out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url")
+  local ticks=$(($(cpu_ticks "$pid") - before))
+  local requests; requests=$(echo "$out" | awk '/requests in/ {print $1}')
+  RPS[$key]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+  P50[$key]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
+  P99[$key]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
+  CPU[$key]+=" $(python3 -c "print(round($ticks / $CLK_TCK * 1e6 / max($requests, 1), 2))")"
+  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "$key: $(echo "$out" | grep 'Non-2xx\|Socket errors')" >&2; fi
+}

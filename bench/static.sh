@@ -16,11 +16,7 @@ DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
 
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
-fi
-(cd "$ROOT" && cargo build --release -q --bin baton)
-BATON="$ROOT/target/release/baton"
+need_tools
 NGINX_PORT=$(free_port); BATON_PORT=$(free_port)
 
 WORK=$(mktemp -d)
@@ -101,16 +97,7 @@ declare -A FILE=([small]=small.1a2b3c4d.js [large]=large.5e6f7a8b.js)
 
 declare -A RPS P50 P99 CPU
 run() {
-  local name=$1 size=$2 key="$1-$2"
-  local before; before=$(cpu_ticks "${CPU_PID[$name]}")
-  local out; out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${PORT[$name]}/static/js/${FILE[$size]}")
-  local ticks=$(($(cpu_ticks "${CPU_PID[$name]}") - before))
-  local requests; requests=$(echo "$out" | awk '/requests in/ {print $1}')
-  RPS[$key]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
-  P50[$key]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
-  P99[$key]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
-  CPU[$key]+=" $(python3 -c "print(round($ticks / $CLK_TCK * 1e6 / max($requests, 1), 2))")"
-  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "$key: $(echo "$out" | grep 'Non-2xx\|Socket errors')" >&2; fi
+  wrk_round "$1-$2" "http://127.0.0.1:${PORT[$1]}/static/js/${FILE[$2]}" "${CPU_PID[$1]}"
 }
 for n in nginx baton; do wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:${PORT[$n]}/static/js/small.1a2b3c4d.js" >/dev/null; done
 for _ in $(seq 1 "$ROUNDS"); do for s in small large; do for n in nginx baton; do run "$n" "$s"; done; done; done

@@ -7,11 +7,14 @@
 //! size. A full queue or a failing disk costs log lines, counted with the
 //! other lost log lines (`baton status`), never a request.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+
+use http::HeaderValue;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -28,9 +31,9 @@ pub struct Record {
     /// When the answer ended.
     pub time: SystemTime,
     /// The client's address.
-    pub client: Box<str>,
+    pub client: HeaderValue,
     /// The request line's parts.
-    pub method: Box<str>,
+    pub method: Cow<'static, str>,
     /// The target as the client sent it.
     pub target: Box<str>,
     /// `HTTP/1.1`, `HTTP/2.0`, …
@@ -62,7 +65,7 @@ pub struct Opening {
     /// When the head was read.
     pub started: std::time::Instant,
     /// The request method.
-    pub method: Box<str>,
+    pub method: Cow<'static, str>,
     /// The target as the client sent it.
     pub target: Box<str>,
     /// `HTTP/1.1`, …
@@ -84,9 +87,20 @@ impl Opening {
         user_agent: Option<&[u8]>,
     ) -> Opening {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned().into_boxed_str();
+        // The usual methods without an allocation.
+        let method = match method {
+            b"GET" => Cow::Borrowed("GET"),
+            b"HEAD" => Cow::Borrowed("HEAD"),
+            b"POST" => Cow::Borrowed("POST"),
+            b"PUT" => Cow::Borrowed("PUT"),
+            b"DELETE" => Cow::Borrowed("DELETE"),
+            b"PATCH" => Cow::Borrowed("PATCH"),
+            b"OPTIONS" => Cow::Borrowed("OPTIONS"),
+            other => Cow::Owned(String::from_utf8_lossy(other).into_owned()),
+        };
         Opening {
             started: std::time::Instant::now(),
-            method: text(method),
+            method,
             target: text(target),
             protocol,
             referer: referer.map(text),
@@ -95,12 +109,16 @@ impl Opening {
     }
 
     /// The record, once the answer ended.
-    pub fn close(self, client: &[u8], status: u16, bytes: u64, answered: Answered) -> Record {
+    pub fn close(
+        self,
+        client: &HeaderValue,
+        status: u16,
+        bytes: u64,
+        answered: Answered,
+    ) -> Record {
         Record {
             time: SystemTime::now(),
-            client: String::from_utf8_lossy(client)
-                .into_owned()
-                .into_boxed_str(),
+            client: client.clone(),
             method: self.method,
             target: self.target,
             protocol: self.protocol,
@@ -131,7 +149,7 @@ impl Pending {
     }
 
     /// Logs the request, answered.
-    pub fn finish(self, client: &[u8], status: u16, bytes: u64, answered: Answered) {
+    pub fn finish(self, client: &HeaderValue, status: u16, bytes: u64, answered: Answered) {
         let record = self.opening.close(client, status, bytes, answered);
         self.log.log(record);
     }
@@ -190,40 +208,102 @@ impl AccessLog {
     }
 }
 
-/// The writer thread: formats records into a buffer, writes when the queue
-/// runs dry (or the buffer fills), rotates past the size.
+/// The writer thread. While requests come, it wakes every [`BATCH`],
+/// writes what queued meanwhile and flushes it: a sender never wakes it
+/// (no futex per request), and the file gets one write per batch. When a
+/// batch finds nothing it blocks until the next record.
 fn write_records(path: &Path, format: Format, rotation: Rotation, records: &Receiver<Record>) {
-    let mut out: Option<BufWriter<File>> = None;
-    let mut written = std::fs::metadata(path).map_or(0, |m| m.len());
-    let mut line = String::with_capacity(512);
-    while let Ok(first) = records.recv() {
-        let mut next = Some(first);
-        while let Some(record) = next {
-            line.clear();
-            render(&record, format, &mut line);
-            if written > rotation.max_size {
-                if let Some(mut file) = out.take() {
-                    let _ = file.flush();
-                }
-                rotation.rotate(path);
-                written = 0;
-            }
-            if out.is_none() {
-                out = open(path).map(|f| BufWriter::with_capacity(64 * 1024, f));
-            }
-            match out.as_mut().map(|o| o.write_all(line.as_bytes())) {
-                Some(Ok(())) => written += line.len() as u64,
-                _ => {
-                    LOG_HEALTH.file_errors.fetch_add(1, Ordering::Relaxed);
-                    out = None;
+    let mut file = LogFile {
+        path,
+        rotation,
+        out: None,
+        written: std::fs::metadata(path).map_or(0, |m| m.len()),
+        line: String::with_capacity(512),
+        clock: Clock::default(),
+    };
+    'idle: while let Ok(first) = records.recv() {
+        file.write(&first, format);
+        loop {
+            loop {
+                match records.try_recv() {
+                    Ok(record) => file.write(&record, format),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => break 'idle,
                 }
             }
-            next = records.try_recv().ok();
+            file.flush();
+            std::thread::sleep(BATCH);
+            match records.try_recv() {
+                Ok(record) => file.write(&record, format),
+                Err(TryRecvError::Empty) => continue 'idle,
+                Err(TryRecvError::Disconnected) => break 'idle,
+            }
         }
-        if let Some(Err(_)) = out.as_mut().map(BufWriter::flush) {
+    }
+    file.flush();
+}
+
+/// How long records gather before they are written.
+const BATCH: Duration = Duration::from_millis(50);
+
+/// The access log's file, as the writer thread holds it.
+struct LogFile<'a> {
+    path: &'a Path,
+    rotation: Rotation,
+    out: Option<BufWriter<File>>,
+    written: u64,
+    line: String,
+    clock: Clock,
+}
+
+impl LogFile<'_> {
+    fn write(&mut self, record: &Record, format: Format) {
+        self.line.clear();
+        render(record, format, &mut self.clock, &mut self.line);
+        if self.written > self.rotation.max_size {
+            self.flush();
+            self.out = None;
+            self.rotation.rotate(self.path);
+            self.written = 0;
+        }
+        if self.out.is_none() {
+            self.out = open(self.path).map(|f| BufWriter::with_capacity(64 * 1024, f));
+        }
+        match self.out.as_mut().map(|o| o.write_all(self.line.as_bytes())) {
+            Some(Ok(())) => self.written += self.line.len() as u64,
+            _ => {
+                LOG_HEALTH.file_errors.fetch_add(1, Ordering::Relaxed);
+                self.out = None;
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(Err(_)) = self.out.as_mut().map(BufWriter::flush) {
             LOG_HEALTH.file_errors.fetch_add(1, Ordering::Relaxed);
-            out = None;
+            self.out = None;
         }
+    }
+}
+
+/// nginx's `$time_local` of the current second, formatted once a second.
+#[derive(Default)]
+pub struct Clock {
+    second: u64,
+    text: String,
+}
+
+impl Clock {
+    fn local(&mut self, time: SystemTime) -> &str {
+        let second = time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if second != self.second || self.text.is_empty() {
+            self.second = second;
+            let time = chrono::DateTime::<chrono::Utc>::from(time);
+            self.text = time.format("%d/%b/%Y:%H:%M:%S %z").to_string();
+        }
+        &self.text
     }
 }
 
@@ -242,42 +322,44 @@ fn open(path: &Path) -> Option<File> {
 }
 
 /// One line for `record`, newline included.
-pub fn render(record: &Record, format: Format, out: &mut String) {
+pub fn render(record: &Record, format: Format, clock: &mut Clock, out: &mut String) {
     use std::fmt::Write as _;
     match format {
         Format::Combined => {
-            let time = chrono::DateTime::<chrono::Utc>::from(record.time);
-            let _ = write!(
-                out,
-                "{} - - [{}] \"",
-                record.client,
-                time.format("%d/%b/%Y:%H:%M:%S %z")
-            );
+            out.push_str(record.client.to_str().unwrap_or("-"));
+            out.push_str(" - - [");
+            out.push_str(clock.local(record.time));
+            out.push_str("] \"");
             escaped(out, &record.method);
             out.push(' ');
             escaped(out, &record.target);
-            let _ = write!(
-                out,
-                " {}\" {} {} \"",
-                record.protocol, record.status, record.bytes
-            );
+            let mut digits = itoa::Buffer::new();
+            out.push(' ');
+            out.push_str(record.protocol);
+            out.push_str("\" ");
+            out.push_str(digits.format(record.status));
+            out.push(' ');
+            out.push_str(digits.format(record.bytes));
+            out.push_str(" \"");
             escaped(out, record.referer.as_deref().unwrap_or("-"));
             out.push_str("\" \"");
             escaped(out, record.user_agent.as_deref().unwrap_or("-"));
-            let _ = writeln!(
-                out,
-                "\" {:.3} {} {} {} {}",
-                record.duration.as_secs_f64(),
-                record.instance.as_deref().unwrap_or("-"),
-                record.release.as_deref().unwrap_or("-"),
-                record.retries,
-                if record.held { "held" } else { "-" },
-            );
+            out.push_str("\" ");
+            // Seconds to the millisecond, rounded, as nginx's $request_time.
+            let millis = (record.duration.as_micros() + 500) / 1000;
+            out.push_str(digits.format(millis / 1000));
+            let _ = write!(out, ".{:03} ", millis % 1000);
+            out.push_str(record.instance.as_deref().unwrap_or("-"));
+            out.push(' ');
+            out.push_str(record.release.as_deref().unwrap_or("-"));
+            out.push(' ');
+            out.push_str(digits.format(record.retries));
+            out.push_str(if record.held { " held\n" } else { " -\n" });
         }
         Format::Json => {
             let value = serde_json::json!({
                 "time": humantime::format_rfc3339_millis(record.time).to_string(),
-                "client": &*record.client,
+                "client": record.client.to_str().unwrap_or("-"),
                 "method": &*record.method,
                 "target": &*record.target,
                 "protocol": record.protocol,
@@ -300,6 +382,11 @@ pub fn render(record: &Record, format: Format, out: &mut String) {
 /// printable ASCII become `\xHH`, so a line cannot be forged.
 fn escaped(out: &mut String, text: &str) {
     use std::fmt::Write as _;
+    let plain = |b: u8| b != b'"' && b != b'\\' && (0x20..0x7f).contains(&b);
+    if text.bytes().all(plain) {
+        out.push_str(text);
+        return;
+    }
     for b in text.bytes() {
         if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
             let _ = write!(out, "\\x{b:02X}");
@@ -315,7 +402,7 @@ fn escaped(out: &mut String, text: &str) {
 pub struct LoggedBody<B> {
     inner: B,
     sent: u64,
-    ending: Option<(Box<Pending>, Box<str>, u16, Answered)>,
+    ending: Option<(Box<Pending>, HeaderValue, u16, Answered)>,
 }
 
 impl<B> LoggedBody<B> {
@@ -323,13 +410,11 @@ impl<B> LoggedBody<B> {
     pub fn new(
         inner: B,
         pending: Box<Pending>,
-        client: &[u8],
+        client: &HeaderValue,
         status: u16,
         answered: Answered,
     ) -> LoggedBody<B> {
-        let client = String::from_utf8_lossy(client)
-            .into_owned()
-            .into_boxed_str();
+        let client = client.clone();
         LoggedBody {
             inner,
             sent: 0,
@@ -339,7 +424,7 @@ impl<B> LoggedBody<B> {
 
     fn finish(&mut self) {
         if let Some((pending, client, status, answered)) = self.ending.take() {
-            pending.finish(client.as_bytes(), status, self.sent, answered);
+            pending.finish(&client, status, self.sent, answered);
         }
     }
 }
@@ -388,7 +473,7 @@ mod tests {
     fn record() -> Record {
         Record {
             time: humantime::parse_rfc3339("2026-12-01T21:45:00Z").unwrap(),
-            client: "127.0.0.1".into(),
+            client: HeaderValue::from_static("127.0.0.1"),
             method: "GET".into(),
             target: "/a?b=\"c\"".into(),
             protocol: "HTTP/1.1",
@@ -407,7 +492,12 @@ mod tests {
     #[test]
     fn combined_is_nginx_s_line_then_baton_s_fields() {
         let mut line = String::new();
-        render(&record(), Format::Combined, &mut line);
+        render(
+            &record(),
+            Format::Combined,
+            &mut Clock::default(),
+            &mut line,
+        );
         assert_eq!(
             line,
             "127.0.0.1 - - [01/Dec/2026:21:45:00 +0000] \"GET /a?b=\\x22c\\x22 HTTP/1.1\" 200 58 \"-\" \"curl/8.5.0\\x0A\" 0.003 web#1 20261201T214500Z-abcdef 1 held\n"
@@ -417,7 +507,7 @@ mod tests {
     #[test]
     fn json_is_one_object_a_line() {
         let mut line = String::new();
-        render(&record(), Format::Json, &mut line);
+        render(&record(), Format::Json, &mut Clock::default(), &mut line);
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["target"], "/a?b=\"c\"");

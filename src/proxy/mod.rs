@@ -226,7 +226,7 @@ impl Proxy {
                     ..access::Answered::default()
                 };
                 let (status, bytes) = (answer.status.as_u16(), answer.body_len());
-                logged.finish(client.as_bytes(), status, bytes, answered);
+                logged.finish(&client, status, bytes, answered);
             }
             let mut response = assets::body::into_response(answer);
             if let (Some(hsts), "https") = (&self.edge.hsts, proto) {
@@ -276,7 +276,7 @@ impl Proxy {
                         if let Some(logged) = logged {
                             let bytes = refusal.text().len() as u64;
                             let status = refusal.status.as_u16();
-                            logged.finish(client.as_bytes(), status, bytes, Default::default());
+                            logged.finish(&client, status, bytes, Default::default());
                         }
                         return refusal.response();
                     }
@@ -300,14 +300,9 @@ impl Proxy {
                     let body =
                         Counted::new(InstanceBody::Pooled(b), guard, &upstream, event_stream);
                     match logged {
-                        Some(logged) => access::LoggedBody::new(
-                            body,
-                            logged,
-                            client.as_bytes(),
-                            status,
-                            answered,
-                        )
-                        .boxed(),
+                        Some(logged) => {
+                            access::LoggedBody::new(body, logged, &client, status, answered).boxed()
+                        }
                         None => body.boxed(),
                     }
                 })
@@ -330,7 +325,7 @@ impl Proxy {
                     if let Some(logged) = logged {
                         let (status, bytes) =
                             (refusal.status.as_u16(), refusal.text().len() as u64);
-                        logged.finish(client.as_bytes(), status, bytes, Default::default());
+                        logged.finish(&client, status, bytes, Default::default());
                     }
                     return refusal.response();
                 }
@@ -344,7 +339,7 @@ impl Proxy {
                     retries,
                     held,
                 };
-                logged.finish(client.as_bytes(), resp.status().as_u16(), 0, answered);
+                logged.finish(&client, resp.status().as_u16(), 0, answered);
             }
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(client_side) = client_upgrade.take() {

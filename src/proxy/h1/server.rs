@@ -415,7 +415,7 @@ impl<S: ClientStream> Connection<S> {
                             ..Answered::default()
                         };
                         let status = answer.status.as_u16();
-                        logged.finish(client.as_bytes(), status, answer.body_len(), answered);
+                        logged.finish(client, status, answer.body_len(), answered);
                     }
                     return Ok(keep_alive);
                 }
@@ -496,7 +496,7 @@ impl<S: ClientStream> Connection<S> {
         let Some(forwarded) = forwarded else {
             // nginx's 499: the client closed before the answer.
             if let Some(logged) = logged {
-                logged.finish(client.as_bytes(), 499, 0, Answered::default());
+                logged.finish(client, 499, 0, Answered::default());
             }
             return Err(io::ErrorKind::ConnectionAborted.into());
         };
@@ -523,7 +523,7 @@ impl<S: ClientStream> Connection<S> {
                 self.flush().await?;
                 if let Some(logged) = logged {
                     let (status, bytes) = (refusal.status.as_u16(), refusal.text().len() as u64);
-                    logged.finish(client.as_bytes(), status, bytes, Answered::default());
+                    logged.finish(client, status, bytes, Answered::default());
                 }
                 return Ok(keep_alive);
             }
@@ -557,7 +557,7 @@ impl<S: ClientStream> Connection<S> {
                 retries,
                 held,
             };
-            logged.finish(client.as_bytes(), status, sent, answered);
+            logged.finish(client, status, sent, answered);
         }
         Ok(keep_alive)
     }
