@@ -866,3 +866,37 @@ fn status_watch_on_a_terminal_redraws_in_place_and_quits_on_q() {
     );
     assert!(screen.contains("web#1"), "{screen:?}");
 }
+
+/// `[daemon] port_range`: every instance's private port comes from it,
+/// through a deploy too.
+#[test]
+fn instance_ports_come_from_port_range() {
+    let first = free_port().clamp(1024, 65000);
+    let last = first + 9;
+    let d = Daemon::start(&format!(
+        "[daemon]\nport_range = \"{first}-{last}\"\n\n{}",
+        WEB_HTTP.replace("command", "instances = 2\ncommand")
+    ));
+    d.wait_ready(2);
+    let ports = |d: &Daemon| -> Vec<u64> {
+        d.status()["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["port"].as_u64().unwrap())
+            .collect()
+    };
+    let before = ports(&d);
+    assert!(
+        before.iter().all(|p| (first..=last).contains(&(*p as u16))),
+        "{before:?} not in {first}-{last}"
+    );
+    let out = d.baton(&["deploy"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let after = ports(&d);
+    assert!(
+        after.iter().all(|p| (first..=last).contains(&(*p as u16))),
+        "{after:?} not in {first}-{last}"
+    );
+    assert_eq!(get(d.port, "/").unwrap().status, 200);
+}

@@ -444,8 +444,9 @@ impl App {
             && !fleet.serving.is_empty()
             && fleet.serving.iter().all(|i| i.status().state.is_terminal())
             && fleet.deploying.is_none();
+        // Ready too: one just retired may not have taken its drain yet.
         let draining = (fleet.draining.iter())
-            .filter(|(i, _)| i.status().state == State::Draining)
+            .filter(|(i, _)| matches!(i.status().state, State::Ready | State::Draining))
             .map(|(i, _)| (i.release.clone(), i.upstream.clone()))
             .collect();
         self.router.publish_table(RouteTable {

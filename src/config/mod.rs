@@ -367,6 +367,28 @@ pub struct DaemonConfig {
     /// Rotated log files kept: `<file>.1` (the newest) to `<file>.<n>`
     /// (default 5).
     pub log_keep: Option<u32>,
+    /// Instances' private ports come from this range, `"20000-20999"`
+    /// (default: any free port the system gives).
+    pub port_range: Option<Spanned<String>>,
+}
+
+impl DaemonConfig {
+    /// `port_range` as numbers; `Err` says what is wrong with it.
+    pub fn port_range(&self) -> Result<Option<std::ops::RangeInclusive<u16>>, String> {
+        let Some(text) = &self.port_range else {
+            return Ok(None);
+        };
+        let parsed = text.get_ref().split_once('-').and_then(|(a, b)| {
+            Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+        });
+        match parsed {
+            Some((first, last)) if 1024 <= first && first <= last => Ok(Some(first..=last)),
+            _ => Err(format!(
+                "{:?} is not a range of ports such as \"20000-20999\" (from 1024 up)",
+                text.get_ref()
+            )),
+        }
+    }
 }
 
 /// `[proxy] access_log_format`.
@@ -1146,6 +1168,10 @@ fn validate(c: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
     }
     check_max_memory("web", c.web.max_memory.as_ref(), err)?;
     check_tls(c, err)?;
+    if let Err(message) = c.daemon.port_range() {
+        let span = c.daemon.port_range.as_ref().map_or(0..0, Spanned::span);
+        return Err(err(span, "daemon.port_range", message));
+    }
     if let Some(statics) = &c.statics {
         statics::check(statics, err)?;
     }
@@ -1250,6 +1276,24 @@ mod tests {
     fn located(text: &str) -> (Option<usize>, Option<String>) {
         let e = parse_err(text);
         (e.line, e.field)
+    }
+
+    #[test]
+    fn a_bad_port_range_is_blamed_on_its_line() {
+        for range in ["90-80", "20000", "80-90", "a-b"] {
+            let text = format!(
+                "[app]\nname = \"a\"\n[daemon]\nport_range = \"{range}\"\n[web]\ncommand = \"x\"\n"
+            );
+            assert_eq!(
+                located(&text),
+                (Some(4), Some("daemon.port_range".into())),
+                "{range}"
+            );
+        }
+        let text =
+            "[app]\nname = \"a\"\n[daemon]\nport_range = \"20000-20009\"\n[web]\ncommand = \"x\"\n";
+        let loaded = parse(text, Path::new("baton.toml")).unwrap();
+        assert_eq!(loaded.daemon.port_range(), Ok(Some(20000..=20009)));
     }
 
     /// ACME needs hosts without wildcards, an HTTPS listener, an email and

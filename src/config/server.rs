@@ -118,6 +118,15 @@ impl Setup {
             server: true,
         };
         setup.check_tls(&text)?;
+        if let Err(message) = setup.daemon.port_range() {
+            let span = find_key(&text, "daemon", "port_range");
+            return Err(ConfigError {
+                file: setup.path.clone(),
+                line: (span.end > 0).then(|| line_of(&text, span.start)),
+                field: Some("daemon.port_range".into()),
+                message,
+            });
+        }
         Ok(setup)
     }
 

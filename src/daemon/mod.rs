@@ -213,7 +213,8 @@ pub async fn run(setup: Setup, mut inherited: Inherited) -> Result<Exit, StartEr
     let reaper = Reaper::start(&state_dir).map_err(io_err("starting the orphan reaper"))?;
     let shutdown = CancellationToken::new();
     let shared = Shared {
-        ports: PortPool::default(),
+        // Checked when the configuration was loaded.
+        ports: PortPool::new(setup.daemon.port_range().unwrap_or_default()),
         reaper: reaper.clone(),
         stopping: shutdown.clone(),
         state_dir: state_dir.clone(),
