@@ -276,6 +276,19 @@ fn validators_ranges_and_precompressed_siblings() {
     assert_eq!(a.status, 200);
     assert_eq!(header(&a, "content-length"), V1_CODE.len().to_string());
     assert_eq!(a.body, "");
+    // A HEAD for a missing file: the 404's fields, no body, and the
+    // connection goes on to the next request.
+    let two = raw_bytes(
+        d.port,
+        "HEAD /static/missing.js HTTP/1.1\r\nHost: a\r\n\r\nGET /static/logo.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    let (head, rest) = split_answer(&two);
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(
+        rest.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&two)
+    );
     let a = raw(
         d.port,
         &format!(

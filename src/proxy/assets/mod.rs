@@ -111,8 +111,17 @@ impl Shelf {
             && matches!(path.get(prefix.len()), None | Some(b'/' | b'?' | b'#'))
     }
 
-    /// The answer to a request under the prefix.
+    /// The answer to a request under the prefix. A HEAD gets the fields
+    /// of the GET's answer and no body, Baton's own texts included.
     pub fn answer(&self, ask: &Ask<'_>) -> Answer {
+        let mut answer = self.answer_get(ask);
+        if ask.method == b"HEAD" {
+            answer.body = Payload::Empty;
+        }
+        answer
+    }
+
+    fn answer_get(&self, ask: &Ask<'_>) -> Answer {
         if !ask.is_read() {
             return Answer::not_allowed();
         }
