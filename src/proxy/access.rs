@@ -153,6 +153,21 @@ impl Pending {
         let record = self.opening.close(client, status, bytes, answered);
         self.log.log(record);
     }
+
+    /// Logs a static file's answer, with the release it came from.
+    pub fn finish_static(self, client: &HeaderValue, answer: &super::assets::Answer) {
+        let answered = Answered {
+            release: answer.release(),
+            ..Answered::default()
+        };
+        self.finish(client, answer.status.as_u16(), answer.body_len(), answered);
+    }
+
+    /// Logs Baton's refusal (no instance answered).
+    pub(crate) fn finish_refused(self, client: &HeaderValue, refusal: &super::path::Refusal) {
+        let bytes = refusal.text().len() as u64;
+        self.finish(client, refusal.status.as_u16(), bytes, Answered::default());
+    }
 }
 
 /// Who answered, for a record.
@@ -166,6 +181,18 @@ pub struct Answered {
     pub retries: u32,
     /// It waited for a ready instance.
     pub held: bool,
+}
+
+impl Answered {
+    /// `upstream` answered, after `retries` other attempts.
+    pub fn by(upstream: &super::upstream::Upstream, retries: u32, held: bool) -> Answered {
+        Answered {
+            instance: Some(upstream.id.clone()),
+            release: Some(upstream.release.clone()),
+            retries,
+            held,
+        }
+    }
 }
 
 /// One app's access log: the queue to its writer thread.

@@ -217,16 +217,7 @@ impl Proxy {
         if let Some(answer) = static_answer(&site, &parts) {
             self.count(answer.status);
             if let Some(logged) = logged {
-                let release = (answer.fields.iter())
-                    .find(|(name, _)| name == "x-baton-release")
-                    .and_then(|(_, v)| v.to_str().ok())
-                    .map(Arc::from);
-                let answered = access::Answered {
-                    release,
-                    ..access::Answered::default()
-                };
-                let (status, bytes) = (answer.status.as_u16(), answer.body_len());
-                logged.finish(&client, status, bytes, answered);
+                logged.finish_static(&client, &answer);
             }
             let mut response = assets::body::into_response(answer);
             if let (Some(hsts), "https") = (&self.edge.hsts, proto) {
@@ -274,9 +265,7 @@ impl Proxy {
                     Ok(f) => f,
                     Err(refusal) => {
                         if let Some(logged) = logged {
-                            let bytes = refusal.text().len() as u64;
-                            let status = refusal.status.as_u16();
-                            logged.finish(&client, status, bytes, Default::default());
+                            logged.finish_refused(&client, &refusal);
                         }
                         return refusal.response();
                     }
@@ -290,12 +279,7 @@ impl Proxy {
                         .or_insert_with(|| hsts.clone());
                 }
                 let status = resp.status().as_u16();
-                let answered = access::Answered {
-                    instance: Some(upstream.id.clone()),
-                    release: Some(upstream.release.clone()),
-                    retries,
-                    held,
-                };
+                let answered = access::Answered::by(&upstream, retries, held);
                 resp.map(|b| {
                     let body =
                         Counted::new(InstanceBody::Pooled(b), guard, &upstream, event_stream);
@@ -323,9 +307,7 @@ impl Proxy {
                 Ok(f) => f,
                 Err(refusal) => {
                     if let Some(logged) = logged {
-                        let (status, bytes) =
-                            (refusal.status.as_u16(), refusal.text().len() as u64);
-                        logged.finish(&client, status, bytes, Default::default());
+                        logged.finish_refused(&client, &refusal);
                     }
                     return refusal.response();
                 }
@@ -333,12 +315,7 @@ impl Proxy {
             if let Some(logged) = logged {
                 // An upgrade is logged as it switches (or is refused by the
                 // instance): what follows is a tunnel, not a body.
-                let answered = access::Answered {
-                    instance: Some(upstream.id.clone()),
-                    release: Some(upstream.release.clone()),
-                    retries,
-                    held,
-                };
+                let answered = access::Answered::by(&upstream, retries, held);
                 logged.finish(&client, resp.status().as_u16(), 0, answered);
             }
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -102,6 +102,14 @@ impl Answer {
         answer
     }
 
+    /// The release whose file answered (its `x-baton-release`).
+    pub fn release(&self) -> Option<std::sync::Arc<str>> {
+        (self.fields.iter())
+            .find(|(name, _)| name == "x-baton-release")
+            .and_then(|(_, value)| value.to_str().ok())
+            .map(std::sync::Arc::from)
+    }
+
     /// The length of the body this answer sends (HEAD: none).
     pub fn body_len(&self) -> u64 {
         match &self.body {

@@ -406,16 +406,7 @@ impl<S: ClientStream> Connection<S> {
                     self.write_static(proxy, answer, keep_alive, request.http10)
                         .await?;
                     if let Some(logged) = request.logged {
-                        let release = (answer.fields.iter())
-                            .find(|(name, _)| name == "x-baton-release")
-                            .and_then(|(_, v)| v.to_str().ok())
-                            .map(Arc::from);
-                        let answered = Answered {
-                            release,
-                            ..Answered::default()
-                        };
-                        let status = answer.status.as_u16();
-                        logged.finish(client, status, answer.body_len(), answered);
+                        logged.finish_static(client, answer);
                     }
                     return Ok(keep_alive);
                 }
@@ -522,8 +513,7 @@ impl<S: ClientStream> Connection<S> {
                 self.write_refusal(&refusal, keep_alive, request.http10);
                 self.flush().await?;
                 if let Some(logged) = logged {
-                    let (status, bytes) = (refusal.status.as_u16(), refusal.text().len() as u64);
-                    logged.finish(client, status, bytes, Answered::default());
+                    logged.finish_refused(client, &refusal);
                 }
                 return Ok(keep_alive);
             }
@@ -551,13 +541,7 @@ impl<S: ClientStream> Connection<S> {
         hold_answer().await;
         let sent = self.send_body(body, chunked).await?;
         if let Some(logged) = logged {
-            let answered = Answered {
-                instance: Some(upstream.id.clone()),
-                release: Some(upstream.release.clone()),
-                retries,
-                held,
-            };
-            logged.finish(client, status, sent, answered);
+            logged.finish(client, status, sent, Answered::by(&upstream, retries, held));
         }
         Ok(keep_alive)
     }
