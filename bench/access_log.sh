@@ -17,17 +17,7 @@ CONNS=${CONNS:-32}
 need_tools
 OFF_PORT=$(free_port); ON_PORT=$(free_port)
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for n in off on; do
-    [ -f "$WORK/$n/baton.toml" ] && "$BATON" stop -c "$WORK/$n/baton.toml" >/dev/null 2>&1 || true
-  done
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+make_workspace
 
 write_backend_template
 config() { # name port access-log-line

@@ -21,16 +21,7 @@ HOSTS=${HOSTS:-100}
 need_tools
 ONE_PORT=$(free_port); MANY_PORT=$(free_port)
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  [ -f "$WORK/one/baton.toml" ] && "$BATON" stop -c "$WORK/one/baton.toml" >/dev/null 2>&1 || true
-  [ -f "$WORK/many/baton.toml" ] && "$BATON" stop -c "$WORK/many/baton.toml" >/dev/null 2>&1 || true
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+make_workspace
 
 write_backend_template
 web() {

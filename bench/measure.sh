@@ -58,18 +58,40 @@ need_tools() {
 }
 
 # One wrk run of $DURATION with $CONNS connections against URL ($2), its
-# figures appended to RPS, P50, P99 and CPU (per request, of the process
-# $3) under KEY ($1); extra arguments go to wrk. The caller declares the
-# four associative arrays.
+# figures recorded under KEY ($1) with the CPU time of the process $3 (see
+# record_wrk); extra arguments go to wrk.
 wrk_round() {
   local key=$1 url=$2 pid=$3; shift 3
   local before; before=$(cpu_ticks "$pid")
   local out; out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url")
-  local ticks=$(($(cpu_ticks "$pid") - before))
+  record_wrk "$key" $(($(cpu_ticks "$pid") - before)) "$out"
+}
+
+# wrk's output ($3), and the CPU ticks ($2) of the process it measured
+# during the run: appended to RPS, P50, P99 and CPU (per request) under
+# KEY ($1). The caller declares the four associative arrays.
+record_wrk() {
+  local key=$1 ticks=$2 out=$3
   local requests; requests=$(echo "$out" | awk '/requests in/ {print $1}')
   RPS[$key]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
   P50[$key]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
   P99[$key]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
   CPU[$key]+=" $(python3 -c "print(round($ticks / $CLK_TCK * 1e6 / max($requests, 1), 2))")"
   if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "$key: $(echo "$out" | grep 'Non-2xx\|Socket errors')" >&2; fi
+}
+
+# A work folder in $WORK, and at exit: every Baton whose baton.toml is one
+# level down stopped, the processes in PIDS killed, the folder removed.
+make_workspace() {
+  WORK=$(mktemp -d)
+  PIDS=()
+  trap cleanup_workspace EXIT
+}
+cleanup_workspace() {
+  for config in "$WORK"/*/baton.toml; do
+    [ -f "$config" ] && "$BATON" stop -c "$config" >/dev/null 2>&1 || true
+  done
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
 }

@@ -37,16 +37,7 @@ fi
 BATON="$ROOT/target/release/baton"
 RELAY="$ROOT/target/release/examples/relay"
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  [ -f "$WORK/app/baton.toml" ] && "$BATON" stop -c "$WORK/app/baton.toml" >/dev/null 2>&1 || true
-  [ -f "$WORK/hyper/baton.toml" ] && "$BATON" stop -c "$WORK/hyper/baton.toml" >/dev/null 2>&1 || true
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+make_workspace
 
 write_backend_template
 backend_conf "$BACKEND_PORT" > "$WORK/backend.conf"
@@ -130,13 +121,7 @@ run() { # one wrk run; appends to the sample lists
   local name=$1 port=${PORT[$1]}
   local before; before=$(cpu_ticks "${CPU_PID[$name]}")
   local out; out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/")
-  local ticks=$(($(cpu_ticks "${CPU_PID[$name]}") - before))
-  local requests; requests=$(echo "$out" | awk '/requests in/ {print $1}')
-  CPU[$name]+=" $(python3 -c "print(round($ticks * 1e6 / $CLK_TCK / $requests, 2))")"
-  RPS[$name]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
-  P50[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
-  P99[$name]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
-  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "$name: $(echo "$out" | grep 'Non-2xx\|Socket errors')" >&2; fi
+  record_wrk "$name" $(($(cpu_ticks "${CPU_PID[$name]}") - before)) "$out"
 }
 for n in $TARGETS; do wrk -t"$THREADS" -c"$CONNS" -d3s "http://127.0.0.1:${PORT[$n]}/" >/dev/null 2>&1; done # warm-up
 # Rounds interleave the targets so that machine noise hits them alike; the

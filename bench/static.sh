@@ -19,15 +19,7 @@ CONNS=${CONNS:-32}
 need_tools
 NGINX_PORT=$(free_port); BATON_PORT=$(free_port)
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  [ -f "$WORK/app/baton.toml" ] && "$BATON" stop -c "$WORK/app/baton.toml" >/dev/null 2>&1 || true
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+make_workspace
 
 mkdir -p "$WORK/app/public/js"
 python3 -c 'import base64, os, sys

@@ -29,15 +29,7 @@ fi
 BATON="$ROOT/target/release/baton"
 BACKEND_PORT=$(free_port); NGINX_PORT=$(free_port); BATON_HTTP=$(free_port); BATON_PORT=$(free_port)
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  [ -f "$WORK/app/baton.toml" ] && "$BATON" stop -c "$WORK/app/baton.toml" >/dev/null 2>&1 || true
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+make_workspace
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj "/CN=bench.test" -addext "subjectAltName=DNS:bench.test" \
@@ -122,12 +114,7 @@ run() { # name mode
   # wrk's own share of a core: near 1.0, its one thread is the bottleneck
   # and latency is measured partly in its own queue.
   WRK[$key]+=" $(python3 -c "print(round(($(cat "$WORK/wrk.cpu")) / $(to_ms "$DURATION") * 1000, 2))")"
-  local requests; requests=$(echo "$out" | awk '/requests in/ {print $1}')
-  RPS[$key]+=" $(echo "$out" | awk '/Requests\/sec/ {print $2}')"
-  P50[$key]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
-  P99[$key]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
-  CPU[$key]+=" $(python3 -c "print(round($ticks / $CLK_TCK * 1e6 / max($requests, 1), 2))")"
-  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "$key: $(echo "$out" | grep 'Non-2xx\|Socket errors')" >&2; fi
+  record_wrk "$key" "$ticks" "$out"
 }
 for _ in $(seq 1 "$ROUNDS"); do
   for mode in $MODES; do for n in nginx baton; do run "$n" "$mode"; done; done
