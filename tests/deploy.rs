@@ -21,16 +21,6 @@ fn wait_for_load(d: &Daemon) {
     });
 }
 
-/// The ids of the instances listed by `status`.
-fn instance_ids(d: &Daemon) -> Vec<String> {
-    d.status()["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["instance"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Runs `change` while a probe with `probe_args` runs, and returns the report.
 fn under_load(d: &Daemon, probe_args: &[&str], change: impl FnOnce()) -> serde_json::Value {
     let probe = d.probe("/", probe_args);
@@ -51,30 +41,20 @@ fn deploy_ok(d: &Daemon, args: &[&str]) -> String {
 fn single_instance_deploy_new_connection_per_request() {
     let d = Daemon::start(&web(1, "APP_VERSION = \"v1\"", ""));
     d.wait_ready(1);
-    let report = under_load(
-        &d,
-        &[
-            "--duration",
-            "4s",
-            "--concurrency",
-            "4",
-            "--keepalive=false",
-        ],
-        || {
-            d.rewrite(&web(1, "APP_VERSION = \"v2\"", ""));
-            let out = deploy_ok(&d, &["deploy"]);
-            for step in [
-                "starting 1 new instance",
-                "ready 1/1",
-                "switched to release",
-                "draining",
-                "old stopped",
-                "serves all traffic",
-            ] {
-                assert!(out.contains(step), "progress lacks {step:?}:\n{out}");
-            }
-        },
-    );
+    let report = d.across_switch(&["--concurrency", "4", "--keepalive=false"], || {
+        d.rewrite(&web(1, "APP_VERSION = \"v2\"", ""));
+        let out = deploy_ok(&d, &["deploy"]);
+        for step in [
+            "starting 1 new instance",
+            "ready 1/1",
+            "switched to release",
+            "draining",
+            "old stopped",
+            "serves all traffic",
+        ] {
+            assert!(out.contains(step), "progress lacks {step:?}:\n{out}");
+        }
+    });
     assert_clean_switch(&report, "v1", "v2");
     let s = d.status();
     assert_eq!(
@@ -95,9 +75,17 @@ fn two_instances_with_two_second_requests() {
         "kill_timeout = \"1s\"",
     ));
     d.wait_ready(2);
+    let before = d.instance_ids();
     let probe = d.probe(
         "/",
-        &["--duration", "7s", "--concurrency", "6", "--timeout", "10s"],
+        &[
+            "--duration",
+            "300s",
+            "--concurrency",
+            "6",
+            "--timeout",
+            "10s",
+        ],
     );
     wait_until(Duration::from_secs(20), "requests in flight", || {
         d.total("in_flight") >= 4
@@ -109,7 +97,7 @@ fn two_instances_with_two_second_requests() {
     ));
     let out = deploy_ok(&d, &["deploy"]);
     assert!(out.contains("draining"), "{out}");
-    let report = probe.report();
+    let report = probe.stop_once_new_served(&d, &before, 6);
     assert_clean_switch(&report, "v1", "v2");
 }
 
@@ -119,7 +107,7 @@ fn two_instances_with_two_second_requests() {
 fn keepalive_clients_through_deploy() {
     let d = Daemon::start(&web(2, "APP_VERSION = \"v1\"", ""));
     d.wait_ready(2);
-    let report = under_load(&d, &["--duration", "4s", "--concurrency", "8"], || {
+    let report = d.across_switch(&["--concurrency", "8"], || {
         d.rewrite(&web(2, "APP_VERSION = \"v2\"", ""));
         deploy_ok(&d, &["deploy"]);
     });
@@ -137,7 +125,7 @@ fn ipc_ready_after_warmup() {
     };
     let d = Daemon::start(&cfg("v1", "0"));
     d.wait_ready(1);
-    let report = under_load(&d, &["--duration", "6s", "--concurrency", "4"], || {
+    let report = d.across_switch(&["--concurrency", "4"], || {
         d.rewrite(&cfg("v2", "3000"));
         deploy_ok(&d, &["deploy"]);
     });
@@ -227,7 +215,7 @@ fn release_that_exits_after_ready() {
 
 /// `baton rollback` under load, which must go back to release `to`.
 fn rollback_to_previous(d: &Daemon, to: &str) -> serde_json::Value {
-    under_load(d, &["--duration", "3s", "--concurrency", "4"], || {
+    d.across_switch(&["--concurrency", "4"], || {
         let out = deploy_ok(d, &["rollback"]);
         assert!(
             out.contains(&format!("rolling back to release {to}")),
@@ -250,7 +238,7 @@ fn rollback_after_deploy() {
     .unwrap();
     let first = d.status()["release"].as_str().unwrap().to_string();
 
-    let report = under_load(&d, &["--duration", "3s", "--concurrency", "4"], || {
+    let report = d.across_switch(&["--concurrency", "4"], || {
         deploy_ok(&d, &["deploy", v2.path().to_str().unwrap()]);
     });
     assert_clean_switch(&report, "v1", "v2");
@@ -285,7 +273,7 @@ fn rollback_of_an_in_place_deploy_restores_its_code() {
     };
 
     edit("v2");
-    let report = under_load(&d, &["--duration", "3s", "--concurrency", "4"], || {
+    let report = d.across_switch(&["--concurrency", "4"], || {
         let out = deploy_ok(&d, &["deploy"]);
         assert!(out.contains("keeping a copy of the app directory"), "{out}");
     });
@@ -304,7 +292,7 @@ fn rollback_of_an_in_place_deploy_restores_its_code() {
     assert_clean_switch(&report, "v2", "v1");
     assert_eq!(d.status()["release"], first.as_str());
 
-    let report = under_load(&d, &["--duration", "3s", "--concurrency", "4"], || {
+    let report = d.across_switch(&["--concurrency", "4"], || {
         deploy_ok(&d, &["rollback", &second]);
     });
     assert_clean_switch(&report, "v1", "v2");
@@ -318,19 +306,20 @@ fn rollback_of_an_in_place_deploy_restores_its_code() {
 fn an_instance_past_max_memory_is_replaced_without_downtime() {
     let d = Daemon::start(&web(2, "", "max_memory = \"200MiB\""));
     d.wait_ready(2);
-    let probe = d.probe("/", &["--duration", "8s", "--concurrency", "4"]);
+    let before = d.instance_ids();
+    let probe = d.probe("/", &["--duration", "300s", "--concurrency", "4"]);
     wait_for_load(&d);
     let grown = get(d.port, "/grow?mb=300").unwrap().body.trim().to_string();
-    assert!(instance_ids(&d).contains(&grown), "{grown}");
+    assert!(d.instance_ids().contains(&grown), "{grown}");
     wait_until(
         Duration::from_secs(20),
         "the grown instance replaced by a ready one",
         || {
-            let now = instance_ids(&d);
+            let now = d.instance_ids();
             !now.contains(&grown) && d.count_in("ready") == 2
         },
     );
-    let report = probe.report();
+    let report = probe.stop_once_new_served(&d, &before, 20);
     assert_eq!(report["failed"], 0, "{report:#}");
     let log = d.output();
     assert!(
@@ -347,14 +336,19 @@ fn an_instance_past_max_memory_is_replaced_without_downtime() {
 fn cron_restart_gives_fresh_instances_without_downtime() {
     let d = Daemon::start(&web(2, "", "cron_restart = \"*/3 * * * * *\""));
     d.wait_ready(2);
-    let first = instance_ids(&d);
-    let probe = d.probe("/", &["--duration", "5s", "--concurrency", "4"]);
+    let first = d.instance_ids();
+    let probe = d.probe("/", &["--duration", "300s", "--concurrency", "4"]);
     wait_for_load(&d);
-    wait_until(Duration::from_secs(20), "a restart on the schedule", || {
-        let now = instance_ids(&d);
-        d.count_in("ready") == 2 && now.iter().all(|i| !first.contains(i))
-    });
-    let report = probe.report();
+    wait_until_or_show(
+        Duration::from_secs(20),
+        "a restart on the schedule",
+        || {
+            let now = d.instance_ids();
+            d.count_in("ready") == 2 && now.iter().all(|i| !first.contains(i))
+        },
+        || format!("{:#}\n{}", d.status(), d.output()),
+    );
+    let report = probe.stop_once_new_served(&d, &first, 20);
     assert_eq!(report["failed"], 0, "{report:#}");
     let log = d.output();
     assert!(log.contains("cron_restart (*/3 * * * * *)"), "{log}");
@@ -368,20 +362,10 @@ fn reload_applies_env_change_single_instance() {
     d.wait_ready(1);
     assert_eq!(get(d.port, "/env/GREETING").unwrap().body, "hello");
     let release = d.status()["release"].clone();
-    let report = under_load(
-        &d,
-        &[
-            "--duration",
-            "3s",
-            "--concurrency",
-            "4",
-            "--keepalive=false",
-        ],
-        || {
-            d.rewrite(&web(1, "APP_VERSION = \"v1\", GREETING = \"bonjour\"", ""));
-            deploy_ok(&d, &["reload"]);
-        },
-    );
+    let report = d.across_switch(&["--concurrency", "4", "--keepalive=false"], || {
+        d.rewrite(&web(1, "APP_VERSION = \"v1\", GREETING = \"bonjour\"", ""));
+        deploy_ok(&d, &["reload"]);
+    });
     assert_eq!(report["failed"], 0, "{report:#}");
     assert_eq!(get(d.port, "/env/GREETING").unwrap().body, "bonjour");
     assert_eq!(d.status()["release"], release, "reload keeps the release");
@@ -466,7 +450,7 @@ fn one_deploy_at_a_time_and_cli_kill_is_harmless() {
 fn rolling_deploy() {
     let d = Daemon::start(&web(3, "APP_VERSION = \"v1\"", "strategy = \"rolling\""));
     d.wait_ready(3);
-    let report = under_load(&d, &["--duration", "4s", "--concurrency", "4"], || {
+    let report = d.across_switch(&["--concurrency", "4"], || {
         d.rewrite(&web(3, "APP_VERSION = \"v2\"", "strategy = \"rolling\""));
         let out = deploy_ok(&d, &["deploy"]);
         assert_eq!(out.matches("switched to release").count(), 3, "{out}");
@@ -491,7 +475,8 @@ fn draining_instance_503s_are_retried_on_the_new_release() {
     };
     let d = Daemon::start(&cfg("v1"));
     d.wait_ready(2);
-    let probe = d.probe("/", &["--duration", "4s", "--concurrency", "8"]);
+    let before = d.instance_ids();
+    let probe = d.probe("/", &["--duration", "300s", "--concurrency", "8"]);
     // Two rounds answered by v1, the third in flight.
     wait_until(
         Duration::from_secs(20),
@@ -500,7 +485,7 @@ fn draining_instance_503s_are_retried_on_the_new_release() {
     );
     d.rewrite(&cfg("v2"));
     deploy_ok(&d, &["deploy"]);
-    let report = probe.report();
+    let report = probe.stop_once_new_served(&d, &before, 20);
     assert_clean_switch(&report, "v1", "v2");
     // The old instances did answer 503 to what was in flight: Baton retried it.
     let m = get(metrics, "/metrics").unwrap().body;
@@ -526,16 +511,24 @@ fn apps_with_graceful_shutdown_code_work_too() {
     };
     let d = Daemon::start(&cfg("v1"));
     d.wait_ready(2);
+    let before = d.instance_ids();
     let probe = d.probe(
         "/",
-        &["--duration", "6s", "--concurrency", "4", "--timeout", "10s"],
+        &[
+            "--duration",
+            "300s",
+            "--concurrency",
+            "4",
+            "--timeout",
+            "10s",
+        ],
     );
     wait_until(Duration::from_secs(20), "requests in flight", || {
         d.total("in_flight") >= 3
     });
     d.rewrite(&cfg("v2"));
     deploy_ok(&d, &["deploy"]);
-    let report = probe.report();
+    let report = probe.stop_once_new_served(&d, &before, 4);
     assert_clean_switch(&report, "v1", "v2");
     assert!(!d.output().contains("sending SIGKILL"), "{}", d.output());
 }

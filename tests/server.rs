@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -19,31 +19,9 @@ struct Server {
     child: Option<Child>,
 }
 
-/// tests/apps/express with its node_modules (`npm ci`, once per run of
-/// this file's tests).
-fn express_app() -> &'static Path {
-    static INSTALLED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    INSTALLED.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("express-app");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/express");
-        for file in ["app.js", "package.json", "package-lock.json"] {
-            std::fs::copy(source.join(file), dir.join(file)).unwrap();
-        }
-        let out = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .output()
-            .expect("npm runs (apt-get install npm)");
-        assert!(
-            out.status.success(),
-            "npm ci in {}: {}",
-            dir.display(),
-            text(&out)
-        );
-        dir
-    })
+/// tests/apps/express with its node_modules.
+fn express_app() -> PathBuf {
+    common::installed_node_app("express")
 }
 
 /// An app's baton.toml: `name`, `hosts` (TOML array text), extra `[app]`
@@ -160,6 +138,15 @@ impl Server {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
     }
 
+    /// Requests answered by `app`'s instances whose pids are not in `before`.
+    fn served_by_new(&self, app: &str, before: &[i64]) -> u64 {
+        let status = self.json_in(".", &["status", "--json", "--app", app]);
+        (status["instances"].as_array().unwrap().iter())
+            .filter(|i| !i["pid"].as_i64().is_some_and(|pid| before.contains(&pid)))
+            .map(|i| i["served"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
     /// GET `path` with `Host: host`.
     fn get(&self, host: &str, path: &str) -> Answer {
         raw(
@@ -229,6 +216,11 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Ends a probe now (Ctrl-C) and reads its report.
+fn stop(child: Child) -> Value {
+    common::Probe::of(child).stop()
 }
 
 fn report(child: Child) -> Value {
@@ -322,7 +314,8 @@ fn a_deploy_of_one_app_leaves_the_others_alone() {
     let s = Server::new("").up();
     s.wait_ready();
     let before = [s.pids("api"), s.pids("blog"), s.pids("t1")];
-    let load = ["--duration", "6s", "--concurrency", "4"];
+    let shop_before = s.pids("shop");
+    let load = ["--duration", "300s", "--concurrency", "4"];
     let shop = s.probe("shop.test", "/", &load);
     let api = s.probe("shop.test", "/api/", &load);
     let blog = s.probe("blog.test", "/", &load);
@@ -332,7 +325,7 @@ fn a_deploy_of_one_app_leaves_the_others_alone() {
         "/ws",
         &[
             "--duration",
-            "6s",
+            "300s",
             "--concurrency",
             "5",
             "--interval",
@@ -357,16 +350,19 @@ fn a_deploy_of_one_app_leaves_the_others_alone() {
     std::fs::write(&file, config.replace("shop-v1", "shop-v2")).unwrap();
     let out = s.baton_in("shop", &["deploy"]);
     assert!(out.status.success(), "{}\n{}", text(&out), s.output());
-    common::assert_clean_switch(&report(shop), "shop-v1", "shop-v2");
+    wait_until(Duration::from_secs(60), "shop-v2 answers", || {
+        s.served_by_new("shop", &shop_before) >= 20
+    });
+    common::assert_clean_switch(&stop(shop), "shop-v1", "shop-v2");
     for (name, probe) in [("api", api), ("blog", blog)] {
-        let r = report(probe);
+        let r = stop(probe);
         assert_eq!(r["failed"], 0, "{name}: {r:#}");
         assert!(
             r["switches"].as_array().unwrap().is_empty(),
             "{name}: {r:#}"
         );
     }
-    let ws = report(ws);
+    let ws = stop(ws);
     assert_eq!(ws["abnormal_closes"], 0, "{ws:#}");
     assert_eq!(
         ws["close_codes"],

@@ -112,7 +112,8 @@ fn old_pages_keep_their_assets_through_a_deploy_and_a_rollback() {
 
     let work = tempfile::tempdir().unwrap();
     let v2_tgz = release_tarball("v2", work.path());
-    let pages = d.probe("/", &["--duration", "30s", "--concurrency", "4"]);
+    let before = d.instance_ids();
+    let pages = d.probe("/", &["--duration", "300s", "--concurrency", "4"]);
     let assets = asset_probe(&d, V1_ASSET);
     wait_until(Duration::from_secs(10), "load", || {
         d.status()["instances"][0]["served"].as_u64().unwrap_or(0) > 20
@@ -120,7 +121,7 @@ fn old_pages_keep_their_assets_through_a_deploy_and_a_rollback() {
     deploy(&d, &v2_tgz);
     let v2 = serving(&d);
     assert_ne!(v1, v2);
-    let pages = pages.stop();
+    let pages = pages.stop_once_new_served(&d, &before, 20);
     let assets = assets.stop();
     assert_clean_switch(&pages, "v1", "v2");
     assert_eq!(assets["failed"], 0, "the old chunk failed: {assets:#}");
@@ -337,7 +338,7 @@ fn asset_probe(d: &Daemon, path: &str) -> Probe {
         .arg("probe")
         .arg(format!("http://127.0.0.1:{}{path}", d.port))
         .args(["--json", "--version-header", "x-baton-release"])
-        .args(["--duration", "30s", "--concurrency", "4"])
+        .args(["--duration", "300s", "--concurrency", "4"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

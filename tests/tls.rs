@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port, text, wait_until, Daemon};
+use common::{free_port, text, wait_until, Daemon, Probe};
 
 /// A self-signed certificate for `name`, written as `<name>.pem` and
 /// `<name>.key` (0600) in `dir`.
@@ -425,16 +425,17 @@ fn probe_over_https_and_wss_through_a_deploy() {
             .expect("baton probe")
     };
     let https = format!("https://a.test:{port}/");
-    let h1 = probe(&https, &["--duration", "8s", "--concurrency", "4"]);
+    let before = d.instance_ids();
+    let h1 = probe(&https, &["--duration", "300s", "--concurrency", "4"]);
     let h2 = probe(
         &https,
-        &["--duration", "8s", "--concurrency", "4", "--http2"],
+        &["--duration", "300s", "--concurrency", "4", "--http2"],
     );
     let wss = probe(
         &format!("wss://a.test:{port}/ws"),
         &[
             "--duration",
-            "8s",
+            "300s",
             "--concurrency",
             "10",
             "--interval",
@@ -449,15 +450,21 @@ fn probe_over_https_and_wss_through_a_deploy() {
     d.edit_config(|c| c.replace("APP_VERSION = \"v1\"", "APP_VERSION = \"v2\""));
     let out = d.baton(&["deploy"]);
     assert!(out.status.success(), "{}", text(&out));
-    for (name, child) in [("h1", h1), ("h2", h2)] {
-        let out = child.wait_with_output().unwrap();
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{name}: {e}: {}", text(&out)));
-        common::assert_clean_switch(&report, "v1", "v2");
+    wait_until(
+        Duration::from_secs(60),
+        "v2 holds the 10 WebSockets",
+        || d.total_of_new(&before, "connections") == 10,
+    );
+    // Each WebSocket sends at once on connecting; by the time v2 has
+    // answered 40 more requests, every one has had its echo from v2.
+    let served = d.total_of_new(&before, "served");
+    wait_until(Duration::from_secs(60), "v2 answers", || {
+        d.total_of_new(&before, "served") >= served + 40
+    });
+    for probe in [h1, h2] {
+        common::assert_clean_switch(&Probe::of(probe).stop(), "v1", "v2");
     }
-    let out = wss.wait_with_output().unwrap();
-    let r: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let r = Probe::of(wss).stop();
     assert_eq!(r["failed_connects"], 0, "{r:#}");
     assert_eq!(r["abnormal_closes"], 0, "{r:#}");
     assert_eq!(r["lost"], 0, "{r:#}");

@@ -180,6 +180,9 @@ pub struct ProcessConfig {
     /// Signal that asks it to stop.
     #[serde(default = "default_stop_signal")]
     pub stop_signal: SignalName,
+    /// Who gets `stop_signal`: the main process or the whole group.
+    #[serde(default)]
+    pub stop_to: StopTo,
     /// SIGKILL follows `stop_signal` after this.
     #[serde(default = "default_kill_timeout", with = "humantime_serde")]
     pub kill_timeout: Duration,
@@ -635,6 +638,20 @@ impl Default for Readiness {
     }
 }
 
+/// Who gets `stop_signal`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopTo {
+    /// The main process (as systemd's `KillMode=mixed`). Process managers
+    /// such as egg-scripts and `npm start` pass it on to their children
+    /// once; a process whose parent exited without passing it on gets it
+    /// then. SIGKILL goes to the whole group at `kill_timeout`.
+    #[default]
+    Main,
+    /// Every process of the group at once (`KillMode=control-group`).
+    Group,
+}
+
 /// How a deploy replaces the serving instances.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -667,9 +684,12 @@ pub struct WebConfig {
     /// A start that is not ready within this is failed.
     #[serde(default = "default_start_timeout", with = "humantime_serde")]
     pub start_timeout: Duration,
-    /// Signal sent to the process group to stop it.
+    /// Signal that asks an instance to stop.
     #[serde(default = "default_stop_signal")]
     pub stop_signal: SignalName,
+    /// Who gets `stop_signal`: the main process or the whole group.
+    #[serde(default)]
+    pub stop_to: StopTo,
     /// SIGKILL follows `stop_signal` after this.
     #[serde(default = "default_kill_timeout", with = "humantime_serde")]
     pub kill_timeout: Duration,

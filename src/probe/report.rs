@@ -200,10 +200,16 @@ impl Report {
             .collect();
 
         // The longest stretch between two successes (or the run's edges).
+        // Samples are in the order they were sent; answers end in another.
+        let mut ends: Vec<Duration> = samples
+            .iter()
+            .filter(|s| s.outcome.ok())
+            .map(|s| s.at + s.latency)
+            .collect();
+        ends.sort();
         let mut gap = (Duration::ZERO, Duration::ZERO);
         let mut last_ok = Duration::ZERO;
-        for s in samples.iter().filter(|s| s.outcome.ok()) {
-            let end = s.at + s.latency;
+        for end in ends {
             if end.saturating_sub(last_ok) > gap.1 {
                 gap = (last_ok, end.saturating_sub(last_ok));
             }
@@ -433,5 +439,25 @@ mod tests {
                 failed: 5
             }
         );
+    }
+
+    /// A slow answer to an early request does not hide the answers that
+    /// ended while it was in flight: the gap is between answers in the
+    /// order they ended.
+    #[test]
+    fn the_longest_gap_is_between_answers_in_the_order_they_ended() {
+        let mut s = vec![Sample {
+            at: Duration::from_millis(50),
+            latency: Duration::from_millis(2950),
+            outcome: Outcome::Answered {
+                status: 200,
+                version: None,
+            },
+        }];
+        for t in (100..2000).step_by(100) {
+            s.push(sample(t, Some(200), None));
+        }
+        let r = Report::build("http://x/", s, Duration::from_secs(3));
+        assert_eq!((r.longest_gap_start_ms, r.longest_gap_ms), (1901, 1099));
     }
 }

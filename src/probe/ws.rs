@@ -101,16 +101,27 @@ pub async fn run(args: ProbeArgs) -> Result<WsReport, String> {
     let target = Target::new(&uri, &args.resolve, args.cacert.as_deref(), &[b"http/1.1"])?;
     let start = Instant::now();
     let deadline = start + args.duration;
+    // The run ends at the deadline or at Ctrl-C (SIGINT), whichever comes
+    // first; each connection then closes normally.
+    let (end, ended) = tokio::sync::watch::channel(false);
+    let ender = tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = end.send(true);
+    });
     let tally = Arc::new(Mutex::new(Tally::default()));
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|n| {
             let (args, target, tally) = (args.clone(), target.clone(), tally.clone());
-            tokio::spawn(worker(n, args, target, start, deadline, tally))
+            tokio::spawn(worker(n, args, target, start, ended.clone(), tally))
         })
         .collect();
     for w in workers {
         let _ = w.await;
     }
+    ender.abort();
     let mut t = std::mem::take(&mut *tally.lock().expect("tally lock poisoned"));
     t.rtts.sort();
     t.report.latency_ms = super::report::Latency::of(&t.rtts);
@@ -124,13 +135,13 @@ async fn worker(
     args: ProbeArgs,
     target: Target,
     start: Instant,
-    deadline: Instant,
+    mut ended: tokio::sync::watch::Receiver<bool>,
     tally: Arc<Mutex<Tally>>,
 ) {
     let mut first = true;
     let mut last_version: Option<String> = None;
     let mut seq = 0u64;
-    while Instant::now() < deadline {
+    while !*ended.borrow() {
         let connect = tokio::time::timeout(args.timeout, async {
             let io = target.connect().await.map_err(|_| ())?;
             tokio_tungstenite::client_async(args.url.as_str(), io)
@@ -163,7 +174,7 @@ async fn worker(
         let mut ticker = tokio::time::interval(args.interval);
         let closed = loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = ended.changed() => {
                     let _ = ws.close(None).await;
                     break None;
                 }

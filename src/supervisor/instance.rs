@@ -22,7 +22,7 @@ use super::ports::{PortLease, PortPool};
 use super::readiness::{self, Channel};
 use super::reaper::Reaper;
 use super::spawn;
-use crate::config::{Readiness, ReadinessKind};
+use crate::config::{Readiness, ReadinessKind, StopTo};
 use crate::proxy::upstream::Upstream;
 
 /// Exits within `restart_window` from which on each one is unstable.
@@ -99,8 +99,10 @@ pub struct InstanceSpec {
     pub readiness: Readiness,
     /// Not ready within this means failed.
     pub start_timeout: Duration,
-    /// Signal that asks the group to stop.
+    /// Signal that asks it to stop.
     pub stop_signal: Signal,
+    /// Who gets `stop_signal`.
+    pub stop_to: StopTo,
     /// SIGKILL after this.
     pub kill_timeout: Duration,
     /// Exits sooner than this after start are unstable.
@@ -746,8 +748,7 @@ impl InstanceTask {
         self.upstream.set_down(true);
     }
 
-    /// `stop_signal` to the whole group; SIGKILL after `kill_timeout`.
-    /// `stop_signal` to the whole group; SIGKILL to whatever of the group
+    /// `stop_signal` as `stop_to` says; SIGKILL to whatever of the group
     /// is still there after `kill_timeout`. The leader is often a shell
     /// wrapping the app, and exits at once on the signal while the app is
     /// still running its own shutdown: the whole group gets the time.
@@ -755,11 +756,23 @@ impl InstanceTask {
         let child = &mut run.child;
         let group = Pid::from_raw(run.pgid);
         let deadline = tokio::time::Instant::now() + self.spec.kill_timeout;
-        let _ = killpg(group, self.spec.stop_signal);
-        let leader_gone = tokio::time::timeout_at(deadline, child.wait())
-            .await
-            .is_ok();
-        let group_gone = leader_gone && group_empty_by(group, deadline).await;
+        let signal = self.spec.stop_signal;
+        let group_gone = match self.spec.stop_to {
+            StopTo::Group => {
+                let _ = killpg(group, signal);
+                let leader_gone = tokio::time::timeout_at(deadline, child.wait())
+                    .await
+                    .is_ok();
+                leader_gone && group_empty_by(group, deadline).await
+            }
+            StopTo::Main => {
+                let _ = nix::sys::signal::kill(group, signal);
+                let leader_gone = tokio::time::timeout_at(deadline, child.wait())
+                    .await
+                    .is_ok();
+                leader_gone && self.pass_on_to_orphans(group, deadline).await
+            }
+        };
         if !group_gone {
             self.log(&format!(
                 "still running {} after {}; sending SIGKILL",
@@ -769,6 +782,53 @@ impl InstanceTask {
         }
         let _ = killpg(group, Signal::SIGKILL);
         let _ = child.wait().await;
+    }
+}
+
+impl InstanceTask {
+    /// After the main process exited on `stop_signal`: a process of the
+    /// group whose parent exited without passing the signal on (a shell
+    /// or `npx` wrapper) gets it now, and nobody gets it twice: egg's
+    /// master, for one, handles only the first and dies on a second.
+    /// Whether the group is gone by `deadline`.
+    async fn pass_on_to_orphans(&self, group: Pid, deadline: tokio::time::Instant) -> bool {
+        let mut signalled = vec![group.as_raw()];
+        loop {
+            let family = super::procfs::group_family(group.as_raw());
+            if family.is_empty() {
+                return true;
+            }
+            for orphan in family.iter().filter(|m| m.is_topmost(&family)) {
+                if !signalled.contains(&orphan.pid) {
+                    self.log(&format!(
+                        "passing {} on to process {}, whose parent exited without it",
+                        self.spec.stop_signal, orphan.pid
+                    ));
+                    let _ =
+                        nix::sys::signal::kill(Pid::from_raw(orphan.pid), self.spec.stop_signal);
+                    signalled.push(orphan.pid);
+                }
+            }
+            // Until one of them exits: the family changes only then.
+            let mut exits = Vec::new();
+            for member in &family {
+                match watch_exit(member.pid) {
+                    Ok(Some(exit)) => exits.push(Box::pin(exit)),
+                    Ok(None) => {}
+                    Err(()) => {
+                        tokio::time::sleep_until(deadline).await;
+                        return live_members(group).is_empty();
+                    }
+                }
+            }
+            if exits.is_empty() {
+                continue;
+            }
+            let first = futures_util::future::select_all(exits);
+            if tokio::time::timeout_at(deadline, first).await.is_err() {
+                return live_members(group).is_empty();
+            }
+        }
     }
 }
 

@@ -128,6 +128,29 @@ fn group_totals() -> HashMap<i32, Totals> {
 /// zombie waits for init to reap it, and has nothing left to shut down.
 /// Blocking: it reads /proc.
 pub fn group_members(pgid: i32) -> Vec<i32> {
+    group_family(pgid).into_iter().map(|m| m.pid).collect()
+}
+
+/// A live process of a group, and its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// Its process id.
+    pub pid: i32,
+    /// Its parent's: another member's, or a process outside the group when
+    /// its parent exited (or it leads the group).
+    pub ppid: i32,
+}
+
+impl Member {
+    /// Whether its parent is outside the group: the group's leader, or a
+    /// process whose parent exited.
+    pub fn is_topmost(&self, family: &[Member]) -> bool {
+        !family.iter().any(|m| m.pid == self.ppid)
+    }
+}
+
+/// [`group_members`] with their parents. Blocking: it reads /proc.
+pub fn group_family(pgid: i32) -> Vec<Member> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -138,7 +161,12 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
             let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
             let (pgrp, _, _) = parse_stat(&stat)?;
             let zombie = matches!(state_of(&stat), Some("Z" | "X"));
-            (pgrp == pgid && !zombie).then_some(pid)
+            let ppid = after_name(&stat)?
+                .split_whitespace()
+                .nth(4 - 3)?
+                .parse()
+                .ok()?;
+            (pgrp == pgid && !zombie).then_some(Member { pid, ppid })
         })
         .collect()
 }
@@ -219,6 +247,41 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(group_members(pid).is_empty());
+    }
+
+    /// A shell and the child it waits for: the shell is the topmost, the
+    /// child's parent is the shell.
+    #[test]
+    fn group_family_knows_parents() {
+        use std::os::unix::process::CommandExt;
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = shell.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let family = loop {
+            let family = group_family(pid);
+            if family.len() == 2 || std::time::Instant::now() > deadline {
+                break family;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(family.len(), 2, "{family:?}");
+        let top: Vec<i32> = (family.iter())
+            .filter(|m| m.is_topmost(&family))
+            .map(|m| m.pid)
+            .collect();
+        assert_eq!(top, vec![pid]);
+        let child = family.iter().find(|m| m.pid != pid).unwrap();
+        assert_eq!(child.ppid, pid);
+        nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        shell.wait().unwrap();
     }
 
     /// A child started after this process, and a process that does not

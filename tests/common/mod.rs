@@ -42,6 +42,25 @@ pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// [`wait_until`] that adds `context()` (a daemon's log) to the panic.
+pub fn wait_until_or_show(
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> bool,
+    context: impl FnOnce() -> String,
+) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                context()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Whether a process exists.
 pub fn alive(pid: i32) -> bool {
     // A zombie still answers kill(0); /proc tells them apart.
@@ -172,6 +191,53 @@ pub fn get(port: u16, path: &str) -> std::io::Result<Answer> {
         port,
         &format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"),
     )
+}
+
+/// tests/apps/`name` with its node_modules, installed by `npm ci` into
+/// the target folder once per test binary and run.
+pub fn installed_node_app(name: &str) -> PathBuf {
+    static INSTALLED: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, dir)) = installed.iter().find(|(n, _)| n == name) {
+        return dir.clone();
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-app"));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/apps")
+            .join(name),
+        &dir,
+    );
+    let out = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .output()
+        .expect("npm runs (apt-get install npm)");
+    assert!(
+        out.status.success(),
+        "npm ci in {}: {}",
+        dir.display(),
+        text(&out)
+    );
+    installed.push((name.to_string(), dir.clone()));
+    dir
+}
+
+/// Copies the files and folders under `from` into `to`, but node_modules.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_name() == "node_modules" {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&source, &target);
+        } else {
+            std::fs::copy(&source, &target).unwrap();
+        }
+    }
 }
 
 /// Writes the test app into `dir` as `server.js`, answering `version`.
@@ -338,6 +404,44 @@ impl Daemon {
         serde_json::from_slice(&out.stdout).expect("status json")
     }
 
+    /// The ids of the instances listed by `status`.
+    pub fn instance_ids(&self) -> Vec<String> {
+        self.status()["instances"]
+            .as_array()
+            .map_or(Vec::new(), |a| {
+                a.iter()
+                    .filter_map(|i| i["instance"].as_str().map(str::to_string))
+                    .collect()
+            })
+    }
+
+    /// The sum of `field` over the instances that are not in `before`.
+    pub fn total_of_new(&self, before: &[String], field: &str) -> u64 {
+        self.status()["instances"].as_array().map_or(0, |a| {
+            a.iter()
+                .filter(|i| !before.iter().any(|b| i["instance"] == b.as_str()))
+                .map(|i| i[field].as_u64().unwrap_or(0))
+                .sum()
+        })
+    }
+
+    /// Runs `change` (a deploy, a rollback) under `baton probe` with
+    /// `probe_args` once the current instances answer, and ends the probe
+    /// once the instances the change started have answered 20 requests. The
+    /// probe sees the switch however long the change takes on a slow machine;
+    /// a fixed probe duration could end before it.
+    pub fn across_switch(&self, probe_args: &[&str], change: impl FnOnce()) -> Value {
+        let mut args = vec!["--duration", "300s"];
+        args.extend_from_slice(probe_args);
+        let probe = self.probe("/", &args);
+        wait_until(Duration::from_secs(20), "the probe's first answers", || {
+            self.total("served") >= 20
+        });
+        let before = self.instance_ids();
+        change();
+        probe.stop_once_new_served(self, &before, 20)
+    }
+
     /// Instances in `state` right now.
     pub fn count_in(&self, state: &str) -> usize {
         self.status()["instances"]
@@ -456,6 +560,17 @@ impl Probe {
         )
         .expect("SIGINT to the probe");
         self.report()
+    }
+
+    /// Ends the run once the instances that are not in `before` (those a
+    /// deploy started) have answered `n` requests, and returns the report.
+    pub fn stop_once_new_served(self, d: &Daemon, before: &[String], n: u64) -> Value {
+        wait_until(
+            Duration::from_secs(60),
+            &format!("{n} answers from the new instances"),
+            || d.total_of_new(before, "served") >= n,
+        );
+        self.stop()
     }
 
     /// Waits for the report.
