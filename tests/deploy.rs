@@ -618,6 +618,65 @@ fn with_scheduler(extra: &str, env: &str) -> Daemon {
     d
 }
 
+/// A singleton moves to the new release at the switch, beside the web
+/// drain: with a request that never ends holding the old web instance in
+/// its drain, the new scheduler (with a node-ipc readiness check) is
+/// started, ready and ticking while the old web instance still drains.
+/// Moved after the drain, as it was, a scheduler paused for as long as the
+/// slowest request (seed 000's Egg app: 5 to 14 s).
+#[test]
+fn a_singleton_moves_at_the_switch_beside_the_drain() {
+    let d = with_scheduler("[process.scheduler.readiness]\nkind = \"node-ipc\"", "");
+    let first = d.status()["release"].as_str().unwrap().to_string();
+    let ticks = d.path("ticks.log");
+    let ticks_of_another = || {
+        std::fs::read_to_string(&ticks)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| !l.starts_with(&first))
+    };
+    let mut hang = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    use std::io::Write;
+    hang.write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the request in flight", || {
+        d.total("in_flight") == 1
+    });
+    d.edit_config(|c| {
+        c.replace(
+            "[web]\n",
+            "[web]\ndrain_timeout = \"120s\"\nwatch_after_switch = \"1s\"\n",
+        )
+    });
+    let deploy = std::process::Command::new(bin())
+        .arg("deploy")
+        .current_dir(d.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_or_show(
+        Duration::from_secs(30),
+        "a tick of the new scheduler",
+        ticks_of_another,
+        || d.output(),
+    );
+    assert_eq!(d.count_in("draining"), 1, "{:#}", d.status());
+    drop(hang);
+    let out = deploy.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = text(&out);
+    let at = |step: &str| {
+        out.find(step)
+            .unwrap_or_else(|| panic!("no {step:?} in:\n{out}"))
+    };
+    assert!(at(": started with release") < at("old stopped"), "{out}");
+    assert!(at("scheduler#") < at("old stopped"), "{out}");
+    assert!(out.contains(": ready\n"), "{out}");
+    assert!(d.output().contains("(node-ipc check)"), "{}", d.output());
+    assert!(!d.output().contains("two schedulers at once"));
+}
+
 /// The scheduler's instance id and pid, and the web instances' ids.
 fn scheduler_and_web(d: &Daemon) -> ((String, u64), Vec<String>) {
     let s = d.status();

@@ -258,11 +258,8 @@ impl App {
                 .as_ref()
                 .map_or_else(|| release.dir.clone(), |c| release.dir.join(c)),
             env: p.env.clone(),
-            readiness: crate::config::Readiness {
-                kind: crate::config::ReadinessKind::None,
-                ..Default::default()
-            },
-            start_timeout: std::time::Duration::from_secs(30),
+            readiness: p.readiness.clone(),
+            start_timeout: p.start_timeout,
             stop_signal: p.stop_signal(),
             stop_to: p.stop_to,
             kill_timeout: p.kill_timeout,
@@ -295,31 +292,73 @@ impl App {
         } else {
             self.start_singleton(release, &old.process)
         };
-        let mut fleet = self.fleet();
-        fleet.singletons.retain(|i| i.id != old.id);
+        {
+            let mut fleet = self.fleet();
+            fleet.singletons.retain(|i| i.id != old.id);
+            if let Some(fresh) = &fresh {
+                fleet.singletons.push(fresh.clone());
+            }
+        }
         if let Some(fresh) = fresh {
             report(format!("{}: started with release {}", fresh.id, release.id));
-            fleet.singletons.push(fresh);
+            self.report_singleton_ready(release, &fresh, report).await;
         }
     }
 
     /// Replaces the singletons with `release`'s: each old one is stopped
-    /// before the new one starts, so two never run at once (a scheduler must
-    /// not fire twice). Calls `report` for each step.
+    /// before its new one starts, so two never run at once (a scheduler must
+    /// not fire twice), and each new one starts as soon as its old one has
+    /// exited. With a readiness check, waits for it. Calls `report` for each
+    /// step.
     pub async fn replace_singletons(&self, release: &Release, report: Report<'_>) {
         let old = std::mem::take(&mut self.fleet().singletons);
-        if old.is_empty() && release.config.config.process.is_empty() {
+        let names: std::collections::BTreeSet<&str> = (old.iter())
+            .map(|i| &*i.process)
+            .chain(release.config.config.process.keys().map(String::as_str))
+            .collect();
+        let handovers = names.into_iter().map(|name| {
+            let old: Vec<&Instance> = old.iter().filter(|i| &*i.process == name).collect();
+            async move {
+                for i in &old {
+                    report(format!("{}: stopping the old one first (singleton)", i.id));
+                }
+                futures_util::future::join_all(old.iter().map(|i| i.stop())).await;
+                // A daemon stopping meanwhile has stopped the old one too.
+                if self.stopping.is_cancelled() {
+                    return;
+                }
+                let Some(fresh) = self.start_singleton(release, name) else {
+                    return;
+                };
+                report(format!("{}: started with release {}", fresh.id, release.id));
+                self.fleet().singletons.push(fresh.clone());
+                self.report_singleton_ready(release, &fresh, report).await;
+            }
+        });
+        futures_util::future::join_all(handovers).await;
+    }
+
+    /// Waits for a fresh singleton's readiness check, when it has one, and
+    /// says how it went.
+    async fn report_singleton_ready(
+        &self,
+        release: &Release,
+        fresh: &Instance,
+        report: Report<'_>,
+    ) {
+        let checked = (release.config.config.process.get(&*fresh.process))
+            .is_some_and(|p| p.readiness.kind != crate::config::ReadinessKind::None);
+        if !checked {
             return;
         }
-        for i in &old {
-            report(format!("{}: stopping the old one first (singleton)", i.id));
+        match fresh.wait_ready().await {
+            Ok(()) => report(format!("{}: ready", fresh.id)),
+            Err(status) => report(format!(
+                "{}: not ready: {}",
+                fresh.id,
+                status.reason.unwrap_or_else(|| "stopped".into())
+            )),
         }
-        futures_util::future::join_all(old.iter().map(Instance::stop)).await;
-        let started = self.start_singletons(release);
-        for i in &started {
-            report(format!("{}: started with release {}", i.id, release.id));
-        }
-        self.fleet().singletons = started;
     }
 
     /// Makes `instances` (of `release`) the serving set and publishes the

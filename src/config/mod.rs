@@ -177,6 +177,13 @@ pub struct ProcessConfig {
     /// Working directory, relative to the release folder.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
+    /// Readiness check, as `[web.readiness]`; none by default: a singleton
+    /// takes no traffic, and counts as up once started.
+    #[serde(default = "no_readiness")]
+    pub readiness: Readiness,
+    /// Not ready within this (with a readiness check) means failed.
+    #[serde(default = "default_start_timeout", with = "humantime_serde")]
+    pub start_timeout: Duration,
     /// Signal that asks it to stop.
     #[serde(default = "default_stop_signal")]
     pub stop_signal: SignalName,
@@ -749,6 +756,12 @@ fn default_instances() -> Spanned<Instances> {
 }
 fn default_start_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn no_readiness() -> Readiness {
+    Readiness {
+        kind: ReadinessKind::None,
+        ..Readiness::default()
+    }
 }
 fn default_stop_signal() -> SignalName {
     SignalName(nix::sys::signal::Signal::SIGTERM)

@@ -151,6 +151,7 @@ fn from_kept_copy(target: Release, loaded: &config::Loaded) -> Result<Release, D
 }
 
 /// Sends progress to whoever watches; a watcher that left is fine.
+#[derive(Clone)]
 struct Reporter {
     tx: mpsc::UnboundedSender<Progress>,
 }
@@ -171,6 +172,19 @@ struct Deploy<R: Runtime> {
     report: Reporter,
     machine: Machine,
     began: Instant,
+    singletons: Handover,
+}
+
+/// The singletons' move to the new release. It starts at the first switch
+/// and runs beside the drain: a scheduler must not pause while a long
+/// request finishes on an old web instance.
+enum Handover {
+    /// This deploy leaves them alone (scale, replace, restart).
+    NotThisDeploy,
+    /// Not yet: no switch so far.
+    AtTheSwitch,
+    /// Under way since the switch.
+    Started(tokio::task::JoinHandle<()>),
 }
 
 impl<R: Runtime> Deploy<R> {
@@ -180,6 +194,7 @@ impl<R: Runtime> Deploy<R> {
             report: Reporter { tx: progress },
             machine: Machine::default(),
             began,
+            singletons: Handover::NotThisDeploy,
         }
     }
 
@@ -205,6 +220,14 @@ impl<R: Runtime> Deploy<R> {
                 "note: [proxy] listen and [tcp.*] addresses apply at the next `baton up`; the daemon keeps its sockets".into(),
             );
         }
+        // Only a new release or configuration moves the singletons.
+        let web_only = matches!(
+            kind,
+            Kind::Scale { .. } | Kind::Replace { .. } | Kind::Restart
+        );
+        if !web_only {
+            self.singletons = Handover::AtTheSwitch;
+        }
         let strategy = target.config.config.web.strategy;
         let result = match (&kind, strategy) {
             (Kind::Scale { .. }, _) => self.scale(target.clone()).await,
@@ -219,18 +242,24 @@ impl<R: Runtime> Deploy<R> {
                 self.app.set_config(target.config.clone());
                 self.app.record_release(target.clone());
                 self.settle_on_disk(&target);
-                // Only a new release or configuration restarts singletons.
-                let web_only = matches!(
-                    kind,
-                    Kind::Scale { .. } | Kind::Replace { .. } | Kind::Restart
-                );
-                if !web_only {
-                    let report = &self.report;
-                    let report = |m| report.step(Phase::Done, m);
-                    self.app.replace_singletons(&target, &report).await;
+                match std::mem::replace(&mut self.singletons, Handover::NotThisDeploy) {
+                    Handover::Started(handover) => {
+                        let _ = handover.await;
+                    }
+                    Handover::AtTheSwitch => self.hand_over_singletons(&target).await,
+                    Handover::NotThisDeploy => {}
                 }
             }
             Err(_) => {
+                // Traffic went back: so do the singletons.
+                if let Handover::Started(handover) =
+                    std::mem::replace(&mut self.singletons, Handover::NotThisDeploy)
+                {
+                    let _ = handover.await;
+                    if let Some(back) = self.app.current_release() {
+                        self.hand_over_singletons(&back).await;
+                    }
+                }
                 if matches!(kind, Kind::Deploy { .. }) {
                     Store::new(&self.app.config()).set_status(&target.dir, Status::Failed);
                     let mut failed = target.clone();
@@ -519,8 +548,21 @@ impl<R: Runtime> Deploy<R> {
         Ok(started)
     }
 
+    /// Replaces the singletons with `release`'s, and says so.
+    async fn hand_over_singletons(&self, release: &Release) {
+        let report = |m| self.report.step(Phase::Switching, m);
+        self.app.replace_singletons(release, &report).await;
+    }
+
     fn switch(&mut self, release: &Release, serving: Vec<Instance>) -> Vec<Instance> {
         let retired = self.app.swap(release.clone(), serving);
+        if let Handover::AtTheSwitch = self.singletons {
+            let (app, release, reporter) = (self.app.clone(), release.clone(), self.report.clone());
+            self.singletons = Handover::Started(tokio::spawn(async move {
+                let report = |m| reporter.step(Phase::Switching, m);
+                app.replace_singletons(&release, &report).await;
+            }));
+        }
         if let Some(notice) = release.config.config.web.drain_notice {
             for i in &retired {
                 match notice {

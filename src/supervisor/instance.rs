@@ -474,11 +474,17 @@ impl InstanceTask {
     async fn on(&mut self, life: Life, event: Event) -> Life {
         match (life, event) {
             (Life::Starting { run, .. }, Event::Ready) => {
-                self.log(&format!(
-                    "ready on port {} after {} ms",
-                    self.upstream.addr.port(),
-                    run.started.elapsed().as_millis()
-                ));
+                self.log(&match self.spec.readiness.kind {
+                    ReadinessKind::None => {
+                        format!("started (no readiness check), pid {}", run.pgid)
+                    }
+                    kind => format!(
+                        "ready on port {} after {} ms ({} check)",
+                        self.upstream.addr.port(),
+                        run.started.elapsed().as_millis(),
+                        kind_name(kind)
+                    ),
+                });
                 // A fresh process passed its check: whatever passive health
                 // said about the previous one no longer holds.
                 self.upstream.set_down(false);

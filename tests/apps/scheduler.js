@@ -20,6 +20,8 @@ if (process.env.GROW_MB && !fs.existsSync(grown)) {
   global.ballast = Buffer.alloc(Number(process.env.GROW_MB) << 20, 1);
 }
 console.log(`scheduler up, release ${process.env.BATON_RELEASE}, role ${process.env.BATON_ROLE}`);
+// Ready for `[process.scheduler.readiness] kind = "node-ipc"`.
+if (process.send) process.send('ready');
 setInterval(() => {
   fs.appendFileSync(path.join(process.env.LOCK_DIR, 'ticks.log'), `${process.env.BATON_RELEASE} ${Date.now()}\n`);
 }, 50);
