@@ -65,6 +65,47 @@ fn single_instance_deploy_new_connection_per_request() {
     assert_eq!(s["instances"][0]["release"], s["release"]);
 }
 
+/// On a terminal (`script` gives it one), `baton deploy` shows its steps
+/// live: each finished step stays, marked and timed, the running one is
+/// redrawn in place; in a pipe the same steps are plain lines without a
+/// single escape code, as scripts read them.
+#[test]
+fn deploy_progress_is_live_on_a_terminal_and_plain_in_a_pipe() {
+    let d = Daemon::start(&web(1, "APP_VERSION = \"v1\"", ""));
+    d.wait_ready(1);
+    d.rewrite(&web(1, "APP_VERSION = \"v2\"", ""));
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &format!("{} deploy", bin()), "/dev/null"])
+        .current_dir(d.dir.path())
+        .env("TERM", "xterm")
+        .output()
+        .expect("script runs (apt-get install bsdutils)");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    for step in [
+        "starting 1 new instance",
+        "switched to release",
+        "old stopped",
+    ] {
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.contains(&format!("✓ {step}")) && l.trim_end().ends_with("s)")),
+            "no timed, finished {step:?} in {screen:?}"
+        );
+    }
+    assert!(
+        screen.contains("\x1b[2K"),
+        "nothing redrawn in place: {screen:?}"
+    );
+    assert!(screen.contains("serves all traffic"), "{screen:?}");
+
+    d.rewrite(&web(1, "APP_VERSION = \"v3\"", ""));
+    let piped = deploy_ok(&d, &["deploy"]);
+    assert!(!piped.contains('\x1b'), "{piped:?}");
+    assert!(piped.contains("\n  switched to release"), "{piped}");
+}
+
 /// 2 instances answering in 2 s each: no request is cut (pm2 reload fails
 /// 14 of 91 here, SIGKILL after 1.6 s).
 #[test]

@@ -106,21 +106,21 @@ fn measures_the_outage_window() {
     server.kill().unwrap();
 }
 
+/// Open loop, 200 requests a second for 3 s, versions from `x-version`.
+const VERSIONS_FOR_3S: [&str; 6] = [
+    "--rate",
+    "200",
+    "--duration",
+    "3s",
+    "--version-header",
+    "x-version",
+];
+
 /// The version switch is reported once, at the time the first v2 answered.
 #[test]
 fn reports_the_switch() {
     let (mut server, port) = flaky(&[("SWITCH_AT", "300")]);
-    let (code, r) = probe(
-        port,
-        &[
-            "--rate",
-            "200",
-            "--duration",
-            "3s",
-            "--version-header",
-            "x-version",
-        ],
-    );
+    let (code, r) = probe(port, &VERSIONS_FOR_3S);
     assert_eq!(code, Some(0));
     let switches = r["switches"].as_array().unwrap();
     assert_eq!(switches.len(), 1, "{r:#}");
@@ -135,6 +135,182 @@ fn reports_the_switch() {
     assert!(at >= 1490, "switch at {at} ms: {r:#}");
     assert_eq!(r["versions"][0]["count"], 298);
     server.kill().unwrap();
+}
+
+/// The attributes of each `<tag class="class" ...>` in `picture`.
+fn drawn(picture: &str, tag: &str, class: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let opening = format!("<{tag} class=\"{class}\" ");
+    picture
+        .split(&opening)
+        .skip(1)
+        .map(|rest| {
+            let end = rest.find('>').expect("a closed tag");
+            rest[..end]
+                .split("\" ")
+                .filter_map(|pair| {
+                    let (name, value) = pair.split_once("=\"")?;
+                    Some((
+                        name.trim().to_string(),
+                        value.trim_end_matches(['"', '/']).to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Checks that `picture` draws exactly the series of the JSON `report`:
+/// per second, the answers of each version, those without one and the
+/// failures; p99 per second; each switch.
+fn assert_picture_matches(picture: &str, report: &serde_json::Value) {
+    let mut bars: std::collections::BTreeMap<(u64, String), u64> = Default::default();
+    for bar in drawn(picture, "rect", "bar") {
+        let key = (
+            bar["data-second"].parse().unwrap(),
+            bar["data-series"].clone(),
+        );
+        assert!(bars
+            .insert(key, bar["data-count"].parse().unwrap())
+            .is_none());
+    }
+    let mut want: std::collections::BTreeMap<(u64, String), u64> = Default::default();
+    let mut p99 = Vec::new();
+    for second in report["timeline"].as_array().unwrap() {
+        let n = second["second"].as_u64().unwrap();
+        let mut versioned = 0;
+        for (version, count) in second["versions"].as_object().unwrap() {
+            want.insert((n, version.clone()), count.as_u64().unwrap());
+            versioned += count.as_u64().unwrap();
+        }
+        let unversioned = second["ok"].as_u64().unwrap() - versioned;
+        for (series, count) in [
+            ("unversioned", unversioned),
+            ("failed", second["failed"].as_u64().unwrap()),
+        ] {
+            if count > 0 {
+                want.insert((n, series.to_string()), count);
+            }
+        }
+        p99.push((n, second["p99_ms"].as_f64().unwrap()));
+    }
+    assert_eq!(bars, want, "the bars against the JSON report");
+    let points: Vec<(u64, f64)> = drawn(picture, "circle", "p99-point")
+        .iter()
+        .map(|p| {
+            (
+                p["data-second"].parse().unwrap(),
+                p["data-ms"].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(points, p99, "p99 per second");
+    let switches: Vec<(u64, String, String)> = drawn(picture, "line", "switch")
+        .iter()
+        .map(|l| {
+            (
+                l["data-at-ms"].parse().unwrap(),
+                l["data-from"].clone(),
+                l["data-to"].clone(),
+            )
+        })
+        .collect();
+    let want: Vec<(u64, String, String)> = report["switches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["at_ms"].as_u64().unwrap(),
+                s["from"].as_str().unwrap().to_string(),
+                s["to"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(switches, want, "the switches");
+}
+
+/// `--report run.svg` draws a run with failures and a version switch:
+/// every bar, failure, p99 point and switch matches the JSON report, and
+/// the failures are marked.
+#[test]
+fn report_svg_draws_failures_and_the_switch() {
+    let (mut server, port) = flaky(&[
+        ("SWITCH_AT", "300"),
+        ("FAIL_FROM", "100"),
+        ("FAIL_COUNT", "9"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("run.svg");
+    let (code, r) = probe(
+        port,
+        &[&VERSIONS_FOR_3S[..], &["--report", svg.to_str().unwrap()]].concat(),
+    );
+    server.kill().unwrap();
+    assert_eq!(code, Some(1), "9 failures: {r:#}");
+    assert_eq!(r["failed"], 9, "{r:#}");
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<?xml"), "{picture}");
+    assert!(picture.contains("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert_picture_matches(&picture, &r);
+    let marked: u64 = drawn(&picture, "text", "failure-mark")
+        .iter()
+        .map(|m| m["data-failed"].parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(marked, 9);
+    assert_eq!(drawn(&picture, "line", "switch").len(), 1);
+}
+
+/// `--report deploy.html` of a real deploy through Baton under load: one
+/// self-contained page (no external reference) whose chart stacks the
+/// answers of v1 then v2 as the JSON report counts them, with the switch
+/// where the report has it, and the JSON report inside.
+#[test]
+fn report_html_draws_a_deploy() {
+    let web = |v: &str| {
+        format!(
+            "[web]\ncommand = \"node server.js\"\ninstances = 2\nwatch_after_switch = \"1s\"\nenv = {{ APP_VERSION = \"{v}\" }}\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n"
+        )
+    };
+    let d = Daemon::start(&web("v1"));
+    d.wait_ready(2);
+    let page = d.path("deploy.html");
+    let r = d.across_switch(
+        &["--concurrency", "4", "--report", page.to_str().unwrap()],
+        || {
+            d.rewrite(&web("v2"));
+            let out = d.baton(&["deploy"]);
+            assert!(out.status.success(), "{}", text(&out));
+        },
+    );
+    assert_clean_switch(&r, "v1", "v2");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!doctype html>"), "{html}");
+    for external in ["src=", "href=", "@import", "url("] {
+        assert!(!html.contains(external), "{external} in {html}");
+    }
+    assert_picture_matches(&html, &r);
+    let start = html.find("id=\"baton-probe-report\">").unwrap();
+    let json = &html[start..];
+    let json = &json[json.find('>').unwrap() + 1..json.find("</script>").unwrap()];
+    let inside: serde_json::Value = serde_json::from_str(&json.replace("<\\/", "</")).unwrap();
+    assert_eq!(inside, r, "the page holds the report");
+    let v1: u64 = drawn(&html, "rect", "bar")
+        .iter()
+        .filter(|b| b["data-series"] == "v1")
+        .map(|b| b["data-count"].parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(v1, r["versions"][0]["count"].as_u64().unwrap());
+}
+
+/// A report file that is neither .html nor .svg is refused before the run.
+#[test]
+fn report_needs_html_or_svg() {
+    let out = Command::new(bin())
+        .args(["probe", "http://127.0.0.1:9/", "--report", "run.png"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains(".html or .svg"), "{}", text(&out));
 }
 
 /// The JSON report's shape is a stable interface: its keys are pinned.
@@ -176,6 +352,7 @@ fn json_schema_is_stable() {
     // Maps keyed by data, not schema.
     got["status_codes"] = serde_json::json!({"<code>": "number"});
     got["errors"] = serde_json::json!({"<kind>": "number"});
+    got["timeline"][0]["versions"] = serde_json::json!({"<version>": "number"});
     let snapshot =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/probe-report.json");
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {

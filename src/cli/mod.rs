@@ -8,6 +8,7 @@ pub mod find;
 pub mod init;
 pub mod output;
 pub mod pm2;
+pub mod progress;
 pub mod systemd;
 pub mod upgrade;
 pub mod watch;
@@ -984,15 +985,21 @@ async fn watch_deploy(
     let app = target.app.clone();
     let body = serde_json::to_value(DeployRequest { order, wait, app })
         .map_err(|e| Failure::failed(e.to_string()))?;
+    let mut steps = (!json).then(progress::Steps::for_stdout);
     client
         .stream_lines(Method::POST, "/deploy", Some(body), |line| {
             if json {
                 println!("{line}");
             }
             match serde_json::from_str::<Progress>(line) {
-                Ok(Progress::Step { message, .. }) if !json => println!("  {message}"),
+                Ok(Progress::Step { message, .. }) => {
+                    if let Some(steps) = &mut steps {
+                        steps.step(&message);
+                    }
+                }
                 Ok(Progress::Done { release, switch_ms, total_ms }) => {
-                    if !json {
+                    if let Some(steps) = &mut steps {
+                        steps.end(true);
                         println!("release {release} serves all traffic (switched after {switch_ms} ms, done in {total_ms} ms)");
                     }
                     outcome = Some(Ok(()));
@@ -1001,6 +1008,9 @@ async fn watch_deploy(
                     message,
                     config_error,
                 }) => {
+                    if let Some(steps) = &mut steps {
+                        steps.end(false);
+                    }
                     outcome = Some(Err(if config_error {
                         Failure::usage(message)
                     } else {

@@ -9,6 +9,7 @@
 //! - [`target`]: where to connect (`--resolve`) and the TLS (`--cacert`).
 //! - [`ws`]: WebSocket mode.
 
+pub mod chart;
 pub mod report;
 pub mod target;
 pub mod ws;
@@ -91,6 +92,10 @@ pub struct ProbeArgs {
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Also draw the run into this file: `deploy.html` (a page with the
+    /// chart and the JSON report) or `deploy.svg` (the chart alone).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {
@@ -441,7 +446,14 @@ fn classify_hyper(e: hyper::Error) -> &'static str {
 /// # Errors
 /// When the URL or a header cannot be understood.
 pub async fn run_and_report(args: ProbeArgs) -> Result<(bool, u64, u64), String> {
+    // A file that cannot be drawn is refused before the run, not after.
+    let picture = args.report.as_deref().map(chart::Format::of).transpose()?;
     if args.url.starts_with("ws://") || args.url.starts_with("wss://") {
+        if picture.is_some() {
+            return Err(
+                "--report draws HTTP probes; a WebSocket probe has no per-request series".into(),
+            );
+        }
         let report = ws::run(args.clone()).await?;
         if args.json {
             println!(
@@ -455,7 +467,12 @@ pub async fn run_and_report(args: ProbeArgs) -> Result<(bool, u64, u64), String>
         return Ok((failures <= args.max_failures, failures, report.connections));
     }
     let report = run(args.clone()).await?;
-    Ok((finish(&report, &args), report.failed, report.requests))
+    let within = finish(&report, &args);
+    if let (Some(path), Some(format)) = (&args.report, picture) {
+        std::fs::write(path, chart::render(&report, format))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok((within, report.failed, report.requests))
 }
 
 /// Prints the report and decides the exit: `Ok` when failures are within

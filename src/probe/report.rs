@@ -99,8 +99,8 @@ pub struct Latency {
     pub max: f64,
 }
 
-/// One second of the timeline.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One second of the timeline: the requests that ended in it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Second {
     /// Seconds since the start.
     pub second: u64,
@@ -108,6 +108,10 @@ pub struct Second {
     pub ok: u64,
     /// Failures that second.
     pub failed: u64,
+    /// Successes by the version that answered (those with one).
+    pub versions: BTreeMap<String, u64>,
+    /// The 99th percentile latency of that second's requests, ms.
+    pub p99_ms: f64,
 }
 
 /// A version that answered.
@@ -171,7 +175,7 @@ impl Report {
         let ok = samples.iter().filter(|s| s.outcome.ok()).count() as u64;
         let mut status_codes = BTreeMap::new();
         let mut errors = BTreeMap::new();
-        let mut timeline: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        let mut timeline: BTreeMap<u64, (Second, Vec<Duration>)> = BTreeMap::new();
         for s in &samples {
             if let Outcome::Answered { status, .. } = &s.outcome {
                 *status_codes.entry(status.to_string()).or_insert(0) += 1;
@@ -179,23 +183,34 @@ impl Report {
             if let Some(kind) = s.outcome.failure_kind() {
                 *errors.entry(kind).or_insert(0) += 1;
             }
-            let entry = timeline
-                .entry((s.at + s.latency).as_secs())
-                .or_insert((0, 0));
+            let (second, latencies) = timeline.entry((s.at + s.latency).as_secs()).or_default();
+            latencies.push(s.latency);
             if s.outcome.ok() {
-                entry.0 += 1;
+                second.ok += 1;
+                if let Outcome::Answered {
+                    version: Some(v), ..
+                } = &s.outcome
+                {
+                    *second.versions.entry(v.clone()).or_insert(0) += 1;
+                }
             } else {
-                entry.1 += 1;
+                second.failed += 1;
             }
         }
         let last_second = elapsed
             .as_secs()
             .max(timeline.keys().last().copied().unwrap_or(0));
         let timeline = (0..=last_second)
-            .filter(|sec| *sec < elapsed.as_secs().max(1) || timeline.contains_key(sec))
-            .map(|second| {
-                let (ok, failed) = timeline.get(&second).copied().unwrap_or((0, 0));
-                Second { second, ok, failed }
+            .filter_map(|n| {
+                let seen = timeline.remove(&n);
+                if seen.is_none() && n >= elapsed.as_secs().max(1) {
+                    return None;
+                }
+                let (mut second, mut latencies) = seen.unwrap_or_default();
+                latencies.sort();
+                second.second = n;
+                second.p99_ms = percentile(&latencies, 99.0);
+                Some(second)
             })
             .collect();
 
@@ -436,7 +451,9 @@ mod tests {
             Second {
                 second: 1,
                 ok: 6,
-                failed: 5
+                failed: 5,
+                versions: [("v1".to_string(), 1), ("v2".to_string(), 5)].into(),
+                p99_ms: 200.0,
             }
         );
     }
