@@ -46,6 +46,9 @@ pub struct StatusReport {
     /// Why, while writes still fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_error: Option<String>,
+    /// A canary running beside the serving release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryReport>,
     /// The certificates HTTPS serves, and ACME's work on them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertificateReport>,
@@ -191,7 +194,7 @@ pub struct ServerReloadReport {
 }
 
 /// A change of what serves, as a user asks for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Order {
     /// A new release.
@@ -202,6 +205,9 @@ pub enum Order {
         /// A git ref of the app's repository, via `git archive`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         git: Option<String>,
+        /// Tried on a share of the clients first, judged, then promoted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary: Option<CanaryAsk>,
     },
     /// The same release, fresh processes, baton.toml read again.
     Reload,
@@ -216,6 +222,50 @@ pub enum Order {
         /// The new count.
         instances: u32,
     },
+}
+
+/// `baton deploy --canary [SHARE] [--canary-for D] [--steps A,B,C]`; what
+/// is not given comes from `[canary]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CanaryAsk {
+    /// The share of clients, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<f64>,
+    /// How long each step is watched, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_ms: Option<u64>,
+    /// The shares of successive steps, in percent; promotion follows the
+    /// last. None: one step at `share`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<f64>,
+}
+
+/// A canary as `baton status` shows it: its release, its share and both
+/// sides' figures over the current step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanaryReport {
+    /// The canary's release.
+    pub release: String,
+    /// The share of clients it gets, in percent.
+    pub share_percent: f64,
+    /// Which step, from 1, of how many.
+    pub step: usize,
+    /// Steps in all.
+    pub steps: usize,
+    /// The stable release's figures over the step so far.
+    pub stable: crate::proxy::split::Score,
+    /// The canary's.
+    pub canary: crate::proxy::split::Score,
+}
+
+/// `baton promote` / `baton abort`: what to do with the running canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CanaryOrder {
+    /// Finish now: the canary becomes the release.
+    Promote,
+    /// End it: all traffic back to the stable release.
+    Abort,
 }
 
 /// One line of a deploy's progress stream (newline-delimited JSON).

@@ -160,6 +160,7 @@ async fn deploy_one(app: &Arc<App>, inbox: &Path, name: &str, aside: &Path) {
     tracing::info!("inbox: deploying {name}");
     let kind = Kind::Deploy {
         source: Some(Source::Tarball(aside.to_path_buf())),
+        canary: None,
     };
     let mut ticket = app.deployer().submit(kind, true);
     while let Some(p) = ticket.progress.recv().await {

@@ -13,6 +13,7 @@
 //! start, from [`boot`]; everyone else reads.
 
 pub mod boot;
+mod canary;
 pub mod inbox;
 pub mod memory;
 
@@ -44,6 +45,8 @@ struct Fleet {
     /// Out of the route table, finishing what they were sent; since when.
     draining: Vec<(Instance, SystemTime)>,
     singletons: Vec<Instance>,
+    /// A release tried on a share of the clients (`deploy --canary`).
+    canary: Option<crate::deploy::canary::Canary>,
     /// The deploy in progress, described.
     deploying: Option<String>,
 }
@@ -74,6 +77,8 @@ pub struct App {
     /// Every known release, oldest first; the serving one last.
     history: Mutex<Vec<Release>>,
     next_number: AtomicU64,
+    /// Where `baton promote` and `baton abort` reach a running canary.
+    canary_orders: Mutex<Option<tokio::sync::mpsc::UnboundedSender<crate::protocol::CanaryOrder>>>,
     /// Cancelled when the app stops (with the daemon).
     pub stopping: CancellationToken,
     deployer: OnceLock<Deployer>,
@@ -99,6 +104,7 @@ impl App {
             fleet: Mutex::default(),
             history: Mutex::default(),
             next_number: AtomicU64::new(1),
+            canary_orders: Mutex::default(),
             stopping,
             deployer: OnceLock::new(),
         });
@@ -368,6 +374,9 @@ impl App {
         let mut left = None;
         let retired = {
             let mut serving = self.fleet();
+            // A new serving set ends any canary: promoted, its instances
+            // are that set.
+            serving.canary = None;
             let keep: Vec<Arc<str>> = instances.iter().map(|i| i.id.clone()).collect();
             let old = std::mem::replace(&mut serving.serving, instances);
             let came = release.id.clone();
@@ -494,6 +503,7 @@ impl App {
             instances: ready,
             hopeless,
             draining,
+            split: canary::split_of(fleet.canary.as_ref()),
         });
     }
 
@@ -601,9 +611,15 @@ impl App {
             }
         };
         let serving = fleet.serving.iter().map(|i| report(i, None));
+        let canary =
+            (fleet.canary.iter()).flat_map(|c| c.instances.iter().map(|i| report(i, None)));
         let draining = fleet.draining.iter().map(|(i, t)| report(i, Some(*t)));
         let singletons = fleet.singletons.iter().map(|i| report(i, None));
-        serving.chain(draining).chain(singletons).collect()
+        serving
+            .chain(canary)
+            .chain(draining)
+            .chain(singletons)
+            .collect()
     }
 
     /// Ends the app for good (removed from a server, and out of the
@@ -626,6 +642,7 @@ impl App {
         let all: Vec<Instance> = {
             let mut fleet = self.fleet();
             let mut all = std::mem::take(&mut fleet.serving);
+            all.extend(fleet.canary.take().into_iter().flat_map(|c| c.instances));
             all.extend(fleet.draining.drain(..).map(|(i, _)| i));
             all.append(&mut fleet.singletons);
             all
@@ -700,5 +717,17 @@ impl Runtime for App {
 
     fn stopping(&self) -> &CancellationToken {
         &self.stopping
+    }
+
+    fn set_canary(&self, canary: crate::deploy::canary::Canary) {
+        App::set_canary(self, canary);
+    }
+
+    fn end_canary(&self) -> Vec<Instance> {
+        App::end_canary(self)
+    }
+
+    fn canary_orders(&self) -> tokio::sync::mpsc::UnboundedReceiver<crate::protocol::CanaryOrder> {
+        App::canary_orders(self)
     }
 }

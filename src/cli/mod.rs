@@ -105,6 +105,19 @@ pub enum Command {
         /// Release a branch, tag or commit of the app's git repository.
         #[arg(long, value_name = "REF")]
         git: Option<String>,
+        /// Try it on this share of the clients first (`10%`; alone:
+        /// `[canary] share`), judged against the serving release, then
+        /// promoted or rolled back.
+        #[arg(long, value_name = "SHARE", num_args = 0..=1, value_parser = parse_percent)]
+        canary: Option<Option<f64>>,
+        /// How long each canary step is watched (default: `[canary]
+        /// duration`).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        canary_for: Option<std::time::Duration>,
+        /// Canary shares in steps, in percent (`5,25,50`); promotion
+        /// follows the last.
+        #[arg(long, value_name = "A,B,C", value_delimiter = ',', value_parser = parse_percent)]
+        steps: Vec<f64>,
         /// Wait for a running deploy instead of being refused.
         #[arg(long)]
         wait: bool,
@@ -112,6 +125,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// End the running canary now: it becomes the release (promotion is
+    /// an ordinary switch and drain).
+    Promote,
+    /// End the running canary now: every client back on the stable
+    /// release; the canary deploy fails.
+    Abort,
     /// Same code, fresh processes; baton.toml is read again.
     Reload {
         /// Wait for a running deploy instead of being refused.
@@ -777,6 +796,9 @@ async fn remote(cli: &Cli, target: &Target, client: &ApiClient) -> Result<(), Fa
         Command::Deploy {
             source,
             git,
+            canary,
+            canary_for,
+            steps,
             wait,
             json,
         } => {
@@ -786,11 +808,34 @@ async fn remote(cli: &Cli, target: &Target, client: &ApiClient) -> Result<(), Fa
                     .display()
                     .to_string()
             });
+            let canary =
+                (canary.is_some() || canary_for.is_some() || !steps.is_empty()).then(|| {
+                    crate::protocol::CanaryAsk {
+                        share: canary.flatten(),
+                        step_ms: canary_for.map(|d| d.as_millis() as u64),
+                        steps: steps.clone(),
+                    }
+                });
             let order = Order::Deploy {
                 source,
                 git: git.clone(),
+                canary,
             };
             watch_deploy(client, target, order, *wait, *json).await
+        }
+        Command::Promote | Command::Abort => {
+            let (order, done) = if matches!(cli.command, Command::Promote) {
+                ("promote", "promoting the canary: it becomes the release")
+            } else {
+                (
+                    "abort",
+                    "aborting the canary: every client back on the stable release",
+                )
+            };
+            let path = format!("/canary/{order}{}", app_query('?'));
+            let _: serde_json::Value = client.post(&path, None).await?;
+            println!("{done}");
+            Ok(())
         }
         Command::Reload { wait, json } => {
             watch_deploy(client, target, Order::Reload, *wait, *json).await
@@ -947,6 +992,11 @@ fn check_server(path: &Path, json: bool) -> Result<(), Failure> {
         }
         Err(e) => Err(config_failure(e, json)),
     }
+}
+
+/// `10%` or `10`, 0 to 100.
+fn parse_percent(text: &str) -> Result<f64, String> {
+    crate::config::Percent::parse(text).map(|p| p.0)
 }
 
 /// The exit of `baton status`, as `systemctl status` tells health: 3

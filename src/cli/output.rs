@@ -46,6 +46,26 @@ pub fn status_table(s: &StatusReport) -> String {
     if let Some(d) = &s.deploying {
         let _ = writeln!(out, "deploying: {d}");
     }
+    if let Some(c) = &s.canary {
+        let side = |score: &crate::proxy::split::Score| {
+            format!(
+                "{} requests, {:.1}% errors, p99 {} ms",
+                score.requests,
+                score.error_rate * 100.0,
+                score.p99_ms
+            )
+        };
+        let _ = writeln!(
+            out,
+            "canary: release {} on {}% of clients (step {}/{}): {}; stable: {}",
+            c.release,
+            c.share_percent,
+            c.step,
+            c.steps,
+            side(&c.canary),
+            side(&c.stable)
+        );
+    }
     if s.log_errors > 0 {
         let why = s.log_error.as_deref().unwrap_or("writes work again");
         let _ = writeln!(out, "log lines lost: {} ({why})", s.log_errors);

@@ -20,12 +20,14 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
+mod canary;
 mod fields;
 mod server;
 mod statics;
 
 pub use self::server::{is_server_file_at as is_server_file, ServerFile, Setup};
 
+pub use self::canary::{CanaryConfig, Percent, P99_SLACK};
 pub use self::statics::{StaticConfig, HASHED_NAME};
 
 pub use self::fields::{parse_cron, Address, CronPattern, DrainNotice, SignalName};
@@ -64,6 +66,9 @@ pub struct Config {
     /// and from those that served lately.
     #[serde(default, rename = "static")]
     pub statics: Option<StaticConfig>,
+    /// `[canary]`: the defaults of `baton deploy --canary`.
+    #[serde(default)]
+    pub canary: CanaryConfig,
 }
 
 /// `[tls]`: the certificates HTTPS serves, chosen by SNI.

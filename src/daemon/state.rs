@@ -180,6 +180,7 @@ impl Daemon {
             instances: app.instance_reports(),
             log_errors: LOG_HEALTH.total(),
             log_error: LOG_HEALTH.last(),
+            canary: app.canary_report(),
             certificates: self.certificates(),
         }
     }

@@ -8,6 +8,7 @@
 //! proxy's own in-flight count reaching 0, or `drain_timeout`), then stop it.
 //! Rolling: the same, `max_surge` instances at a time.
 
+pub mod canary;
 pub mod owner;
 pub mod phase;
 mod runtime;
@@ -21,7 +22,7 @@ use self::phase::{Machine, Phase};
 pub use self::runtime::{Report, Runtime};
 use crate::config::{self, DrainNotice, Instances, Strategy};
 use crate::plural;
-use crate::protocol::{Order, Progress};
+use crate::protocol::{CanaryAsk, Order, Progress};
 use crate::proxy::upstream::Upstream;
 use crate::release::{
     new_release_id, release_config, Meta, Release, Source, Status, Store, APP_DIR_SOURCE,
@@ -38,6 +39,8 @@ pub enum Kind {
     Deploy {
         /// A directory, tarball or git ref for a release folder.
         source: Option<Source>,
+        /// Tried on a share of the clients first (`--canary`).
+        canary: Option<CanaryAsk>,
     },
     /// The same release, fresh processes, baton.toml read again.
     Reload,
@@ -70,14 +73,24 @@ impl Kind {
     /// `deploy --git` exports from).
     pub fn from_order(order: Order, home: &std::path::Path) -> Kind {
         match order {
-            Order::Deploy { git: Some(rev), .. } => Kind::Deploy {
+            Order::Deploy {
+                git: Some(rev),
+                canary,
+                ..
+            } => Kind::Deploy {
                 source: Some(Source::Git {
                     repo: home.to_path_buf(),
                     rev,
                 }),
+                canary,
             },
-            Order::Deploy { source, git: None } => Kind::Deploy {
+            Order::Deploy {
+                source,
+                git: None,
+                canary,
+            } => Kind::Deploy {
                 source: source.map(|path| Source::from_path(std::path::Path::new(&path))),
+                canary,
             },
             Order::Reload => Kind::Reload,
             Order::Rollback { to } => Kind::Rollback { to },
@@ -230,6 +243,15 @@ impl<R: Runtime> Deploy<R> {
         }
         let strategy = target.config.config.web.strategy;
         let result = match (&kind, strategy) {
+            (
+                Kind::Deploy {
+                    canary: Some(ask), ..
+                },
+                _,
+            ) => {
+                let plan = canary::Plan::new(ask, &target.config.config.canary);
+                self.canary(target.clone(), plan).await
+            }
             (Kind::Scale { .. }, _) => self.scale(target.clone()).await,
             (Kind::Replace { instance, why }, _) => {
                 self.replace(target.clone(), instance, why).await
@@ -396,7 +418,7 @@ impl<R: Runtime> Deploy<R> {
         let current = self.app.current_release();
         let loaded = self.app.config();
         match kind {
-            Kind::Deploy { source: None } => {
+            Kind::Deploy { source: None, .. } => {
                 let mut fresh = config::load(&self.app.config_file())?;
                 fresh.config.daemon.state_dir = Some(loaded.state_dir());
                 self.report.step(
@@ -432,6 +454,7 @@ impl<R: Runtime> Deploy<R> {
             }
             Kind::Deploy {
                 source: Some(source),
+                ..
             } => self.prepare_folder(&loaded, source).await,
             Kind::Reload => {
                 let current = current
@@ -650,12 +673,23 @@ impl<R: Runtime> Deploy<R> {
     }
 
     async fn blue_green(&mut self, release: Release) -> Result<String, DeployError> {
+        let count = release.config.config.web.instance_count();
+        let fresh = self.start_ready(&release, count).await?;
+        self.switch_and_drain(release, fresh).await
+    }
+
+    /// Makes `fresh` (ready instances of `release`) the serving set, watches
+    /// it for `watch_after_switch` (a death hands traffic back), then drains
+    /// and stops the old set.
+    async fn switch_and_drain(
+        &mut self,
+        release: Release,
+        fresh: Vec<Instance>,
+    ) -> Result<String, DeployError> {
         let web = &release.config.config.web;
-        let count = web.instance_count();
         let drain_timeout = web.drain_timeout;
         let watch_window = web.watch_after_switch.max(web.min_uptime);
         let previous = self.app.current_release();
-        let fresh = self.start_ready(&release, count).await?;
         let retired = self.switch(&release, fresh.clone());
         let switch_ms = self.began.elapsed().as_millis();
         if retired.is_empty() {

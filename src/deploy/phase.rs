@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! Preparing ─▶ Starting ─▶ Switching ─▶ Draining ─▶ Stopping ─▶ Done
+//!                  └─▶ Canary ─┘ (a canary's steps, then promotion)
 //!     │            │            └──────────│───────────────────▲ (nothing to retire)
 //!     └────────────┴────────────────────────┴─▶ Failed
 //! ```
@@ -22,6 +23,8 @@ pub enum Phase {
     Preparing,
     /// New instances starting, not yet taking traffic.
     Starting,
+    /// New instances take a share of the clients, and are judged.
+    Canary,
     /// The route table is being swapped.
     Switching,
     /// Old instances finish their requests.
@@ -50,6 +53,11 @@ impl Phase {
                 | (Preparing, Failed)
                 | (Starting, Switching)
                 | (Starting, Failed)
+                // a canary: its steps, then promotion or rollback
+                | (Starting, Canary)
+                | (Canary, Canary)
+                | (Canary, Switching)
+                | (Canary, Failed)
                 | (Switching, Draining)
                 | (Switching, Done)
                 // rolling: a switched batch that dies within min_uptime
@@ -69,6 +77,7 @@ impl fmt::Display for Phase {
         let s = match self {
             Phase::Preparing => "preparing",
             Phase::Starting => "starting",
+            Phase::Canary => "canary",
             Phase::Switching => "switched",
             Phase::Draining => "draining",
             Phase::Stopping => "stopping",

@@ -4,7 +4,11 @@
 use std::future::Future;
 use std::path::PathBuf;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use super::canary::Canary;
+use crate::protocol::CanaryOrder;
 
 use crate::config::Loaded;
 use crate::release::Release;
@@ -64,4 +68,12 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send;
     /// Cancelled when the app stops.
     fn stopping(&self) -> &CancellationToken;
+    /// Runs `canary` beside the serving set, or moves it to its next
+    /// step; the route table changes at once.
+    fn set_canary(&self, canary: Canary);
+    /// Ends the canary (its share goes back at once) and hands back its
+    /// instances.
+    fn end_canary(&self) -> Vec<Instance>;
+    /// The orders `baton promote` and `baton abort` give the canary.
+    fn canary_orders(&self) -> mpsc::UnboundedReceiver<CanaryOrder>;
 }

@@ -84,6 +84,13 @@ impl Runtime for FakeApp {
     fn stopping(&self) -> &CancellationToken {
         &self.stopping
     }
+    fn set_canary(&self, _canary: super::canary::Canary) {}
+    fn end_canary(&self) -> Vec<Instance> {
+        Vec::new()
+    }
+    fn canary_orders(&self) -> mpsc::UnboundedReceiver<crate::protocol::CanaryOrder> {
+        mpsc::unbounded_channel().1
+    }
 }
 
 /// The fake app, serving `count` ready puppets of release "r1"; its

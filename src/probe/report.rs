@@ -121,6 +121,8 @@ pub struct VersionSeen {
     pub version: String,
     /// How many answers.
     pub count: u64,
+    /// How many of them were failures (4xx, 5xx).
+    pub failed: u64,
     /// First answer, ms since the start.
     pub first_ms: u64,
     /// Last answer, ms since the start.
@@ -249,14 +251,17 @@ impl Report {
             };
             let done = s.at + s.latency;
             let t = ms(done);
+            let failed = u64::from(!s.outcome.ok());
             match versions.iter_mut().find(|x| &x.version == v) {
                 Some(x) => {
                     x.count += 1;
+                    x.failed += failed;
                     x.last_ms = t;
                 }
                 None => versions.push(VersionSeen {
                     version: v.clone(),
                     count: 1,
+                    failed,
                     first_ms: t,
                     last_ms: t,
                 }),
@@ -367,8 +372,17 @@ impl Report {
                 v.version, v.count, v.first_ms, v.last_ms
             );
         }
-        for s in &self.switches {
+        // A canary alternates versions all along: the first few say it.
+        const SHOWN: usize = 6;
+        for s in self.switches.iter().take(SHOWN) {
             let _ = writeln!(out, "  switch   {} -> {} at {} ms", s.from, s.to, s.at_ms);
+        }
+        if self.switches.len() > SHOWN {
+            let _ = writeln!(
+                out,
+                "  switch   … {} more (--json lists them all)",
+                self.switches.len() - SHOWN
+            );
         }
         let _ = writeln!(out, "  timeline (second: ok/failed)");
         let cells: Vec<String> = self

@@ -30,6 +30,7 @@ pub mod path;
 pub mod pool;
 pub mod router;
 pub mod sites;
+pub mod split;
 pub mod tcp;
 pub mod tunnel;
 pub mod upstream;
@@ -63,6 +64,13 @@ fn protocol_name(version: Version) -> &'static str {
         Version::HTTP_2 => "HTTP/2.0",
         Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/1.1",
+    }
+}
+
+/// Keeps a fresh client on its canary side (see [`split`]).
+fn set_canary_cookie<B>(resp: &mut Response<B>, sticky: Option<u16>) {
+    if let Some(cookie) = sticky.and_then(|b| HeaderValue::from_str(&split::cookie(b)).ok()) {
+        resp.headers_mut().append(http::header::SET_COOKIE, cookie);
     }
 }
 
@@ -261,6 +269,7 @@ impl Proxy {
                     upstream,
                     retries,
                     held,
+                    sticky,
                 } = match forwarded {
                     Ok(f) => f,
                     Err(refusal) => {
@@ -278,6 +287,7 @@ impl Proxy {
                         .entry(http::header::STRICT_TRANSPORT_SECURITY)
                         .or_insert_with(|| hsts.clone());
                 }
+                set_canary_cookie(&mut resp, sticky);
                 let status = resp.status().as_u16();
                 let answered = access::Answered::by(&upstream, retries, held);
                 resp.map(|b| {
@@ -303,6 +313,7 @@ impl Proxy {
                 upstream,
                 retries,
                 held,
+                sticky,
             } = match forwarded {
                 Ok(f) => f,
                 Err(refusal) => {
@@ -318,6 +329,7 @@ impl Proxy {
                 let answered = access::Answered::by(&upstream, retries, held);
                 logged.finish(&client, resp.status().as_u16(), 0, answered);
             }
+            set_canary_cookie(&mut resp, sticky);
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(client_side) = client_upgrade.take() {
                     tunnel::spawn(

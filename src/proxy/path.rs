@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use super::body::{full, Parked, ProxyBody};
 use super::router::NoInstance;
 use super::sites::Site;
+use super::split::{self, Ask};
 use super::upstream::{RequestGuard, Upstream};
 use super::{h1, pool, tunnel, CountOnDrop, Proxy};
 
@@ -42,6 +43,8 @@ pub(crate) trait Attempt: Sync {
     const UPGRADE: bool;
     /// The release the client's page came from, when it says.
     fn deployment(&self) -> Option<&[u8]>;
+    /// What it says about its side of a canary.
+    fn canary(&self) -> Ask;
 }
 
 /// A plain request, encoded once for every attempt, sent on a pooled
@@ -67,6 +70,10 @@ impl Attempt for h1::RequestHead {
 
     fn deployment(&self) -> Option<&[u8]> {
         self.deployment.as_deref()
+    }
+
+    fn canary(&self) -> Ask {
+        self.canary
     }
 }
 
@@ -106,6 +113,17 @@ impl Attempt for Upgrade {
         let header = self.parts.headers.get("x-deployment-id");
         let query = || super::assets::query_value(self.parts.uri.query()?.as_bytes(), b"dpl");
         header.map(HeaderValue::as_bytes).or_else(query)
+    }
+
+    fn canary(&self) -> Ask {
+        let headers = &self.parts.headers;
+        Ask::of(
+            headers.get(split::HEADER).map(HeaderValue::as_bytes),
+            headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        )
     }
 }
 
@@ -238,6 +256,8 @@ pub(crate) struct Forwarded<R> {
     pub(crate) retries: u32,
     /// It waited for a ready instance.
     pub(crate) held: bool,
+    /// A fresh client's canary bucket, for the answer's Set-Cookie.
+    pub(crate) sticky: Option<u16>,
 }
 
 /// Takes one request along its whole path: an instance's answer (counted),
@@ -289,13 +309,16 @@ async fn forward<A: Attempt>(
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut timed_out_before = false;
     let mut held = false;
+    // One side for the whole request, retries included: a canary's own
+    // failures reach only its share.
+    let (side, sticky) = site.router.side(attempt.canary());
     loop {
         // Holding is the rare case: its future is boxed so that the
         // common one stays small (this future is moved per request).
         // A page's own release answers it while that release drains
         // (a failed attempt there goes on to the serving instances).
         let pinned = (attempt.deployment()).and_then(|id| site.router.pick_draining(id, &tried));
-        let picked = match pinned.or_else(|| site.router.pick(&tried)) {
+        let picked = match pinned.or_else(|| site.router.pick_on(side, &tried)) {
             Some(u) => Ok(u),
             None => {
                 held = true;
@@ -304,7 +327,13 @@ async fn forward<A: Attempt>(
         };
         let upstream = picked.map_err(Refusal::no_instance)?;
         let guard = upstream.begin_request();
+        let began = std::time::Instant::now();
         let sent = attempt.send(proxy, &upstream, body, client).await;
+        let failed = match &sent {
+            Ok(reply) => A::status(reply).is_server_error(),
+            Err(e) => !matches!(e, AttemptError::ClientBody(..)),
+        };
+        site.router.score(&upstream, failed, began.elapsed());
         let chances = Chances {
             left: tried.len() < site.retries as usize && body.untouched(),
             replayable,
@@ -324,6 +353,7 @@ async fn forward<A: Attempt>(
                     upstream,
                     retries: tried.len() as u32,
                     held,
+                    sticky,
                 });
             }
             Err(e) => {

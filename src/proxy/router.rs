@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
+use super::split::{Ask, Side, Split};
 use super::upstream::Upstream;
 use crate::config::Balance;
 
@@ -25,6 +26,8 @@ pub struct RouteTable {
     /// their release: they answer requests from pages of that release
     /// (version pinning, `x-deployment-id`).
     pub draining: Vec<(Arc<str>, Arc<Upstream>)>,
+    /// A canary beside `instances`, while one runs.
+    pub split: Option<Arc<Split>>,
 }
 
 /// Why no instance could be had.
@@ -116,6 +119,47 @@ impl Router {
         choose(true).or_else(|| choose(false)).cloned()
     }
 
+    /// The side a request goes to, and the bucket a fresh client gets in
+    /// a cookie. Without a canary: the stable side, and no cookie.
+    pub fn side(&self, ask: Ask) -> (Side, Option<u16>) {
+        match &self.table.load().split {
+            Some(split) => split.side(ask),
+            None => (Side::Stable, None),
+        }
+    }
+
+    /// [`Router::pick`] for `side`: for the canary, its least busy instance
+    /// that is not down and not tried; when it has none left, a stable one,
+    /// so that its share goes back to the stable release at once.
+    pub fn pick_on(&self, side: Side, tried: &[Arc<str>]) -> Option<Arc<Upstream>> {
+        if side == Side::Canary {
+            let table = self.table.load();
+            let canary = (table.split.iter())
+                .flat_map(|split| split.canary.iter())
+                .filter(|u| !u.is_down() && !tried.contains(&u.id))
+                .min_by_key(|u| u.in_flight());
+            if let Some(u) = canary {
+                return Some(u.clone());
+            }
+        }
+        self.pick(tried)
+    }
+
+    /// Scores one attempt on `upstream` for its side, while a canary runs:
+    /// `failed` for a 5xx, a reset or a timeout.
+    pub fn score(&self, upstream: &Arc<Upstream>, failed: bool, took: Duration) {
+        let table = self.table.load();
+        let Some(split) = &table.split else {
+            return;
+        };
+        let side = if split.canary.iter().any(|u| Arc::ptr_eq(u, upstream)) {
+            Side::Canary
+        } else {
+            Side::Stable
+        };
+        split.score(side).record(failed, took);
+    }
+
     /// A draining instance of `release` not tried yet, the least busy;
     /// none when that release has none left.
     pub fn pick_draining(&self, release: &[u8], tried: &[Arc<str>]) -> Option<Arc<Upstream>> {
@@ -195,6 +239,41 @@ mod tests {
         assert_eq!(&*r.pick(&["web#2".into()]).unwrap().id, "web#2");
         b.set_down(true);
         assert!(r.pick(&[]).is_none());
+    }
+
+    /// With a canary, its side picks its instances, and falls back to the
+    /// stable ones once none of its own is left; attempts are scored by
+    /// the side that took them.
+    #[test]
+    fn a_canary_takes_its_side_until_it_has_nothing_left() {
+        let r = Router::new(Balance::RoundRobin, 10);
+        let (stable, canary) = (up("web#1", 1), up("web#2", 2));
+        let scores: Arc<[crate::proxy::split::Scorecard; 2]> = Default::default();
+        r.publish_table(RouteTable {
+            instances: vec![stable.clone()],
+            split: Some(Arc::new(Split::new(
+                "r2".into(),
+                vec![canary.clone()],
+                500,
+                scores.clone(),
+            ))),
+            ..RouteTable::default()
+        });
+        assert_eq!(r.side(Ask::Always), (Side::Canary, None));
+        assert_eq!(&*r.pick_on(Side::Canary, &[]).unwrap().id, "web#2");
+        assert_eq!(&*r.pick_on(Side::Stable, &[]).unwrap().id, "web#1");
+        r.score(&canary, true, Duration::from_millis(3));
+        r.score(&stable, false, Duration::from_millis(3));
+        assert_eq!(scores[Side::Canary as usize].score().errors, 1);
+        assert_eq!(scores[Side::Stable as usize].score().requests, 1);
+        canary.set_down(true);
+        assert_eq!(&*r.pick_on(Side::Canary, &[]).unwrap().id, "web#1");
+        r.publish(vec![stable.clone()]);
+        assert_eq!(
+            r.side(Ask::Always),
+            (Side::Stable, None),
+            "no canary, no side"
+        );
     }
 
     /// A request waits for a table with a ready instance instead of failing.

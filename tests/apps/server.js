@@ -14,12 +14,23 @@
 //   LOG_REQUESTS=1      a log line (200 bytes and more) for every request
 //   DRAIN_503=1         after SIGUSR2 (Baton's drain notice), answer 503, as
 //                       seed 003's apps do while restarting
+//   FAIL_PERCENT=20     answer 500 to that many of every 100 requests,
+//                       spread evenly (the 5th, 10th, ... for 20), /health
+//                       excepted
 const http = require('http');
 const { spawn } = require('child_process');
 
 const env = process.env;
 const version = env.APP_VERSION || 'v1';
 const delay = Number(env.DELAY_MS || 0);
+const failPercent = Number(env.FAIL_PERCENT || 0);
+let answered = 0;
+// Request n (from 1) fails when it crosses the next multiple of
+// 100 / failPercent: failPercent of every 100, spread evenly.
+const failing = (n) => {
+  const k = (n - 1) % 100;
+  return Math.floor(k * failPercent / 100) !== Math.floor((k + 1) * failPercent / 100);
+};
 
 if (env.CRASH_AT_START === '1') {
   console.error('boom: crashing at start on purpose');
@@ -132,6 +143,11 @@ const server = http.createServer((req, res) => {
       if (draining && req.url !== '/health') {
         res.statusCode = 503;
         res.end('restarting\n');
+        return;
+      }
+      if (failPercent > 0 && req.url !== '/health' && failing(++answered)) {
+        res.statusCode = 500;
+        res.end(`failing on purpose, version=${version}\n`);
         return;
       }
       res.setHeader('content-type', 'text/plain');

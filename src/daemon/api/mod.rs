@@ -6,7 +6,7 @@
 //! | `GET /status`, `GET /releases`, `GET /metrics` | [`status`] |
 //! | `POST /deploy` (deploy, reload, rollback, scale) | [`deploy`] |
 //! | `GET /logs` | [`logs`] |
-//! | `POST /stop`, `/upgrade`, `/offline`, `/online`, `GET /health` | here |
+//! | `POST /stop`, `/upgrade`, `/offline`, `/online`, `/canary/promote`, `/canary/abort`, `GET /health` | here |
 
 pub mod deploy;
 pub mod logs;
@@ -56,6 +56,7 @@ fn routes(daemon: Arc<Daemon>) -> Router {
         .route("/logs", get(logs::logs))
         .route("/stop", post(stop))
         .route("/upgrade", post(upgrade))
+        .route("/canary/{order}", post(canary))
         .route("/offline", post(offline))
         .route("/online", post(online))
         .route("/health", get(health))
@@ -148,6 +149,29 @@ async fn upgrade(
         config: Some(config_file.to_string_lossy().into_owned()),
         systemd: std::env::var_os("NOTIFY_SOCKET").is_some(),
     }))
+}
+
+/// `baton promote` / `baton abort`: the order goes to the app's running
+/// canary (404 when none runs); the deploy that runs it acts at once.
+async fn canary(
+    axum::extract::State(daemon): axum::extract::State<Arc<Daemon>>,
+    axum::extract::Path(order): axum::extract::Path<String>,
+    axum::extract::Query(query): axum::extract::Query<AppQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let order = match order.as_str() {
+        "promote" => crate::protocol::CanaryOrder::Promote,
+        "abort" => crate::protocol::CanaryOrder::Abort,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no canary order {other:?}"),
+            ))
+        }
+    };
+    let app = daemon.pick(query.app.as_deref())?;
+    app.order_canary(order)
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?;
+    Ok(Json(serde_json::json!({ "app": app.name, "order": order })))
 }
 
 async fn offline(

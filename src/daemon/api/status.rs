@@ -46,6 +46,59 @@ pub async fn releases(
     Ok(Json(daemon.pick(q.app.as_deref())?.releases()))
 }
 
+/// A running canary's share and both releases' figures over its step.
+fn canaries(registry: &mut Registry, statuses: &[StatusReport]) {
+    let share = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    registry.register(
+        "canary_share_ratio",
+        "The share of clients sent to a canary release, 0 to 1",
+        share.clone(),
+    );
+    let requests = Family::<Labels, Gauge>::default();
+    registry.register(
+        "canary_step_requests",
+        "Requests answered in the canary's current step, by release and side",
+        requests.clone(),
+    );
+    let errors = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    registry.register(
+        "canary_step_error_ratio",
+        "5xx, resets and timeouts per request in the canary's current step, by release and side",
+        errors.clone(),
+    );
+    let p99 = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    registry.register(
+        "canary_step_p99_seconds",
+        "99th percentile time to the answer's head in the canary's current step, by release and side",
+        p99.clone(),
+    );
+    for s in statuses {
+        let Some(c) = &s.canary else { continue };
+        let stable = s.release.clone().unwrap_or_default();
+        share
+            .get_or_create(&vec![
+                ("app".into(), s.app.clone()),
+                ("release".into(), c.release.clone()),
+            ])
+            .set(c.share_percent / 100.0);
+        for (side, release, score) in [
+            ("stable", &stable, &c.stable),
+            ("canary", &c.release, &c.canary),
+        ] {
+            let labels = vec![
+                ("app".into(), s.app.clone()),
+                ("release".into(), release.clone()),
+                ("side".into(), side.into()),
+            ];
+            requests
+                .get_or_create(&labels)
+                .set(i64::try_from(score.requests).unwrap_or(i64::MAX));
+            errors.get_or_create(&labels).set(score.error_rate);
+            p99.get_or_create(&labels).set(score.p99_ms / 1000.0);
+        }
+    }
+}
+
 /// Prometheus metrics (OpenMetrics text), made from the live counts at
 /// each scrape.
 pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
@@ -193,6 +246,7 @@ pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
             .inc_by(app.router().held());
     }
 
+    canaries(&mut registry, &statuses);
     certificates(&mut registry, &daemon.certificates());
 
     let mut body = String::new();

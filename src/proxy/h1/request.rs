@@ -17,6 +17,7 @@ use super::write_field;
 use crate::proxy::body::TakeOnPoll;
 use crate::proxy::framing::{is_forwardable_trailer, BodyFraming, RequestFacts};
 use crate::proxy::headers::{Fields, Rewrite};
+use crate::proxy::split::{self, Ask};
 
 /// A request head as written to an instance: encoded once, for every
 /// attempt.
@@ -29,6 +30,8 @@ pub struct RequestHead {
     /// The release the client's page came from (`x-deployment-id`, or
     /// `?dpl=`): its instances answer while they drain.
     pub(crate) deployment: Option<Box<[u8]>>,
+    /// Its side of a canary, as its `x-baton-canary` and cookie say.
+    pub(crate) canary: Ask,
 }
 
 impl RequestHead {
@@ -99,12 +102,17 @@ fn encode_head(
     write_field(&mut out, b"host", host.unwrap_or_default());
     let host = host.filter(|h| !h.is_empty());
     let mut deployment = crate::proxy::assets::query_value(target, b"dpl").map(Box::from);
+    let (mut forced, mut cookie) = (Ask::Fresh, Ask::Fresh);
     rewrite.for_each(fields, host, |name, value| {
         if name.eq_ignore_ascii_case(b"expect") {
             return;
         }
         if name.eq_ignore_ascii_case(b"x-deployment-id") {
             deployment = Some(value.into());
+        } else if name.eq_ignore_ascii_case(split::HEADER.as_bytes()) {
+            forced = Ask::of(Some(value), std::iter::empty());
+        } else if name.eq_ignore_ascii_case(b"cookie") && cookie == Ask::Fresh {
+            cookie = Ask::of(None, std::iter::once(value));
         }
         write_field(&mut out, name, value);
     });
@@ -123,6 +131,7 @@ fn encode_head(
         framing,
         is_head: method == b"HEAD",
         deployment,
+        canary: if forced == Ask::Fresh { cookie } else { forced },
     }
 }
 

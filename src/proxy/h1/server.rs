@@ -46,6 +46,7 @@ use crate::proxy::framing::{
 use crate::proxy::headers::{connection_options, find, is_upgrade, Fields};
 use crate::proxy::path::{self, Forwarded, Refusal};
 use crate::proxy::sites::Site;
+use crate::proxy::split;
 use crate::proxy::{is_idempotent, Proxy};
 
 /// Bytes read from a client at a time.
@@ -506,6 +507,7 @@ impl<S: ClientStream> Connection<S> {
             upstream,
             retries,
             held,
+            sticky,
         } = match forwarded {
             Ok(f) => f,
             Err(refusal) => {
@@ -528,6 +530,13 @@ impl<S: ClientStream> Connection<S> {
             if !head.has_field(b"strict-transport-security") {
                 write_field(&mut self.out, b"strict-transport-security", hsts.as_bytes());
             }
+        }
+        if let Some(bucket) = sticky {
+            write_field(
+                &mut self.out,
+                b"set-cookie",
+                split::cookie(bucket).as_bytes(),
+            );
         }
         if chunked {
             self.out
