@@ -33,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod fleet;
 pub mod probe;
 pub mod protocol;
 pub mod proxy;

@@ -193,6 +193,12 @@ pub enum Command {
     },
     /// Print the man page (roff): `baton man | man -l -`.
     Man,
+    /// Roll a release across servers behind a load balancer, over ssh.
+    Fleet {
+        /// What to do across the hosts.
+        #[command(subcommand)]
+        what: FleetCommand,
+    },
     /// Write baton.toml files from another tool's configuration.
     Import {
         /// What to import.
@@ -211,6 +217,82 @@ pub enum Command {
         #[arg(short, long)]
         instance: Option<String>,
     },
+}
+
+/// `baton fleet ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum FleetCommand {
+    /// Deploy SOURCE (a folder or tarball, shipped to each host once
+    /// packed; default: each host's app folder in place), a batch of hosts
+    /// at a time: offline, wait for the balancer, deploy, online.
+    Deploy {
+        /// A folder or a .tar.gz to release.
+        source: Option<PathBuf>,
+        /// The hosts.
+        #[command(flatten)]
+        hosts: FleetHosts,
+        /// How the rollout goes.
+        #[command(flatten)]
+        rollout: FleetPace,
+    },
+    /// Roll every host back to its previous release (or the one named),
+    /// a batch at a time, as a deploy.
+    Rollback {
+        /// Release id (the same on every host, for a fleet deploy of one
+        /// tarball: ids differ per host, so usually the previous one).
+        id: Option<String>,
+        /// The hosts.
+        #[command(flatten)]
+        hosts: FleetHosts,
+        /// How the rollout goes.
+        #[command(flatten)]
+        rollout: FleetPace,
+    },
+    /// Which host runs which release, online or not, ready instances.
+    Status {
+        /// The hosts.
+        #[command(flatten)]
+        hosts: FleetHosts,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How a fleet rollout goes.
+#[derive(Debug, clap::Args)]
+pub struct FleetPace {
+    /// Hosts changed at once.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// How long the balancer takes to act on a host's /health (its check
+    /// interval times its fall count, and some).
+    #[arg(long, default_value = "35s", value_parser = humantime::parse_duration)]
+    lb_wait: std::time::Duration,
+    /// Print events as JSON lines, and the outcome.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Which hosts a fleet command reaches, and how.
+#[derive(Debug, clap::Args)]
+pub struct FleetHosts {
+    /// ssh destinations (`[user@]host`), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    hosts: Vec<String>,
+    /// A file with one `DESTINATION [REMOTE_DIR]` per line.
+    #[arg(long, value_name = "FILE")]
+    hosts_file: Option<PathBuf>,
+    /// The app's folder on the hosts (default: this folder's path).
+    #[arg(long, value_name = "DIR")]
+    remote_dir: Option<String>,
+    /// An ssh config file instead of ~/.ssh/config (passed to ssh and scp
+    /// as -F).
+    #[arg(long, value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
+    /// The baton to run on the hosts.
+    #[arg(long, value_name = "PATH", default_value = "baton")]
+    remote_baton: String,
 }
 
 /// What `baton import` reads.
@@ -416,6 +498,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             std::io::stdout().write_all(&out).map_err(Failure::failed)?;
             Ok(())
         }
+        Command::Fleet { what } => runtime()?.block_on(fleet(what)),
         Command::Systemd => {
             let setup = load_setup(&cli)?;
             let exe = std::env::current_exe().map_err(Failure::failed)?;
@@ -862,6 +945,7 @@ async fn remote(cli: &Cli, target: &Target, client: &ApiClient) -> Result<(), Fa
         Command::Up { .. }
         | Command::Check { .. }
         | Command::Probe(_)
+        | Command::Fleet { .. }
         | Command::Systemd
         | Command::Completions { .. }
         | Command::Init { .. }
@@ -992,6 +1076,98 @@ fn check_server(path: &Path, json: bool) -> Result<(), Failure> {
         }
         Err(e) => Err(config_failure(e, json)),
     }
+}
+
+/// `baton fleet deploy|rollback|status`.
+async fn fleet(what: &FleetCommand) -> Result<(), Failure> {
+    let (hosts, json) = match what {
+        FleetCommand::Deploy { hosts, rollout, .. }
+        | FleetCommand::Rollback { hosts, rollout, .. } => (hosts, rollout.json),
+        FleetCommand::Status { hosts, json } => (hosts, *json),
+    };
+    let here = std::env::current_dir().map_err(Failure::failed)?;
+    let default_dir = hosts
+        .remote_dir
+        .clone()
+        .unwrap_or_else(|| here.display().to_string());
+    let list = crate::fleet::hosts(&hosts.hosts, hosts.hosts_file.as_deref(), &default_dir)
+        .map_err(Failure::usage)?;
+    let ssh = crate::fleet::Ssh {
+        config: hosts.ssh_config.clone(),
+        baton: hosts.remote_baton.clone(),
+    };
+    let (change, batch, lb_wait, _packed) = match what {
+        FleetCommand::Status { .. } => {
+            let states = crate::fleet::status(&ssh, &list).await;
+            print_fleet(&states, json);
+            return match states.iter().find_map(|s| s.error.as_ref()) {
+                Some(e) => Err(Failure::failed(e)),
+                None => Ok(()),
+            };
+        }
+        FleetCommand::Deploy {
+            source, rollout, ..
+        } => {
+            let packed = match source {
+                Some(s) => Some(crate::fleet::tarball(s).map_err(Failure::usage)?),
+                None => None,
+            };
+            let tarball = packed.as_ref().map(|(_, t)| t.clone());
+            (
+                crate::fleet::Change::Deploy { tarball },
+                rollout.batch,
+                rollout.lb_wait,
+                packed,
+            )
+        }
+        FleetCommand::Rollback { id, rollout, .. } => (
+            crate::fleet::Change::Rollback { to: id.clone() },
+            rollout.batch,
+            rollout.lb_wait,
+            None,
+        ),
+    };
+    let rollout = crate::fleet::Rollout {
+        hosts: list,
+        batch,
+        lb_wait,
+        ssh,
+        json,
+    };
+    let outcome = rollout.run(&change).await;
+    if json {
+        println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+    } else {
+        print_fleet(&outcome.hosts, false);
+    }
+    match outcome.error {
+        Some(e) => Err(Failure::failed(format!("the rollout stopped: {e}"))),
+        None => Ok(()),
+    }
+}
+
+/// The fleet table (or JSON): host, release, online, ready instances.
+fn print_fleet(states: &[crate::fleet::HostState], json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(states).unwrap_or_default()
+        );
+        return;
+    }
+    let mut rows = vec![["HOST", "RELEASE", "ONLINE", "READY", "NOTE"]
+        .map(String::from)
+        .to_vec()];
+    for s in states {
+        rows.push(vec![
+            s.host.clone(),
+            s.release.clone().unwrap_or_else(|| "-".into()),
+            if s.online { "yes" } else { "no" }.into(),
+            s.ready.to_string(),
+            s.error.clone().unwrap_or_default(),
+        ]);
+    }
+    print!("{}", output::table(rows));
 }
 
 /// `10%` or `10`, 0 to 100.

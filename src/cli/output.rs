@@ -14,7 +14,8 @@ pub fn short_duration(secs: u64) -> String {
     }
 }
 
-fn table(rows: Vec<Vec<String>>) -> String {
+/// Rows as columns padded to their widest cell; the first row is the head.
+pub fn table(rows: Vec<Vec<String>>) -> String {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
