@@ -838,16 +838,48 @@ fn status_watch_prints_a_report_a_second_until_interrupted() {
 fn status_watch_on_a_terminal_redraws_in_place_and_quits_on_q() {
     let d = Daemon::start(WEB_HTTP);
     d.wait_ready(1);
-    let command = "sleep 2.5; printf q";
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "({command}) | script -qfec '{} status --watch' /dev/null",
-            bin()
-        ))
+    // `q` is typed once two frames are on the screen, not after a guess.
+    let mut watch = std::process::Command::new("script")
+        .args(["-qfec", &format!("{} status --watch", bin()), "/dev/null"])
         .current_dir(d.dir.path())
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .expect("script runs (apt-get install bsdutils)");
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let (mut from, shown) = (watch.stdout.take().unwrap(), shown.clone());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                shown.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    wait_until(Duration::from_secs(20), "two frames of the watch", || {
+        let shown = shown.lock().unwrap();
+        String::from_utf8_lossy(&shown).matches("\x1b[H").count() >= 2
+    });
+    use std::io::Write;
+    watch.stdin.as_mut().unwrap().write_all(b"q").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = watch.kill();
+            panic!("q did not end the watch");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    reader.join().unwrap();
+    let out = std::process::Output {
+        status,
+        stdout: shown.lock().unwrap().clone(),
+        stderr: Vec::new(),
+    };
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{screen}");
     assert!(
