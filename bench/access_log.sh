@@ -30,10 +30,7 @@ listen = "127.0.0.1:$2"
 $3
 [daemon]
 worker_threads = 1
-[web]
-command = "$(backend_command)"
-[web.readiness]
-kind = "tcp"
+$(backend_web)
 CONF
 }
 config off "$OFF_PORT" ""

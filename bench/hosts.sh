@@ -24,23 +24,15 @@ ONE_PORT=$(free_port); MANY_PORT=$(free_port)
 make_workspace
 
 write_backend_template
-web() {
-  cat <<CONF
-[web]
-command = "$(backend_command)"
-[web.readiness]
-kind = "tcp"
-CONF
-}
 
 mkdir -p "$WORK/one"
-{ printf '[app]\nname = "one"\n[proxy]\nlisten = "127.0.0.1:%s"\n[daemon]\nworker_threads = 1\n' "$ONE_PORT"; web; } > "$WORK/one/baton.toml"
+{ printf '[app]\nname = "one"\n[proxy]\nlisten = "127.0.0.1:%s"\n[daemon]\nworker_threads = 1\n' "$ONE_PORT"; backend_web; } > "$WORK/one/baton.toml"
 
 mkdir -p "$WORK/many"
 apps=""
 for i in $(seq 1 "$HOSTS"); do
   mkdir -p "$WORK/many/app$i"
-  { printf '[app]\nname = "app%s"\nhosts = ["app%s.test"]\n' "$i" "$i"; web; } > "$WORK/many/app$i/baton.toml"
+  { printf '[app]\nname = "app%s"\nhosts = ["app%s.test"]\n' "$i" "$i"; backend_web; } > "$WORK/many/app$i/baton.toml"
   apps+="\"app$i/baton.toml\", "
 done
 printf '[server]\napps = [%s]\n[proxy]\nlisten = "127.0.0.1:%s"\n[daemon]\nworker_threads = 1\n' "$apps" "$MANY_PORT" > "$WORK/many/baton.toml"

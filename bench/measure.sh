@@ -26,6 +26,17 @@ backend_conf() { sed "s/PORT/$1/g" "$WORK/backend.tmpl"; }
 # The same backend as a Baton app's [web] command, on the $PORT Baton gives.
 backend_command() { echo "sed s/PORT/\$PORT/g $WORK/backend.tmpl > $WORK/b-\$PORT.conf && exec nginx -c $WORK/b-\$PORT.conf -p $WORK"; }
 
+# The [web] section of a Baton that fronts one such backend (ready once it
+# listens).
+backend_web() {
+  cat <<CONF
+[web]
+command = "$(backend_command)"
+[web.readiness]
+kind = "tcp"
+CONF
+}
+
 # The worker process of the nginx master $1.
 worker_of() { for _ in $(seq 1 500); do pgrep -P "$1" && return 0; sleep 0.02; done; echo "nginx $1 started no worker" >&2; exit 1; }
 

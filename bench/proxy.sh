@@ -79,10 +79,7 @@ name = "bench"
 listen = "127.0.0.1:$BATON_PORT"
 [daemon]
 worker_threads = 1
-[web]
-command = "$(backend_command)"
-[web.readiness]
-kind = "tcp"
+$(backend_web)
 CONF
 # In the foreground of this script's session, as nginx is: `up --detach`
 # starts a session of its own, and with the kernel's scheduler autogroups

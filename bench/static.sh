@@ -57,10 +57,7 @@ worker_threads = 1
 [static]
 dir = "public"
 prefix = "/static"
-[web]
-command = "$(backend_command)"
-[web.readiness]
-kind = "tcp"
+$(backend_web)
 CONF
 
 # Both in this script's session, as wrk is (see bench/proxy.sh on

@@ -82,10 +82,7 @@ cert = "$WORK/cert.pem"
 key = "$WORK/key.pem"
 [daemon]
 worker_threads = 1
-[web]
-command = "$(backend_command)"
-[web.readiness]
-kind = "tcp"
+$(backend_web)
 CONF
 # In this script's session, as nginx is (see bench/proxy.sh on autogroups).
 "$BATON" up -c "$WORK/app/baton.toml" >"$WORK/daemon.log" 2>&1 &

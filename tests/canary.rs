@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::*;
@@ -48,23 +47,15 @@ fn deploy(d: &Daemon, args: &[&str]) -> std::process::Child {
 /// The version a GET of / with `headers` answered, and the canary cookie
 /// it was given, if any.
 fn ask(d: &Daemon, headers: &str) -> (String, Option<String>) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n"
+    let answer = raw(
+        d.port,
+        &format!("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n"),
     )
     .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    let field = |name: &str| {
-        answer.lines().find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    };
-    let version = field("x-version").unwrap_or_else(|| panic!("no version in {answer:?}"));
-    let cookie = field("set-cookie").map(|c| c.split(';').next().unwrap().to_string());
+    let version = (answer.header("x-version"))
+        .unwrap_or_else(|| panic!("no version in {:?}", answer.headers))
+        .to_string();
+    let cookie = (answer.header("set-cookie")).map(|c| c.split(';').next().unwrap().to_string());
     (version, cookie)
 }
 

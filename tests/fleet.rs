@@ -295,16 +295,9 @@ impl Fleet {
 
     /// The version node `n` answers directly.
     fn version(&self, n: usize) -> String {
-        let mut s = std::net::TcpStream::connect((NODES[n], self.app_port)).unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body.split("version=")
-            .nth(1)
-            .and_then(|v| v.split_whitespace().next())
-            .unwrap_or_default()
-            .to_string()
+        let request = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let answer = raw_at(NODES[n], self.app_port, request).unwrap();
+        answer.header("x-version").unwrap_or_default().to_string()
     }
 }
 

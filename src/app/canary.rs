@@ -49,20 +49,6 @@ impl App {
         }
     }
 
-    /// The split the route table carries: the canary's ready instances.
-    pub(super) fn split(canary: &Canary) -> Split {
-        let ready = (canary.instances.iter())
-            .filter(|i| matches!(i.status().state, State::Ready))
-            .map(|i| i.upstream.clone())
-            .collect();
-        Split::new(
-            canary.release.id.as_str().into(),
-            ready,
-            canary.share,
-            canary.scores.clone(),
-        )
-    }
-
     /// The canary as `baton status` shows it.
     pub fn canary_report(&self) -> Option<CanaryReport> {
         let fleet = self.fleet();
@@ -78,7 +64,18 @@ impl App {
     }
 }
 
-/// Shared with the route table: the split made of a canary, or none.
+/// The split the route table carries for a canary: its ready instances,
+/// its share and its scores.
 pub(super) fn split_of(canary: Option<&Canary>) -> Option<Arc<Split>> {
-    canary.map(|c| Arc::new(App::split(c)))
+    let canary = canary?;
+    let ready = (canary.instances.iter())
+        .filter(|i| matches!(i.status().state, State::Ready))
+        .map(|i| i.upstream.clone())
+        .collect();
+    Some(Arc::new(Split::new(
+        canary.release.id.as_str().into(),
+        ready,
+        canary.share,
+        canary.scores.clone(),
+    )))
 }

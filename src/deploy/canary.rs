@@ -14,12 +14,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::phase::Phase;
-use super::{plural, stop_all, wait_drained, Deploy, DeployError, Runtime};
+use super::{first_to_leave, plural, stop_all, wait_drained, Deploy, DeployError, Runtime};
 use crate::config::{CanaryConfig, P99_SLACK};
 use crate::protocol::{CanaryAsk, CanaryOrder};
 use crate::proxy::split::{Score, Scorecard, Side, BUCKETS};
 use crate::release::Release;
-use crate::supervisor::{Instance, State};
+use crate::supervisor::Instance;
 
 /// A canary as the app runs it, step by step.
 #[derive(Clone)]
@@ -202,7 +202,7 @@ impl<R: Runtime> Deploy<R> {
         let ends = tokio::time::Instant::now() + plan.step_for;
         let mut judge = tokio::time::interval(Duration::from_millis(250));
         let mut waiting_said = false;
-        let died = died(fresh);
+        let died = first_to_leave(fresh);
         tokio::pin!(died);
         loop {
             tokio::select! {
@@ -211,7 +211,7 @@ impl<R: Runtime> Deploy<R> {
                     Some(CanaryOrder::Abort) => return StepEnd::Fail("aborted by `baton abort`".into()),
                     None => {}
                 },
-                why = &mut died => return StepEnd::Fail(why),
+                why = &mut died => return StepEnd::Fail(format!("canary instance {why}")),
                 _ = self.app.stopping().cancelled() => return StepEnd::Fail("the daemon is stopping".into()),
                 _ = judge.tick() => {
                     let (stable, canary) = (scores[0].score(), scores[1].score());
@@ -266,22 +266,6 @@ impl<R: Runtime> Deploy<R> {
             figures(stable, canary)
         ))
     }
-}
-
-/// Resolves when one of `instances` is no longer ready, saying which and
-/// why.
-async fn died(instances: &[Instance]) -> String {
-    let leaves = instances.iter().map(|i| {
-        Box::pin(async move {
-            let s = i.wait_for(|s| s.state != State::Ready).await;
-            format!(
-                "canary instance {} {}",
-                i.id,
-                s.reason.unwrap_or_else(|| "stopped".into())
-            )
-        })
-    });
-    futures_util::future::select_all(leaves).await.0
 }
 
 #[cfg(test)]

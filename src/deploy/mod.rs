@@ -573,8 +573,7 @@ impl<R: Runtime> Deploy<R> {
 
     /// Replaces the singletons with `release`'s, and says so.
     async fn hand_over_singletons(&self, release: &Release) {
-        let report = |m| self.report.step(Phase::Switching, m);
-        self.app.replace_singletons(release, &report).await;
+        hand_over_singletons(&*self.app, release, &self.report).await;
     }
 
     fn switch(&mut self, release: &Release, serving: Vec<Instance>) -> Vec<Instance> {
@@ -582,8 +581,7 @@ impl<R: Runtime> Deploy<R> {
         if let Handover::AtTheSwitch = self.singletons {
             let (app, release, reporter) = (self.app.clone(), release.clone(), self.report.clone());
             self.singletons = Handover::Started(tokio::spawn(async move {
-                let report = |m| reporter.step(Phase::Switching, m);
-                app.replace_singletons(&release, &report).await;
+                hand_over_singletons(&*app, &release, &reporter).await;
             }));
         }
         if let Some(notice) = release.config.config.web.drain_notice {
@@ -903,16 +901,28 @@ fn in_flight(instances: &[Instance]) -> usize {
 /// Resolves `Ok` once every instance has stayed ready for `window`, or
 /// `Err` with the first one that left the ready state, and why.
 async fn stays_up(instances: &[Instance], window: Duration) -> Result<(), String> {
+    match tokio::time::timeout(window, first_to_leave(instances)).await {
+        Ok(why) => Err(why),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Replaces `app`'s singletons with `release`'s, each step reported.
+async fn hand_over_singletons(app: &impl Runtime, release: &Release, reporter: &Reporter) {
+    let report = |m| reporter.step(Phase::Switching, m);
+    app.replace_singletons(release, &report).await;
+}
+
+/// Resolves when one of `instances` is no longer ready, saying which and
+/// why (`web#3 exited with code 1`).
+async fn first_to_leave(instances: &[Instance]) -> String {
     let leaves = instances.iter().map(|i| {
         Box::pin(async move {
             let s = i.wait_for(|s| !matches!(s.state, State::Ready)).await;
             format!("{} {}", i.id, s.reason.unwrap_or_else(|| "stopped".into()))
         })
     });
-    match tokio::time::timeout(window, futures_util::future::select_all(leaves)).await {
-        Ok((why, _, _)) => Err(why),
-        Err(_) => Ok(()),
-    }
+    futures_util::future::select_all(leaves).await.0
 }
 
 /// Waits until the proxy counts no request in flight on `instances`, or

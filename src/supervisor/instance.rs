@@ -763,22 +763,20 @@ impl InstanceTask {
         let group = Pid::from_raw(run.pgid);
         let deadline = tokio::time::Instant::now() + self.spec.kill_timeout;
         let signal = self.spec.stop_signal;
-        let group_gone = match self.spec.stop_to {
+        let pass_on = match self.spec.stop_to {
             StopTo::Group => {
                 let _ = killpg(group, signal);
-                let leader_gone = tokio::time::timeout_at(deadline, child.wait())
-                    .await
-                    .is_ok();
-                leader_gone && group_empty_by(group, deadline).await
+                false
             }
             StopTo::Main => {
                 let _ = nix::sys::signal::kill(group, signal);
-                let leader_gone = tokio::time::timeout_at(deadline, child.wait())
-                    .await
-                    .is_ok();
-                leader_gone && self.pass_on_to_orphans(group, deadline).await
+                true
             }
         };
+        let leader_gone = tokio::time::timeout_at(deadline, child.wait())
+            .await
+            .is_ok();
+        let group_gone = leader_gone && self.until_group_gone(group, deadline, pass_on).await;
         if !group_gone {
             self.log(&format!(
                 "still running {} after {}; sending SIGKILL",
@@ -792,19 +790,28 @@ impl InstanceTask {
 }
 
 impl InstanceTask {
-    /// After the main process exited on `stop_signal`: a process of the
-    /// group whose parent exited without passing the signal on (a shell
-    /// or `npx` wrapper) gets it now, and nobody gets it twice: egg's
-    /// master, for one, handles only the first and dies on a second.
-    /// Whether the group is gone by `deadline`.
-    async fn pass_on_to_orphans(&self, group: Pid, deadline: tokio::time::Instant) -> bool {
+    /// Waits until no live process is left in `group`, or `deadline`;
+    /// whether it is gone. The members are not our children (only the
+    /// leader is), so each is watched through a pidfd, which becomes
+    /// readable when its process exits.
+    ///
+    /// With `pass_on` (`stop_to = "main"`), a member whose parent exited
+    /// without passing `stop_signal` on (a shell or `npx` wrapper) gets it
+    /// then, and nobody gets it twice: egg's master, for one, handles only
+    /// the first and dies on a second.
+    async fn until_group_gone(
+        &self,
+        group: Pid,
+        deadline: tokio::time::Instant,
+        pass_on: bool,
+    ) -> bool {
         let mut signalled = vec![group.as_raw()];
         loop {
-            let family = super::procfs::group_family(group.as_raw());
+            let family = live_family(group);
             if family.is_empty() {
                 return true;
             }
-            for orphan in family.iter().filter(|m| m.is_topmost(&family)) {
+            for orphan in (family.iter()).filter(|m| pass_on && m.is_topmost(&family)) {
                 if !signalled.contains(&orphan.pid) {
                     self.log(&format!(
                         "passing {} on to process {}, whose parent exited without it",
@@ -815,24 +822,26 @@ impl InstanceTask {
                     signalled.push(orphan.pid);
                 }
             }
-            // Until one of them exits: the family changes only then.
             let mut exits = Vec::new();
             for member in &family {
                 match watch_exit(member.pid) {
                     Ok(Some(exit)) => exits.push(Box::pin(exit)),
+                    // Gone between the listing and the watch.
                     Ok(None) => {}
+                    // No pidfd on this kernel: nothing to react to but the deadline.
                     Err(()) => {
                         tokio::time::sleep_until(deadline).await;
-                        return live_members(group).is_empty();
+                        return live_family(group).is_empty();
                     }
                 }
             }
             if exits.is_empty() {
                 continue;
             }
+            // Until one of them exits: the family changes only then.
             let first = futures_util::future::select_all(exits);
             if tokio::time::timeout_at(deadline, first).await.is_err() {
-                return live_members(group).is_empty();
+                return live_family(group).is_empty();
             }
         }
     }
@@ -878,37 +887,6 @@ async fn next_event(ctl: &mut mpsc::UnboundedReceiver<Control>, life: &mut Life)
     }
 }
 
-/// Waits until no live process is left in `group`, or `deadline`. The
-/// members are not our children (only the leader is), so each is watched
-/// through a pidfd, which becomes readable when its process exits.
-async fn group_empty_by(group: Pid, deadline: tokio::time::Instant) -> bool {
-    loop {
-        let members = live_members(group);
-        if members.is_empty() {
-            return true;
-        }
-        let mut exits = Vec::new();
-        for pid in members {
-            match watch_exit(pid) {
-                Ok(Some(exit)) => exits.push(exit),
-                // Gone between the listing and the watch.
-                Ok(None) => {}
-                // No pidfd on this kernel: nothing to react to but the deadline.
-                Err(()) => {
-                    tokio::time::sleep_until(deadline).await;
-                    return live_members(group).is_empty();
-                }
-            }
-        }
-        if tokio::time::timeout_at(deadline, futures_util::future::join_all(exits))
-            .await
-            .is_err()
-        {
-            return live_members(group).is_empty();
-        }
-    }
-}
-
 /// A future that resolves when process `pid` exits; `Ok(None)` when it is
 /// already gone, `Err` when the kernel has no pidfd.
 fn watch_exit(pid: i32) -> Result<Option<impl std::future::Future<Output = ()>>, ()> {
@@ -934,12 +912,14 @@ fn watch_exit(pid: i32) -> Result<Option<impl std::future::Future<Output = ()>>,
     }))
 }
 
-/// The live processes of `group` (see [`super::procfs::group_members`]).
-fn live_members(group: Pid) -> Vec<i32> {
+/// The live processes of `group` and their parents (see
+/// [`super::procfs::group_family`]); a group that no longer exists is not
+/// looked for in /proc.
+fn live_family(group: Pid) -> Vec<super::procfs::Member> {
     if killpg(group, None).is_err() {
         return Vec::new();
     }
-    super::procfs::group_members(group.as_raw())
+    super::procfs::group_family(group.as_raw())
 }
 
 async fn send_ipc(channel: &Channel, msg: &serde_json::Value) {

@@ -161,7 +161,12 @@ pub fn answered(out: &Output) -> bool {
 
 /// Sends a raw request (a whole HTTP/1.1 message) and reads until close.
 pub fn raw(port: u16, request: &str) -> std::io::Result<Answer> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    raw_at("127.0.0.1", port, request)
+}
+
+/// [`raw`] to another loopback address than 127.0.0.1.
+pub fn raw_at(ip: &str, port: u16, request: &str) -> std::io::Result<Answer> {
+    let mut s = TcpStream::connect((ip, port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.write_all(request.as_bytes())?;
     let mut buf = Vec::new();
