@@ -529,12 +529,7 @@ fn draining_instance_503s_are_retried_on_the_new_release() {
     let report = probe.stop_once_new_served(&d, &before, 20);
     assert_clean_switch(&report, "v1", "v2");
     // The old instances did answer 503 to what was in flight: Baton retried it.
-    let m = get(metrics, "/metrics").unwrap().body;
-    let retries: u64 = m
-        .lines()
-        .find_map(|l| l.strip_prefix("baton_retries_total "))
-        .and_then(|n| n.parse().ok())
-        .unwrap();
+    let (retries, m) = metric(metrics, "baton_retries_total");
     assert!(retries >= 6, "{m}");
 }
 

@@ -120,12 +120,7 @@ fn out_of_fds_the_accept_loop_backs_off_and_recovers() {
         || get(d.port, "/").is_ok_and(|a| a.status == 200),
     );
     load_all_ok(&d, 50);
-    let m = get(metrics, "/metrics").unwrap().body;
-    let errors: u64 = m
-        .lines()
-        .find_map(|l| l.strip_prefix("baton_accept_errors_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no baton_accept_errors_total in {m}"));
+    let (errors, m) = metric(metrics, "baton_accept_errors_total");
     assert!(errors > 0, "{m}");
 }
 

@@ -372,6 +372,25 @@ fn json_schema_is_stable() {
     );
 }
 
+/// Issue 32: `-H 'Host: shop.test'` replaces the probe's own Host, as curl's
+/// does, instead of adding a second one (which Baton's strict edge refuses
+/// with 400); over h2 it is the `:authority`.
+#[test]
+fn a_host_header_replaces_the_probes_own() {
+    let d = Daemon::start(
+        "[web]\ncommand = \"node server.js\"\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n",
+    );
+    d.wait_ready(1);
+    for extra in [&[][..], &["--http2"][..]] {
+        let mut args = vec!["-H", "Host: shop.test", "--requests", "20"];
+        args.extend_from_slice(extra);
+        let r = d.probe("/echo-host", &args).report();
+        assert_eq!(r["failed"], 0, "{extra:?}: {r:#}");
+        assert_eq!(r["versions"][0]["version"], "shop.test", "{extra:?}: {r:#}");
+        assert_eq!(r["versions"][0]["count"], 20, "{extra:?}: {r:#}");
+    }
+}
+
 /// WebSocket mode reports close codes: a deploy-free target that closes
 /// with 1001 is counted by code, not as an abnormal close. (The watch after
 /// the reload's switch is short, so that the close comes within the

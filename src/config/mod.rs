@@ -445,7 +445,9 @@ pub struct ProxyConfig {
     pub hold_timeout: Duration,
     /// How many requests may wait at once; more get 503 at once.
     pub hold_capacity: usize,
-    /// How many times a replayable request is retried on another instance.
+    /// How many times a request is retried on another instance: any
+    /// request that none of reached an instance (a refused connect), an
+    /// idempotent one also after an instance broke or timed out.
     pub retries: u32,
     /// Trust X-Forwarded-* headers that arrive from clients.
     pub trust_forwarded: bool,

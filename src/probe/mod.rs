@@ -181,6 +181,30 @@ impl Conn {
 /// Runs the probe and returns its report.
 ///
 /// # Errors
+/// Adds the user's `-H` headers to `req`. A header the probe set itself
+/// (Host, Connection) is replaced by the user's, as curl does, not sent
+/// twice: two Host lines are a request any strict server refuses. Over h2
+/// a Host becomes the `:authority`.
+fn with_user_headers<B>(req: &mut Request<B>, user: &[(HeaderName, HeaderValue)]) {
+    for (name, _) in user {
+        req.headers_mut().remove(name);
+    }
+    for (name, value) in user {
+        req.headers_mut().append(name.clone(), value.clone());
+    }
+    if req.uri().authority().is_some() {
+        let host = req.headers_mut().remove(http::header::HOST);
+        let authority = host.and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+        if let Some(authority) = authority {
+            let mut parts = req.uri().clone().into_parts();
+            parts.authority = Some(authority);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+}
+
 /// When the URL or a header cannot be understood.
 pub async fn run(args: ProbeArgs) -> Result<Report, String> {
     let uri: Uri = args
@@ -347,12 +371,10 @@ async fn one_request(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
                 req = req.header(http::header::CONNECTION, "close");
             }
         }
-        for (k, v) in &plan.headers {
-            req = req.header(k, v);
-        }
-        let req = req
+        let mut req = req
             .body(Full::new(plan.body.clone()))
             .map_err(|_| "other")?;
+        with_user_headers(&mut req, &plan.headers);
         let res = match conn.as_mut().expect("connected above") {
             Conn::H1(s) => {
                 s.ready().await.map_err(classify_hyper)?;

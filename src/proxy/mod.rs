@@ -256,13 +256,13 @@ impl Proxy {
             BodyFraming::Chunked if body.is_empty() => BodyFraming::Length(0),
             framing => framing,
         };
-        let replayable = is_idempotent(parts.method.as_str().as_bytes()) || body.is_empty();
+        let idempotent = is_idempotent(parts.method.as_str().as_bytes());
         if !upgrade {
             // Encoded once for every attempt; see RequestHead::encode for
             // why the parts go with it.
             let head = h1::RequestHead::encode(parts, &rewrite, framing);
             return async move {
-                let forwarded = path::pass(&self, &site, &head, &body, &client, replayable).await;
+                let forwarded = path::pass(&self, &site, &head, &body, &client, idempotent).await;
                 let Forwarded {
                     reply: answer,
                     guard,
@@ -306,7 +306,7 @@ impl Proxy {
         }
         let upgrade = path::Upgrade { parts, proto };
         async move {
-            let forwarded = path::pass(&self, &site, &upgrade, &body, &client, replayable).await;
+            let forwarded = path::pass(&self, &site, &upgrade, &body, &client, idempotent).await;
             let Forwarded {
                 reply: mut resp,
                 guard,
@@ -594,9 +594,10 @@ fn join_cookie_crumbs(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Whether a request with `method` may be sent again after an exchange
-/// broke (RFC 9110 §9.2.2).
-fn is_idempotent(method: &[u8]) -> bool {
+/// Whether a request with `method` may be sent again once it reached an
+/// instance (RFC 9110 §9.2.2: the idempotent methods). Any other is sent
+/// again only when no byte of it reached one.
+pub(crate) fn is_idempotent(method: &[u8]) -> bool {
     matches!(
         method,
         b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE"

@@ -150,8 +150,10 @@ pub(crate) enum AttemptError {
 struct Chances {
     /// Retries are left and the body was not touched.
     left: bool,
-    /// Idempotent or bodiless: may be sent again after an exchange broke.
-    replayable: bool,
+    /// Its method is idempotent: it may be sent again after it reached an
+    /// instance. Any other (a POST, with a body or without: `POST /logout`,
+    /// `POST /orders/42/pay`) goes again only when none of it did.
+    idempotent: bool,
     /// An earlier attempt timed out already.
     timed_out_before: bool,
 }
@@ -166,15 +168,15 @@ enum Next {
 
 impl AttemptError {
     /// What this failure allows: always another instance when nothing was
-    /// sent; when the request is replayable, after an exchange broke, and
+    /// sent; when the method is idempotent, after an exchange broke, and
     /// after one timeout (nginx's `proxy_next_upstream timeout`: a request
     /// that hangs everywhere should not take retries × the timeout).
     fn next(&self, chances: Chances) -> Next {
         let retry = match self {
             AttemptError::Connect(..) => chances.left,
-            AttemptError::Exchange(..) => chances.left && chances.replayable,
+            AttemptError::Exchange(..) => chances.left && chances.idempotent,
             AttemptError::TimedOut(..) => {
-                chances.left && chances.replayable && !chances.timed_out_before
+                chances.left && chances.idempotent && !chances.timed_out_before
             }
             AttemptError::ClientBody(..) => false,
         };
@@ -269,10 +271,10 @@ pub(crate) async fn pass<A: Attempt>(
     attempt: &A,
     body: &Parked,
     client: &HeaderValue,
-    replayable: bool,
+    idempotent: bool,
 ) -> Result<Forwarded<A::Reply>, Refusal> {
     let abandoned = CountOnDrop(&proxy.stats.abandoned);
-    let forwarded = forward(proxy, site, attempt, body, client, replayable).await;
+    let forwarded = forward(proxy, site, attempt, body, client, idempotent).await;
     std::mem::forget(abandoned);
     let refusal = match forwarded {
         // The client asked for no upgrade: it cannot follow one.
@@ -297,14 +299,15 @@ pub(crate) async fn pass<A: Attempt>(
 /// Chooses an instance (holding while none is ready) and sends, trying
 /// another instance while the failure allows it ([`AttemptError::next`]),
 /// and when a draining instance answered 503 (seed 003's apps do: it has
-/// not handled the request) to a replayable request.
+/// not handled the request) to an idempotent request. A 503 says nothing
+/// of what the app did before it answered, so a POST gets it as sent.
 async fn forward<A: Attempt>(
     proxy: &Proxy,
     site: &Site,
     attempt: &A,
     body: &Parked,
     client: &HeaderValue,
-    replayable: bool,
+    idempotent: bool,
 ) -> Result<Forwarded<A::Reply>, Refusal> {
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut timed_out_before = false;
@@ -336,7 +339,7 @@ async fn forward<A: Attempt>(
         site.router.score(&upstream, failed, began.elapsed());
         let chances = Chances {
             left: tried.len() < site.retries as usize && body.untouched(),
-            replayable,
+            idempotent,
             timed_out_before,
         };
         match sent {
@@ -344,7 +347,7 @@ async fn forward<A: Attempt>(
                 if A::status(&reply) == StatusCode::SERVICE_UNAVAILABLE
                     && upstream.is_draining()
                     && chances.left
-                    && chances.replayable => {}
+                    && chances.idempotent => {}
             Ok(reply) => {
                 upstream.answered();
                 return Ok(Forwarded {
@@ -374,10 +377,10 @@ async fn forward<A: Attempt>(
 mod tests {
     use super::*;
 
-    fn chances(left: bool, replayable: bool, timed_out_before: bool) -> Chances {
+    fn chances(left: bool, idempotent: bool, timed_out_before: bool) -> Chances {
         Chances {
             left,
-            replayable,
+            idempotent,
             timed_out_before,
         }
     }
@@ -398,20 +401,22 @@ mod tests {
         );
     }
 
-    /// A broken exchange may have been acted on: only a replayable request
-    /// goes again (RFC 9110 §9.2.2).
+    /// A broken exchange may have been acted on: only an idempotent
+    /// request goes again (RFC 9110 §9.2.2).
     #[test]
-    fn a_broken_exchange_is_retried_only_when_replayable() {
+    fn a_broken_exchange_is_retried_only_when_idempotent() {
         let e = AttemptError::Exchange("web#1".into(), "reset".into());
         assert!(retries(&e, chances(true, true, false)));
         assert!(!retries(&e, chances(true, false, false)));
     }
 
-    /// One timeout is retried, a second is the client's 504.
+    /// One timeout of an idempotent request is retried, a second is the
+    /// client's 504; a POST's first is.
     #[test]
     fn one_timeout_is_retried_not_two() {
         let e = AttemptError::TimedOut("web#1".into(), "response_timeout".into());
         assert!(retries(&e, chances(true, true, false)));
+        assert!(!retries(&e, chances(true, false, false)));
         assert!(
             matches!(e.next(chances(true, true, true)), Next::Refuse(r) if r.status == StatusCode::GATEWAY_TIMEOUT)
         );

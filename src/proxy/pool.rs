@@ -5,9 +5,10 @@
 //! read to the end, and is never reused after `upstream_idle_timeout`, which
 //! stays below the app's own keep-alive timeout: Node closes idle sockets
 //! after 5 s. A connection the instance closed while it sat idle is noticed
-//! before use. When one closes just as a request goes out on it, the request
-//! is sent again on another connection (when it had no body, or its body
-//! was never read): that race costs nothing, not even a retry.
+//! before use. When one closes just as a request goes out on it, an
+//! idempotent request is sent again on another connection (when its body
+//! was never read), and any request is when none of it was written (see
+//! [`send`]): that race costs nothing, not even a retry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,11 +54,13 @@ impl IdleList {
         self.0.lock().expect("pool lock poisoned")
     }
 
-    /// The most recently used connection that can still take a request.
-    fn pop_reusable(&self, idle_timeout: Duration) -> Option<Box<Conn>> {
+    /// The most recently used connection that can still take a request;
+    /// `strict` asks the kernel whether it is still open (see
+    /// [`Conn::is_quiet_now`]) instead of trusting the last readiness.
+    fn pop_reusable(&self, idle_timeout: Duration, strict: bool) -> Option<Box<Conn>> {
         loop {
             let conn = self.lock().conns.pop()?;
-            if conn.is_reusable(idle_timeout) {
+            if conn.is_reusable(idle_timeout) && (!strict || conn.is_quiet_now()) {
                 return Some(conn);
             }
         }
@@ -97,9 +100,26 @@ impl IdleList {
 /// Sends a request to `upstream` on an idle connection or a new one, and
 /// returns the response once its head has arrived.
 ///
+/// The keep-alive race: an instance may close an idle connection just as a
+/// request goes out on it. When the close came before the write, nothing
+/// reached the instance, and the request goes out again on another
+/// connection, whatever its method: the kernel says so, either before the
+/// write (a non-idempotent request's connection is checked with a peek
+/// just before, [`Conn::is_quiet_now`]) or at it (the write fails before
+/// its first byte, [`ExchangeError::NotSent`]). When the connection closes
+/// unanswered *after* the write, the instance may have closed it idle as
+/// the request arrived, or read the request, acted on it and died: nothing
+/// Baton can see tells these apart (both end in a FIN or a reset with no
+/// answer byte). An idempotent request goes again; any other fails with
+/// 502, as nginx's `proxy_next_upstream` does without `non_idempotent`.
+/// What keeps that window small: `upstream_idle_timeout` below the apps'
+/// keep-alive, so an instance does not close connections Baton may use,
+/// and a retired instance's idle list is cleared before it is stopped.
+///
 /// # Errors
-/// [`AttemptError::Connect`] when no connection could be made (nothing was
-/// sent), [`AttemptError::Exchange`] when the exchange broke.
+/// [`AttemptError::Connect`] when nothing was sent (no connection could be
+/// made, or it broke before the first byte), [`AttemptError::Exchange`]
+/// when the exchange broke after the request went out.
 pub(super) async fn send(
     upstream: &Arc<Upstream>,
     head: &RequestHead,
@@ -107,7 +127,8 @@ pub(super) async fn send(
     limits: &ExchangeLimits,
 ) -> Result<Answer, AttemptError> {
     loop {
-        let (conn, reused) = match upstream.pool.pop_reusable(limits.idle) {
+        let strict = !head.idempotent;
+        let (conn, reused) = match upstream.pool.pop_reusable(limits.idle, strict) {
             Some(conn) => (conn, true),
             // Boxed: connecting is rare next to reuse, and its future is
             // large.
@@ -115,7 +136,13 @@ pub(super) async fn send(
         };
         match h1::exchange(conn, head, body.attempt(), upstream, limits).await {
             Ok(resp) => return Ok(resp),
-            Err(ExchangeError::Unanswered(_)) if reused && body.untouched() => continue,
+            Err(ExchangeError::NotSent(_)) if reused => continue,
+            Err(ExchangeError::NotSent(why)) => {
+                return Err(AttemptError::Connect(upstream.id.clone(), why))
+            }
+            Err(ExchangeError::Unanswered(_)) if reused && head.idempotent && body.untouched() => {
+                continue
+            }
             Err(ExchangeError::ClientBody(why, status)) => {
                 return Err(AttemptError::ClientBody(why, status))
             }
@@ -197,7 +224,17 @@ mod tests {
     }
 
     async fn get(upstream: &Arc<Upstream>) -> Result<String, AttemptError> {
-        let (mut parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        call(upstream, http::Method::GET).await
+    }
+
+    /// A bodiless request with `method`, and the answer's body.
+    async fn call(upstream: &Arc<Upstream>, method: http::Method) -> Result<String, AttemptError> {
+        let (mut parts, ()) = http::Request::builder()
+            .method(method)
+            .uri("/")
+            .body(())
+            .unwrap()
+            .into_parts();
         parts.headers.insert("host", "x".parse().unwrap());
         let body = Parked::default();
         let client = HeaderValue::from_static("127.0.0.1");
@@ -248,6 +285,72 @@ mod tests {
         .await;
         assert_eq!(get(&up).await.unwrap(), "conn 1");
         assert_eq!(get(&up).await.unwrap(), "conn 2");
+    }
+
+    /// Issue 32: a POST on a reused connection that closes unanswered after
+    /// the request went out may have been acted on (the instance read it,
+    /// then died): it is the caller's failure, not sent again.
+    #[tokio::test]
+    async fn a_post_is_not_sent_again_on_a_connection_closed_under_it() {
+        let up = instance(|conn, request| match (conn, request) {
+            (1, 2) => Act::CloseUnanswered,
+            _ => Act::Answer,
+        })
+        .await;
+        assert_eq!(get(&up).await.unwrap(), "conn 1");
+        let sent = call(&up, http::Method::POST).await;
+        assert!(matches!(sent, Err(AttemptError::Exchange(..))), "{sent:?}");
+    }
+
+    /// A connection the instance closed before the request is found closed
+    /// before the write: a POST goes out on a fresh one, as a GET would.
+    #[tokio::test]
+    async fn a_post_takes_a_fresh_connection_when_the_idle_one_was_closed() {
+        // On a thread of its own, so that it closes while this runtime's
+        // task spins (below).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let up = Arc::new(Upstream::new(
+            "web#1".into(),
+            listener.local_addr().unwrap().port(),
+        ));
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for conn in 1..=2 {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut head = Vec::new();
+                for request in 1.. {
+                    head.clear();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let mut byte = [0u8];
+                        if s.read(&mut byte).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    if (conn, request) == (1, 2) {
+                        break;
+                    }
+                    let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nconn {conn}");
+                    s.write_all(answer.as_bytes()).unwrap();
+                }
+            }
+        });
+        assert_eq!(get(&up).await.unwrap(), "conn 1");
+        // The instance closes connection 1 once it reads the next head.
+        let probe = up.pool.pop_reusable(Duration::from_secs(60), true).unwrap();
+        probe
+            .write_for_test(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await;
+        // Waited for without an await: the runtime's reactor does not run,
+        // so tokio's readiness has not seen the close (as on a busy
+        // runtime), and only the kernel's answer to a peek tells.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while probe.is_quiet_now() {
+            assert!(std::time::Instant::now() < deadline, "the close never came");
+            std::thread::yield_now();
+        }
+        up.pool.put(probe);
+        assert_eq!(call(&up, http::Method::POST).await.unwrap(), "conn 2");
     }
 
     /// A new connection that closes unanswered is the instance's failure,

@@ -17,6 +17,8 @@
 //   FAIL_PERCENT=20     answer 500 to that many of every 100 requests,
 //                       spread evenly (the 5th, 10th, ... for 20), /health
 //                       excepted
+//   UNLISTEN=web#1      that instance closes its port once it has answered
+//                       /health: ready, then every connect is refused
 const http = require('http');
 const { spawn } = require('child_process');
 
@@ -118,6 +120,16 @@ function streaming(req, res) {
     }
     return true;
   }
+  if (url.pathname === '/record') {
+    // Counts each request that reached the app, with its body's length.
+    let bytes = 0;
+    req.on('data', (c) => { bytes += c.length; });
+    req.on('end', () => {
+      require('fs').appendFileSync('requests.log', `${req.method} ${env.BATON_INSTANCE} ${bytes}\n`);
+      res.end('recorded\n');
+    });
+    return true;
+  }
   if (url.pathname === '/reset') {
     require('fs').appendFileSync('posts.log', `${req.method} ${env.BATON_INSTANCE}\n`);
     req.socket.destroy();
@@ -133,6 +145,11 @@ if (env.DRAIN_503 === '1') process.on('SIGUSR2', () => { draining = true; });
 const server = http.createServer((req, res) => {
   // A hung process: it accepts and reads, and never answers.
   if (env.HANG_INSTANCE && env.HANG_INSTANCE === env.BATON_INSTANCE) return;
+  if (env.UNLISTEN && env.UNLISTEN === env.BATON_INSTANCE && req.url === '/health') {
+    res.setHeader('connection', 'close');
+    // The process stays up (nothing else would keep it alive).
+    res.on('finish', () => { server.close(); setInterval(() => {}, 1 << 30); });
+  }
   if (env.LOG_REQUESTS === '1') console.log(`${req.method} ${req.url} ${'x'.repeat(200)}`);
   if (streaming(req, res)) return;
   let body = [];
@@ -151,6 +168,12 @@ const server = http.createServer((req, res) => {
         return;
       }
       res.setHeader('content-type', 'text/plain');
+      if (req.url.startsWith('/echo-host')) {
+        // The Host it got, where the probe reads a version.
+        res.setHeader('x-version', req.headers.host);
+        res.end(`${req.headers.host}\n`);
+        return;
+      }
       if (req.url.startsWith('/echo-headers')) {
         res.end(JSON.stringify(req.headers));
         return;

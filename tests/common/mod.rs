@@ -635,3 +635,17 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// The value of the unlabelled Prometheus counter `name` (as
+/// `baton_retries_total`) on the metrics port, with the whole page for a
+/// failing assertion's message.
+pub fn metric(port: u16, name: &str) -> (u64, String) {
+    let page = get(port, "/metrics").expect("the metrics port").body;
+    let prefix = format!("{name} ");
+    let value = page
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {page}"));
+    (value, page)
+}

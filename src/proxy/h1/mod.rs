@@ -77,6 +77,37 @@ impl Conn {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
+    /// Whether the instance has neither closed this connection nor sent
+    /// anything on it, asked of the kernel now (a `MSG_PEEK` read), not of
+    /// the readiness tokio last saw: a close that arrived since the reactor
+    /// last polled shows here. A request that must not reach an instance
+    /// twice is written only on a connection that passed this just before.
+    pub fn is_quiet_now(&self) -> bool {
+        use nix::sys::socket::{recv, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let mut byte = [0u8; 1];
+        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        matches!(
+            recv(self.stream.as_raw_fd(), &mut byte, flags),
+            Err(nix::errno::Errno::EAGAIN)
+        )
+    }
+
+    /// Writes raw bytes, for tests that make an instance act on an idle
+    /// connection.
+    #[cfg(test)]
+    pub(crate) async fn write_for_test(&self, bytes: &[u8]) {
+        let mut written = 0;
+        while written < bytes.len() {
+            self.stream.writable().await.unwrap();
+            match self.stream.try_write(&bytes[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     /// Marks the start of an idle period.
     fn idle(&mut self) {
         self.idle_since = coarse_now();
@@ -129,12 +160,39 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Writes a request head. A write that fails before its first byte was
+/// taken found the connection already broken (the instance reset it while
+/// it sat idle): nothing of the request left Baton, so it is
+/// [`ExchangeError::NotSent`], which any method may be sent again after.
+async fn write_head(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), ExchangeError> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]).await {
+            Ok(0) => {
+                return Err(ExchangeError::Unanswered(
+                    "the connection took no bytes".into(),
+                ))
+            }
+            Ok(n) => written += n,
+            Err(e) if written == 0 => return Err(ExchangeError::NotSent(e.to_string())),
+            Err(e) => return Err(ExchangeError::Unanswered(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
-    /// The connection ended before a single byte of an answer. On a reused
-    /// keep-alive connection this is the instance closing it as the request
-    /// went out.
+    /// Not one byte of the request was written: the connection was broken
+    /// before it. Safe to send again, whatever the method.
+    #[error("the connection was closed before the request: {0}")]
+    NotSent(String),
+    /// The connection ended before a single byte of an answer, after the
+    /// request was written. On a reused keep-alive connection this may be
+    /// the instance closing it idle as the request went out, or an
+    /// instance that read the request, acted, and died: the two cannot be
+    /// told apart from here (see `pool::send`).
     #[error("connection closed before any response: {0}")]
     Unanswered(String),
     /// The connection broke or the answer was not HTTP.
@@ -188,9 +246,7 @@ pub async fn exchange(
     limits: &ExchangeLimits,
 ) -> Result<Answer, ExchangeError> {
     let has_body = !body.is_end_stream();
-    if let Err(e) = conn.stream.write_all(&head.bytes).await {
-        return Err(ExchangeError::Unanswered(e.to_string()));
-    }
+    write_head(&mut conn.stream, &head.bytes).await?;
     let mut upload =
         has_body.then(|| Box::new(Upload::new(body, head.framing == BodyFraming::Chunked)));
     let mut upload_failed = false;

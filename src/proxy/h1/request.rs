@@ -27,6 +27,10 @@ pub struct RequestHead {
     pub(super) framing: BodyFraming,
     /// A HEAD request: its answer has no body whatever its headers say.
     pub(super) is_head: bool,
+    /// Its method is idempotent (RFC 9110 §9.2.2): it may be sent again
+    /// after it reached an instance. Any other goes again only when no
+    /// byte of it did.
+    pub(crate) idempotent: bool,
     /// The release the client's page came from (`x-deployment-id`, or
     /// `?dpl=`): its instances answer while they drain.
     pub(crate) deployment: Option<Box<[u8]>>,
@@ -130,6 +134,7 @@ fn encode_head(
         bytes: out,
         framing,
         is_head: method == b"HEAD",
+        idempotent: crate::proxy::is_idempotent(method),
         deployment,
         canary: if forced == Ask::Fresh { cookie } else { forced },
     }

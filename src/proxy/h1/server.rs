@@ -47,7 +47,7 @@ use crate::proxy::headers::{connection_options, find, is_upgrade, Fields};
 use crate::proxy::path::{self, Forwarded, Refusal};
 use crate::proxy::sites::Site;
 use crate::proxy::split;
-use crate::proxy::{is_idempotent, Proxy};
+use crate::proxy::Proxy;
 
 /// Bytes read from a client at a time.
 const CLIENT_READ_CHUNK: usize = 8 * 1024;
@@ -212,7 +212,6 @@ pub(super) struct Request {
     pub(super) body: Decoding,
     /// The client waits for `100 Continue` before it sends the body.
     expects_continue: bool,
-    idempotent: bool,
     /// The app it goes to, or Baton's own answer.
     route: Route,
     /// Its access log record in the making, when the app keeps a log.
@@ -466,12 +465,11 @@ impl<S: ClientStream> Connection<S> {
         lent: Option<&Arc<Mutex<Lent<S::Reader>>>>,
         client: &HeaderValue,
     ) -> io::Result<bool> {
-        let replayable = request.idempotent || request.body == Decoding::Done;
         let logged = request.logged;
         let Route::Site(_, head) = &request.route else {
             unreachable!("exchange answers Baton's own requests itself")
         };
-        let forward = path::pass(proxy, site, head, body, client, replayable);
+        let forward = path::pass(proxy, site, head, body, client, head.idempotent);
         tokio::pin!(forward);
         // A client that leaves before the answer takes its request along
         // (as with nginx and hyper): the instance's connection closes, so
@@ -960,7 +958,6 @@ pub(super) fn parse_request(
             expects_continue: body != Decoding::Done
                 && !http10
                 && find(fields, b"expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue")),
-            idempotent: is_idempotent(method.as_bytes()),
             route,
             logged,
         },
