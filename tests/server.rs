@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{answered, bin, free_port, raw, text, wait_until, Answer};
+use common::{answered, bin, free_port, h2_exchange, raw, text, wait_until, Answer, H2Body};
 use serde_json::Value;
 
 /// A server folder: `baton.toml` with `[server]`, and one folder per app.
@@ -44,16 +44,7 @@ impl Server {
     /// stripped), blog (blog.test and *.blog.test, with WebSockets) and, by
     /// a glob, tenants/t1 (t1.test).
     fn new(rest: &str) -> Server {
-        let dir = tempfile::Builder::new()
-            .prefix("baton-server")
-            .tempdir()
-            .unwrap();
-        let port = free_port();
-        let server = Server {
-            dir,
-            port,
-            child: None,
-        };
+        let server = Server::blank();
         server.add_express("shop", "[\"shop.test\"]", "shop-v1");
         server.add_app(
             "api",
@@ -68,6 +59,19 @@ impl Server {
             rest,
         );
         server
+    }
+
+    /// A server folder with no app yet, on a free port.
+    fn blank() -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("baton-server")
+            .tempdir()
+            .unwrap();
+        Server {
+            dir,
+            port: free_port(),
+            child: None,
+        }
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -663,4 +667,185 @@ fn an_app_of_a_server_cannot_be_run_twice() {
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("already running"), "{}", text(&out));
     assert_eq!(version(&s.get("blog.test", "/")), "blog-v1");
+}
+
+/// nginx on a free port, answering which location a target chose and the
+/// path it routed on (`$uri`, normalised and decoded): `shop /x`.
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Locations as Baton's `shop` at `/` and `api` at `path_prefix = "/api"`.
+    fn start() -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{}}\nhttp {{\n access_log off;\n client_body_temp_path {d};\n\
+             server {{\n  listen 127.0.0.1:{port};\n  default_type text/plain;\n\
+             location / {{ return 200 \"shop $uri\"; }}\n\
+             location = /api {{ return 200 \"api $uri\"; }}\n\
+             location /api/ {{ return 200 \"api $uri\"; }}\n }}\n}}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx, to compare with (apt-get install nginx)");
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .arg("-p")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx starts");
+        wait_until(Duration::from_secs(10), "nginx to answer", || {
+            raw(
+                port,
+                "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .is_ok()
+        });
+        Nginx {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-decodes `path` whole, as nginx's `$uri` shows it.
+fn decoded(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(hex))
+                if std::str::from_utf8(hex).is_ok_and(|h| u8::from_str_radix(h, 16).is_ok()) =>
+            {
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).unwrap(), 16).unwrap());
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Issue 32: the path is normalised once, before routing (RFC 3986 §5.2.4
+/// and §6.2.2), so a path prefix is a boundary: `/api/../x` is shop's
+/// `/x`, not api's. Each target's expected app and path come from the
+/// RFC; Baton's choice, the path its app got, and nginx's location and
+/// `$uri` are put side by side and must all agree, but where the case
+/// names nginx's own answer (an encoded slash, which nginx decodes).
+#[test]
+fn paths_are_normalised_before_routing_as_nginx_does() {
+    let s = Server::blank();
+    s.add_app("shop", "[\"shop.test\"]", "", "shop");
+    s.add_app("api", "[\"shop.test\"]", "path_prefix = \"/api\"", "api");
+    s.write_server("[\"shop/baton.toml\", \"api/baton.toml\"]", "");
+    let s = s.up();
+    s.wait_ready();
+    let nginx = Nginx::start();
+    // (target, Some((app, path)) or None for 400, nginx's when it differs)
+    type Expected = Option<(&'static str, &'static str)>;
+    let cases: &[(&str, Expected, Option<Expected>)] = &[
+        ("/api/x", Some(("api", "/api/x")), None),
+        ("/api/../x", Some(("shop", "/x")), None),
+        ("/api/%2e%2e/x", Some(("shop", "/x")), None),
+        ("/api/%2E%2e/admin", Some(("shop", "/admin")), None),
+        ("/api/.%2e/x", Some(("shop", "/x")), None),
+        ("/api/./x", Some(("api", "/api/x")), None),
+        ("/api/x/..", Some(("api", "/api/")), None),
+        ("/api/..", Some(("shop", "/")), None),
+        ("/api/.", Some(("api", "/api/")), None),
+        ("/a/b/../../api/y", Some(("api", "/api/y")), None),
+        ("/%61pi/x", Some(("api", "/api/x")), None),
+        ("//api//x", Some(("api", "/api/x")), None),
+        ("/apix", Some(("shop", "/apix")), None),
+        ("/api/x?next=/../admin", Some(("api", "/api/x")), None),
+        ("/../../etc/passwd", None, None),
+        ("/api/../../x", None, None),
+        ("/%2e%2e/x", None, None),
+        ("/x/%zz", None, None),
+        // An encoded slash is data, not a separator (RFC 3986 §2.2):
+        // Baton keeps it; nginx decodes it before choosing a location.
+        (
+            "/api%2Fx",
+            Some(("shop", "/api%2Fx")),
+            Some(Some(("api", "/api/x"))),
+        ),
+    ];
+    let owned = |e: Expected| e.map(|(app, path)| (app.to_string(), path.to_string()));
+    let mut wrong = Vec::new();
+    for &(target, want, nginx_differs) in cases {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n");
+        // Baton: the app that answered, and the path it got.
+        let a = raw(s.port, &request).unwrap();
+        let baton = (a.status == 200).then(|| {
+            let got = a.header("x-path").unwrap_or_default();
+            let path = got.split('?').next().unwrap_or_default();
+            (version(&a).to_string(), path.to_string())
+        });
+        // nginx: its location, and its $uri.
+        let n = raw(nginx.port, &request).unwrap();
+        let by_nginx = (n.status == 200).then(|| {
+            let (app, path) = n.body.trim().split_once(' ').unwrap_or_default();
+            (app.to_string(), path.to_string())
+        });
+        for (who, status) in [("Baton", a.status), ("nginx", n.status)] {
+            if status != 200 && status != 400 {
+                wrong.push(format!("{target}: {who} answered {status}"));
+            }
+        }
+        if baton != owned(want) {
+            wrong.push(format!("{target}: Baton {baton:?}, the RFC {want:?}"));
+        }
+        let nginx_want =
+            owned(nginx_differs.unwrap_or(want)).map(|(app, path)| (app, decoded(&path)));
+        if by_nginx != nginx_want {
+            wrong.push(format!(
+                "{target}: nginx {by_nginx:?}, expected {nginx_want:?}"
+            ));
+        }
+    }
+    // h2 (hyper's server) routes on the same normalised path.
+    let requests = (cases.iter())
+        .map(|(target, ..)| {
+            http::Request::get(format!("http://shop.test{target}"))
+                .body(H2Body::default())
+                .unwrap()
+        })
+        .collect();
+    for ((target, want, _), (status, body)) in cases.iter().zip(h2_exchange(s.port, requests)) {
+        let app = String::from_utf8_lossy(&body);
+        let app = app
+            .strip_prefix("version=")
+            .and_then(|b| b.split_whitespace().next());
+        let got = (status == 200).then_some(app).flatten();
+        if got != want.map(|(app, _)| app) || !matches!(status, 200 | 400) {
+            wrong.push(format!(
+                "{target} over h2: {status} {got:?}, the RFC {want:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }

@@ -13,6 +13,8 @@
 //! - [`upstream`]: one instance's address and in-flight counts.
 //! - [`framing`]: the one decision of how a message is framed and which
 //!   host it is for, on every path (request smuggling is refused here).
+//! - [`normalise`]: a request's path, normalised once before it is routed
+//!   (dot-segments, escapes, merged slashes).
 //! - [`headers`]: hop-by-hop stripping and X-Forwarded-*.
 //! - [`body`]: replayable request bodies and counted response bodies.
 //! - [`tunnel`]: upgraded (WebSocket) connections.
@@ -26,6 +28,7 @@ pub mod framing;
 pub mod h1;
 pub mod headers;
 pub mod listener;
+pub mod normalise;
 pub mod path;
 pub mod pool;
 pub mod router;
@@ -203,7 +206,13 @@ impl Proxy {
         if let Some(redirect) = self.redirect(&parts, proto) {
             return futures_util::future::Either::Left(std::future::ready(redirect));
         }
+        // The client's target, for the log; what is routed and sent on is
+        // normalised.
         let original = parts.uri.clone();
+        if let Err(rejection) = normalise_uri(&mut parts.uri) {
+            let refused = self.reject(rejection, version);
+            return futures_util::future::Either::Left(std::future::ready(refused));
+        }
         let Some(site) = self.route(&mut parts) else {
             let status = sites::no_app_status(proto);
             self.count(status);
@@ -575,6 +584,20 @@ fn prepare(
         };
     }
     Ok(body)
+}
+
+/// Makes `uri`'s path normal (see [`normalise`]) before anything is routed
+/// on it; a path above the root or with a bad escape is a 400.
+fn normalise_uri(uri: &mut Uri) -> Result<(), Rejection> {
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let normal = match normalise::normalise(target.as_bytes()) {
+        Ok(std::borrow::Cow::Borrowed(_)) => return Ok(()),
+        Ok(std::borrow::Cow::Owned(normal)) => normal,
+        Err(bad) => return Err(bad.into()),
+    };
+    // Made of the bytes of a valid URI, less some: valid too.
+    *uri = Uri::try_from(normal).map_err(|_| normalise::BadPath::BadEscape)?;
+    Ok(())
 }
 
 /// h2 may split the Cookie field into crumbs; an HTTP/1.1 message carries

@@ -157,6 +157,8 @@ const server = http.createServer((req, res) => {
   req.on('end', () => {
     const reply = () => {
       res.setHeader('x-version', version);
+      // The target as the app got it, for the routing tests.
+      res.setHeader('x-path', req.url);
       if (draining && req.url !== '/health') {
         res.statusCode = 503;
         res.end('restarting\n');

@@ -41,9 +41,10 @@ use crate::proxy::access::{Answered, Opening, Pending};
 use crate::proxy::assets::{self, Answer, Ask, Payload};
 use crate::proxy::body::{Counted, Parked};
 use crate::proxy::framing::{
-    check_request, is_valid_target, split_absolute, BodyFraming, Protocol,
+    check_request, is_valid_target, split_absolute, BodyFraming, Protocol, Rejection,
 };
 use crate::proxy::headers::{connection_options, find, is_upgrade, Fields};
+use crate::proxy::normalise::normalise;
 use crate::proxy::path::{self, Forwarded, Refusal};
 use crate::proxy::sites::Site;
 use crate::proxy::split;
@@ -882,6 +883,17 @@ pub(super) fn parse_request(
             return Parsed::Other(Next::Reject(rejection.status));
         }
     };
+    // Normalised once: what is routed, answered and sent on from here is
+    // one path (the log keeps the client's).
+    let (raw_target, target) = match normalise(target) {
+        Ok(normal) => (target, normal),
+        Err(bad) => {
+            let rejection = Rejection::from(bad);
+            rejection.log();
+            return Parsed::Other(Next::Reject(rejection.status));
+        }
+    };
+    let target = &*target;
     if let (BodyFraming::Length(n), Some(max)) = (facts.body, proxy.config.body_limit()) {
         if n > max {
             return Parsed::Other(Next::Reject(StatusCode::PAYLOAD_TOO_LARGE));
@@ -921,7 +933,7 @@ pub(super) fn parse_request(
             let protocol = if http10 { "HTTP/1.0" } else { "HTTP/1.1" };
             let opening = Opening::new(
                 method.as_bytes(),
-                target,
+                raw_target,
                 protocol,
                 find(fields, b"referer"),
                 find(fields, b"user-agent"),
