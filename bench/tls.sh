@@ -8,12 +8,17 @@
 #   keepalive - 32 connections kept open: the cost of TLS records
 #   handshake - every request on a new connection (Connection: close): the
 #               cost of full TLS handshakes
+# and two ways of sharing the machine's cores:
+#   shared  - every process on any core, as the scheduler likes
+#   pinned  - the proxy alone on CPU 1; wrk and the backends on CPU 0 (the
+#             proxy's work is then measured apart from the load generator's)
 # Prints requests/s, p50/p99 and the CPU time each request costs the proxy
 # process, the negotiated protocol and cipher of each, and Baton/nginx.
 #
 #   bench/tls.sh                    # 10 s per run, 3 interleaved rounds
 #   DURATION=5s ROUNDS=5 bench/tls.sh
 #   MODES=handshake bench/tls.sh    # one mode only
+#   CORES=pinned bench/tls.sh       # one way of sharing only
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/bench/measure.sh"
@@ -21,6 +26,7 @@ DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
 MODES=${MODES:-keepalive handshake}
+CORES=${CORES:-shared pinned}
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || ! command -v openssl >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk openssl >/dev/null
@@ -98,14 +104,35 @@ DAEMON_PID=$("$BATON" status --json -c "$WORK/app/baton.toml" | python3 -c 'impo
 declare -A CPU_PID=([nginx]=$(worker_of "$NGINX_MASTER") [baton]=$DAEMON_PID)
 declare -A PORT=([nginx]=$NGINX_PORT [baton]=$BATON_PORT)
 
+# Every process of each side, by the pids that lead them (a process and
+# its children: nginx's workers, Baton's instances).
+BATON_BACKEND=$("$BATON" status --json -c "$WORK/app/baton.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["instances"][0]["pid"])')
+PROXIES="$NGINX_MASTER $DAEMON_PID"
+BACKENDS="${PIDS[0]} $BATON_BACKEND"
+# Sets the cores of each pid in $2 and of its descendants (every thread).
+place() {
+  local cpus=$1 pid
+  for pid in $2; do
+    taskset -a -p -c "$cpus" "$pid" >/dev/null
+    place "$cpus" "$(pgrep -P "$pid" | tr '\n' ' ')"
+  done
+}
+share() { # shared | pinned
+  if [ "$1" = pinned ]; then
+    place 1 "$PROXIES"; place 0 "$BACKENDS"; WRK_CPUS=0
+  else
+    place 0-$(($(nproc) - 1)) "$PROXIES $BACKENDS"; WRK_CPUS=0-$(($(nproc) - 1))
+  fi
+}
+
 declare -A RPS P50 P99 CPU WRK
-run() { # name mode
-  local name=$1 mode=$2 key="$1/$2" port=${PORT[$1]}
+run() { # name mode cores
+  local name=$1 mode=$2 key="$1/$2/$3" port=${PORT[$1]}
   local extra=()
   [ "$mode" = handshake ] && extra=(-H "Connection: close")
   local before; before=$(cpu_ticks "${CPU_PID[$name]}")
   local TIMEFORMAT=%U+%S
-  { time wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${extra[@]}" "https://127.0.0.1:$port/" >"$WORK/wrk.out"; } 2>"$WORK/wrk.cpu"
+  { time taskset -c "$WRK_CPUS" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${extra[@]}" "https://127.0.0.1:$port/" >"$WORK/wrk.out"; } 2>"$WORK/wrk.cpu"
   local out; out=$(cat "$WORK/wrk.out")
   local ticks=$(($(cpu_ticks "${CPU_PID[$name]}") - before))
   # wrk's own share of a core: near 1.0, its one thread is the bottleneck
@@ -114,7 +141,10 @@ run() { # name mode
   record_wrk "$key" "$ticks" "$out"
 }
 for _ in $(seq 1 "$ROUNDS"); do
-  for mode in $MODES; do for n in nginx baton; do run "$n" "$mode"; done; done
+  for cores in $CORES; do
+    share "$cores"
+    for mode in $MODES; do for n in nginx baton; do run "$n" "$mode" "$cores"; done; done
+  done
 done
 
 negotiated() {
@@ -124,17 +154,22 @@ negotiated() {
 echo
 echo "machine: $(nproc) cores, $(uname -sr); wrk -t1 -c$CONNS -d$DURATION, median of $ROUNDS interleaved rounds"
 echo "negotiated (openssl s_client): nginx $(negotiated "$NGINX_PORT"); baton $(negotiated "$BATON_PORT")"
-echo "| target | mode | requests/s | p50 ms | p99 ms | CPU us/req | wrk's core |"
-echo "|---|---|---|---|---|---|---|"
-for mode in $MODES; do
-  for n in nginx baton; do
-    k="$n/$mode"
-    printf "| %s | %s | %s | %s | %s | %s | %s |\n" "$n" "$mode" "$(echo "${RPS[$k]}" | median)" \
-      "$(echo "${P50[$k]}" | median)" "$(echo "${P99[$k]}" | median)" "$(echo "${CPU[$k]}" | median)" \
-      "$(echo "${WRK[$k]}" | median)"
+echo "| cores | target | mode | requests/s | p50 ms | p99 ms | CPU us/req | wrk's core |"
+echo "|---|---|---|---|---|---|---|---|"
+for cores in $CORES; do
+  for mode in $MODES; do
+    for n in nginx baton; do
+      k="$n/$mode/$cores"
+      printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n" "$cores" "$n" "$mode" "$(echo "${RPS[$k]}" | median)" \
+        "$(echo "${P50[$k]}" | median)" "$(echo "${P99[$k]}" | median)" "$(echo "${CPU[$k]}" | median)" \
+        "$(echo "${WRK[$k]}" | median)"
+    done
   done
 done
 echo
-for mode in $MODES; do
-  echo "Baton/nginx $mode, the median of each round's own ratio: requests/s $(paired "${RPS[baton/$mode]}" "${RPS[nginx/$mode]}")   p99 $(paired "${P99[baton/$mode]}" "${P99[nginx/$mode]}")   CPU time per request $(paired "${CPU[baton/$mode]}" "${CPU[nginx/$mode]}")"
+for cores in $CORES; do
+  for mode in $MODES; do
+    b="baton/$mode/$cores" n="nginx/$mode/$cores"
+    echo "Baton/nginx $mode $cores, the median of each round's own ratio: requests/s $(paired "${RPS[$b]}" "${RPS[$n]}")   p99 $(paired "${P99[$b]}" "${P99[$n]}")   CPU time per request $(paired "${CPU[$b]}" "${CPU[$n]}")"
+  done
 done

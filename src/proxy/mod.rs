@@ -196,6 +196,9 @@ impl Proxy {
         let websocket = upgrade && websocket::is_websocket(req.headers());
         let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        // The client's target, for the log; what is routed and sent on is
+        // normalised (by `prepare`).
+        let original = parts.uri.clone();
         let framing = match prepare(&mut parts, self.config.body_limit()) {
             Ok(framing) => framing,
             Err(rejection) => {
@@ -205,13 +208,6 @@ impl Proxy {
         };
         if let Some(redirect) = self.redirect(&parts, proto) {
             return futures_util::future::Either::Left(std::future::ready(redirect));
-        }
-        // The client's target, for the log; what is routed and sent on is
-        // normalised.
-        let original = parts.uri.clone();
-        if let Err(rejection) = normalise_uri(&mut parts.uri) {
-            let refused = self.reject(rejection, version);
-            return futures_util::future::Either::Left(std::future::ready(refused));
         }
         let Some(site) = self.route(&mut parts) else {
             let status = sites::no_app_status(proto);
@@ -522,7 +518,8 @@ impl Proxy {
 /// Checks a request that came through hyper and makes its parts what the
 /// instance gets: Host set to the request's host (one line, the
 /// absolute-form target's authority or h2's `:authority` first), h2 cookie
-/// crumbs joined, the target in origin form. Returns the body's framing.
+/// crumbs joined, the target in origin form with its path normalised
+/// ([`normalise`]). Returns the body's framing.
 fn prepare(
     parts: &mut http::request::Parts,
     max_body: Option<u64>,
@@ -583,6 +580,7 @@ fn prepare(
             None => Uri::from_static("/"),
         };
     }
+    normalise_uri(&mut parts.uri)?;
     Ok(body)
 }
 
