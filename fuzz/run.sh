@@ -5,7 +5,7 @@
 # the run stops; commit it: `cargo test` replays the corpus.
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]
-#   targets: request_head answer framing differential (default: all)
+#   targets: request_head answer framing differential normalise (default: all)
 #   BATON_FUZZ_SEED=N repeats a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ seconds="${1:-900}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(request_head answer framing differential)
+  targets=(request_head answer framing differential normalise)
 fi
 for target in "${targets[@]}"; do
   BATON_FUZZ_SEED="${BATON_FUZZ_SEED:-$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')}" \

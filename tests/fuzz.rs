@@ -18,7 +18,13 @@ use baton::proxy::h1::fuzz;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const TARGETS: [&str; 4] = ["request_head", "answer", "framing", "differential"];
+const TARGETS: [&str; 5] = [
+    "request_head",
+    "answer",
+    "framing",
+    "differential",
+    "normalise",
+];
 
 fn run(target: &str, data: &[u8], rt: &tokio::runtime::Runtime) {
     match target {
@@ -26,6 +32,7 @@ fn run(target: &str, data: &[u8], rt: &tokio::runtime::Runtime) {
         "answer" => fuzz::answer(data, rt),
         "framing" => fuzz::framing(data),
         "differential" => fuzz::differential(data, rt),
+        "normalise" => fuzz::normalise(data),
         other => panic!("no target {other}"),
     }
 }
@@ -145,6 +152,9 @@ const TARGET_FORMS: &[&str] = &[
     "a.example:443",
     "/a b",
     "//x",
+    "/a/../b",
+    "/%2e%2e/x",
+    "/a/%2E/b?q=/../",
 ];
 const FIELDS: &[&str] = &[
     "Host",
@@ -233,6 +243,31 @@ fn generate(rng: &mut StdRng) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Path segments that normalisation must get right.
+const SEGMENTS: &[&str] = &[
+    ".", "..", "%2e", "%2E%2e", ".%2e", "", "a", "%61", "%2f", "%2F", "%zz", "%4", "b.c", "~",
+    "%7E", "%7e", "...", "%25", "%00", "\\", ";x", "%c3%a9",
+];
+
+/// A request target made of those segments, and sometimes a query.
+fn generate_path(rng: &mut StdRng) -> Vec<u8> {
+    let mut out = String::new();
+    if rng.random_bool(0.95) {
+        out.push('/');
+    }
+    let n = rng.random_range(0..8);
+    for i in 0..n {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(SEGMENTS[rng.random_range(0..SEGMENTS.len())]);
+    }
+    if rng.random_bool(0.2) {
+        out.push_str("?q=/../%zz");
+    }
+    out.into_bytes()
 }
 
 /// An answer out of HTTP's grammar, with a leading byte whose low bit says
@@ -328,6 +363,7 @@ fn fuzz(target: &str) {
         for _ in 0..64 {
             let mut data = match rng.random_range(0..3) {
                 0 if target == "answer" => generate_answer(&mut rng),
+                0 if target == "normalise" => generate_path(&mut rng),
                 0 => generate(&mut rng),
                 _ => pool[rng.random_range(0..pool.len())].clone(),
             };
@@ -372,6 +408,11 @@ fn fuzz_answer() {
 #[test]
 fn fuzz_framing() {
     fuzz("framing");
+}
+
+#[test]
+fn fuzz_normalise() {
+    fuzz("normalise");
 }
 
 #[test]

@@ -112,13 +112,14 @@ pub fn normalise(target: &[u8]) -> Result<Cow<'_, [u8]>, BadPath> {
     Ok(Cow::Owned(out))
 }
 
-/// Whether `path` is already normal: it starts with '/', has no escape,
-/// no dot-segment and no empty segment but a trailing one.
+/// Whether `path` is already normal: it starts with '/', its escapes are
+/// normal, and it has no dot-segment and no empty segment but a trailing
+/// one.
 fn is_normal(path: &[u8]) -> bool {
     let Some(rest) = path.strip_prefix(b"/") else {
         return false;
     };
-    if rest.contains(&b'%') {
+    if !escapes_are_normal(rest) {
         return false;
     }
     let mut segments = rest.split(|&b| b == b'/').peekable();
@@ -127,6 +128,31 @@ fn is_normal(path: &[u8]) -> bool {
         if segment == b"." || segment == b".." || (segment.is_empty() && !last) {
             return false;
         }
+    }
+    true
+}
+
+/// Whether every `%` in `path` starts an escape with upper-case digits of
+/// a character that is not unreserved (what [`decode_unreserved`] writes).
+fn escapes_are_normal(path: &[u8]) -> bool {
+    let mut rest = path;
+    while let Some(at) = rest.iter().position(|&b| b == b'%') {
+        let normal = match rest.get(at + 1..at + 3) {
+            Some(&[high, low]) => match (hex(high), hex(low)) {
+                (Some(h), Some(l)) => {
+                    let byte = h << 4 | l;
+                    HEX.contains(&high)
+                        && HEX.contains(&low)
+                        && !(byte.is_ascii_alphanumeric() || b"-._~".contains(&byte))
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if !normal {
+            return false;
+        }
+        rest = &rest[at + 3..];
     }
     true
 }
@@ -215,7 +241,13 @@ mod tests {
     /// absolute URI's empty path becomes "/".
     #[test]
     fn a_normal_path_is_borrowed() {
-        for t in ["/", "/a/b.c/.well-known/x?y=/../..", "/a/", "/..."] {
+        for t in [
+            "/",
+            "/a/b.c/.well-known/x?y=/../..",
+            "/a/",
+            "/...",
+            "/a%20b/%2F%C3%A9",
+        ] {
             assert!(
                 matches!(normalise(t.as_bytes()), Ok(Cow::Borrowed(_))),
                 "{t}"

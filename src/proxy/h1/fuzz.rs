@@ -17,6 +17,10 @@
 //!   own HTTP/1.1 server and by hyper's (with the checks Baton applies to
 //!   what hyper parses). Both find the same requests, each with the same
 //!   body length, and both refuse at the same point.
+//! - [`normalise`]: the path normalisation every request goes through
+//!   before it is routed, against RFC 3986 §5.2.4's own algorithm written
+//!   out step by step: the same path, or the same refusal; what comes out
+//!   is normal already, and the query is untouched.
 
 use std::convert::Infallible;
 use std::io;
@@ -573,4 +577,131 @@ impl AsyncWrite for Scripted {
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// Target: [`crate::proxy::normalise::normalise`] on any bytes, as the
+/// target of a request.
+pub fn normalise(data: &[u8]) {
+    use crate::proxy::normalise::{normalise, BadPath};
+    let end = data.iter().position(|&b| b == b'?').unwrap_or(data.len());
+    let (path, query) = data.split_at(end);
+    let got = normalise(data);
+    let Some(decoded) = decode_unreserved(path) else {
+        // Refused (400) either way; which reason comes first depends on
+        // whether a `..` above the root comes before the bad escape.
+        assert!(got.is_err(), "{data:?}: a bad escape was accepted");
+        return;
+    };
+    let merged = merge_slashes(&decoded);
+    if climbs_above_root(&merged) {
+        assert_eq!(got.err(), Some(BadPath::AboveRoot), "{data:?}");
+        return;
+    }
+    let mut want = remove_dot_segments(&merged);
+    if want.is_empty() {
+        want.push(b'/');
+    }
+    want.extend_from_slice(query);
+    let got = got.unwrap_or_else(|e| panic!("{data:?}: refused ({e:?}), expected {want:?}"));
+    assert_eq!(&*got, &want[..], "{data:?}");
+    // Normal already: a second pass changes nothing.
+    assert!(
+        matches!(
+            crate::proxy::normalise::normalise(&got),
+            Ok(std::borrow::Cow::Borrowed(_))
+        ),
+        "{data:?} gave {got:?}, which is not normal"
+    );
+}
+
+/// `path` with escapes of unreserved characters decoded and the others'
+/// digits in upper case; none when a `%` lacks two hex digits. A leading
+/// "/" is added when missing (an absolute URI's empty path).
+fn decode_unreserved(path: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    if path.first() != Some(&b'/') {
+        out.push(b'/');
+    }
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] != b'%' {
+            out.push(path[i]);
+            i += 1;
+            continue;
+        }
+        let hex = std::str::from_utf8(path.get(i + 1..i + 3)?).ok()?;
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let byte = u8::from_str_radix(hex, 16).ok()?;
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte);
+        } else {
+            out.push(b'%');
+            out.extend(hex.bytes().map(|b| b.to_ascii_uppercase()));
+        }
+        i += 3;
+    }
+    Some(out)
+}
+
+/// Runs of "/" made one (nginx's `merge_slashes`).
+fn merge_slashes(path: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(path.len());
+    for &b in path {
+        if !(b == b'/' && out.last() == Some(&b'/')) {
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// Whether a `..` segment comes when no segment is left to remove.
+fn climbs_above_root(path: &[u8]) -> bool {
+    let mut depth = 0usize;
+    for segment in path.split(|&b| b == b'/').skip(1) {
+        match segment {
+            b".." if depth == 0 => return true,
+            b".." => depth -= 1,
+            b"." | b"" => {}
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
+/// RFC 3986 §5.2.4, rule by rule, on an absolute path.
+fn remove_dot_segments(path: &[u8]) -> Vec<u8> {
+    let mut input = path.to_vec();
+    let mut output: Vec<u8> = Vec::new();
+    while !input.is_empty() {
+        // A: "../" and "./" go; B: "/./" becomes "/" (its "/." goes).
+        if input.starts_with(b"../") {
+            input.drain(..3);
+        } else if input.starts_with(b"./") || input.starts_with(b"/./") {
+            input.drain(..2);
+        } else if input == b"/." {
+            input = b"/".to_vec();
+        } else if input.starts_with(b"/../") || input == b"/.." {
+            // C: the last output segment goes with it.
+            input.drain(..3);
+            if input.is_empty() || input[0] != b'/' {
+                input.insert(0, b'/');
+            }
+            let last = output.iter().rposition(|&b| b == b'/').unwrap_or(0);
+            output.truncate(last);
+        } else if input == b"." || input == b".." {
+            // D
+            input.clear();
+        } else {
+            // E: the first segment moves to the output.
+            let start = usize::from(input[0] == b'/');
+            let end = input[start..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(input.len(), |p| p + start);
+            output.extend(input.drain(..end));
+        }
+    }
+    output
 }
