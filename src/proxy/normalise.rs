@@ -138,7 +138,7 @@ fn escapes_are_normal(path: &[u8]) -> bool {
     let mut rest = path;
     while let Some(at) = rest.iter().position(|&b| b == b'%') {
         let normal = match rest.get(at + 1..at + 3) {
-            Some(&[high, low]) => match (hex(high), hex(low)) {
+            Some(&[high, low]) => match (hex_digit(high), hex_digit(low)) {
                 (Some(h), Some(l)) => {
                     let byte = h << 4 | l;
                     HEX.contains(&high)
@@ -168,8 +168,8 @@ fn decode_unreserved(raw: &[u8], out: &mut Vec<u8>) -> Result<(), BadPath> {
             continue;
         }
         let (Some(high), Some(low)) = (
-            raw.get(i + 1).copied().and_then(hex),
-            raw.get(i + 2).copied().and_then(hex),
+            raw.get(i + 1).copied().and_then(hex_digit),
+            raw.get(i + 2).copied().and_then(hex_digit),
         ) else {
             return Err(BadPath::BadEscape);
         };
@@ -186,7 +186,8 @@ fn decode_unreserved(raw: &[u8], out: &mut Vec<u8>) -> Result<(), BadPath> {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
-fn hex(b: u8) -> Option<u8> {
+/// The value of one hex digit, either case.
+pub(crate) fn hex_digit(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 

@@ -1,7 +1,10 @@
 //! From a request target to a path inside the served folder, or a refusal.
 //!
-//! The path is decoded once, here, and then checked segment by segment:
-//! no `.` or `..` (plain or percent-encoded), no encoded `/` or `\`, no NUL,
+//! The target comes normalised ([`crate::proxy::normalise`]: no dot-segment
+//! is left in it); its path is decoded here for the file system, and each
+//! segment is checked again, a second line of defence should a target
+//! come another way: no `.` or `..` (plain or percent-encoded), no encoded
+//! `/` or `\`, no NUL,
 //! no hidden names (`.env`, `.git`). What passes is a relative path of
 //! plain names; the kernel then opens it beneath the folder (see
 //! [`super::open`]), which also refuses symlinks that lead out.
@@ -9,6 +12,8 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
+
+use crate::proxy::normalise::hex_digit;
 
 /// Why a target names no file that may be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,8 +69,8 @@ fn decode(raw: &[u8]) -> Result<Vec<u8>, Refused> {
         let b = raw[i];
         if b == b'%' {
             let hex = raw.get(i + 1..i + 3).ok_or(Refused::Malformed)?;
-            let high = hex_value(hex[0]).ok_or(Refused::Malformed)?;
-            let low = hex_value(hex[1]).ok_or(Refused::Malformed)?;
+            let high = hex_digit(hex[0]).ok_or(Refused::Malformed)?;
+            let low = hex_digit(hex[1]).ok_or(Refused::Malformed)?;
             out.push(high << 4 | low);
             i += 3;
         } else {
@@ -74,10 +79,6 @@ fn decode(raw: &[u8]) -> Result<Vec<u8>, Refused> {
         }
     }
     Ok(out)
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]
