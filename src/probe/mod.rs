@@ -181,30 +181,6 @@ impl Conn {
 /// Runs the probe and returns its report.
 ///
 /// # Errors
-/// Adds the user's `-H` headers to `req`. A header the probe set itself
-/// (Host, Connection) is replaced by the user's, as curl does, not sent
-/// twice: two Host lines are a request any strict server refuses. Over h2
-/// a Host becomes the `:authority`.
-fn with_user_headers<B>(req: &mut Request<B>, user: &[(HeaderName, HeaderValue)]) {
-    for (name, _) in user {
-        req.headers_mut().remove(name);
-    }
-    for (name, value) in user {
-        req.headers_mut().append(name.clone(), value.clone());
-    }
-    if req.uri().authority().is_some() {
-        let host = req.headers_mut().remove(http::header::HOST);
-        let authority = host.and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
-        if let Some(authority) = authority {
-            let mut parts = req.uri().clone().into_parts();
-            parts.authority = Some(authority);
-            if let Ok(uri) = Uri::from_parts(parts) {
-                *req.uri_mut() = uri;
-            }
-        }
-    }
-}
-
 /// When the URL or a header cannot be understood.
 pub async fn run(args: ProbeArgs) -> Result<Report, String> {
     let uri: Uri = args
@@ -339,6 +315,33 @@ async fn open_loop(plan: Arc<Plan>, rate: f64) {
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Adds the user's `-H` headers to `req`. A header the probe set itself
+/// (Host, Connection) is replaced by the user's, as curl does, not sent
+/// twice: two Host lines are a request any strict server refuses. Over h2
+/// a Host becomes the `:authority`.
+fn with_user_headers<B>(req: &mut Request<B>, user: &[(HeaderName, HeaderValue)]) {
+    for (name, _) in user {
+        req.headers_mut().remove(name);
+    }
+    for (name, value) in user {
+        req.headers_mut().append(name.clone(), value.clone());
+    }
+    if req.uri().authority().is_none() {
+        return;
+    }
+    let host = req.headers().get(http::header::HOST);
+    let Some(authority) = host.and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+    else {
+        return;
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.authority = Some(authority);
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+        req.headers_mut().remove(http::header::HOST);
+    }
 }
 
 /// Sends one request on `conn` (connecting first if needed) and classifies
