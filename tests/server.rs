@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{answered, bin, free_port, h2_exchange, raw, text, wait_until, Answer, H2Body};
+use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
 /// A server folder: `baton.toml` with `[server]`, and one folder per app.
@@ -727,28 +728,6 @@ impl Drop for Nginx {
     }
 }
 
-/// Percent-decodes `path` whole, as nginx's `$uri` shows it.
-fn decoded(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1..i + 3)) {
-            (b'%', Some(hex))
-                if std::str::from_utf8(hex).is_ok_and(|h| u8::from_str_radix(h, 16).is_ok()) =>
-            {
-                out.push(u8::from_str_radix(std::str::from_utf8(hex).unwrap(), 16).unwrap());
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Issue 32: the path is normalised once, before routing (RFC 3986 §5.2.4
 /// and §6.2.2), so a path prefix is a boundary: `/api/../x` is shop's
 /// `/x`, not api's. Each target's expected app and path come from the
@@ -819,8 +798,11 @@ fn paths_are_normalised_before_routing_as_nginx_does() {
         if baton != owned(want) {
             wrong.push(format!("{target}: Baton {baton:?}, the RFC {want:?}"));
         }
-        let nginx_want =
-            owned(nginx_differs.unwrap_or(want)).map(|(app, path)| (app, decoded(&path)));
+        // nginx's $uri is decoded whole.
+        let nginx_want = owned(nginx_differs.unwrap_or(want)).map(|(app, path)| {
+            let uri = percent_decode_str(&path).decode_utf8_lossy().into_owned();
+            (app, uri)
+        });
         if by_nginx != nginx_want {
             wrong.push(format!(
                 "{target}: nginx {by_nginx:?}, expected {nginx_want:?}"

@@ -261,13 +261,12 @@ impl Proxy {
             BodyFraming::Chunked if body.is_empty() => BodyFraming::Length(0),
             framing => framing,
         };
-        let idempotent = is_idempotent(parts.method.as_str().as_bytes());
         if !upgrade {
             // Encoded once for every attempt; see RequestHead::encode for
             // why the parts go with it.
             let head = h1::RequestHead::encode(parts, &rewrite, framing);
             return async move {
-                let forwarded = path::pass(&self, &site, &head, &body, &client, idempotent).await;
+                let forwarded = path::pass(&self, &site, &head, &body, &client).await;
                 let Forwarded {
                     reply: answer,
                     guard,
@@ -311,7 +310,7 @@ impl Proxy {
         }
         let upgrade = path::Upgrade { parts, proto };
         async move {
-            let forwarded = path::pass(&self, &site, &upgrade, &body, &client, idempotent).await;
+            let forwarded = path::pass(&self, &site, &upgrade, &body, &client).await;
             let Forwarded {
                 reply: mut resp,
                 guard,

@@ -137,19 +137,8 @@ fn is_normal(path: &[u8]) -> bool {
 fn escapes_are_normal(path: &[u8]) -> bool {
     let mut rest = path;
     while let Some(at) = rest.iter().position(|&b| b == b'%') {
-        let normal = match rest.get(at + 1..at + 3) {
-            Some(&[high, low]) => match (hex_digit(high), hex_digit(low)) {
-                (Some(h), Some(l)) => {
-                    let byte = h << 4 | l;
-                    HEX.contains(&high)
-                        && HEX.contains(&low)
-                        && !(byte.is_ascii_alphanumeric() || b"-._~".contains(&byte))
-                }
-                _ => false,
-            },
-            _ => false,
-        };
-        if !normal {
+        let upper = (rest.get(at + 1..at + 3)).is_some_and(|d| d.iter().all(|b| HEX.contains(b)));
+        if !upper || escaped(rest, at).is_none_or(is_unreserved) {
             return false;
         }
         rest = &rest[at + 3..];
@@ -167,28 +156,34 @@ fn decode_unreserved(raw: &[u8], out: &mut Vec<u8>) -> Result<(), BadPath> {
             i += 1;
             continue;
         }
-        let (Some(high), Some(low)) = (
-            raw.get(i + 1).copied().and_then(hex_digit),
-            raw.get(i + 2).copied().and_then(hex_digit),
-        ) else {
-            return Err(BadPath::BadEscape);
-        };
-        let byte = high << 4 | low;
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+        let byte = escaped(raw, i).ok_or(BadPath::BadEscape)?;
+        if is_unreserved(byte) {
             out.push(byte);
         } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(high)], HEX[usize::from(low)]]);
+            out.extend_from_slice(&[
+                b'%',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 15)],
+            ]);
         }
         i += 3;
     }
     Ok(())
 }
 
+/// An unreserved character (RFC 3986 §2.3): its escape means the
+/// character itself.
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~".contains(&byte)
+}
+
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
-/// The value of one hex digit, either case.
-pub(crate) fn hex_digit(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
+/// The byte that the escape `%XY` at `at` in `raw` stands for (digits of
+/// either case); none when two hex digits do not follow the `%`.
+pub(crate) fn escaped(raw: &[u8], at: usize) -> Option<u8> {
+    let digit = |i: usize| (*raw.get(i)? as char).to_digit(16).map(|d| d as u8);
+    Some(digit(at + 1)? << 4 | digit(at + 2)?)
 }
 
 #[cfg(test)]

@@ -45,6 +45,9 @@ pub(crate) trait Attempt: Sync {
     fn deployment(&self) -> Option<&[u8]>;
     /// What it says about its side of a canary.
     fn canary(&self) -> Ask;
+    /// Whether its method is idempotent: it may go to another instance
+    /// after it reached one (RFC 9110 §9.2.2).
+    fn idempotent(&self) -> bool;
 }
 
 /// A plain request, encoded once for every attempt, sent on a pooled
@@ -74,6 +77,10 @@ impl Attempt for h1::RequestHead {
 
     fn canary(&self) -> Ask {
         self.canary
+    }
+
+    fn idempotent(&self) -> bool {
+        self.idempotent
     }
 }
 
@@ -124,6 +131,10 @@ impl Attempt for Upgrade {
                 .iter()
                 .map(HeaderValue::as_bytes),
         )
+    }
+
+    fn idempotent(&self) -> bool {
+        super::is_idempotent(self.parts.method.as_str().as_bytes())
     }
 }
 
@@ -271,10 +282,9 @@ pub(crate) async fn pass<A: Attempt>(
     attempt: &A,
     body: &Parked,
     client: &HeaderValue,
-    idempotent: bool,
 ) -> Result<Forwarded<A::Reply>, Refusal> {
     let abandoned = CountOnDrop(&proxy.stats.abandoned);
-    let forwarded = forward(proxy, site, attempt, body, client, idempotent).await;
+    let forwarded = forward(proxy, site, attempt, body, client).await;
     std::mem::forget(abandoned);
     let refusal = match forwarded {
         // The client asked for no upgrade: it cannot follow one.
@@ -307,7 +317,6 @@ async fn forward<A: Attempt>(
     attempt: &A,
     body: &Parked,
     client: &HeaderValue,
-    idempotent: bool,
 ) -> Result<Forwarded<A::Reply>, Refusal> {
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut timed_out_before = false;
@@ -339,7 +348,7 @@ async fn forward<A: Attempt>(
         site.router.score(&upstream, failed, began.elapsed());
         let chances = Chances {
             left: tried.len() < site.retries as usize && body.untouched(),
-            idempotent,
+            idempotent: attempt.idempotent(),
             timed_out_before,
         };
         match sent {

@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
-use crate::proxy::normalise::hex_digit;
+use crate::proxy::normalise::escaped;
 
 /// Why a target names no file that may be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,10 +68,7 @@ fn decode(raw: &[u8]) -> Result<Vec<u8>, Refused> {
     while i < raw.len() {
         let b = raw[i];
         if b == b'%' {
-            let hex = raw.get(i + 1..i + 3).ok_or(Refused::Malformed)?;
-            let high = hex_digit(hex[0]).ok_or(Refused::Malformed)?;
-            let low = hex_digit(hex[1]).ok_or(Refused::Malformed)?;
-            out.push(high << 4 | low);
+            out.push(escaped(raw, i).ok_or(Refused::Malformed)?);
             i += 3;
         } else {
             out.push(b);

@@ -470,7 +470,7 @@ impl<S: ClientStream> Connection<S> {
         let Route::Site(_, head) = &request.route else {
             unreachable!("exchange answers Baton's own requests itself")
         };
-        let forward = path::pass(proxy, site, head, body, client, head.idempotent);
+        let forward = path::pass(proxy, site, head, body, client);
         tokio::pin!(forward);
         // A client that leaves before the answer takes its request along
         // (as with nginx and hyper): the instance's connection closes, so
