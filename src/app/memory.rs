@@ -91,7 +91,7 @@ fn watched_instances(app: &App) -> Vec<Watched> {
         watched.extend(app.serving().iter().filter_map(|i| running(i, limit)));
     }
     for i in app.singletons() {
-        let process = config.process.get(&*i.process);
+        let process = config.process.get(i.process.name());
         if let Some(max) = process.and_then(|p| p.max_memory.as_ref()) {
             watched.extend(running(&i, max.get_ref().0));
         }

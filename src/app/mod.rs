@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Loaded;
 use crate::deploy::owner::Deployer;
 use crate::deploy::{Report, Runtime};
-use crate::protocol::{InstanceReport, ReleaseReport, ReleaseState};
+use crate::protocol::{InstanceReport, ReleaseReport, ReleaseState, Role};
 use crate::proxy::access::AccessLog;
 use crate::proxy::assets::{Assets, Shelf, Shelved};
 use crate::proxy::router::{RouteTable, Router};
@@ -219,7 +219,7 @@ impl App {
             None => release.dir.clone(),
         };
         let spec = InstanceSpec {
-            process: "web".into(),
+            process: Role::Web,
             number: self.next_number.fetch_add(1, Ordering::Relaxed),
             release: release.id.clone(),
             command: web.command.get_ref().clone(),
@@ -255,7 +255,7 @@ impl App {
     fn start_singleton(&self, release: &Release, name: &str) -> Option<Instance> {
         let p = release.config.config.process.get(name)?;
         let spec = InstanceSpec {
-            process: name.to_string(),
+            process: Role::from(name),
             number: self.next_number.fetch_add(1, Ordering::Relaxed),
             release: release.id.clone(),
             command: p.command.get_ref().clone(),
@@ -296,7 +296,7 @@ impl App {
         let fresh = if self.stopping.is_cancelled() {
             None
         } else {
-            self.start_singleton(release, &old.process)
+            self.start_singleton(release, old.process.name())
         };
         {
             let mut fleet = self.fleet();
@@ -319,11 +319,11 @@ impl App {
     pub async fn replace_singletons(&self, release: &Release, report: Report<'_>) {
         let old = std::mem::take(&mut self.fleet().singletons);
         let names: std::collections::BTreeSet<&str> = (old.iter())
-            .map(|i| &*i.process)
+            .map(|i| i.process.name())
             .chain(release.config.config.process.keys().map(String::as_str))
             .collect();
         let handovers = names.into_iter().map(|name| {
-            let old: Vec<&Instance> = old.iter().filter(|i| &*i.process == name).collect();
+            let old: Vec<&Instance> = old.iter().filter(|i| i.process.name() == name).collect();
             async move {
                 for i in &old {
                     report(format!("{}: stopping the old one first (singleton)", i.id));
@@ -352,7 +352,7 @@ impl App {
         fresh: &Instance,
         report: Report<'_>,
     ) {
-        let checked = (release.config.config.process.get(&*fresh.process))
+        let checked = (release.config.config.process.get(fresh.process.name()))
             .is_some_and(|p| p.readiness.kind != crate::config::ReadinessKind::None);
         if !checked {
             return;
@@ -589,7 +589,7 @@ impl App {
         let report = |i: &Instance, draining_since: Option<SystemTime>| {
             let s = i.status();
             InstanceReport {
-                process: i.process.to_string(),
+                process: i.process.clone(),
                 instance: i.id.to_string(),
                 release: i.release.to_string(),
                 pid: s.pid,

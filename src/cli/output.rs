@@ -93,7 +93,7 @@ pub fn status_table(s: &StatusReport) -> String {
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default();
         rows.push(vec![
-            i.process.clone(),
+            i.process.to_string(),
             i.instance.clone(),
             i.release.clone(),
             i.pid.map_or("-".into(), |p| p.to_string()),
@@ -165,7 +165,7 @@ pub fn apps_table(all: &[StatusReport]) -> String {
         .map(String::from)
         .to_vec()];
     for s in all {
-        let web = s.instances.iter().filter(|i| i.process == "web");
+        let web = s.instances.iter().filter(|i| i.process.is_web());
         let ready = web
             .clone()
             .filter(|i| i.state == crate::supervisor::State::Ready)

@@ -153,21 +153,6 @@ impl Pending {
         let record = self.opening.close(client, status, bytes, answered);
         self.log.log(record);
     }
-
-    /// Logs a static file's answer, with the release it came from.
-    pub fn finish_static(self, client: &HeaderValue, answer: &super::assets::Answer) {
-        let answered = Answered {
-            release: answer.release(),
-            ..Answered::default()
-        };
-        self.finish(client, answer.status.as_u16(), answer.body_len(), answered);
-    }
-
-    /// Logs Baton's refusal (no instance answered).
-    pub(crate) fn finish_refused(self, client: &HeaderValue, refusal: &super::path::Refusal) {
-        let bytes = refusal.text().len() as u64;
-        self.finish(client, refusal.status.as_u16(), bytes, Answered::default());
-    }
 }
 
 /// Who answered, for a record.

@@ -48,8 +48,8 @@ pub fn is_upgrade(fields: &(impl Fields + ?Sized)) -> bool {
 pub struct Rewrite<'a> {
     /// The client's address.
     pub client: &'a HeaderValue,
-    /// `http` or `https`.
-    pub proto: &'static str,
+    /// The client connection's scheme.
+    pub proto: crate::proxy::Proto,
     /// Whether the client's X-Forwarded-* headers are believed.
     pub trust: bool,
 }
@@ -104,7 +104,7 @@ impl Rewrite<'_> {
             }
         }
         if !has_proto {
-            emit(b"x-forwarded-proto", self.proto.as_bytes());
+            emit(b"x-forwarded-proto", self.proto.as_str().as_bytes());
         }
         if !has_host {
             if let Some(host) = host {
@@ -286,7 +286,7 @@ mod tests {
         let client = client_ip("10.1.2.3:5555".parse().unwrap());
         let rewrite = Rewrite {
             client: &client,
-            proto: "http",
+            proto: crate::proxy::Proto::Http,
             trust,
         };
         rewrite.apply(h, upgrade);

@@ -243,7 +243,7 @@ pub(super) async fn serve_with_hyper<S>(
     timeout_reply: Option<std::os::fd::OwnedFd>,
     proxy: Arc<Proxy>,
     client: HeaderValue,
-    proto: &'static str,
+    proto: crate::proxy::Proto,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -3,8 +3,9 @@
 //! safe to retry.
 //!
 //! - [`listener`]: accepting connections, HTTP/1.1 + h2c, slowloris guard.
-//! - [`path`]: a request's whole path, for both servers: route, attempt,
-//!   retry decision, answer, count.
+//! - [`phases`]: a request's phases, for both servers: request filters,
+//!   route, upstream (attempt, retry decision), response filters, log;
+//!   [`filters`] holds the filters, a file each.
 //! - [`activation`]: listening sockets passed in by systemd.
 //! - [`h1`]: Baton's own HTTP/1.1, both sides: the server for every
 //!   HTTP/1 request but an upgrade (which hyper serves, as it serves h2c)
@@ -24,13 +25,15 @@ pub mod activation;
 pub mod assets;
 pub mod body;
 pub mod edge;
+pub(crate) mod filters;
 pub mod framing;
 pub mod h1;
 pub mod headers;
 pub mod listener;
 pub mod normalise;
-pub mod path;
+pub mod phases;
 pub mod pool;
+mod proto;
 pub mod router;
 pub mod sites;
 pub mod split;
@@ -43,7 +46,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use http::header::{HeaderValue, CONNECTION, COOKIE, HOST};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -51,10 +53,12 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
-use self::body::{Counted, InstanceBody, Parked, ProxyBody};
+use self::body::{InstanceBody, Parked, ProxyBody};
 pub use self::edge::Edge;
 use self::framing::{BodyFraming, Protocol, Rejection};
-use self::path::{AttemptError, Forwarded, Refusal};
+use self::phases::upstream::{self as path, AttemptError, Forwarded, Refusal};
+use self::phases::{Arrival, Log, Routed};
+pub use self::proto::Proto;
 use self::router::Router;
 use self::sites::{Site, Sites};
 use self::upstream::Upstream;
@@ -68,43 +72,6 @@ fn protocol_name(version: Version) -> &'static str {
         Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/1.1",
     }
-}
-
-/// Keeps a fresh client on its canary side (see [`split`]).
-fn set_canary_cookie<B>(resp: &mut Response<B>, sticky: Option<u16>) {
-    if let Some(cookie) = sticky.and_then(|b| HeaderValue::from_str(&split::cookie(b)).ok()) {
-        resp.headers_mut().append(http::header::SET_COOKIE, cookie);
-    }
-}
-
-/// Baton's answer when the request is under the site's `[static] prefix`
-/// (the same as Baton's own HTTP/1.1 server gives).
-fn static_answer(site: &Site, parts: &http::request::Parts) -> Option<assets::Answer> {
-    let shelf = site.assets.shelf();
-    let shelf = shelf.as_ref().as_ref()?;
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    if !shelf.takes(target.as_bytes()) {
-        return None;
-    }
-    let field = |name: http::header::HeaderName| parts.headers.get(name).map(HeaderValue::as_bytes);
-    use http::header;
-    Some(
-        shelf.answer(&assets::Ask {
-            method: parts.method.as_str().as_bytes(),
-            target: target.as_bytes(),
-            if_match: field(header::IF_MATCH),
-            if_none_match: field(header::IF_NONE_MATCH),
-            if_modified_since: field(header::IF_MODIFIED_SINCE),
-            if_unmodified_since: field(header::IF_UNMODIFIED_SINCE),
-            range: field(header::RANGE),
-            if_range: field(header::IF_RANGE),
-            accept_encoding: field(header::ACCEPT_ENCODING),
-            deployment: parts
-                .headers
-                .get("x-deployment-id")
-                .map(HeaderValue::as_bytes),
-        }),
-    )
 }
 
 /// Adds one to a total unless forgotten (`std::mem::forget`).
@@ -188,9 +155,11 @@ impl Proxy {
         self: Arc<Self>,
         mut req: Request<Incoming>,
         client: HeaderValue,
-        proto: &'static str,
+        proto: Proto,
     ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + 'static {
-        // 1. Prepare the request for the instance, or refuse it.
+        use futures_util::future::Either;
+        let ready = |resp| Either::Left(std::future::ready(resp));
+        // Read the request, as hyper parsed it.
         let version = req.version();
         let upgrade = version == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let websocket = upgrade && websocket::is_websocket(req.headers());
@@ -201,44 +170,42 @@ impl Proxy {
         let original = parts.uri.clone();
         let framing = match prepare(&mut parts, self.config.body_limit()) {
             Ok(framing) => framing,
-            Err(rejection) => {
-                let refused = self.reject(rejection, parts.version);
-                return futures_util::future::Either::Left(std::future::ready(refused));
+            Err(rejection) => return ready(self.reject(rejection, parts.version)),
+        };
+        let own = |answer| {
+            let answer = phases::own_answer(&self, proto, &client, Log::none(), answer);
+            answer.into_response()
+        };
+        // Phases 1 and 2: the request filters, the route.
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let arrival = Arrival {
+            method: parts.method.as_str().as_bytes(),
+            host: parts.headers.get(HOST).map(HeaderValue::as_bytes),
+            target: target.as_bytes(),
+            raw_target: original
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .as_bytes(),
+            version: protocol_name(version),
+            proto,
+            fields: &parts.headers,
+        };
+        if let Some(answer) = phases::request_filters(&self, &arrival) {
+            return ready(own(answer));
+        }
+        let (site, log) = match phases::route(&self, &arrival) {
+            Routed::Own(answer, log) => {
+                let answer = phases::own_answer(&self, proto, &client, log, answer);
+                return ready(answer.into_response());
+            }
+            Routed::Site { site, target, log } => {
+                if let (true, Ok(uri)) = (site.strip_prefix, Uri::try_from(target.into_owned())) {
+                    parts.uri = uri;
+                }
+                (site, log)
             }
         };
-        if let Some(redirect) = self.redirect(&parts, proto) {
-            return futures_util::future::Either::Left(std::future::ready(redirect));
-        }
-        let Some(site) = self.route(&mut parts) else {
-            let status = sites::no_app_status(proto);
-            self.count(status);
-            let refused = Refusal::failed(status, "no app serves this host".into()).response();
-            return futures_util::future::Either::Left(std::future::ready(refused));
-        };
-        let logged = site.access.as_ref().map(|log| {
-            let target = original.path_and_query().map_or("/", |p| p.as_str());
-            let field = |name| parts.headers.get(name).map(HeaderValue::as_bytes);
-            let opening = access::Opening::new(
-                parts.method.as_str().as_bytes(),
-                target.as_bytes(),
-                protocol_name(version),
-                field(http::header::REFERER),
-                field(http::header::USER_AGENT),
-            );
-            access::Pending::new(log.clone(), opening)
-        });
-        if let Some(answer) = static_answer(&site, &parts) {
-            self.count(answer.status);
-            if let Some(logged) = logged {
-                logged.finish_static(&client, &answer);
-            }
-            let mut response = assets::body::into_response(answer);
-            if let (Some(hsts), "https") = (&self.edge.hsts, proto) {
-                (response.headers_mut())
-                    .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-            }
-            return futures_util::future::Either::Left(std::future::ready(response));
-        }
+        // Phase 3 takes the body as h2 delimits it.
         let rewrite = self.rewrite(&client, proto);
         // A length over max_body_size was refused with the head; a body
         // with none (h2) is held to it as it comes.
@@ -265,82 +232,81 @@ impl Proxy {
             // Encoded once for every attempt; see RequestHead::encode for
             // why the parts go with it.
             let head = h1::RequestHead::encode(parts, &rewrite, framing);
-            return async move {
-                let forwarded = path::pass(&self, &site, &head, &body, &client).await;
-                let Forwarded {
-                    reply: answer,
-                    guard,
-                    upstream,
-                    retries,
-                    held,
-                    sticky,
-                } = match forwarded {
-                    Ok(f) => f,
-                    Err(refusal) => {
-                        if let Some(logged) = logged {
-                            logged.finish_refused(&client, &refusal);
+            return Either::Right(Either::Left(async move {
+                // Phase 3, the upstream.
+                let Forwarded { reply, served } =
+                    match path::pass(&self, &site, &head, &body, &client).await {
+                        Ok(forwarded) => forwarded,
+                        Err(refusal) => {
+                            let answer = refusal.answer();
+                            return phases::own_answer(&self, proto, &client, log, answer)
+                                .into_response();
                         }
-                        return refusal.response();
-                    }
+                    };
+                // Phases 4 and 5: the response filters; the log when the
+                // body ends.
+                let event_stream = reply.head.is_event_stream();
+                let (mut parts, body) = reply.into_response().into_parts();
+                let body = InstanceBody::Pooled(body);
+                let status = parts.status;
+                let responding = phases::respond(
+                    &self,
+                    proto,
+                    served,
+                    status,
+                    &mut parts.headers,
+                    body,
+                    event_stream,
+                );
+                let body = match log.into_pending() {
+                    Some(pending) => access::LoggedBody::new(
+                        responding.body,
+                        pending,
+                        &client,
+                        responding.status,
+                        responding.by,
+                    )
+                    .boxed(),
+                    None => responding.body.boxed(),
                 };
-                // The in-flight count lasts until the body ends.
-                let event_stream = answer.head.is_event_stream();
-                let mut resp = answer.into_response();
-                if let (Some(hsts), "https") = (&self.edge.hsts, proto) {
-                    resp.headers_mut()
-                        .entry(http::header::STRICT_TRANSPORT_SECURITY)
-                        .or_insert_with(|| hsts.clone());
-                }
-                set_canary_cookie(&mut resp, sticky);
-                let status = resp.status().as_u16();
-                let answered = access::Answered::by(&upstream, retries, held);
-                resp.map(|b| {
-                    let body =
-                        Counted::new(InstanceBody::Pooled(b), guard, &upstream, event_stream);
-                    match logged {
-                        Some(logged) => {
-                            access::LoggedBody::new(body, logged, &client, status, answered).boxed()
-                        }
-                        None => body.boxed(),
-                    }
-                })
-            }
-            .left_future()
-            .right_future();
+                Response::from_parts(parts, body)
+            }));
         }
         let upgrade = path::Upgrade { parts, proto };
-        async move {
-            let forwarded = path::pass(&self, &site, &upgrade, &body, &client).await;
-            let Forwarded {
-                reply: mut resp,
-                guard,
-                upstream,
-                retries,
-                held,
-                sticky,
-            } = match forwarded {
-                Ok(f) => f,
-                Err(refusal) => {
-                    if let Some(logged) = logged {
-                        logged.finish_refused(&client, &refusal);
+        Either::Right(Either::Right(async move {
+            let Forwarded { reply, served } =
+                match path::pass(&self, &site, &upgrade, &body, &client).await {
+                    Ok(forwarded) => forwarded,
+                    Err(refusal) => {
+                        let answer = refusal.answer();
+                        return phases::own_answer(&self, proto, &client, log, answer)
+                            .into_response();
                     }
-                    return refusal.response();
-                }
-            };
-            if let Some(logged) = logged {
-                // An upgrade is logged as it switches (or is refused by the
-                // instance): what follows is a tunnel, not a body.
-                let answered = access::Answered::by(&upstream, retries, held);
-                logged.finish(&client, resp.status().as_u16(), 0, answered);
-            }
-            set_canary_cookie(&mut resp, sticky);
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                };
+            let upstream = served.upstream.clone();
+            let (mut parts, body) = reply.into_parts();
+            let status = parts.status;
+            let body = InstanceBody::Upgrade(body);
+            let responding = phases::respond(
+                &self,
+                proto,
+                served,
+                status,
+                &mut parts.headers,
+                body,
+                false,
+            );
+            // An upgrade is logged as it switches (or is refused by the
+            // instance): what follows is a tunnel, not a body.
+            log.answered(&client, responding.status, 0, responding.by);
+            let mut resp = Response::from_parts(parts, responding.body.boxed());
+            if status == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(client_side) = client_upgrade.take() {
                     tunnel::spawn(
                         self.clone(),
                         client_side,
                         hyper::upgrade::on(&mut resp),
-                        upstream.clone(),
+                        upstream,
                         websocket,
                     );
                 }
@@ -353,10 +319,8 @@ impl Proxy {
                 resp.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
-            resp.map(|b| Counted::new(InstanceBody::Upgrade(b), guard, &upstream, false).boxed())
-        }
-        .right_future()
-        .right_future()
+            resp
+        }))
     }
 
     /// Answers a request refused before any instance saw it; an HTTP/1
@@ -366,7 +330,7 @@ impl Proxy {
         rejection.log();
         self.count(rejection.status);
         let refusal = Refusal::failed(rejection.status, rejection.why.to_string());
-        let mut resp = refusal.response();
+        let mut resp = refusal.answer().into_response();
         if version != Version::HTTP_2 {
             resp.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -374,41 +338,8 @@ impl Proxy {
         resp
     }
 
-    /// The app a request that hyper serves is for, its target cut when the
-    /// app strips its prefix; none when no app serves it.
-    fn route(&self, parts: &mut http::request::Parts) -> Option<Arc<Site>> {
-        let sites = self.sites.load();
-        let host = parts.headers.get(HOST).map(HeaderValue::as_bytes);
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let site = sites.route(host, target.as_bytes())?;
-        if site.strip_prefix {
-            let stripped = site.target(target.as_bytes()).into_owned();
-            if let Ok(uri) = Uri::try_from(stripped) {
-                parts.uri = uri;
-            }
-        }
-        Some(site.clone())
-    }
-
-    /// The 308 to HTTPS for a plain HTTP request that hyper serves (h2c),
-    /// as Baton's own HTTP/1.1 server gives it.
-    fn redirect(&self, parts: &http::request::Parts, proto: &str) -> Option<Response<ProxyBody>> {
-        let port = self.edge.redirect_to.filter(|_| proto == "http")?;
-        let host = parts.headers.get(http::header::HOST)?.as_bytes();
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let location = edge::https_location(Some(host), target.as_bytes(), port)?;
-        let mut resp = Response::new(body::full(String::new()));
-        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-        resp.headers_mut().insert(
-            http::header::LOCATION,
-            HeaderValue::from_bytes(&location).ok()?,
-        );
-        self.count(StatusCode::PERMANENT_REDIRECT);
-        Some(resp)
-    }
-
     /// How this proxy rewrites the headers of a request from `client`.
-    fn rewrite<'a>(&self, client: &'a HeaderValue, proto: &'static str) -> headers::Rewrite<'a> {
+    fn rewrite<'a>(&self, client: &'a HeaderValue, proto: Proto) -> headers::Rewrite<'a> {
         headers::Rewrite {
             client,
             proto,

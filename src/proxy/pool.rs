@@ -240,7 +240,7 @@ mod tests {
         let client = HeaderValue::from_static("127.0.0.1");
         let rewrite = Rewrite {
             client: &client,
-            proto: "http",
+            proto: crate::proxy::Proto::Http,
             trust: false,
         };
         let head = RequestHead::encode(parts, &rewrite, BodyFraming::None);

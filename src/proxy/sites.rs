@@ -155,16 +155,6 @@ fn lower_name<'b>(host: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
     std::str::from_utf8(out).ok()
 }
 
-/// The answer to a request no app serves: 404 over HTTP, and 421
-/// (Misdirected Request) over HTTPS, where the connection's certificate
-/// may be valid for a name no app claims.
-pub fn no_app_status(proto: &str) -> http::StatusCode {
-    match proto {
-        "https" => http::StatusCode::MISDIRECTED_REQUEST,
-        _ => http::StatusCode::NOT_FOUND,
-    }
-}
-
 /// The routing table in use, swapped whole.
 #[derive(Debug, Default)]
 pub struct Sites(ArcSwap<SiteTable>);

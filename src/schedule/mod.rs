@@ -180,7 +180,10 @@ async fn restart_web(app: &App, pattern: &str) {
 /// A `[process.<name>] cron_restart` tick: that singleton is stopped, then
 /// started, as at a deploy. A tick that meets a running deploy is skipped.
 async fn restart_singleton(app: &App, name: &str, pattern: &str) {
-    let running = app.singletons().into_iter().find(|i| *i.process == *name);
+    let running = app
+        .singletons()
+        .into_iter()
+        .find(|i| i.process.name() == name);
     let Some(singleton) = running else {
         return;
     };

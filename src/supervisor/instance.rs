@@ -23,6 +23,7 @@ use super::readiness::{self, Channel};
 use super::reaper::Reaper;
 use super::spawn;
 use crate::config::{Readiness, ReadinessKind, StopTo};
+use crate::protocol::Role;
 use crate::proxy::upstream::Upstream;
 
 /// Exits within `restart_window` from which on each one is unstable.
@@ -84,7 +85,7 @@ pub struct Status {
 #[derive(Debug, Clone)]
 pub struct InstanceSpec {
     /// Process name, such as `web`.
-    pub process: String,
+    pub process: Role,
     /// Instance number; the id is `<process>#<number>`.
     pub number: u64,
     /// Release the instance runs.
@@ -164,7 +165,7 @@ pub struct Instance {
     /// `web#3`
     pub id: Arc<str>,
     /// Process name.
-    pub process: Arc<str>,
+    pub process: Role,
     /// Release it runs.
     pub release: Arc<str>,
     /// Proxy-side counters and address.
@@ -206,7 +207,7 @@ impl Instance {
         let tail = Tail::default();
         let handle = Instance {
             id,
-            process: spec.process.clone().into(),
+            process: spec.process.clone(),
             release: spec.release.clone().into(),
             upstream: upstream.clone(),
             status: status_rx,
@@ -315,7 +316,7 @@ impl Puppet {
         let instance = Instance {
             upstream: Arc::new(Upstream::new(id.clone(), 0)),
             id,
-            process: "web".into(),
+            process: Role::Web,
             release: release.into(),
             status: status_rx,
             ctl,
@@ -642,7 +643,7 @@ impl InstanceTask {
             .env("PORT", self.upstream.addr.port().to_string())
             .env("BATON_INSTANCE", self.id())
             .env("BATON_RELEASE", &spec.release)
-            .env("BATON_ROLE", &spec.process)
+            .env("BATON_ROLE", spec.process.name())
             .envs(self.upstream.tcp_ports.iter().map(|(name, port)| {
                 (
                     format!("PORT_{}", name.to_ascii_uppercase()),

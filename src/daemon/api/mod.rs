@@ -25,7 +25,7 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
 use super::Daemon;
-use crate::protocol::{ErrorBody, UpgradeReport, UpgradeRequest};
+use crate::protocol::{ErrorBody, Route, UpgradeReport, UpgradeRequest};
 
 /// Binds the control socket with mode 0600. The umask makes the socket
 /// private from its creation, not only after a chmod.
@@ -47,19 +47,19 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 
 fn routes(daemon: Arc<Daemon>) -> Router {
     Router::new()
-        .route("/status", get(status::status))
-        .route("/apps", get(status::apps))
-        .route("/server/reload", post(server_reload))
-        .route("/releases", get(status::releases))
-        .route("/metrics", get(status::metrics))
-        .route("/deploy", post(deploy::deploy))
-        .route("/logs", get(logs::logs))
-        .route("/stop", post(stop))
-        .route("/upgrade", post(upgrade))
-        .route("/canary/{order}", post(canary))
-        .route("/offline", post(offline))
-        .route("/online", post(online))
-        .route("/health", get(health))
+        .route(&Route::Status.path(), get(status::status))
+        .route(&Route::Apps.path(), get(status::apps))
+        .route(&Route::ServerReload.path(), post(server_reload))
+        .route(&Route::Releases.path(), get(status::releases))
+        .route(&Route::Metrics.path(), get(status::metrics))
+        .route(&Route::Deploy.path(), post(deploy::deploy))
+        .route(&Route::Logs.path(), get(logs::logs))
+        .route(&Route::Stop.path(), post(stop))
+        .route(&Route::Upgrade.path(), post(upgrade))
+        .route(&Route::Canary("{order}").path(), post(canary))
+        .route(&Route::Offline.path(), post(offline))
+        .route(&Route::Online.path(), post(online))
+        .route(&Route::Health.path(), get(health))
         .with_state(daemon)
 }
 
@@ -78,8 +78,8 @@ pub async fn serve_metrics(
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
-        .route("/metrics", get(status::metrics))
-        .route("/health", get(health))
+        .route(&Route::Metrics.path(), get(status::metrics))
+        .route(&Route::Health.path(), get(health))
         .with_state(daemon);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -108,20 +108,3 @@ impl http_body::Body for FileBody {
         SizeHint::with_exact(self.left)
     }
 }
-
-/// `answer` for hyper to send (h2, and HTTP/1 upgrades that name a file).
-pub fn into_response(answer: super::Answer) -> http::Response<crate::proxy::body::ProxyBody> {
-    use http_body_util::BodyExt;
-
-    let body = match answer.body {
-        super::Payload::Empty => crate::proxy::body::full(Bytes::new()),
-        super::Payload::Text(text) => crate::proxy::body::full(text),
-        super::Payload::File { file, start, len } => {
-            FileBody::new(file, start, len).map_err(Into::into).boxed()
-        }
-    };
-    let mut response = http::Response::new(body);
-    *response.status_mut() = answer.status;
-    response.headers_mut().extend(answer.fields);
-    response
-}

@@ -27,9 +27,10 @@ use http::header::HeaderValue;
 use http::StatusCode;
 
 use self::open::{Folder, Found};
-pub use self::reply::{Answer, Ask, Payload};
+pub use self::reply::Ask;
 use self::reply::{Chosen, Coding};
 use self::target::Refused;
+use crate::proxy::phases::{OwnAnswer as Answer, Payload};
 
 /// One app's static files: the shelf in force, swapped whole.
 #[derive(Debug, Default)]

@@ -1,7 +1,6 @@
 //! The answer for a file found: its fields, the validators and what the
 //! request's conditions (RFC 9110 §13) and range (§14) make of them.
 
-use std::fs::File;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -9,6 +8,7 @@ use http::StatusCode;
 use http_range_header::RangeUnsatisfiableError;
 
 use super::open::Opened;
+use crate::proxy::phases::{OwnAnswer as Answer, Payload};
 
 /// What a static request carries that its answer depends on. Field values
 /// are raw bytes, as either server has them.
@@ -45,78 +45,6 @@ impl Ask<'_> {
 
     fn is_head(&self) -> bool {
         self.method == b"HEAD"
-    }
-}
-
-/// Baton's answer to a static request.
-#[derive(Debug)]
-pub struct Answer {
-    /// Its status.
-    pub status: StatusCode,
-    /// Every field but Date and Connection, which the server writes.
-    pub fields: Vec<(HeaderName, HeaderValue)>,
-    /// Its body.
-    pub body: Payload,
-}
-
-/// The body of an [`Answer`].
-#[derive(Debug)]
-pub enum Payload {
-    /// None (HEAD, 304, 416).
-    Empty,
-    /// A short text of Baton's own (404, 405, 400).
-    Text(&'static str),
-    /// `len` bytes of `file` from `start`.
-    File {
-        /// The file.
-        file: File,
-        /// The first byte sent.
-        start: u64,
-        /// How many are sent.
-        len: u64,
-    },
-}
-
-impl Answer {
-    /// Baton's own short answer: `status` with `text` as its body.
-    pub fn text(status: StatusCode, text: &'static str) -> Answer {
-        Answer {
-            status,
-            fields: vec![
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                ),
-                (header::CONTENT_LENGTH, HeaderValue::from(text.len())),
-            ],
-            body: Payload::Text(text),
-        }
-    }
-
-    /// 405, with the methods a file answers.
-    pub fn not_allowed() -> Answer {
-        let mut answer = Answer::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        answer
-            .fields
-            .push((header::ALLOW, HeaderValue::from_static("GET, HEAD")));
-        answer
-    }
-
-    /// The release whose file answered (its `x-baton-release`).
-    pub fn release(&self) -> Option<std::sync::Arc<str>> {
-        (self.fields.iter())
-            .find(|(name, _)| name == "x-baton-release")
-            .and_then(|(_, value)| value.to_str().ok())
-            .map(std::sync::Arc::from)
-    }
-
-    /// The length of the body this answer sends (HEAD: none).
-    pub fn body_len(&self) -> u64 {
-        match &self.body {
-            Payload::Empty => 0,
-            Payload::Text(text) => text.len() as u64,
-            Payload::File { len, .. } => *len,
-        }
     }
 }
 
@@ -206,6 +134,7 @@ pub fn file_answer(ask: &Ask<'_>, chosen: Chosen<'_>) -> Answer {
                 status: StatusCode::PRECONDITION_FAILED,
                 fields,
                 body: Payload::Empty,
+                close: false,
             }
             .with_length(0)
         }
@@ -214,6 +143,7 @@ pub fn file_answer(ask: &Ask<'_>, chosen: Chosen<'_>) -> Answer {
                 status: StatusCode::NOT_MODIFIED,
                 fields,
                 body: Payload::Empty,
+                close: false,
             }
         }
         Precondition::Pass => {}
@@ -246,6 +176,7 @@ pub fn file_answer(ask: &Ask<'_>, chosen: Chosen<'_>) -> Answer {
                 status: StatusCode::RANGE_NOT_SATISFIABLE,
                 fields,
                 body: Payload::Empty,
+                close: false,
             }
             .with_length(0);
         }
@@ -263,6 +194,7 @@ pub fn file_answer(ask: &Ask<'_>, chosen: Chosen<'_>) -> Answer {
         status,
         fields,
         body,
+        close: false,
     }
     .with_length(len)
 }

@@ -128,7 +128,7 @@ fn check_forwarded(bytes: &[u8], body: BodyFraming) {
 /// Target: Baton's own request head parser and encoder.
 pub fn request_head(data: &[u8]) {
     let proxy = proxy();
-    match parse_request(data, &proxy, &client(), "http") {
+    match parse_request(data, &proxy, &client(), crate::proxy::Proto::Http) {
         Parsed::Complete(len, request) => {
             assert!(len <= data.len());
             // What Baton reads from the client is what it says it sends.
@@ -343,16 +343,17 @@ fn served_by_baton(data: &[u8]) -> Served {
     let mut served = Served::default();
     let mut rest = BytesMut::from(data);
     loop {
-        let (len, request) = match parse_request(&rest, &proxy, &client(), "http") {
-            Parsed::Complete(len, request) => (len, request),
-            Parsed::Other(Next::Reject(_)) => {
-                served.refused = true;
-                return served;
-            }
-            Parsed::Partial | Parsed::Other(Next::Handoff | Next::Close | Next::Request(_)) => {
-                return served
-            }
-        };
+        let (len, request) =
+            match parse_request(&rest, &proxy, &client(), crate::proxy::Proto::Http) {
+                Parsed::Complete(len, request) => (len, request),
+                Parsed::Other(Next::Reject(_)) => {
+                    served.refused = true;
+                    return served;
+                }
+                Parsed::Partial | Parsed::Other(Next::Handoff | Next::Close | Next::Request(_)) => {
+                    return served
+                }
+            };
         let line = request_line(&request.head().expect("an app for every host").bytes);
         let _ = rest.split_to(len);
         let mut decoding = request.body;
@@ -501,7 +502,7 @@ fn upgrade_ahead(data: &[u8], ours: &Served) -> bool {
     let proxy = proxy();
     let mut rest = BytesMut::from(data);
     for _ in 0..=ours.requests.len() {
-        match parse_request(&rest, &proxy, &client(), "http") {
+        match parse_request(&rest, &proxy, &client(), crate::proxy::Proto::Http) {
             Parsed::Complete(len, request) => {
                 let _ = rest.split_to(len);
                 let mut decoding = request.body;

@@ -131,6 +131,39 @@ pub fn render(found: &Detected) -> String {
     out
 }
 
+/// `baton init [DIR]`: a baton.toml for what the folder holds, never
+/// over an existing one.
+pub(crate) fn run(dir: Option<&std::path::Path>) -> Result<(), crate::cli::Failure> {
+    use crate::cli::Failure;
+    let dir = dir.map_or_else(
+        || std::path::PathBuf::from("."),
+        std::path::Path::to_path_buf,
+    );
+    let file = dir.join("baton.toml");
+    if file.exists() {
+        return Err(Failure::usage(format!(
+            "{} exists; baton init does not overwrite it",
+            file.display()
+        )));
+    }
+    let found = detect(&dir);
+    std::fs::write(&file, render(&found))
+        .map_err(|e| Failure::failed(format!("writing {}: {e}", file.display())))?;
+    println!(
+        "wrote {} ({}: command {:?}, readiness {}, build {}); check it with `baton check`",
+        file.display(),
+        if found.node {
+            "a Node app"
+        } else {
+            "a generic template"
+        },
+        found.command,
+        found.health.as_deref().unwrap_or("tcp"),
+        found.build.as_deref().unwrap_or("none"),
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,10 @@
 //! The control API's messages, shared by the daemon and the CLI.
 
+mod routes;
+
 use serde::{Deserialize, Serialize};
+
+pub use self::routes::Route;
 
 use crate::proxy::upstream::Counts;
 use crate::supervisor::State;
@@ -109,7 +113,7 @@ impl StatusReport {
         let web: Vec<&InstanceReport> = self
             .instances
             .iter()
-            .filter(|i| i.process == "web" && self.release.as_deref() == Some(i.release.as_str()))
+            .filter(|i| i.process.is_web() && self.release.as_deref() == Some(i.release.as_str()))
             .filter(|i| i.state != crate::supervisor::State::Draining)
             .collect();
         let ready = web
@@ -134,7 +138,7 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstanceReport {
     /// Process name (`web`).
-    pub process: String,
+    pub process: Role,
     /// Instance id (`web#3`).
     pub instance: String,
     /// Release it runs.
@@ -373,4 +377,57 @@ pub struct UpgradeReport {
 pub struct ErrorBody {
     /// The message for a person.
     pub error: String,
+}
+
+/// What an instance's process is: the app's `web`, which the proxy sends
+/// requests to, or a `[process.NAME]` singleton. Written as its name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum Role {
+    /// `[web]`.
+    Web,
+    /// `[process.NAME]`.
+    Singleton(std::sync::Arc<str>),
+}
+
+impl Role {
+    /// As the config file and `baton status` name it.
+    pub fn name(&self) -> &str {
+        match self {
+            Role::Web => "web",
+            Role::Singleton(name) => name,
+        }
+    }
+
+    /// Whether it is the app's `web`.
+    pub fn is_web(&self) -> bool {
+        *self == Role::Web
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<&str> for Role {
+    fn from(name: &str) -> Role {
+        match name {
+            "web" => Role::Web,
+            name => Role::Singleton(name.into()),
+        }
+    }
+}
+
+impl From<String> for Role {
+    fn from(name: String) -> Role {
+        Role::from(name.as_str())
+    }
+}
+
+impl From<Role> for String {
+    fn from(role: Role) -> String {
+        role.name().to_owned()
+    }
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 
-use super::client::ApiClient;
-use super::Failure;
+use crate::cli::client::ApiClient;
+use crate::cli::Failure;
 use crate::plural;
 use crate::protocol::{StatusReport, UpgradeReport, UpgradeRequest};
 use crate::supervisor::State;
@@ -36,7 +36,7 @@ pub async fn run(client: &ApiClient, binary: Option<&Path>, json: bool) -> Resul
     };
     let body = serde_json::to_value(&request).map_err(Failure::failed)?;
     let answer = client.send(Method::POST, "/upgrade", Some(body)).await?;
-    let report: UpgradeReport = super::client::read_json(answer).await?;
+    let report: UpgradeReport = crate::cli::client::read_json(answer).await?;
     if !json {
         eprintln!(
             "{}: the daemon (pid {}) stops its instances and runs it; \
@@ -82,7 +82,7 @@ fn ready(status: &StatusReport) -> usize {
 
 /// Every web instance is ready, and there is one.
 fn serving(status: &StatusReport) -> bool {
-    let mut web = status.instances.iter().filter(|i| i.process == "web");
+    let mut web = status.instances.iter().filter(|i| i.process.is_web());
     let first = web.next();
     first.is_some_and(|i| i.state == State::Ready) && web.all(|i| i.state == State::Ready)
 }
@@ -97,11 +97,13 @@ enum NotServing {
 
 /// The daemon as one report: the first app's, with every app's instances
 /// (a server of several apps is upgraded whole).
-async fn daemon_status(client: &ApiClient) -> Result<StatusReport, super::client::ClientError> {
+async fn daemon_status(
+    client: &ApiClient,
+) -> Result<StatusReport, crate::cli::client::ClientError> {
     let mut all: Vec<StatusReport> = client.get("/apps").await?;
     let rest: Vec<StatusReport> = all.drain(1.min(all.len())..).collect();
     let mut first = (all.pop())
-        .ok_or_else(|| super::client::ClientError::Daemon("the daemon runs no app".into()))?;
+        .ok_or_else(|| crate::cli::client::ClientError::Daemon("the daemon runs no app".into()))?;
     first
         .instances
         .extend(rest.into_iter().flat_map(|s| s.instances));

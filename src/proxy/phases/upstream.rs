@@ -1,28 +1,27 @@
-//! A request's whole path, the same for both HTTP servers (Baton's own
-//! HTTP/1.1 server and hyper's, which serves upgrades and h2):
+//! Phase 3, the upstream: for a request an app's instances answer,
 //!
-//! route (pick a ready instance, or hold while one may come)
+//! pick (a ready instance, or hold while one may come)
 //! → attempt (send, read the answer's head)
 //! → retry decision ([`AttemptError::next`]: another instance, or a refusal)
-//! → answer (counted by status class; its body by [`super::body::Counted`])
 //!
-//! The servers differ only in how they read a request before [`pass`] and
-//! write the answer after it.
+//! until an answer or Baton's [`Refusal`].
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::body::{full, Parked, ProxyBody};
-use super::router::NoInstance;
-use super::sites::Site;
-use super::split::{self, Ask};
-use super::upstream::{RequestGuard, Upstream};
-use super::{h1, pool, tunnel, CountOnDrop, Proxy};
+use super::OwnAnswer;
+use crate::proxy::body::Parked;
+use crate::proxy::router::NoInstance;
+use crate::proxy::sites::Site;
+use crate::proxy::split::{self, Ask};
+use crate::proxy::upstream::{RequestGuard, Upstream};
+use crate::proxy::{h1, pool, tunnel, CountOnDrop, Proto, Proxy};
 
 /// What is sent to an instance at each attempt, and what comes back.
 pub(crate) trait Attempt: Sync {
@@ -88,8 +87,8 @@ impl Attempt for h1::RequestHead {
 /// its own.
 pub(crate) struct Upgrade {
     pub(crate) parts: http::request::Parts,
-    /// `http` or `https`, for X-Forwarded-Proto.
-    pub(crate) proto: &'static str,
+    /// For X-Forwarded-Proto.
+    pub(crate) proto: Proto,
 }
 
 impl Attempt for Upgrade {
@@ -118,7 +117,8 @@ impl Attempt for Upgrade {
 
     fn deployment(&self) -> Option<&[u8]> {
         let header = self.parts.headers.get("x-deployment-id");
-        let query = || super::assets::query_value(self.parts.uri.query()?.as_bytes(), b"dpl");
+        let query =
+            || crate::proxy::assets::query_value(self.parts.uri.query()?.as_bytes(), b"dpl");
         header.map(HeaderValue::as_bytes).or_else(query)
     }
 
@@ -134,7 +134,7 @@ impl Attempt for Upgrade {
     }
 
     fn idempotent(&self) -> bool {
-        super::is_idempotent(self.parts.method.as_str().as_bytes())
+        crate::proxy::is_idempotent(self.parts.method.as_str().as_bytes())
     }
 }
 
@@ -238,31 +238,31 @@ impl Refusal {
         }
     }
 
-    /// The answer for hyper's server.
-    pub(crate) fn response(&self) -> Response<ProxyBody> {
-        let mut resp = Response::new(full(self.text()));
-        *resp.status_mut() = self.status;
-        if self.retry_after {
-            resp.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        resp
-    }
-
-    /// The body: the status, for a human reading it.
-    pub(crate) fn text(&self) -> String {
-        format!(
+    /// The answer the client gets: the status, for a human reading it.
+    pub(crate) fn answer(&self) -> OwnAnswer {
+        let text = format!(
             "{} {}\n",
             self.status.as_u16(),
             self.status.canonical_reason().unwrap_or("")
-        )
+        );
+        let mut answer = OwnAnswer::with_body(self.status, "text/plain", Bytes::from(text));
+        if self.retry_after {
+            (answer.fields).push((RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        answer.close = self.close;
+        answer
     }
 }
 
-/// The answer the path settled on, with the instance's in-flight count,
-/// which lasts until the body ends.
+/// The answer the path settled on, and who gave it.
 pub(crate) struct Forwarded<R> {
     pub(crate) reply: R,
+    pub(crate) served: Served,
+}
+
+/// Who answered, with the instance's in-flight count, which lasts until
+/// the answer's body ends.
+pub(crate) struct Served {
     pub(crate) guard: RequestGuard,
     pub(crate) upstream: Arc<Upstream>,
     /// Attempts before the one that answered.
@@ -273,9 +273,10 @@ pub(crate) struct Forwarded<R> {
     pub(crate) sticky: Option<u16>,
 }
 
-/// Takes one request along its whole path: an instance's answer (counted),
-/// or Baton's refusal (counted and logged). A client that leaves first
-/// drops this future, which counts the request as abandoned (nginx's 499).
+/// Takes one request to an app's instances: an instance's answer, or
+/// Baton's refusal (logged as a warning; phase 5 counts either). A client
+/// that leaves first drops this future, which counts the request as
+/// abandoned (nginx's 499).
 pub(crate) async fn pass<A: Attempt>(
     proxy: &Proxy,
     site: &Site,
@@ -292,16 +293,12 @@ pub(crate) async fn pass<A: Attempt>(
             close: true,
             ..Refusal::failed(
                 StatusCode::BAD_GATEWAY,
-                format!("{} switched protocols unasked", f.upstream.id),
+                format!("{} switched protocols unasked", f.served.upstream.id),
             )
         },
-        Ok(f) => {
-            proxy.count(A::status(&f.reply));
-            return Ok(f);
-        }
+        Ok(f) => return Ok(f),
         Err(refusal) => refusal,
     };
-    proxy.count(refusal.status);
     tracing::warn!(status = refusal.status.as_u16(), "{}", refusal.why);
     Err(refusal)
 }
@@ -359,14 +356,14 @@ async fn forward<A: Attempt>(
                     && chances.idempotent => {}
             Ok(reply) => {
                 upstream.answered();
-                return Ok(Forwarded {
-                    reply,
+                let served = Served {
                     guard,
                     upstream,
                     retries: tried.len() as u32,
                     held,
                     sticky,
-                });
+                };
+                return Ok(Forwarded { reply, served });
             }
             Err(e) => {
                 proxy.passive_health(site, &upstream, &e);
