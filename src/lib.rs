@@ -25,15 +25,13 @@
 #![warn(missing_docs, clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-/// This Baton's version, as `baton --version` prints it.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
 pub mod fleet;
+pub mod logs;
 pub mod probe;
 pub mod protocol;
 pub mod proxy;
@@ -41,12 +39,3 @@ pub mod release;
 pub mod schedule;
 pub mod supervisor;
 pub mod tls;
-
-/// The "s" that makes `n` things plural in a message.
-pub(crate) fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
-}

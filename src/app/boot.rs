@@ -58,7 +58,7 @@ impl App {
         tracing::info!(
             "release {}: starting {count} instance{} in {}",
             release.id,
-            crate::plural(count as usize),
+            crate::protocol::plural(count as usize),
             release.dir.display()
         );
         let mut started = Vec::new();

@@ -48,7 +48,7 @@ pub fn status_table(s: &StatusReport) -> String {
         let _ = writeln!(out, "deploying: {d}");
     }
     if let Some(c) = &s.canary {
-        let side = |score: &crate::proxy::split::Score| {
+        let side = |score: &crate::protocol::Score| {
             format!(
                 "{} requests, {:.1}% errors, p99 {} ms",
                 score.requests,
@@ -168,7 +168,7 @@ pub fn apps_table(all: &[StatusReport]) -> String {
         let web = s.instances.iter().filter(|i| i.process.is_web());
         let ready = web
             .clone()
-            .filter(|i| i.state == crate::supervisor::State::Ready)
+            .filter(|i| i.state == crate::protocol::State::Ready)
             .count();
         let state = match (&s.deploying, s.health()) {
             (Some(_), _) => "deploying",

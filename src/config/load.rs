@@ -62,10 +62,10 @@ impl Loaded {
     }
 
     /// How its log files are rotated.
-    pub fn log_rotation(&self) -> crate::supervisor::logs::Rotation {
-        let default = crate::supervisor::logs::Rotation::default();
+    pub fn log_rotation(&self) -> crate::logs::Rotation {
+        let default = crate::logs::Rotation::default();
         let daemon = &self.config.daemon;
-        crate::supervisor::logs::Rotation {
+        crate::logs::Rotation {
             max_size: daemon
                 .log_max_size
                 .as_ref()

@@ -14,7 +14,7 @@ use crate::protocol::ServerReloadReport;
 use crate::proxy::router::Router;
 use crate::proxy::sites::{Site, SiteTable};
 use crate::proxy::Proxy;
-use crate::supervisor::logs::LogSink;
+use crate::logs::LogSink;
 use crate::supervisor::ports::PortPool;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::Context;

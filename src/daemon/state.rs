@@ -14,7 +14,7 @@ use crate::config::Setup;
 use crate::deploy::owner::Hold;
 use crate::protocol::{CertificateReport, CertificateState, StatusReport};
 use crate::proxy::Proxy;
-use crate::supervisor::logs::LOG_HEALTH;
+use crate::logs::LOG_HEALTH;
 use crate::tls::acme::{unix_seconds, Acme};
 use crate::tls::certificates::Source;
 use crate::tls::Tls;
@@ -164,7 +164,7 @@ impl Daemon {
             app: app.name.clone(),
             pid: std::process::id(),
             started: humantime::format_rfc3339_millis(self.started).to_string(),
-            version: crate::VERSION.to_string(),
+            version: crate::protocol::VERSION.to_string(),
             uptime_secs: now.duration_since(self.started).map_or(0, |d| d.as_secs()),
             listen: (self.setup.lock().unwrap_or_else(|p| p.into_inner()).proxy)
                 .listen_addrs()

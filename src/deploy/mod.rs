@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use self::phase::{Machine, Phase};
 pub use self::runtime::{Report, Runtime};
 use crate::config::{self, DrainNotice, Instances, Strategy};
-use crate::plural;
+use crate::protocol::plural;
 use crate::protocol::{CanaryAsk, Order, Progress};
 use crate::proxy::upstream::Upstream;
 use crate::release::{

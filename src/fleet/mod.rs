@@ -111,7 +111,7 @@ pub async fn read(ssh: &Ssh, host: &Host) -> HostState {
     state.release = report.release.clone();
     state.online = report.online;
     state.ready = (report.instances.iter())
-        .filter(|i| i.state == crate::supervisor::State::Ready)
+        .filter(|i| i.state == crate::protocol::State::Ready)
         .count();
     state.served = report.instances.iter().map(|i| i.counts.served).sum();
     state.in_flight = (report.instances.iter())

@@ -6,8 +6,6 @@ use serde::{Deserialize, Serialize};
 
 pub use self::routes::Route;
 
-use crate::proxy::upstream::Counts;
-use crate::supervisor::State;
 
 /// `GET /status`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,11 +112,11 @@ impl StatusReport {
             .instances
             .iter()
             .filter(|i| i.process.is_web() && self.release.as_deref() == Some(i.release.as_str()))
-            .filter(|i| i.state != crate::supervisor::State::Draining)
+            .filter(|i| i.state != State::Draining)
             .collect();
         let ready = web
             .iter()
-            .filter(|i| i.state == crate::supervisor::State::Ready)
+            .filter(|i| i.state == State::Ready)
             .count();
         if ready == 0 {
             Health::Down
@@ -257,9 +255,9 @@ pub struct CanaryReport {
     /// Steps in all.
     pub steps: usize,
     /// The stable release's figures over the step so far.
-    pub stable: crate::proxy::split::Score,
+    pub stable: Score,
     /// The canary's.
-    pub canary: crate::proxy::split::Score,
+    pub canary: Score,
 }
 
 /// `baton promote` / `baton abort`: what to do with the running canary.
@@ -431,3 +429,68 @@ impl From<Role> for String {
         role.name().to_owned()
     }
 }
+
+/// A snapshot of the counters, for status and metrics.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
+pub struct Counts {
+    /// Requests sent and not yet answered in full.
+    pub in_flight: usize,
+    /// Upgraded connections (WebSocket) open now.
+    pub connections: usize,
+    /// Keep-alive HTTP connections from Baton to it, open now.
+    #[serde(default)]
+    pub upstream_connections: usize,
+    /// Requests answered since start.
+    pub served: u64,
+}
+
+/// A side's figures over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// Attempts answered or failed.
+    pub requests: u64,
+    /// 5xx answers, resets and timeouts among them.
+    pub errors: u64,
+    /// errors / requests.
+    pub error_rate: f64,
+    /// 99th percentile time to the answer's head, ms.
+    pub p99_ms: f64,
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Spawned (or waiting to respawn); gets no traffic.
+    Starting,
+    /// Passed its readiness check.
+    Ready,
+    /// Out of the route table; requests in flight are finishing.
+    Draining,
+    /// `stop_signal` sent; SIGKILL follows after `kill_timeout`.
+    Stopping,
+    /// Gone, on purpose.
+    Stopped,
+    /// Gone, and will not be restarted: see `reason`.
+    Failed,
+}
+
+impl State {
+    /// Stopped and failed are the end.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, State::Stopped | State::Failed)
+    }
+}
+
+/// The "s" that makes `n` things plural in a message.
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// This Baton's version, as `baton --version` prints it and the CLI and
+/// the daemon compare.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

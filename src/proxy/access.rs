@@ -18,7 +18,7 @@ use http::HeaderValue;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::supervisor::logs::{Rotation, LOG_HEALTH};
+use crate::logs::{Rotation, LOG_HEALTH};
 
 /// Records waiting for the writer; past this they are dropped and counted.
 const QUEUE: usize = 65_536;

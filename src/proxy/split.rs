@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::upstream::Upstream;
+pub use crate::protocol::Score;
 
 /// The cookie that keeps a client on its side.
 pub const COOKIE: &str = "baton_canary";
@@ -183,18 +184,6 @@ impl Default for Scorecard {
     }
 }
 
-/// A side's figures over a window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Score {
-    /// Attempts answered or failed.
-    pub requests: u64,
-    /// 5xx answers, resets and timeouts among them.
-    pub errors: u64,
-    /// errors / requests.
-    pub error_rate: f64,
-    /// 99th percentile time to the answer's head, ms.
-    pub p99_ms: f64,
-}
 
 impl Scorecard {
     /// One attempt: `failed` for a 5xx, a reset or a timeout; `took` to

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use serde::Serialize;
+pub use crate::protocol::Counts;
 
 /// An instance's address and live counters. Shared by the route table, the
 /// supervisor and the deploy code.
@@ -47,19 +47,6 @@ struct Failures {
     since: Option<std::time::Instant>,
 }
 
-/// A snapshot of the counters, for status and metrics.
-#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, Default)]
-pub struct Counts {
-    /// Requests sent and not yet answered in full.
-    pub in_flight: usize,
-    /// Upgraded connections (WebSocket) open now.
-    pub connections: usize,
-    /// Keep-alive HTTP connections from Baton to it, open now.
-    #[serde(default)]
-    pub upstream_connections: usize,
-    /// Requests answered since start.
-    pub served: u64,
-}
 
 impl Upstream {
     /// A fresh upstream on a loopback port.

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::config::{Config, CronPattern};
 use crate::deploy::Kind;
-use crate::supervisor::logs;
+use crate::logs;
 use crate::supervisor::oneoff::{Ended, OneOff};
 
 /// What ticks.
@@ -126,7 +126,7 @@ async fn on_each_tick(app: Arc<App>, schedule: Schedule) {
                     tracing::warn!(
                         "{}: {skipped} tick{} of {:?} skipped: the run was still going",
                         schedule.describe(),
-                        crate::plural(skipped),
+                        crate::protocol::plural(skipped),
                         pattern.as_str()
                     );
                 }

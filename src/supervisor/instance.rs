@@ -25,6 +25,7 @@ use super::spawn;
 use crate::config::{Readiness, ReadinessKind, StopTo};
 use crate::protocol::Role;
 use crate::proxy::upstream::Upstream;
+pub use crate::protocol::State;
 
 /// Exits within `restart_window` from which on each one is unstable.
 const LOOP_EXITS: usize = 3;
@@ -35,30 +36,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(15);
 /// Lines of the app's log quoted in a failure reason.
 const REASON_LINES: usize = 10;
 
-/// Where an instance is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Spawned (or waiting to respawn); gets no traffic.
-    Starting,
-    /// Passed its readiness check.
-    Ready,
-    /// Out of the route table; requests in flight are finishing.
-    Draining,
-    /// `stop_signal` sent; SIGKILL follows after `kill_timeout`.
-    Stopping,
-    /// Gone, on purpose.
-    Stopped,
-    /// Gone, and will not be restarted: see `reason`.
-    Failed,
-}
 
-impl State {
-    /// Stopped and failed are the end.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, State::Stopped | State::Failed)
-    }
-}
 
 /// An instance's observable status.
 #[derive(Debug, Clone, Serialize)]

@@ -16,7 +16,7 @@
 
 pub mod instance;
 pub mod limits;
-pub mod logs;
+use crate::logs;
 pub mod oneoff;
 pub mod ports;
 pub mod procfs;

@@ -32,7 +32,7 @@ pub(crate) fn check(cli: &Cli, json: bool) -> Result<(), Failure> {
                     l.path.display(),
                     c.app.name,
                     c.web.instance_count(),
-                    crate::plural(c.web.instance_count() as usize),
+                    crate::protocol::plural(c.web.instance_count() as usize),
                     c.proxy
                         .listen_addrs()
                         .iter()
@@ -78,7 +78,7 @@ fn check_server(path: &Path, json: bool) -> Result<(), Failure> {
                     "{}: ok (server of {} app{}: {})",
                     setup.path.display(),
                     apps.len(),
-                    crate::plural(apps.len()),
+                    crate::protocol::plural(apps.len()),
                     apps.join(", ")
                 );
             }

@@ -57,7 +57,7 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(crate::supervisor::logs::QueuedStderr)
+        .with_writer(crate::logs::QueuedStderr)
         .log_internal_errors(false)
         .try_init();
 }
@@ -168,7 +168,7 @@ fn first_start(status: &StatusReport) -> Option<Result<(), String>> {
         .collect();
     if web
         .iter()
-        .any(|i| i.state == crate::supervisor::State::Ready)
+        .any(|i| i.state == crate::protocol::State::Ready)
     {
         return Some(Ok(()));
     }

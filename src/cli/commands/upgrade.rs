@@ -9,9 +9,9 @@ use hyper::Method;
 
 use crate::cli::client::ApiClient;
 use crate::cli::Failure;
-use crate::plural;
+use crate::protocol::plural;
 use crate::protocol::{StatusReport, UpgradeReport, UpgradeRequest};
-use crate::supervisor::State;
+use crate::protocol::State;
 
 /// How long the new daemon gets to have every web instance ready.
 const READY_WITHIN: Duration = Duration::from_secs(600);

@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use super::{ApiError, AppQuery};
 use crate::daemon::Daemon;
 use crate::protocol::{CertificateReport, CertificateState, ReleaseReport, StatusReport};
-use crate::supervisor::logs::LOG_HEALTH;
+use crate::logs::LOG_HEALTH;
 use crate::supervisor::State as InstanceState;
 
 /// Every instance of an app and the release serving.
