@@ -1,4 +1,5 @@
-//! The `baton` binary: glue over the library.
+//! The `baton` binary: glue over the crates (`baton-cli` parses the
+//! command line and runs it).
 
 use std::process::ExitCode;
 
@@ -9,9 +10,5 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some(baton::supervisor::reaper::REAPER_ARG) {
-        baton::supervisor::reaper::run_helper();
-        return ExitCode::SUCCESS;
-    }
-    baton::cli::main()
+    baton_cli::main()
 }

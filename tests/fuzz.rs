@@ -14,7 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use baton::proxy::h1::fuzz;
+use baton_proxy::h1::fuzz;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

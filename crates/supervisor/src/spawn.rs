@@ -1,0 +1,72 @@
+//! Starting a child: its own process group, the parent-death signal, and the
+//! Node IPC channel.
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits,
+//! not the process. Children are forked from the runtime's own threads (the
+//! current-thread runtime's one, or the multi-thread runtime's workers),
+//! which live as long as the daemon; never from the blocking pool, which
+//! retires idle threads. No thread of Baton's own is needed for it: with one
+//! worker thread the daemon stays single-threaded, and then the kernel
+//! skips a file reference count on every socket syscall.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use tokio::process::{Child, Command};
+
+/// The fd number the Node IPC channel gets in the child.
+pub const NODE_CHANNEL_FD: RawFd = 3;
+
+/// Prepares `cmd` to run in its own process group, to die with the daemon,
+/// and, when `ipc` is given, to inherit it as fd 3 (`NODE_CHANNEL_FD`).
+pub fn prepare(cmd: &mut Command, ipc: Option<&OwnedFd>) {
+    let parent = std::process::id() as i32;
+    let ipc_fd = ipc.map(AsRawFd::as_raw_fd);
+    let soft_fd_limit = crate::limits::original_soft_fd_limit();
+    cmd.process_group(0);
+    // SAFETY: only async-signal-safe calls (signal, getrlimit, setrlimit,
+    // prctl, getppid, dup2, fcntl, _exit) run between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The daemon ignores SIGXFSZ; the app gets the default back.
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+            // And the open files limit Baton was started with, which the
+            // daemon raised for itself (Node raises its own).
+            if let Some(soft) = soft_fd_limit {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+                    limit.rlim_cur = soft.min(limit.rlim_max);
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                }
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The daemon may have died between fork and prctl.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            if let Some(fd) = ipc_fd {
+                if fd == NODE_CHANNEL_FD {
+                    let flags = libc::fcntl(fd, libc::F_GETFD);
+                    libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                } else if libc::dup2(fd, NODE_CHANNEL_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Spawns `cmd` from the runtime thread this runs on (see the module
+/// notes for why that thread matters).
+///
+/// # Errors
+/// The spawn error, such as a missing working directory.
+pub fn spawn(mut cmd: Command) -> io::Result<Child> {
+    cmd.spawn()
+}
