@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes the HTTP/1 parsers (tests/fuzz.rs) in a release build, each target
+# Fuzzes the HTTP/1 parsers (tests/e2e/fuzz.rs) in a release build, each target
 # for SECONDS (default 900) one after another, and prints how many inputs
 # each ran. An input that fails is written to fuzz/corpus/<target>/ and
 # the run stops; commit it: `cargo test` replays the corpus.
@@ -17,6 +17,6 @@ if [ "${#targets[@]}" -eq 0 ]; then
 fi
 for target in "${targets[@]}"; do
   BATON_FUZZ_SEED="${BATON_FUZZ_SEED:-$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')}" \
-  BATON_FUZZ_SECONDS="$seconds" cargo test --release --test fuzz "fuzz_$target" -- --exact --nocapture 2>&1 |
+  BATON_FUZZ_SECONDS="$seconds" cargo test --release --test e2e "fuzz::fuzz_$target" -- --exact --nocapture 2>&1 |
     grep -E '^fuzz |fails on|panicked|test result'
 done

@@ -3,13 +3,12 @@
 //! the others untouched; apps come and go with `baton reload`; the CLI
 //! finds the server from inside an app's folder.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{answered, bin, free_port, h2_exchange, raw, text, wait_until, Answer, H2Body};
+use crate::common;
+use crate::common::{answered, bin, free_port, h2_exchange, raw, text, wait_until, Answer, H2Body};
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
 

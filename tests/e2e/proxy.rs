@@ -1,13 +1,11 @@
 //! Issue 3: the proxy owns the public port and never refuses or drops a
 //! request.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn web(instances: u32, env: &str, readiness: &str, extra: &str) -> String {
     format!(

@@ -2,14 +2,12 @@
 //! stay with their old instance until they close or the connection drain
 //! ends them politely, and reconnects land on the new release.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// `[web]` with `extra`. The watch after a deploy's switch is short: these
 /// tests time how long a deploy waits for open connections, which it must

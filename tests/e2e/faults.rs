@@ -1,13 +1,11 @@
 //! Issue 20: faults a production server meets. Each case runs under load
 //! counted by an independent client (`baton probe`) with exact counts.
 
-mod common;
-
 use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn web(instances: u32, env: &str) -> String {
     web_with(instances, env, "")

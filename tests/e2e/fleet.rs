@@ -4,14 +4,12 @@
 //! key made here. Needs `haproxy` and `sshd` (apt-get install haproxy
 //! openssh-server).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const NODES: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];

@@ -2,15 +2,13 @@
 //! rendered by an old release keep loading their hashed assets after a
 //! deploy, for `keep_for`.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const WEB: &str = "[web]\ncommand = \"node server.js\"\ninstances = 2\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n";
 

@@ -1,13 +1,11 @@
 //! Issue 5: releases on disk: sources, build hook, shared paths, retention,
 //! rollback, the inbox, hostile tarballs, and crash consistency.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const WEB: &str = "[web]\ncommand = \"node server.js\"\ninstances = 2\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n";
 

@@ -1,12 +1,10 @@
 //! Issue 2: `baton up` supervises an app from baton.toml, with a control
 //! socket and a CLI.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const WEB_HTTP: &str =
     "[web]\ncommand = \"node server.js\"\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n";

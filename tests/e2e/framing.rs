@@ -9,14 +9,12 @@
 //! The expected outcomes come from RFC 9112/9110, and where the RFC lets a
 //! recipient choose, from what nginx does (the case says so).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// What Baton should do with one message the client sends.
 enum Outcome {

@@ -2,11 +2,9 @@
 //! new release, judged by Baton against the serving one, then promoted or
 //! rolled back; all under load, with 0 failed requests from the mechanics.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Two instances of the test app answering `version`, `env` added to their

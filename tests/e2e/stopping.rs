@@ -2,11 +2,9 @@
 //! process managers such as egg-scripts get the signal once, through their
 //! main process, and shut their app down cleanly.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// An Egg app started by egg-scripts through npx: four processes above
 /// the app's workers, each a wrapper of the next.

@@ -1,11 +1,9 @@
 //! Issue 7: `baton probe` reports exactly what a test server did to it.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Starts tests/apps/flaky.js on a free port with `env`.
 fn flaky(env: &[(&str, &str)]) -> (Child, u16) {

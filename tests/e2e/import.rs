@@ -2,13 +2,11 @@
 //! (retyped in tests/fixtures/pm2) and on a YAML file of two apps, which
 //! then runs for real.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

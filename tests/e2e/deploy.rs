@@ -2,11 +2,9 @@
 //! runs `baton probe` through Baton during the change and asserts exactly 0
 //! failed requests, and which version answered.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn web(instances: u32, env: &str, extra: &str) -> String {
     format!(

@@ -3,13 +3,12 @@
 //! client through a deploy, and the errors for unusable certificates.
 //! Certificates are made here with rcgen, one self-signed pair per name.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port, text, wait_until, Daemon, Probe};
+use crate::common;
+use crate::common::{free_port, text, wait_until, Daemon, Probe};
 
 /// A self-signed certificate for `name`, written as `<name>.pem` and
 /// `<name>.key` (0600) in `dir`.

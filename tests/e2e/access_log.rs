@@ -2,11 +2,9 @@
 //! line, then Baton's fields) or JSON, for answers from instances and from
 //! Baton itself, over HTTP/1.1 and h2, switched by a reload, rotated.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const WEB: &str =
     "[web]\ncommand = \"node server.js\"\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n";

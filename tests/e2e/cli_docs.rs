@@ -1,10 +1,8 @@
 //! `baton completions` and `baton man`: what a shell and `man` get.
 
-mod common;
-
 use std::process::Command;
 
-use common::{bin, text};
+use crate::common::{bin, text};
 
 fn baton(args: &[&str]) -> String {
     let out = Command::new(bin()).args(args).output().unwrap();

@@ -7,13 +7,12 @@
 //! for Pebble's own HTTPS (Baton trusts it through `[tls] acme_ca`), and
 //! reads back the root Pebble signs with, for the clients to trust.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, text, wait_until, Daemon};
+use crate::common;
+use crate::common::{free_port, text, wait_until, Daemon};
 
 const INSTALL: &str = "apt-get install pebble (it ships pebble and pebble-challtestsrv)";
 

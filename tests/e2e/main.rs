@@ -1,0 +1,29 @@
+//! Baton's end-to-end tests, one binary (as ripgrep has them): each
+//! module an area, all on the shared harness in `common`, which compiles
+//! once. They run the real `baton` binary against real Node apps, curl,
+//! nginx, HAProxy, sshd and Pebble.
+//!
+//! One area: `cargo test --test e2e deploy::`. The fuzz targets' corpus
+//! replay is `fuzz::`; `fuzz/run.sh` fuzzes for longer.
+
+mod common;
+
+mod access_log;
+mod acme;
+mod canary;
+mod cli_docs;
+mod connections;
+mod core;
+mod deploy;
+mod faults;
+mod fleet;
+mod framing;
+mod fuzz;
+mod import;
+mod probe;
+mod proxy;
+mod releases;
+mod server;
+mod statics;
+mod stopping;
+mod tls;
