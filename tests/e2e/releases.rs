@@ -533,13 +533,7 @@ fn out_of_space_during_unpack_fails_cleanly() {
     let work = tempfile::tempdir().unwrap();
     let tar = work.path().join("big.tar");
     tarball(big.path(), &tar);
-    let limit = libc::rlimit {
-        rlim_cur: 1 << 20,
-        rlim_max: 1 << 20,
-    };
-    // SAFETY: prlimit on the daemon's pid with a valid rlimit.
-    let rc = unsafe { libc::prlimit(d.pid(), libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    crate::common::sys::limit_file_size(d.pid(), 1 << 20).expect("prlimit");
 
     let out = d.baton(&["deploy", tar.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -152,13 +152,7 @@ pub async fn run(setup: Setup, mut inherited: Inherited) -> Result<Exit, StartEr
     // Past a file size limit, a write should fail (EFBIG, like a full disk)
     // and fail the release it belongs to, not kill the daemon. Children get
     // the default back before exec.
-    // SAFETY: SIG_IGN installs no handler.
-    unsafe {
-        let _ = nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGXFSZ,
-            nix::sys::signal::SigHandler::SigIgn,
-        );
-    }
+    crate::supervisor::sys::ignore_signal(nix::sys::signal::Signal::SIGXFSZ);
     let state_dir = setup.state_dir();
     ensure_state_dir(&state_dir).map_err(io_err(format!("creating {}", state_dir.display())))?;
     let _lock = lock::StateLock::acquire(&state_dir)?;

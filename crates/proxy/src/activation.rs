@@ -4,7 +4,7 @@
 //! the kernel's backlog instead of being refused.
 
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{IntoRawFd, RawFd};
 
 /// The first fd passed (`SD_LISTEN_FDS_START`), by systemd or by the
 /// daemon that upgrades to this one.
@@ -34,9 +34,7 @@ impl Inherited {
         }
         let mut sockets = Vec::new();
         for fd in FIRST_FD..FIRST_FD + count {
-            // SAFETY: systemd passed this fd to this process for it to own,
-            // and nothing else in it has used the fd yet.
-            let socket = unsafe { socket2::Socket::from_raw_fd(fd) };
+            let socket = crate::sys::take_passed_socket(fd);
             let _ = socket.set_cloexec(true);
             match tcp_listener_addr(&socket) {
                 Some(addr) => sockets.push((addr, socket.into())),

@@ -40,6 +40,7 @@ pub mod pool;
 pub mod router;
 pub mod sites;
 pub mod split;
+mod sys;
 pub mod tcp;
 pub mod tunnel;
 pub mod upstream;

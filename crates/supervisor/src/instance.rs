@@ -867,23 +867,12 @@ async fn next_event(ctl: &mut mpsc::UnboundedReceiver<Control>, life: &mut Life)
 /// A future that resolves when process `pid` exits; `Ok(None)` when it is
 /// already gone, `Err` when the kernel has no pidfd.
 fn watch_exit(pid: i32) -> Result<Option<impl std::future::Future<Output = ()>>, ()> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::ESRCH) => Ok(None),
-            _ => Err(()),
-        };
-    }
-    // SAFETY: the fd was just returned to us and nobody else owns it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    // SAFETY: the fd is owned by the AsyncFd and closed only when it drops,
-    // which deregisters it first.
-    let watched = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE)
-    }
-    .map_err(|_| ())?;
+    let fd = match crate::sys::pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let watched = crate::sys::watch_readable(fd).map_err(|_| ())?;
     Ok(Some(async move {
         let _ = watched.readable().await;
     }))

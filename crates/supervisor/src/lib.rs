@@ -29,5 +29,6 @@ pub mod procfs;
 pub mod readiness;
 pub mod reaper;
 pub mod spawn;
+pub mod sys;
 
 pub use instance::{Context, Instance, InstanceSpec, State, Status};

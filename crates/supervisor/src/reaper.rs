@@ -258,16 +258,9 @@ fn stop_leftovers(record: &Path) {
 /// are no children of ours, so no wait(2): each gets a pidfd, which
 /// becomes readable when its process exits (Linux 5.3).
 fn wait_for_exits(pids: &[i32], grace: Duration) {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let fds: Vec<OwnedFd> = pids
-        .iter()
-        .filter_map(|&pid| {
-            // SAFETY: pidfd_open takes a pid and flags and returns a new fd
-            // or -1; nothing is borrowed.
-            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-            // SAFETY: a non-negative result is a fresh fd that we own.
-            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
-        })
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let fds: Vec<OwnedFd> = (pids.iter())
+        .filter_map(|&pid| crate::sys::pidfd_open(pid).ok())
         .collect();
     let mut waiting: Vec<libc::pollfd> = fds
         .iter()
@@ -283,13 +276,9 @@ fn wait_for_exits(pids: &[i32], grace: Duration) {
         if left.is_zero() {
             return;
         }
-        let timeout = i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1);
-        // SAFETY: `waiting` is a valid array of pollfd for its length, and
-        // its fds stay open (owned by `fds`) during the call.
-        let ready =
-            unsafe { libc::poll(waiting.as_mut_ptr(), waiting.len() as libc::nfds_t, timeout) };
-        if ready < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return;
+        match crate::sys::poll_readable(&mut waiting, left) {
+            Err(e) if e.kind() != std::io::ErrorKind::Interrupted => return,
+            _ => {}
         }
         waiting.retain(|p| p.revents == 0);
     }
@@ -300,11 +289,8 @@ fn wait_for_exits(pids: &[i32], grace: Duration) {
 pub fn run_helper() {
     // The terminal's Ctrl-C reaches the daemon's whole foreground group; the
     // helper must outlive the daemon to do its job, so it ignores it.
-    // SAFETY: setting a signal to SIG_IGN has no handler to be unsafe in.
-    unsafe {
-        let _ = nix::sys::signal::signal(Signal::SIGINT, nix::sys::signal::SigHandler::SigIgn);
-        let _ = nix::sys::signal::signal(Signal::SIGTERM, nix::sys::signal::SigHandler::SigIgn);
-    }
+    crate::sys::ignore_signal(Signal::SIGINT);
+    crate::sys::ignore_signal(Signal::SIGTERM);
     let mut groups = std::collections::BTreeSet::new();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };

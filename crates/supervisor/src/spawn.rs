@@ -24,42 +24,7 @@ pub fn prepare(cmd: &mut Command, ipc: Option<&OwnedFd>) {
     let ipc_fd = ipc.map(AsRawFd::as_raw_fd);
     let soft_fd_limit = crate::limits::original_soft_fd_limit();
     cmd.process_group(0);
-    // SAFETY: only async-signal-safe calls (signal, getrlimit, setrlimit,
-    // prctl, getppid, dup2, fcntl, _exit) run between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // The daemon ignores SIGXFSZ; the app gets the default back.
-            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
-            // And the open files limit Baton was started with, which the
-            // daemon raised for itself (Node raises its own).
-            if let Some(soft) = soft_fd_limit {
-                let mut limit = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-                    limit.rlim_cur = soft.min(limit.rlim_max);
-                    libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-                }
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The daemon may have died between fork and prctl.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            if let Some(fd) = ipc_fd {
-                if fd == NODE_CHANNEL_FD {
-                    let flags = libc::fcntl(fd, libc::F_GETFD);
-                    libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                } else if libc::dup2(fd, NODE_CHANNEL_FD) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    crate::sys::prepare_child(cmd, parent, ipc_fd, soft_fd_limit);
 }
 
 /// Spawns `cmd` from the runtime thread this runs on (see the module

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sys;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -315,24 +317,10 @@ impl Daemon {
     /// it, keeping its pid).
     pub fn up_activated(self, listener: &std::net::TcpListener) -> Daemon {
         use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
         let fd = listener.as_raw_fd();
         let mut cmd = Command::new("/bin/sh");
         cmd.args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" up", bin()]);
-        // SAFETY: dup2 and fcntl are async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                if fd == 3 {
-                    nix::fcntl::fcntl(
-                        fd,
-                        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-                    )?;
-                } else {
-                    nix::unistd::dup2(fd, 3)?;
-                }
-                Ok(())
-            });
-        }
+        sys::pass_as_fd3(&mut cmd, fd);
         self.launch(cmd)
     }
 

@@ -86,14 +86,7 @@ pub(crate) fn up_detached(cli: &Cli) -> Result<(), Failure> {
         .stdout(log.try_clone().map_err(Failure::failed)?)
         .stderr(log);
     // The daemon must not die with this terminal's session.
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
+    crate::supervisor::sys::new_session(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| Failure::failed(format!("cannot start the daemon: {e}")))?;

@@ -8,13 +8,12 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
-use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 
 /// A served folder, held open so that a lookup resolves from it.
@@ -121,10 +120,7 @@ impl Folder {
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
             .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let fd = nix::fcntl::openat2(self.fd.as_raw_fd(), relative, how)
-            .map_err(|e: Errno| io::Error::from_raw_os_error(e as i32))?;
-        // SAFETY: openat2 returned a new descriptor that nothing else owns.
-        Ok(unsafe { File::from_raw_fd(fd) })
+        crate::sys::openat2(self.fd.as_raw_fd(), relative, how)
     }
 
     fn open_checked(&self, relative: &Path) -> io::Result<File> {
