@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use crate::common::*;
 
-const WEB_HTTP: &str =
+pub(crate) const WEB_HTTP: &str =
     "[web]\ncommand = \"node server.js\"\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n";
 
 /// A three-line baton.toml boots and serves through the default port.
 #[test]
-fn minimal_config_boots() {
+pub(crate) fn minimal_config_boots() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(app_js(), dir.path().join("server.js")).unwrap();
     std::fs::write(
@@ -51,7 +51,7 @@ fn minimal_config_boots() {
 /// Status shows each instance's process, release, pid, port, state and uptime,
 /// as a table and as JSON, and the app sees PORT and the BATON_* variables.
 #[test]
-fn status_and_environment() {
+pub(crate) fn status_and_environment() {
     let d = Daemon::start(&WEB_HTTP.replace("command", "instances = 2\ncommand"));
     d.wait_ready(2);
     let s = d.status();
@@ -95,7 +95,7 @@ fn status_and_environment() {
 /// `app_log` puts the app's log where pm2's `log` would, `baton logs` reads
 /// it there, and the copy kept of an in-place release leaves it out.
 #[test]
-fn app_log_goes_where_baton_toml_says() {
+pub(crate) fn app_log_goes_where_baton_toml_says() {
     let d = Daemon::start(&format!("[daemon]\napp_log = \"logs/app.log\"\n{WEB_HTTP}"));
     d.wait_ready(1);
     wait_until(Duration::from_secs(5), "app lines in logs/app.log", || {
@@ -112,7 +112,7 @@ fn app_log_goes_where_baton_toml_says() {
 
 /// `kind = "tcp"`: ready once the port accepts.
 #[test]
-fn readiness_tcp() {
+pub(crate) fn readiness_tcp() {
     let d = Daemon::start("[web]\ncommand = \"node server.js\"\nenv = { START_MS = \"300\" }\n[web.readiness]\nkind = \"tcp\"\n");
     d.wait_ready(1);
     assert_eq!(get(d.port, "/").unwrap().status, 200);
@@ -121,7 +121,7 @@ fn readiness_tcp() {
 /// `kind = "node-ipc"`: an unchanged pm2 `wait_ready` app that calls
 /// `process.send('ready')` becomes ready; before that it gets no traffic.
 #[test]
-fn readiness_node_ipc() {
+pub(crate) fn readiness_node_ipc() {
     let d = Daemon::start(
         "[web]\ncommand = \"node server.js\"\nenv = { READY = \"ipc\" }\n[web.readiness]\nkind = \"node-ipc\"\n",
     );
@@ -133,7 +133,7 @@ fn readiness_node_ipc() {
 /// An app that never sends 'ready' over IPC fails at start_timeout with the
 /// reason and its last log lines.
 #[test]
-fn start_timeout_fails_with_reason() {
+pub(crate) fn start_timeout_fails_with_reason() {
     let d = Daemon::start(
         "[web]\ncommand = \"node server.js\"\nstart_timeout = \"1s\"\n[web.readiness]\nkind = \"node-ipc\"\n",
     );
@@ -156,7 +156,7 @@ fn start_timeout_fails_with_reason() {
 
 /// `kind = "notify"`: READY=1 on $NOTIFY_SOCKET, sent by a Python sd_notify.
 #[test]
-fn readiness_notify() {
+pub(crate) fn readiness_notify() {
     let sender = r#"python3 -c 'import os,socket,time; s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM); time.sleep(0.3); s.sendto(b\"READY=1\", os.environ[\"NOTIFY_SOCKET\"]); time.sleep(600)'"#;
     let d = Daemon::start(&format!(
         "[web]\ncommand = \"{sender}\"\n[web.readiness]\nkind = \"notify\"\n"
@@ -167,7 +167,7 @@ fn readiness_notify() {
 /// A crash is restarted with backoff; a crash loop ends in `failed` and
 /// stops restarting.
 #[test]
-fn crash_restarts_then_crash_loop_fails() {
+pub(crate) fn crash_restarts_then_crash_loop_fails() {
     let d = Daemon::start(
         "[web]\ncommand = \"node server.js\"\nenv = { EXIT_AFTER_MS = \"100\" }\nmin_uptime = \"2s\"\nmax_restarts = 3\n[web.readiness]\nkind = \"tcp\"\n",
     );
@@ -196,7 +196,7 @@ fn crash_restarts_then_crash_loop_fails() {
 /// stays down, `failed` with the reason, and is not restarted; the other
 /// instance keeps serving.
 #[test]
-fn autorestart_false_leaves_an_exit_down() {
+pub(crate) fn autorestart_false_leaves_an_exit_down() {
     let d = Daemon::start(
         "[web]\ncommand = \"node server.js\"\ninstances = 2\nautorestart = false\n[web.readiness]\nkind = \"tcp\"\n",
     );
@@ -231,7 +231,7 @@ fn autorestart_false_leaves_an_exit_down() {
 
 /// Two instances whose groups each hold node and a `sleep` grandchild;
 /// returns the daemon and the group ids.
-fn two_instances_with_grandchildren() -> (Daemon, Vec<i32>) {
+pub(crate) fn two_instances_with_grandchildren() -> (Daemon, Vec<i32>) {
     let d = Daemon::start(&WEB_HTTP.replace(
         "command",
         "instances = 2\nenv = { SPAWN_SLEEPER = \"1\" }\ncommand",
@@ -255,7 +255,7 @@ fn two_instances_with_grandchildren() -> (Daemon, Vec<i32>) {
 /// `baton stop` stops every instance's whole process group, grandchildren
 /// included, then the daemon exits.
 #[test]
-fn stop_leaves_no_process() {
+pub(crate) fn stop_leaves_no_process() {
     let (mut d, pids) = two_instances_with_grandchildren();
     let out = d.baton(&["stop"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -271,7 +271,7 @@ fn stop_leaves_no_process() {
 
 /// SIGKILL of the daemon still leaves no process of any group alive.
 #[test]
-fn sigkill_of_daemon_leaves_no_process() {
+pub(crate) fn sigkill_of_daemon_leaves_no_process() {
     let (mut d, pids) = two_instances_with_grandchildren();
     d.kill9();
     wait_until(Duration::from_secs(10), "every group to be gone", || {
@@ -282,7 +282,7 @@ fn sigkill_of_daemon_leaves_no_process() {
 /// Bad configs are refused by `baton check` and `baton up` with exit 2 and
 /// file:line: field: message.
 #[test]
-fn bad_configs_name_file_line_and_field() {
+pub(crate) fn bad_configs_name_file_line_and_field() {
     let cases = [
         (
             "[web]\ncommand = \"x\"\ninstancez = 2\n",
@@ -334,7 +334,7 @@ fn bad_configs_name_file_line_and_field() {
 /// A second daemon on the same state dir is refused with a clear message,
 /// and the socket is private to its owner.
 #[test]
-fn second_daemon_refused_and_socket_private() {
+pub(crate) fn second_daemon_refused_and_socket_private() {
     let d = Daemon::start(WEB_HTTP);
     d.wait_ready(1);
     let out = d.baton(&["up"]);
@@ -367,7 +367,7 @@ fn second_daemon_refused_and_socket_private() {
 
 /// CLI commands without a daemon fail with exit 1 and say how to start one.
 #[test]
-fn no_daemon_is_a_clear_error() {
+pub(crate) fn no_daemon_is_a_clear_error() {
     let d = Daemon::prepare(WEB_HTTP);
     let out = d.baton(&["status"]);
     assert_eq!(out.status.code(), Some(1));
@@ -380,7 +380,7 @@ fn no_daemon_is_a_clear_error() {
 
 /// `up --detach` returns once the daemon answers; `stop` ends it.
 #[test]
-fn detach_then_stop() {
+pub(crate) fn detach_then_stop() {
     let d = Daemon::prepare(WEB_HTTP);
     let out = d.baton(&["up", "--detach"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -400,7 +400,7 @@ fn detach_then_stop() {
 /// `baton status` shows each instance's CPU and memory, as `pm2 ls` does:
 /// sums over its process group. An instance kept busy shows the CPU time.
 #[test]
-fn status_shows_cpu_and_memory() {
+pub(crate) fn status_shows_cpu_and_memory() {
     let metrics = free_port();
     let d = Daemon::start(&format!(
         "[daemon]\nmetrics_listen = \"127.0.0.1:{metrics}\"\n{WEB_HTTP}"
@@ -432,284 +432,12 @@ fn status_shows_cpu_and_memory() {
     assert!(value("baton_instance_cpu_seconds_total{") >= 1.15, "{m}");
 }
 
-/// Under systemd socket activation the daemon serves on the socket it was
-/// passed, and restarting it (an upgrade of Baton itself) fails no request:
-/// clients that connect meanwhile wait in the socket's backlog, then in the
-/// hold queue until the new instance is ready. Keep-alive clients busy at
-/// the stop get their next request answered (with `Connection: close`), and
-/// a connection accepted before the stop and still silent gets its request
-/// served, not a close. Apps inherit neither the socket nor the variables.
-#[test]
-fn restart_under_socket_activation_fails_nothing() {
-    use std::io::{Read, Write};
-    use std::os::fd::AsRawFd;
-    let d = Daemon::prepare(WEB_HTTP);
-    let listener = std::net::TcpListener::bind(("127.0.0.1", d.port)).unwrap();
-    let mut d = d.up_activated(&listener);
-    d.wait_ready(1);
-    assert_eq!(get(d.port, "/env/LISTEN_FDS").unwrap().body, "");
-    let socket = format!(
-        "socket:[{}]",
-        nix::sys::stat::fstat(listener.as_raw_fd()).unwrap().st_ino
-    );
-    let pid = d.status()["instances"][0]["pid"].as_i64().unwrap();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-    {
-        let target = std::fs::read_link(fd.path()).unwrap_or_default();
-        assert_ne!(target.to_string_lossy(), socket, "the app holds the socket");
-    }
-
-    let mut silent = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
-    wait_until(
-        Duration::from_secs(10),
-        "the silent connection's accept",
-        || accept_queue(d.port) == Some(0),
-    );
-    let [keep_alive, new_each_time] = mixed_load(&d);
-    d.terminate();
-    wait_until(
-        Duration::from_secs(10),
-        "the daemon to begin stopping",
-        || d.output().contains("stopping: no new connections"),
-    );
-    silent
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    let _ = silent.read_to_string(&mut answer);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
-    assert!(d.stop().success());
-    let d = d.up_activated(&listener);
-    for report in [keep_alive.report(), new_each_time.report()] {
-        assert_eq!(report["failed"], 0, "failed across the restart: {report:#}");
-    }
-    assert!(
-        d.total("served") > 0,
-        "the new daemon served part of the load"
-    );
-}
-
-/// 4 s of load from 8 keep-alive clients and 2 that connect for each
-/// request, once it is being served.
-fn mixed_load(d: &Daemon) -> [Probe; 2] {
-    let keep_alive = d.probe("/", &["--duration", "4s", "--concurrency", "8"]);
-    let new_each_time = d.probe(
-        "/",
-        &[
-            "--duration",
-            "4s",
-            "--concurrency",
-            "2",
-            "--keepalive=false",
-        ],
-    );
-    wait_until(Duration::from_secs(20), "the probe's first answers", || {
-        d.total("served") >= 20
-    });
-    [keep_alive, new_each_time]
-}
-
-fn instance_pids(status: &serde_json::Value) -> Vec<i64> {
-    status["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|i| i["pid"].as_i64())
-        .collect()
-}
-
-/// `baton upgrade` run from a new Baton binary (here a copy of this one):
-/// the daemon execs it in the same process and keeps the public socket
-/// open, so clients with kept connections and with a new one per request
-/// see no failure, and the new binary serves with fresh instances.
-#[test]
-fn upgrade_replaces_the_daemon_without_refusing_anyone() {
-    let d = Daemon::start(&WEB_HTTP.replace("[web]\n", "[web]\ninstances = 2\n"));
-    d.wait_ready(2);
-    let before = d.status();
-    let old_pids = instance_pids(&before);
-    // Installed outside the app directory, as a new Baton is: inside it,
-    // it would be part of the release's rollback copy, 137 MB of debug
-    // binary.
-    let install = tempfile::tempdir().unwrap();
-    let next = install.path().join("baton-next");
-    std::fs::copy(bin(), &next).unwrap();
-
-    let [keep_alive, new_each_time] = mixed_load(&d);
-    let out = std::process::Command::new(&next)
-        .args(["upgrade", "--json"])
-        .current_dir(d.path("."))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(outcome["pid"], d.pid(), "{outcome}");
-    assert_eq!(outcome["ready"], 2, "{outcome}");
-
-    for report in [keep_alive.report(), new_each_time.report()] {
-        assert_eq!(
-            report["failed"],
-            0,
-            "failed across the upgrade: {report:#}\nupgrade: {}\ndaemon: {}",
-            text(&out),
-            d.output()
-        );
-        assert!(report["requests"].as_u64().unwrap() > 0, "{report:#}");
-    }
-    assert_eq!(
-        std::fs::read_link(format!("/proc/{}/exe", d.pid())).unwrap(),
-        next.canonicalize().unwrap(),
-        "the daemon runs the new binary"
-    );
-    let after = d.status();
-    assert_ne!(after["started"], before["started"]);
-    let new_pids = instance_pids(&after);
-    assert_eq!(new_pids.len(), 2, "{after:#}");
-    for pid in &old_pids {
-        assert!(!new_pids.contains(pid), "{pid} survived the upgrade");
-        assert!(!alive(*pid as i32), "the old instance {pid} still runs");
-    }
-    assert!(
-        d.total("served") > 0,
-        "the new daemon served part of the load"
-    );
-    assert!(
-        d.output().contains("the public sockets stay open"),
-        "{}",
-        d.output()
-    );
-}
-
-/// An address dropped from `[proxy] listen` before an upgrade is closed by
-/// the new daemon: its clients are refused, not left waiting in a backlog
-/// nobody accepts from.
-#[test]
-fn an_address_dropped_before_an_upgrade_is_closed() {
-    let d = Daemon::prepare(WEB_HTTP);
-    let second = free_port();
-    let single = format!("listen = \"127.0.0.1:{}\"", d.port);
-    let both = format!(
-        "listen = [\"127.0.0.1:{}\", \"127.0.0.1:{second}\"]",
-        d.port
-    );
-    d.edit_config(|toml| toml.replace(&single, &both));
-    let d = d.up();
-    d.wait_ready(1);
-    assert_eq!(get(second, "/").unwrap().status, 200);
-
-    d.rewrite(WEB_HTTP);
-    let out = d.baton(&["upgrade"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(get(d.port, "/").unwrap().status, 200);
-    let refused = std::net::TcpStream::connect(("127.0.0.1", second));
-    assert!(
-        refused.is_err(),
-        "port {second} still accepts after it left baton.toml"
-    );
-}
-
-/// A binary that is not Baton, or a Baton that rejects baton.toml, is
-/// refused before anything stops: same daemon, same instances.
-#[test]
-fn upgrade_to_a_bad_binary_changes_nothing() {
-    let d = Daemon::prepare(WEB_HTTP);
-    let not_baton = d.path("not-baton");
-    std::fs::write(&not_baton, "#!/bin/sh\necho 'something else 1.0'\n").unwrap();
-    let picky = d.path("picky-baton");
-    std::fs::write(
-        &picky,
-        "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'baton 9.9.9'; exit 0; }\n\
-         echo 'baton.toml:1: unknown field' >&2; exit 2\n",
-    )
-    .unwrap();
-    for script in [&not_baton, &picky] {
-        std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let d = d.up();
-    d.wait_ready(1);
-    let before = d.status();
-
-    let out = d.baton(&["upgrade", "--binary", "not-baton"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("is not baton"), "{}", text(&out));
-    let out = d.baton(&["upgrade", "--binary", "picky-baton"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("does not accept") && text(&out).contains("unknown field"),
-        "{}",
-        text(&out)
-    );
-    let out = d.baton(&["upgrade", "--binary", "missing"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("cannot run"), "{}", text(&out));
-
-    let after = d.status();
-    assert_eq!(after["started"], before["started"]);
-    assert_eq!(instance_pids(&after), instance_pids(&before));
-    assert_eq!(get(d.port, "/").unwrap().status, 200);
-}
-
-/// A new Baton that passes the check but fails to start once it has
-/// replaced the daemon: `baton upgrade` starts the copy of the previous
-/// binary the daemon kept, the app serves again, and the command fails with
-/// both stories.
-#[test]
-fn an_upgrade_that_fails_to_start_goes_back_to_the_previous_baton() {
-    let d = Daemon::prepare(WEB_HTTP);
-    let broken = d.path("broken-baton");
-    std::fs::write(
-        &broken,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in --version|check) exec {} \"$@\";; esac\n\
-             echo 'this Baton crashes at start' >&2; exit 3\n",
-            bin()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let d = d.up();
-    d.wait_ready(1);
-    let before = d.status();
-
-    let out = d.baton(&["upgrade", "--binary", "broken-baton"]);
-    // The daemon now running came from the fallback, detached: stopped at
-    // the end whatever the assertions say.
-    struct StopAtEnd<'a>(&'a Daemon);
-    impl Drop for StopAtEnd<'_> {
-        fn drop(&mut self) {
-            self.0.baton(&["stop"]);
-        }
-    }
-    let _stop = StopAtEnd(&d);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    for said in ["the new daemon exited during the upgrade", "serves again"] {
-        assert!(text(&out).contains(said), "{said:?} in {}", text(&out));
-    }
-    assert!(
-        std::fs::read_to_string(d.path("daemon.out"))
-            .unwrap()
-            .contains("this Baton crashes at start"),
-        "the broken binary ran"
-    );
-    let after = d.status();
-    assert_ne!(after["pid"], before["pid"], "{after:#}");
-    assert_eq!(after["version"], before["version"]);
-    assert_eq!(
-        std::fs::read_link(format!("/proc/{}/exe", after["pid"])).unwrap(),
-        d.path(".baton/baton.previous").canonicalize().unwrap(),
-        "the previous Baton runs again"
-    );
-    assert_eq!(get(d.port, "/").unwrap().status, 200);
-}
-
 /// `baton systemd` prints the units that run this app at boot (as `pm2
 /// startup`): the service starts this binary on this baton.toml, the socket
 /// unit holds `[proxy] listen`, and systemd's own checker, where installed,
 /// finds nothing wrong in either.
 #[test]
-fn systemd_units_for_this_app() {
+pub(crate) fn systemd_units_for_this_app() {
     let d = Daemon::prepare(WEB_HTTP);
     let out = d.baton(&["systemd"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -763,7 +491,7 @@ fn systemd_units_for_this_app() {
 /// it serves, and STOPPING=1 when it stops; the apps do not inherit
 /// systemd's socket.
 #[test]
-fn tells_systemd_when_ready() {
+pub(crate) fn tells_systemd_when_ready() {
     let d = Daemon::prepare(WEB_HTTP);
     let sock_path = d.path("systemd.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
@@ -799,7 +527,7 @@ fn tells_systemd_when_ready() {
 /// `baton status --watch --json` without a terminal prints one report a
 /// second until Ctrl-C (SIGINT), then exits 0.
 #[test]
-fn status_watch_prints_a_report_a_second_until_interrupted() {
+pub(crate) fn status_watch_prints_a_report_a_second_until_interrupted() {
     use std::io::BufRead;
     let d = Daemon::start(WEB_HTTP);
     d.wait_ready(1);
@@ -833,7 +561,7 @@ fn status_watch_prints_a_report_a_second_until_interrupted() {
 /// the alternate screen, redraws in place without clearing it, and `q`
 /// ends it with the screen and the cursor given back.
 #[test]
-fn status_watch_on_a_terminal_redraws_in_place_and_quits_on_q() {
+pub(crate) fn status_watch_on_a_terminal_redraws_in_place_and_quits_on_q() {
     let d = Daemon::start(WEB_HTTP);
     d.wait_ready(1);
     // `q` is typed once two frames are on the screen, not after a guess.
@@ -900,7 +628,7 @@ fn status_watch_on_a_terminal_redraws_in_place_and_quits_on_q() {
 /// `[daemon] port_range`: every instance's private port comes from it,
 /// through a deploy too.
 #[test]
-fn instance_ports_come_from_port_range() {
+pub(crate) fn instance_ports_come_from_port_range() {
     let first = free_port().clamp(1024, 65000);
     let last = first + 9;
     let d = Daemon::start(&format!(

@@ -6,28 +6,32 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn web(instances: u32, env: &str, extra: &str) -> String {
+pub(crate) fn web(instances: u32, env: &str, extra: &str) -> String {
     format!(
         "[web]\ncommand = \"node server.js\"\ninstances = {instances}\nenv = {{ {env} }}\n{extra}\n[web.readiness]\nkind = \"http\"\npath = \"/health\"\n"
     )
 }
 
 /// Waits until the probe has had answers, so the change happens under load.
-fn wait_for_load(d: &Daemon) {
+pub(crate) fn wait_for_load(d: &Daemon) {
     wait_until(Duration::from_secs(20), "the probe's first answers", || {
         d.total("served") >= 20
     });
 }
 
 /// Runs `change` while a probe with `probe_args` runs, and returns the report.
-fn under_load(d: &Daemon, probe_args: &[&str], change: impl FnOnce()) -> serde_json::Value {
+pub(crate) fn under_load(
+    d: &Daemon,
+    probe_args: &[&str],
+    change: impl FnOnce(),
+) -> serde_json::Value {
     let probe = d.probe("/", probe_args);
     wait_for_load(d);
     change();
     probe.report()
 }
 
-fn deploy_ok(d: &Daemon, args: &[&str]) -> String {
+pub(crate) fn deploy_ok(d: &Daemon, args: &[&str]) -> String {
     let out = d.baton(args);
     assert!(out.status.success(), "{args:?} failed: {}", text(&out));
     text(&out)
@@ -36,7 +40,7 @@ fn deploy_ok(d: &Daemon, args: &[&str]) -> String {
 /// 1 instance, no signal handlers, a new connection per request: the case
 /// where pm2 restart refuses hundreds of connections.
 #[test]
-fn single_instance_deploy_new_connection_per_request() {
+pub(crate) fn single_instance_deploy_new_connection_per_request() {
     let d = Daemon::start(&web(1, "APP_VERSION = \"v1\"", ""));
     d.wait_ready(1);
     let report = d.across_switch(&["--concurrency", "4", "--keepalive=false"], || {
@@ -68,7 +72,7 @@ fn single_instance_deploy_new_connection_per_request() {
 /// redrawn in place; in a pipe the same steps are plain lines without a
 /// single escape code, as scripts read them.
 #[test]
-fn deploy_progress_is_live_on_a_terminal_and_plain_in_a_pipe() {
+pub(crate) fn deploy_progress_is_live_on_a_terminal_and_plain_in_a_pipe() {
     let d = Daemon::start(&web(1, "APP_VERSION = \"v1\"", ""));
     d.wait_ready(1);
     d.rewrite(&web(1, "APP_VERSION = \"v2\"", ""));
@@ -107,7 +111,7 @@ fn deploy_progress_is_live_on_a_terminal_and_plain_in_a_pipe() {
 /// 2 instances answering in 2 s each: no request is cut (pm2 reload fails
 /// 14 of 91 here, SIGKILL after 1.6 s).
 #[test]
-fn two_instances_with_two_second_requests() {
+pub(crate) fn two_instances_with_two_second_requests() {
     let d = Daemon::start(&web(
         2,
         "APP_VERSION = \"v1\", DELAY_MS = \"2000\"",
@@ -143,7 +147,7 @@ fn two_instances_with_two_second_requests() {
 /// Keep-alive clients (pm2 reload drops 9 here): pooled connections move to
 /// the new release without a reset.
 #[test]
-fn keepalive_clients_through_deploy() {
+pub(crate) fn keepalive_clients_through_deploy() {
     let d = Daemon::start(&web(2, "APP_VERSION = \"v1\"", ""));
     d.wait_ready(2);
     let report = d.across_switch(&["--concurrency", "8"], || {
@@ -156,7 +160,7 @@ fn keepalive_clients_through_deploy() {
 /// An app that calls process.send('ready') only after a 3 s warm-up gets
 /// traffic only then; v1 serves meanwhile.
 #[test]
-fn ipc_ready_after_warmup() {
+pub(crate) fn ipc_ready_after_warmup() {
     let cfg = |v: &str, start: &str| {
         format!(
             "[web]\ncommand = \"node server.js\"\ninstances = 1\nenv = {{ APP_VERSION = \"{v}\", READY = \"ipc\", START_MS = \"{start}\" }}\n[web.readiness]\nkind = \"node-ipc\"\n"
@@ -176,7 +180,7 @@ fn ipc_ready_after_warmup() {
     );
 }
 
-fn failing_release(bad_env: &str, extra: &str, expect: &str) {
+pub(crate) fn failing_release(bad_env: &str, extra: &str, expect: &str) {
     let d = Daemon::start(&web(2, "APP_VERSION = \"v1\"", extra));
     d.wait_ready(2);
     let before = d.status()["release"].clone();
@@ -223,7 +227,7 @@ fn failing_release(bad_env: &str, extra: &str, expect: &str) {
 
 /// A release that crashes at start: deploy exits 1 with its log, v1 serves.
 #[test]
-fn release_that_crashes_at_start() {
+pub(crate) fn release_that_crashes_at_start() {
     failing_release(
         "APP_VERSION = \"v2\", CRASH_AT_START = \"1\"",
         "",
@@ -233,7 +237,7 @@ fn release_that_crashes_at_start() {
 
 /// A release that never becomes ready fails at start_timeout; v1 serves.
 #[test]
-fn release_that_never_becomes_ready() {
+pub(crate) fn release_that_never_becomes_ready() {
     failing_release(
         "APP_VERSION = \"v2\", NEVER_LISTEN = \"1\"",
         "start_timeout = \"1500ms\"",
@@ -244,7 +248,7 @@ fn release_that_never_becomes_ready() {
 /// A release that exits right after becoming ready: traffic goes back to
 /// the old instances, which were never stopped.
 #[test]
-fn release_that_exits_after_ready() {
+pub(crate) fn release_that_exits_after_ready() {
     failing_release(
         "APP_VERSION = \"v2\", EXIT_AFTER_MS = \"300\"",
         "min_uptime = \"2s\"",
@@ -253,7 +257,7 @@ fn release_that_exits_after_ready() {
 }
 
 /// `baton rollback` under load, which must go back to release `to`.
-fn rollback_to_previous(d: &Daemon, to: &str) -> serde_json::Value {
+pub(crate) fn rollback_to_previous(d: &Daemon, to: &str) -> serde_json::Value {
     d.across_switch(&["--concurrency", "4"], || {
         let out = deploy_ok(d, &["rollback"]);
         assert!(
@@ -265,7 +269,7 @@ fn rollback_to_previous(d: &Daemon, to: &str) -> serde_json::Value {
 
 /// Deploy a directory, then roll back to the in-place release, all under load.
 #[test]
-fn rollback_after_deploy() {
+pub(crate) fn rollback_after_deploy() {
     let d = Daemon::start(&web(2, "", ""));
     d.wait_ready(2);
     let v2 = tempfile::tempdir().unwrap();
@@ -298,7 +302,7 @@ fn rollback_after_deploy() {
 /// and a rollback forward by id brings the in-place release back, all under
 /// load with 0 failed requests.
 #[test]
-fn rollback_of_an_in_place_deploy_restores_its_code() {
+pub(crate) fn rollback_of_an_in_place_deploy_restores_its_code() {
     let d = Daemon::start(&web(2, "", ""));
     d.wait_ready(2);
     let first = d.status()["release"].as_str().unwrap().to_string();
@@ -342,7 +346,7 @@ fn rollback_of_an_in_place_deploy_restores_its_code() {
 /// `max_memory` is replaced by a fresh one, started and ready before the old
 /// one leaves rotation and drains, under load with 0 failed.
 #[test]
-fn an_instance_past_max_memory_is_replaced_without_downtime() {
+pub(crate) fn an_instance_past_max_memory_is_replaced_without_downtime() {
     let d = Daemon::start(&web(2, "", "max_memory = \"200MiB\""));
     d.wait_ready(2);
     let before = d.instance_ids();
@@ -372,7 +376,7 @@ fn an_instance_past_max_memory_is_replaced_without_downtime() {
 /// replaced by fresh ones of the same release, ready before the old ones
 /// drain, under load with 0 failed.
 #[test]
-fn cron_restart_gives_fresh_instances_without_downtime() {
+pub(crate) fn cron_restart_gives_fresh_instances_without_downtime() {
     let d = Daemon::start(&web(2, "", "cron_restart = \"*/3 * * * * *\""));
     d.wait_ready(2);
     let first = d.instance_ids();
@@ -396,7 +400,7 @@ fn cron_restart_gives_fresh_instances_without_downtime() {
 /// Reload after an env change, with 1 instance: zero downtime (seed 004
 /// case 3-2, where pm2 fails), and the change shows in responses.
 #[test]
-fn reload_applies_env_change_single_instance() {
+pub(crate) fn reload_applies_env_change_single_instance() {
     let d = Daemon::start(&web(1, "APP_VERSION = \"v1\", GREETING = \"hello\"", ""));
     d.wait_ready(1);
     assert_eq!(get(d.port, "/env/GREETING").unwrap().body, "hello");
@@ -412,7 +416,7 @@ fn reload_applies_env_change_single_instance() {
 
 /// An invalid new config is refused before anything is touched.
 #[test]
-fn reload_with_invalid_config_touches_nothing() {
+pub(crate) fn reload_with_invalid_config_touches_nothing() {
     let d = Daemon::start(&web(1, "APP_VERSION = \"v1\"", ""));
     d.wait_ready(1);
     let pid = d.status()["instances"][0]["pid"].clone();
@@ -431,7 +435,7 @@ fn reload_with_invalid_config_touches_nothing() {
 
 /// Scale up and down under load, 0 failed.
 #[test]
-fn scale_up_and_down_under_load() {
+pub(crate) fn scale_up_and_down_under_load() {
     let d = Daemon::start(&web(1, "APP_VERSION = \"v1\"", ""));
     d.wait_ready(1);
     let report = under_load(&d, &["--duration", "4s", "--concurrency", "4"], || {
@@ -448,7 +452,7 @@ fn scale_up_and_down_under_load() {
 /// A second deploy while one runs is refused, or queued with --wait; a CLI
 /// killed mid-deploy leaves the daemon to finish it.
 #[test]
-fn one_deploy_at_a_time_and_cli_kill_is_harmless() {
+pub(crate) fn one_deploy_at_a_time_and_cli_kill_is_harmless() {
     let d = Daemon::start(&web(1, "APP_VERSION = \"v1\"", ""));
     d.wait_ready(1);
     d.rewrite(&web(1, "APP_VERSION = \"v2\", START_MS = \"1500\"", ""));
@@ -486,7 +490,7 @@ fn one_deploy_at_a_time_and_cli_kill_is_harmless() {
 
 /// Rolling strategy: one instance at a time, 0 failed.
 #[test]
-fn rolling_deploy() {
+pub(crate) fn rolling_deploy() {
     let d = Daemon::start(&web(3, "APP_VERSION = \"v1\"", "strategy = \"rolling\""));
     d.wait_ready(3);
     let report = d.across_switch(&["--concurrency", "4"], || {
@@ -503,7 +507,7 @@ fn rolling_deploy() {
 /// the drain notice (SIGUSR2) at the switch, and retries the 503s of the
 /// draining instances on the new release: 0 failed.
 #[test]
-fn draining_instance_503s_are_retried_on_the_new_release() {
+pub(crate) fn draining_instance_503s_are_retried_on_the_new_release() {
     let metrics = free_port();
     let cfg = |v: &str| {
         web(
@@ -535,7 +539,7 @@ fn draining_instance_503s_are_retried_on_the_new_release() {
 /// server.close()) work unchanged: 2 s requests finish, and the old
 /// processes exit by themselves, never by SIGKILL.
 #[test]
-fn apps_with_graceful_shutdown_code_work_too() {
+pub(crate) fn apps_with_graceful_shutdown_code_work_too() {
     let cfg = |v: &str| {
         web(
             2,
@@ -567,307 +571,10 @@ fn apps_with_graceful_shutdown_code_work_too() {
     assert!(!d.output().contains("sending SIGKILL"), "{}", d.output());
 }
 
-/// Seed 000's separate schedule instance: a `[process.<name>]` singleton
-/// gets no traffic, and on a deploy the old one stops before the new one
-/// starts, so two never run at once.
-#[test]
-fn singleton_process_never_runs_twice() {
-    let dir_marker = "LOCK_DIR_PLACEHOLDER";
-    let cfg = |v: &str, lock_dir: &str| {
-        format!(
-            "[process.scheduler]\ncommand = \"node {}\"\nenv = {{ LOCK_DIR = \"{lock_dir}\" }}\n\n{}",
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/scheduler.js").display(),
-            web(1, &format!("APP_VERSION = \"{v}\""), "")
-        )
-    };
-    let d = Daemon::prepare(&cfg("v1", dir_marker));
-    let lock_dir = d.dir.path().display().to_string();
-    d.rewrite(&cfg("v1", &lock_dir));
-    let d = d.up();
-    d.wait_ready(2);
-    let ticks = d.path("ticks.log");
-    let count = || std::fs::read_to_string(&ticks).map_or(0, |t| t.lines().count());
-    wait_until(Duration::from_secs(10), "scheduler ticks", || count() > 3);
-    let first = d.status()["release"].as_str().unwrap().to_string();
-    d.rewrite(&cfg("v2", &lock_dir));
-    let out = deploy_ok(&d, &["deploy"]);
-    assert!(
-        out.contains("stopping the old one first (singleton)"),
-        "{out}"
-    );
-    let second = d.status()["release"].as_str().unwrap().to_string();
-    let before = count();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while count() <= before + 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no ticks from the new scheduler:\n{}",
-            d.output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let text = std::fs::read_to_string(&ticks).unwrap();
-    let at = |release: &str| -> Vec<u64> {
-        text.lines()
-            .filter(|l| l.starts_with(release))
-            .map(|l| l.split(' ').nth(1).unwrap().parse().unwrap())
-            .collect()
-    };
-    let (old, new) = (at(&first), at(&second));
-    assert!(!old.is_empty() && !new.is_empty(), "{text}");
-    assert!(
-        old.iter().max() < new.iter().min(),
-        "the two schedulers overlapped:\n{text}"
-    );
-    assert!(
-        !d.output().contains("two schedulers at once"),
-        "{}",
-        d.output()
-    );
-    let s = d.status();
-    let scheduler: Vec<_> = s["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["process"] == "scheduler")
-        .collect();
-    assert_eq!(scheduler.len(), 1, "{s:#}");
-    assert_eq!(scheduler[0]["release"], second.as_str());
-}
-
-/// A daemon running one web instance and the test scheduler as a singleton,
-/// with `extra` lines in its `[process.scheduler]` and `env` in its
-/// environment; its lock and tick files in the daemon's folder.
-fn with_scheduler(extra: &str, env: &str) -> Daemon {
-    let d = Daemon::prepare(&format!(
-        "[process.scheduler]\ncommand = \"node {}\"\nenv = {{ LOCK_DIR = \"LOCK_DIR_PLACEHOLDER\"{env} }}\n{extra}\n\n{}",
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/scheduler.js").display(),
-        web(1, "", "")
-    ));
-    // The lock directory is the daemon's own folder, known once prepared.
-    let lock_dir = d.dir.path().display().to_string();
-    d.edit_config(|toml| toml.replace("LOCK_DIR_PLACEHOLDER", &lock_dir));
-    let d = d.up();
-    d.wait_ready(2);
-    d
-}
-
-/// A singleton moves to the new release at the switch, beside the web
-/// drain: with a request that never ends holding the old web instance in
-/// its drain, the new scheduler (with a node-ipc readiness check) is
-/// started, ready and ticking while the old web instance still drains.
-/// Moved after the drain, as it was, a scheduler paused for as long as the
-/// slowest request (seed 000's Egg app: 5 to 14 s).
-#[test]
-fn a_singleton_moves_at_the_switch_beside_the_drain() {
-    let d = with_scheduler("[process.scheduler.readiness]\nkind = \"node-ipc\"", "");
-    let first = d.status()["release"].as_str().unwrap().to_string();
-    let ticks = d.path("ticks.log");
-    let ticks_of_another = || {
-        std::fs::read_to_string(&ticks)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| !l.starts_with(&first))
-    };
-    let mut hang = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
-    use std::io::Write;
-    hang.write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    wait_until(Duration::from_secs(10), "the request in flight", || {
-        d.total("in_flight") == 1
-    });
-    d.edit_config(|c| {
-        c.replace(
-            "[web]\n",
-            "[web]\ndrain_timeout = \"120s\"\nwatch_after_switch = \"1s\"\n",
-        )
-    });
-    let deploy = std::process::Command::new(bin())
-        .arg("deploy")
-        .current_dir(d.dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until_or_show(
-        Duration::from_secs(30),
-        "a tick of the new scheduler",
-        ticks_of_another,
-        || d.output(),
-    );
-    assert_eq!(d.count_in("draining"), 1, "{:#}", d.status());
-    drop(hang);
-    let out = deploy.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let out = text(&out);
-    let at = |step: &str| {
-        out.find(step)
-            .unwrap_or_else(|| panic!("no {step:?} in:\n{out}"))
-    };
-    assert!(at(": started with release") < at("old stopped"), "{out}");
-    assert!(at("scheduler#") < at("old stopped"), "{out}");
-    assert!(out.contains(": ready\n"), "{out}");
-    assert!(d.output().contains("(node-ipc check)"), "{}", d.output());
-    assert!(!d.output().contains("two schedulers at once"));
-}
-
-/// The scheduler's instance id and pid, and the web instances' ids.
-fn scheduler_and_web(d: &Daemon) -> ((String, u64), Vec<String>) {
-    let s = d.status();
-    let all = s["instances"].as_array().unwrap();
-    let (scheduler, web): (Vec<_>, Vec<_>) = all.iter().partition(|i| i["process"] == "scheduler");
-    assert_eq!(scheduler.len(), 1, "one scheduler: {s:#}");
-    let pid = scheduler[0]["pid"].as_u64().unwrap_or(0);
-    let id = scheduler[0]["instance"].as_str().unwrap().to_string();
-    let web = web
-        .iter()
-        .map(|i| i["instance"].as_str().unwrap().to_string());
-    ((id, pid), web.collect())
-}
-
-/// Waits until the scheduler runs with a process other than `old_pid`, and
-/// checks that the web instances were left alone and that the two
-/// schedulers never ran at once (the app's own lock file says so).
-fn wait_for_fresh_scheduler(d: &Daemon, old_pid: u64, web: &[String]) {
-    wait_until(Duration::from_secs(20), "a fresh scheduler", || {
-        let ((_, pid), _) = scheduler_and_web(d);
-        pid != 0 && pid != old_pid
-    });
-    let (_, now) = scheduler_and_web(d);
-    assert_eq!(now, web, "the web instances are not restarted");
-    let log = d.output();
-    assert!(!log.contains("two schedulers at once"), "{log}");
-    assert!(log.contains("stopping it first (singleton)"), "{log}");
-}
-
-/// pm2's max_memory_restart for a singleton: past `[process.<name>]
-/// max_memory` it is restarted (stopped, then started, never two at once),
-/// and the web instances are left alone.
-#[test]
-fn a_singleton_past_max_memory_is_restarted_alone() {
-    let d = with_scheduler("max_memory = \"100MiB\"", ", GROW_MB = \"200\"");
-    let ((id, pid), web) = scheduler_and_web(&d);
-    wait_for_fresh_scheduler(&d, pid, &web);
-    let log = d.output();
-    assert!(
-        log.contains(&format!("{id}: it holds")) && log.contains("more than max_memory (100 MiB)"),
-        "{log}"
-    );
-}
-
-/// pm2's cron_restart for a singleton: at each tick it is restarted
-/// (stopped, then started), and the web instances are left alone.
-#[test]
-fn a_singleton_cron_restart_restarts_it_alone() {
-    let d = with_scheduler("cron_restart = \"*/2 * * * * *\"", "");
-    let ((_, pid), web) = scheduler_and_web(&d);
-    wait_for_fresh_scheduler(&d, pid, &web);
-    assert!(
-        d.output().contains("cron_restart (*/2 * * * * *)"),
-        "{}",
-        d.output()
-    );
-}
-
-/// `[cron.<name>]` runs on its schedule in the serving release, never
-/// overlapping itself, and follows a deploy to the new release.
-#[test]
-fn cron_job_runs_once_per_tick_in_the_serving_release() {
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let log_path = log.path().display().to_string();
-    let cfg = |v: &str| {
-        format!(
-            "[cron.tick]\nschedule = \"* * * * * *\"\ncommand = \"echo start $BATON_RELEASE >> {log_path}; sleep 1.2; echo end >> {log_path}\"\n\n{}",
-            web(1, &format!("APP_VERSION = \"{v}\""), "")
-        )
-    };
-    let d = Daemon::start(&cfg("v1"));
-    d.wait_ready(1);
-    let lines = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    wait_until(Duration::from_secs(15), "two runs", || {
-        lines().matches("end").count() >= 2
-    });
-    d.rewrite(&cfg("v2"));
-    deploy_ok(&d, &["deploy"]);
-    let second = d.status()["release"].as_str().unwrap().to_string();
-    wait_until(Duration::from_secs(15), "a run in the new release", || {
-        lines().lines().any(|l| l == format!("start {second}"))
-    });
-    wait_until(Duration::from_secs(15), "that run to end", || {
-        lines().ends_with("end\n")
-    });
-    let text = lines();
-    // Every start is followed by its end before the next start: no overlap,
-    // although a run (1.2 s) outlasts the schedule's 1 s tick.
-    let kinds: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
-    for pair in kinds.chunks(2) {
-        assert_eq!(pair, ["start", "end"], "{text}");
-    }
-    assert!(
-        d.output().contains("cron:tick baton | run ended"),
-        "{}",
-        d.output()
-    );
-}
-
-/// A `[cron.<name>]` on `schedule` that appends "`name` `release`" to
-/// `log_path` at each run.
-fn echo_job(name: &str, schedule: &str, log_path: &str) -> String {
-    format!("[cron.{name}]\nschedule = \"{schedule}\"\ncommand = \"echo {name} $BATON_RELEASE >> {log_path}\"\n")
-}
-
-/// A deploy that adds a `[cron.<name>]` starts it, and one that drops it
-/// stops it: no run of it in the release without it.
-#[test]
-fn a_deploy_adds_and_drops_cron_jobs() {
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let log_path = log.path().display().to_string();
-    let job = |name: &str| echo_job(name, "* * * * * *", &log_path);
-    let release = |d: &Daemon| d.status()["release"].as_str().unwrap().to_string();
-    let lines = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let d = Daemon::start(&web(1, "APP_VERSION = \"v1\"", ""));
-    d.wait_ready(1);
-    d.rewrite(&(job("added") + &web(1, "APP_VERSION = \"v2\"", "")));
-    deploy_ok(&d, &["deploy"]);
-    let second = release(&d);
-    wait_until(Duration::from_secs(15), "a run of the added job", || {
-        lines().contains(&format!("added {second}"))
-    });
-    d.rewrite(&(job("other") + &web(1, "APP_VERSION = \"v3\"", "")));
-    deploy_ok(&d, &["deploy"]);
-    let third = release(&d);
-    wait_until(
-        Duration::from_secs(15),
-        "two runs of the job that replaced it",
-        || lines().matches(&format!("other {third}")).count() >= 2,
-    );
-    assert!(!lines().contains(&format!("added {third}")), "{}", lines());
-}
-
-/// A deploy that changes a job's schedule applies it at once: a job made to
-/// run every second from once a year runs within seconds, not after its old
-/// yearly tick.
-#[test]
-fn a_deploy_that_changes_a_schedule_applies_it_at_once() {
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let log_path = log.path().display().to_string();
-    let job = |schedule: &str| echo_job("report", schedule, &log_path);
-    let d = Daemon::start(&(job("0 0 0 1 1 *") + &web(1, "APP_VERSION = \"v1\"", "")));
-    d.wait_ready(1);
-    d.rewrite(&(job("* * * * * *") + &web(1, "APP_VERSION = \"v2\"", "")));
-    deploy_ok(&d, &["deploy"]);
-    let second = d.status()["release"].as_str().unwrap().to_string();
-    wait_until(Duration::from_secs(15), "a run on the new schedule", || {
-        std::fs::read_to_string(&log_path)
-            .unwrap_or_default()
-            .contains(&format!("report {second}"))
-    });
-}
-
 /// Rolling: a release that dies right after its first batch switched sends
 /// every request back to the old instances, which were never stopped.
 #[test]
-fn rolling_deploy_reverts_a_release_that_dies_after_ready() {
+pub(crate) fn rolling_deploy_reverts_a_release_that_dies_after_ready() {
     let extra = "strategy = \"rolling\"\nmin_uptime = \"2s\"";
     let d = Daemon::start(&web(3, "APP_VERSION = \"v1\"", extra));
     d.wait_ready(3);
@@ -911,7 +618,7 @@ fn rolling_deploy_reverts_a_release_that_dies_after_ready() {
 /// good. The watch after the switch (watch_after_switch, 10 s by default)
 /// still has the old release running, and hands traffic back to it.
 #[test]
-fn release_that_crashes_seconds_after_ready() {
+pub(crate) fn release_that_crashes_seconds_after_ready() {
     failing_release(
         "APP_VERSION = \"v2\", EXIT_AFTER_MS = \"2000\"",
         "",
@@ -924,7 +631,7 @@ fn release_that_crashes_seconds_after_ready() {
 /// `BATON_CRON_TICK`), one after the other, none twice; a job that outlasts
 /// its tick has the ticks that passed skipped, and the log says so.
 #[test]
-fn cron_ticks_come_from_the_schedule_and_passed_ones_are_skipped() {
+pub(crate) fn cron_ticks_come_from_the_schedule_and_passed_ones_are_skipped() {
     let log = tempfile::NamedTempFile::new().unwrap();
     let log_path = log.path().display().to_string();
     let d = Daemon::start(&format!(

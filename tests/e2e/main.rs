@@ -10,6 +10,7 @@ mod common;
 
 mod access_log;
 mod acme;
+mod answer_framing;
 mod canary;
 mod cli_docs;
 mod connections;
@@ -23,7 +24,10 @@ mod import;
 mod probe;
 mod proxy;
 mod releases;
+mod retries;
 mod server;
+mod singletons;
 mod statics;
 mod stopping;
 mod tls;
+mod upgrade;

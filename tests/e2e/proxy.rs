@@ -7,18 +7,18 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-fn web(instances: u32, env: &str, readiness: &str, extra: &str) -> String {
+pub(crate) fn web(instances: u32, env: &str, readiness: &str, extra: &str) -> String {
     format!(
         "[web]\ncommand = \"node server.js\"\ninstances = {instances}\nenv = {{ {env} }}\n{extra}\n[web.readiness]\n{readiness}\n"
     )
 }
 
-const HTTP_READY: &str = "kind = \"http\"\npath = \"/health\"";
+pub(crate) const HTTP_READY: &str = "kind = \"http\"\npath = \"/health\"";
 
 /// Keep-alive clients, a new connection per request, and an h2c client are
 /// all served, with nothing failing.
 #[test]
-fn keepalive_new_connection_and_h2c() {
+pub(crate) fn keepalive_new_connection_and_h2c() {
     let d = Daemon::start(&web(2, "", HTTP_READY, ""));
     d.wait_ready(2);
     for args in [
@@ -34,7 +34,7 @@ fn keepalive_new_connection_and_h2c() {
     }
 }
 
-fn hwm_kb(pid: i32) -> u64 {
+pub(crate) fn hwm_kb(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -47,7 +47,7 @@ fn hwm_kb(pid: i32) -> u64 {
 /// 100 MB up and 100 MB down stream through without Baton's memory
 /// growing anywhere near that.
 #[test]
-fn streams_100mb_each_way_with_bounded_memory() {
+pub(crate) fn streams_100mb_each_way_with_bounded_memory() {
     let d = Daemon::start(&web(1, "", HTTP_READY, ""));
     d.wait_ready(1);
     const MB100: usize = 100 * 1024 * 1024;
@@ -103,7 +103,7 @@ fn streams_100mb_each_way_with_bounded_memory() {
 }
 
 /// Reads from `s` until `marker` appears; returns when it did.
-fn first_arrival(s: &mut TcpStream, marker: &str) -> Instant {
+pub(crate) fn first_arrival(s: &mut TcpStream, marker: &str) -> Instant {
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -123,7 +123,7 @@ fn first_arrival(s: &mut TcpStream, marker: &str) -> Instant {
 /// Chunked and SSE responses reach the client as they are written: the
 /// first event arrives long before the last is written (1.5 s later).
 #[test]
-fn chunked_and_sse_are_flushed_as_written() {
+pub(crate) fn chunked_and_sse_are_flushed_as_written() {
     let d = Daemon::start(&web(1, "", HTTP_READY, ""));
     d.wait_ready(1);
     for (path, first, last) in [
@@ -152,7 +152,7 @@ fn chunked_and_sse_are_flushed_as_written() {
 /// Hop-by-hop headers are stripped; X-Forwarded-For/-Proto/-Host are set;
 /// Host is preserved; an untrusted X-Forwarded-For is replaced.
 #[test]
-fn hop_by_hop_and_forwarded_headers() {
+pub(crate) fn hop_by_hop_and_forwarded_headers() {
     let d = Daemon::start(&web(1, "", HTTP_READY, ""));
     d.wait_ready(1);
     let a = raw(
@@ -174,7 +174,7 @@ fn hop_by_hop_and_forwarded_headers() {
 
 /// With trust_forwarded, the client's X-Forwarded-For is extended.
 #[test]
-fn trusted_forwarded_for_is_appended() {
+pub(crate) fn trusted_forwarded_for_is_appended() {
     let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
     d.edit_config(|toml| toml.replace("[proxy]\n", "[proxy]\ntrust_forwarded = true\n"));
     let d = d.up();
@@ -187,7 +187,7 @@ fn trusted_forwarded_for_is_appended() {
 /// kill -9 of one instance under a steady GET load: 0 failed (retry on the
 /// other instance, passive health), and the supervisor restarts it.
 #[test]
-fn kill9_of_one_instance_under_load() {
+pub(crate) fn kill9_of_one_instance_under_load() {
     let d = Daemon::start(&web(2, "", HTTP_READY, ""));
     d.wait_ready(2);
     let probe = d.probe(
@@ -218,7 +218,7 @@ fn kill9_of_one_instance_under_load() {
 /// Every instance down for about 2 s, then back: requests are held, none
 /// fails.
 #[test]
-fn all_instances_down_then_back_requests_held() {
+pub(crate) fn all_instances_down_then_back_requests_held() {
     let d = Daemon::start(&web(2, "START_MS = \"2000\"", "kind = \"tcp\"", ""));
     d.wait_ready(2);
     let probe = d.probe(
@@ -245,135 +245,15 @@ fn all_instances_down_then_back_requests_held() {
     assert!(metrics.contains("ready"), "{metrics}");
 }
 
-/// A POST whose body was sent and that meets a reset gets 502 and is never
-/// replayed on the other instance.
-#[test]
-fn post_meeting_reset_gets_502_and_no_replay() {
-    let d = Daemon::start(&web(2, "", HTTP_READY, ""));
-    d.wait_ready(2);
-    let a = raw(
-        d.port,
-        "POST /reset HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello world",
-    )
-    .unwrap();
-    assert_eq!(a.status, 502, "{a:?}");
-    let log = std::fs::read_to_string(d.path("posts.log")).unwrap();
-    assert_eq!(log.lines().count(), 1, "the POST was replayed: {log}");
-    // A GET meeting the same reset is retried (and resets again each time).
-    let a = get(d.port, "/reset").unwrap();
-    assert_eq!(a.status, 502);
-    let log = std::fs::read_to_string(d.path("posts.log")).unwrap();
-    assert_eq!(
-        log.lines().count(),
-        1 + 3,
-        "a GET is tried 1 + retries (2) times: {log}"
-    );
-}
-
-/// The lines of the test app's `file` (each one a request that reached the
-/// app), 0 when it was never written.
-fn app_lines(d: &Daemon, file: &str) -> usize {
-    std::fs::read_to_string(d.path(file)).map_or(0, |log| log.lines().count())
-}
-
-/// The non-idempotent requests of the retry cases: POST and PATCH with no
-/// framing field at all (`curl -X POST`), with `Content-Length: 0` (a
-/// browser's bodiless POST), and with a body.
-fn unsafe_requests(path: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for method in ["POST", "PATCH"] {
-        for (kind, framing) in [
-            ("no body", String::new()),
-            ("length 0", "Content-Length: 0\r\n".to_string()),
-            ("a body", "Content-Length: 5\r\n".to_string()),
-        ] {
-            let body = if kind == "a body" { "hello" } else { "" };
-            out.push((
-                format!("{method} with {kind}"),
-                format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{framing}Connection: close\r\n\r\n{body}"),
-            ));
-        }
-    }
-    out
-}
-
-/// Issue 32: a non-idempotent request that reached an instance is never
-/// sent again, body or not (RFC 9110 §9.2.2). The app acts, then destroys
-/// the socket: each POST and PATCH reached it once and got 502 (before the
-/// fix, a bodiless POST reached it 4 times, a PATCH 3).
-#[test]
-fn an_unsafe_request_that_reached_an_instance_is_never_sent_again() {
-    let d = Daemon::start(&web(2, "", HTTP_READY, ""));
-    d.wait_ready(2);
-    let mut counts = Vec::new();
-    for (case, request) in unsafe_requests("/reset") {
-        let before = app_lines(&d, "posts.log");
-        let a = raw(d.port, &request).unwrap();
-        counts.push((case.clone(), a.status, app_lines(&d, "posts.log") - before));
-    }
-    for (case, status, reached) in &counts {
-        assert_eq!((*status, *reached), (502, 1), "{case}: {counts:?}");
-    }
-}
-
-/// Issue 32: after `response_timeout`, a POST or PATCH gets 504 and is not
-/// sent to the other instance (before: a bodiless POST reached two).
-#[test]
-fn an_unsafe_request_that_timed_out_is_never_sent_again() {
-    // Under [proxy]: Daemon's file ends its [proxy] table with these.
-    let d = Daemon::start(&format!(
-        "response_timeout = \"1s\"\nmax_fails = 100\n{}",
-        web(2, "", HTTP_READY, "")
-    ));
-    d.wait_ready(2);
-    let mut counts = Vec::new();
-    for (case, request) in unsafe_requests("/hang") {
-        let before = hang_log(&d).matches("arrived").count();
-        let a = raw(d.port, &request).unwrap();
-        let reached = hang_log(&d).matches("arrived").count() - before;
-        counts.push((case.clone(), a.status, reached));
-    }
-    for (case, status, reached) in &counts {
-        assert_eq!((*status, *reached), (504, 1), "{case}: {counts:?}");
-    }
-}
-
-/// Issue 32: a request none of which reached an instance (its connect was
-/// refused) goes to another instance whatever its method, and reaches the
-/// app once. web#1 closes its port once it is ready.
-#[test]
-fn an_unsafe_request_whose_connect_was_refused_goes_to_another_instance() {
-    let metrics = free_port();
-    let d = Daemon::start(&web(2, "UNLISTEN = \"web#1\"", HTTP_READY, "").replace(
-        "[web]",
-        &format!("[daemon]\nmetrics_listen = \"127.0.0.1:{metrics}\"\n\n[web]"),
-    ));
-    d.wait_ready(2);
-    let requests = unsafe_requests("/record");
-    for (case, request) in &requests {
-        let a = raw(d.port, request).unwrap();
-        assert_eq!(a.status, 200, "{case}: {a:?}");
-    }
-    let log = std::fs::read_to_string(d.path("requests.log")).unwrap();
-    assert_eq!(log.lines().count(), requests.len(), "{log}");
-    assert!(log.lines().all(|l| l.contains("web#2")), "{log}");
-    let (retries, m) = metric(metrics, "baton_retries_total");
-    assert!(
-        retries >= 1,
-        "no request met web#1's closed port: {m}\n{}",
-        d.output()
-    );
-}
-
 /// What the test app's `/hang` saw: `arrived` and `aborted` lines.
-fn hang_log(d: &Daemon) -> String {
+pub(crate) fn hang_log(d: &Daemon) -> String {
     std::fs::read_to_string(d.path("hang.log")).unwrap_or_default()
 }
 
 /// Sends `request` (to `/hang`, after `before` others), and closes once
 /// the app has it; then waits until the app saw it aborted and nothing is
 /// in flight.
-fn send_then_leave(d: &Daemon, request: &str, before: usize) {
+pub(crate) fn send_then_leave(d: &Daemon, request: &str, before: usize) {
     let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     wait_until(
@@ -397,7 +277,7 @@ fn send_then_leave(d: &Daemon, request: &str, before: usize) {
 /// body, a body of known length (Baton's own server), a chunked body
 /// (hyper's side).
 #[test]
-fn a_client_that_leaves_takes_its_request_along() {
+pub(crate) fn a_client_that_leaves_takes_its_request_along() {
     let metrics = free_port();
     let d = Daemon::start(
         &(web(1, "", HTTP_READY, "")
@@ -442,7 +322,7 @@ fn a_client_that_leaves_takes_its_request_along() {
 /// and nothing stays in flight. The instance is not taken out of rotation
 /// for it. A client still there gets 400.
 #[test]
-fn a_body_cut_short_does_not_hold_the_instance() {
+pub(crate) fn a_body_cut_short_does_not_hold_the_instance() {
     let d = Daemon::start(&web(1, "", HTTP_READY, ""));
     d.wait_ready(1);
     let cut = [
@@ -499,7 +379,7 @@ fn a_body_cut_short_does_not_hold_the_instance() {
 /// rest of its body is read away before the close, so the client's writes
 /// are not reset under it (nginx's lingering close).
 #[test]
-fn an_early_answer_lets_the_client_finish_its_upload() {
+pub(crate) fn an_early_answer_lets_the_client_finish_its_upload() {
     let d = Daemon::start(&web(1, "", HTTP_READY, ""));
     d.wait_ready(1);
     const SIZE: usize = 32 * 1024 * 1024;
@@ -527,7 +407,7 @@ fn an_early_answer_lets_the_client_finish_its_upload() {
 
 /// An oversized request head gets 431.
 #[test]
-fn oversized_header_gets_431() {
+pub(crate) fn oversized_header_gets_431() {
     let d = Daemon::start(&web(1, "", HTTP_READY, ""));
     d.wait_ready(1);
     let big = "a".repeat(100 * 1024);
@@ -553,7 +433,7 @@ fn oversized_header_gets_431() {
 /// `max_header_bytes` holds for a whole head that arrives in one piece, as
 /// for one that keeps coming.
 #[test]
-fn header_limit_holds_for_a_complete_head() {
+pub(crate) fn header_limit_holds_for_a_complete_head() {
     let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
     d.edit_config(|toml| toml.replace("[proxy]\n", "[proxy]\nmax_header_bytes = 4096\n"));
     let d = d.up();
@@ -576,7 +456,7 @@ fn header_limit_holds_for_a_complete_head() {
 
 /// A head that arrives a few bytes at a time is answered once it is whole.
 #[test]
-fn a_head_sent_in_pieces_is_answered() {
+pub(crate) fn a_head_sent_in_pieces_is_answered() {
     let d = Daemon::start(&web(1, "", HTTP_READY, ""));
     d.wait_ready(1);
     let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
@@ -602,7 +482,7 @@ fn a_head_sent_in_pieces_is_answered() {
 /// A slowloris connection gets 408 and is closed after header_read_timeout,
 /// while other clients are served.
 #[test]
-fn slowloris_is_closed_while_others_are_served() {
+pub(crate) fn slowloris_is_closed_while_others_are_served() {
     let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
     d.edit_config(|toml| toml.replace("[proxy]\n", "[proxy]\nheader_read_timeout = \"1s\"\n"));
     let d = d.up();
@@ -631,7 +511,7 @@ fn slowloris_is_closed_while_others_are_served() {
 /// client pool's spare) does not hold up a stop for header_read_timeout:
 /// during an upgrade that wait kept every new client in the backlog.
 #[test]
-fn a_connection_that_never_sends_does_not_hold_up_a_stop() {
+pub(crate) fn a_connection_that_never_sends_does_not_hold_up_a_stop() {
     let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
     d.edit_config(|toml| toml.replace("[proxy]\n", "[proxy]\nheader_read_timeout = \"60s\"\n"));
     let mut d = d.up();
@@ -658,7 +538,7 @@ fn a_connection_that_never_sends_does_not_hold_up_a_stop() {
 
 /// Every listen address serves, IPv4 and IPv6 side by side.
 #[test]
-fn listens_on_ipv4_and_ipv6() {
+pub(crate) fn listens_on_ipv4_and_ipv6() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
         eprintln!("no IPv6 loopback on this machine; only IPv4 is exercised elsewhere");
         return;
@@ -686,7 +566,7 @@ fn listens_on_ipv4_and_ipv6() {
 /// With no instance ready, a request waits hold_timeout, then gets 503 with
 /// Retry-After; the metrics count it.
 #[test]
-fn hold_timeout_gives_503_with_retry_after() {
+pub(crate) fn hold_timeout_gives_503_with_retry_after() {
     let metrics = free_port();
     let d = Daemon::prepare(&web(1, "NEVER_LISTEN = \"1\"", "kind = \"tcp\"", ""));
     d.edit_config(|toml| {
@@ -720,7 +600,7 @@ fn hold_timeout_gives_503_with_retry_after() {
 /// /health answers 200, then 503 after `baton offline` while Baton keeps
 /// serving, then 200 again after `baton online`.
 #[test]
-fn offline_and_online_for_an_external_balancer() {
+pub(crate) fn offline_and_online_for_an_external_balancer() {
     let admin = free_port();
     let d = Daemon::prepare(&web(1, "", HTTP_READY, ""));
     d.edit_config(|toml| toml + &format!("\n[daemon]\nmetrics_listen = \"127.0.0.1:{admin}\"\n"));
@@ -744,7 +624,7 @@ fn offline_and_online_for_an_external_balancer() {
 
 /// One response off a keep-alive connection: the head (names lowercased)
 /// and the body, framed by its length, chunked (decoded), or until close.
-fn read_response(r: &mut std::io::BufReader<TcpStream>) -> (String, String) {
+pub(crate) fn read_response(r: &mut std::io::BufReader<TcpStream>) -> (String, String) {
     use std::io::BufRead;
     let mut head = String::new();
     loop {
@@ -794,7 +674,7 @@ fn read_response(r: &mut std::io::BufReader<TcpStream>) -> (String, String) {
 /// more requests after it, and a close on request. HTTP/1.0 clients get
 /// keep-alive when they ask, and a body of unknown length until the close.
 #[test]
-fn pipelining_http10_and_a_body_in_mid_connection() {
+pub(crate) fn pipelining_http10_and_a_body_in_mid_connection() {
     let d = Daemon::start(&web(1, "", HTTP_READY, ""));
     d.wait_ready(1);
     let s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();

@@ -211,6 +211,7 @@ pub(crate) struct Request {
     route: Route,
 }
 
+#[cfg(feature = "fuzz")]
 impl Request {
     /// The head the instance gets; none for a request Baton answers.
     pub(crate) fn head(&self) -> Option<&RequestHead> {

@@ -1,362 +1,45 @@
-//! One task owns each instance's lifecycle: spawn, readiness, crash restarts
-//! with backoff, and stop. Everyone else holds an [`Instance`] handle, reads
-//! its [`Status`] from a watch channel and sends it `Control` messages.
+//! The task that owns one instance's process: spawn, readiness,
+//! restarts with backoff, drain and stop, its state in [`Life`].
 
-use std::collections::BTreeMap;
+use super::*;
+use crate::config::{ReadinessKind, StopTo};
+use crate::logs::{self, Tail};
+use crate::ports::PortLease;
+use crate::proxy::upstream::Upstream;
+use crate::readiness::{self, Channel};
+use crate::spawn;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-use serde::Serialize;
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, watch, Notify};
-
-use super::logs::{self, LogSink, Tail};
-use super::ports::{PortLease, PortPool};
-use super::readiness::{self, Channel};
-use super::reaper::Reaper;
-use super::spawn;
-use crate::config::{Readiness, ReadinessKind, StopTo};
-use crate::protocol::Role;
-pub use crate::protocol::State;
-use crate::proxy::upstream::Upstream;
-
-/// Exits within `restart_window` from which on each one is unstable.
-const LOOP_EXITS: usize = 3;
-/// Backoff between crash restarts starts here and doubles per unstable exit.
-const BACKOFF_START: Duration = Duration::from_millis(100);
-/// ... up to this.
-const BACKOFF_MAX: Duration = Duration::from_secs(15);
-/// Lines of the app's log quoted in a failure reason.
-const REASON_LINES: usize = 10;
-
-/// An instance's observable status.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    /// Lifecycle state.
-    pub state: State,
-    /// Current pid (the process group leader).
-    pub pid: Option<u32>,
-    /// How many times it was restarted after exiting.
-    pub restarts: u32,
-    /// When the state was entered.
-    #[serde(with = "humantime_serde")]
-    pub since: SystemTime,
-    /// When the current process started.
-    #[serde(with = "humantime_serde")]
-    pub started: Option<SystemTime>,
-    /// Why it failed, or why it is restarting.
-    pub reason: Option<String>,
-    /// It passed readiness at least once.
-    pub ever_ready: bool,
-}
-
-/// What to run for one instance.
-#[derive(Debug, Clone)]
-pub struct InstanceSpec {
-    /// Process name, such as `web`.
-    pub process: Role,
-    /// Instance number; the id is `<process>#<number>`.
-    pub number: u64,
-    /// Release the instance runs.
-    pub release: String,
-    /// Shell command.
-    pub command: String,
-    /// Working directory.
-    pub cwd: PathBuf,
-    /// Extra environment.
-    pub env: BTreeMap<String, String>,
-    /// Readiness check.
-    pub readiness: Readiness,
-    /// Not ready within this means failed.
-    pub start_timeout: Duration,
-    /// Signal that asks it to stop.
-    pub stop_signal: Signal,
-    /// Who gets `stop_signal`.
-    pub stop_to: StopTo,
-    /// SIGKILL after this.
-    pub kill_timeout: Duration,
-    /// Exits sooner than this after start are unstable.
-    pub min_uptime: Duration,
-    /// Restarts within this window count as a crash loop.
-    pub restart_window: Duration,
-    /// Unstable exits in a row before failed.
-    pub max_restarts: u32,
-    /// Restart it when it exits; off, an exit is final.
-    pub autorestart: bool,
-    /// Names of L4 services; each gets a port as `PORT_<NAME>`.
-    pub tcp: Vec<String>,
-    /// Restart an instance that exits before its first ready. A deploy says
-    /// no: a release that crashes at start fails the deploy at once.
-    pub restart_before_ready: bool,
-}
-
-impl InstanceSpec {
-    /// `web#3`
-    pub fn id(&self) -> String {
-        format!("{}#{}", self.process, self.number)
-    }
-}
-
-/// Shared by every instance the daemon runs.
-#[derive(Clone)]
-pub struct Context {
-    /// Private port hand-out.
-    pub ports: PortPool,
-    /// Kills orphans if the daemon dies.
-    pub reaper: Reaper,
-    /// Where app output goes, per process name.
-    pub logs: LogSink,
-    /// Folder for sd_notify sockets.
-    pub run_dir: PathBuf,
-    /// Woken on every state change, so the route table is rebuilt.
-    pub changed: Arc<Notify>,
-}
-
-/// A message to the task that owns an instance.
-enum Control {
-    /// Stop it. Whoever asks waits for the state to say stopped (or
-    /// failed), not for a reply: a message sent as the task ends is never
-    /// read, and stays queued while any handle lives.
-    Stop,
-    /// It left the route table and is finishing its requests.
-    Drain,
-    /// It is back in the route table (a deploy was reverted).
-    Serve,
-    /// Send a JSON message over the Node IPC channel, if there is one.
-    Message(serde_json::Value),
-    /// Send a signal to the process group.
-    Signal(Signal),
-}
-
-/// A cloneable handle on one instance.
-#[derive(Clone)]
-pub struct Instance {
-    /// `web#3`
-    pub id: Arc<str>,
-    /// Process name.
-    pub process: Role,
-    /// Release it runs.
-    pub release: Arc<str>,
-    /// Proxy-side counters and address.
-    pub upstream: Arc<Upstream>,
-    status: watch::Receiver<Status>,
-    ctl: mpsc::UnboundedSender<Control>,
-    tail: Tail,
-}
-
-impl Instance {
-    /// Starts the task that owns a new instance.
-    ///
-    /// # Errors
-    /// When no private port can be had.
-    pub fn start(spec: InstanceSpec, ctx: Context) -> std::io::Result<Instance> {
-        let lease = ctx.ports.lease()?;
-        let mut leases = vec![lease];
-        let mut tcp_ports = Vec::new();
-        for name in &spec.tcp {
-            let l = ctx.ports.lease()?;
-            tcp_ports.push((name.clone(), l.port()));
-            leases.push(l);
-        }
-        let id: Arc<str> = spec.id().into();
-        let mut upstream = Upstream::new(id.clone(), leases[0].port());
-        upstream.tcp_ports = tcp_ports;
-        upstream.release = spec.release.as_str().into();
-        let upstream = Arc::new(upstream);
-        let (status_tx, status_rx) = watch::channel(Status {
-            state: State::Starting,
-            pid: None,
-            restarts: 0,
-            since: SystemTime::now(),
-            started: None,
-            reason: None,
-            ever_ready: false,
-        });
-        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-        let tail = Tail::default();
-        let handle = Instance {
-            id,
-            process: spec.process.clone(),
-            release: spec.release.clone().into(),
-            upstream: upstream.clone(),
-            status: status_rx,
-            ctl: ctl_tx,
-            tail: tail.clone(),
-        };
-        let task = InstanceTask {
-            spec,
-            ctx,
-            status: status_tx,
-            ctl: ctl_rx,
-            upstream,
-            tail,
-            _leases: leases,
-            restarts: 0,
-            unstable: 0,
-            recent_exits: Vec::new(),
-        };
-        tokio::spawn(task.run());
-        Ok(handle)
-    }
-
-    /// The current status.
-    pub fn status(&self) -> Status {
-        self.status.borrow().clone()
-    }
-
-    /// Waits until the status satisfies `f`, and returns it.
-    pub async fn wait_for(&self, f: impl FnMut(&Status) -> bool) -> Status {
-        let mut rx = self.status.clone();
-        let seen = rx.wait_for(f).await.map(|s| s.clone());
-        seen.unwrap_or_else(|_| self.status())
-    }
-
-    /// Waits until it is ready (`Ok`) or has failed or stopped (`Err`).
-    pub async fn wait_ready(&self) -> Result<(), Status> {
-        let s = self
-            .wait_for(|s| s.state == State::Ready || s.state.is_terminal())
-            .await;
-        if s.state == State::Ready {
-            Ok(())
-        } else {
-            Err(s)
-        }
-    }
-
-    /// Stops it (stop signal, then SIGKILL after the kill timeout) and waits
-    /// until it is gone.
-    pub async fn stop(&self) {
-        // A task already gone refuses the message; its state is terminal,
-        // or it ended (a closed status channel ends the wait too).
-        let _ = self.ctl.send(Control::Stop);
-        self.wait_for(|s| s.state.is_terminal()).await;
-    }
-
-    /// Marks it draining: out of rotation, finishing its requests.
-    pub fn set_draining(&self) {
-        let _ = self.ctl.send(Control::Drain);
-    }
-
-    /// Marks it serving again after a drain was called off.
-    pub fn set_serving(&self) {
-        self.upstream.set_draining(false);
-        let _ = self.ctl.send(Control::Serve);
-    }
-
-    /// Sends a signal to its process group (the drain notice).
-    pub fn signal(&self, signal: Signal) {
-        let _ = self.ctl.send(Control::Signal(signal));
-    }
-
-    /// Sends a JSON message over its Node IPC channel (no-op without one).
-    pub fn send_message(&self, msg: serde_json::Value) {
-        let _ = self.ctl.send(Control::Message(msg));
-    }
-
-    /// The last `n` lines it wrote.
-    pub fn tail(&self, n: usize) -> Vec<String> {
-        self.tail.last(n)
-    }
-}
-
-/// An instance with no process, for tests of what drives instances (the
-/// deploy machine): the test sets its state, and it obeys `stop`, drain
-/// and serve as a real one's task would.
-#[cfg(feature = "puppet")]
-pub struct Puppet {
-    status: watch::Sender<Status>,
-}
-
-#[cfg(feature = "puppet")]
-impl Puppet {
-    /// A puppet `web#<number>` of `release`, starting.
-    pub fn start(number: u64, release: &str) -> (Instance, Puppet) {
-        let id: Arc<str> = format!("web#{number}").into();
-        let (status, status_rx) = watch::channel(Status {
-            state: State::Starting,
-            pid: None,
-            restarts: 0,
-            since: SystemTime::now(),
-            started: Some(SystemTime::now()),
-            reason: None,
-            ever_ready: false,
-        });
-        let (ctl, mut ctl_rx) = mpsc::unbounded_channel();
-        let instance = Instance {
-            upstream: Arc::new(Upstream::new(id.clone(), 0)),
-            id,
-            process: Role::Web,
-            release: release.into(),
-            status: status_rx,
-            ctl,
-            tail: Tail::default(),
-        };
-        let task_status = status.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = ctl_rx.recv().await {
-                let set = |state: State| {
-                    task_status.send_modify(|s| {
-                        if !s.state.is_terminal() {
-                            s.state = state;
-                        }
-                    })
-                };
-                match msg {
-                    Control::Stop => set(State::Stopped),
-                    Control::Drain => set(State::Draining),
-                    Control::Serve => set(State::Ready),
-                    Control::Message(_) | Control::Signal(_) => {}
-                }
-            }
-        });
-        (instance, Puppet { status })
-    }
-
-    /// It passed its readiness check.
-    pub fn ready(&self) {
-        self.status.send_modify(|s| {
-            s.state = State::Ready;
-            s.ever_ready = true;
-        });
-    }
-
-    /// It failed for good, for `reason`.
-    pub fn fail(&self, reason: &str) {
-        self.status.send_modify(|s| {
-            s.state = State::Failed;
-            s.reason = Some(reason.into());
-        });
-    }
-}
+use tokio::sync::{mpsc, watch};
 
 /// The task's own state; only it touches the child.
-struct InstanceTask {
-    spec: InstanceSpec,
-    ctx: Context,
-    status: watch::Sender<Status>,
-    ctl: mpsc::UnboundedReceiver<Control>,
-    upstream: Arc<Upstream>,
-    tail: Tail,
-    _leases: Vec<PortLease>,
+pub(super) struct InstanceTask {
+    pub(super) spec: InstanceSpec,
+    pub(super) ctx: Context,
+    pub(super) status: watch::Sender<Status>,
+    pub(super) ctl: mpsc::UnboundedReceiver<Control>,
+    pub(super) upstream: Arc<Upstream>,
+    pub(super) tail: Tail,
+    pub(super) _leases: Vec<PortLease>,
     /// Restarts after exits, in all.
-    restarts: u32,
+    pub(super) restarts: u32,
     /// Unstable exits in a row (see [`InstanceTask::after_exit`]).
-    unstable: u32,
+    pub(super) unstable: u32,
     /// When the last exits were, within `restart_window`.
-    recent_exits: Vec<tokio::time::Instant>,
+    pub(super) recent_exits: Vec<tokio::time::Instant>,
 }
 
 /// Where an instance is in its life, with what that state holds. The task
 /// waits for the next [`Event`] of its state, and [`InstanceTask::on`]
 /// decides the next state.
-enum Life {
+pub(super) enum Life {
     /// No process: one is spawned now.
     Spawning,
     /// A process runs and has not passed its readiness check yet.
@@ -374,7 +57,7 @@ enum Life {
 }
 
 /// One process of the instance.
-struct Run {
+pub(super) struct Run {
     child: Child,
     pgid: i32,
     channel: Channel,
@@ -382,7 +65,7 @@ struct Run {
 }
 
 /// What the task waits for.
-enum Event {
+pub(super) enum Event {
     Control(Option<Control>),
     Exited(ExitStatus),
     Ready,
@@ -391,7 +74,7 @@ enum Event {
 }
 
 impl InstanceTask {
-    fn set(&self, f: impl FnOnce(&mut Status)) {
+    pub(super) fn set(&self, f: impl FnOnce(&mut Status)) {
         self.status.send_modify(|s| {
             let before = s.state;
             f(s);
@@ -402,18 +85,18 @@ impl InstanceTask {
         self.ctx.changed.notify_one();
     }
 
-    fn id(&self) -> String {
+    pub(super) fn id(&self) -> String {
         self.spec.id()
     }
 
-    fn log(&self, msg: &str) {
+    pub(super) fn log(&self, msg: &str) {
         self.ctx
             .logs
             .write_line(&format!("{} {msg}", logs::prefix(&self.id(), "baton")));
     }
 
     /// The end of the instance: stopped on purpose, or failed for `reason`.
-    fn end(&self, reason: Option<String>) -> Life {
+    pub(super) fn end(&self, reason: Option<String>) -> Life {
         if let Some(reason) = &reason {
             self.log(&format!("failed: {reason}"));
         }
@@ -433,7 +116,7 @@ impl InstanceTask {
         Life::Ended
     }
 
-    async fn run(mut self) {
+    pub(super) async fn run(mut self) {
         let mut life = Life::Spawning;
         loop {
             life = match life {
@@ -448,7 +131,7 @@ impl InstanceTask {
     }
 
     /// Every state's answer to every event, in one place.
-    async fn on(&mut self, life: Life, event: Event) -> Life {
+    pub(super) async fn on(&mut self, life: Life, event: Event) -> Life {
         match (life, event) {
             (Life::Starting { run, .. }, Event::Ready) => {
                 self.log(&match self.spec.readiness.kind {
@@ -494,7 +177,7 @@ impl InstanceTask {
     }
 
     /// Every control message, in every state.
-    async fn control(&mut self, life: Life, msg: Option<Control>) -> Life {
+    pub(super) async fn control(&mut self, life: Life, msg: Option<Control>) -> Life {
         match msg {
             // The handles gone, nobody could stop it later.
             Some(Control::Stop) | None => self.stop(life).await,
@@ -526,7 +209,7 @@ impl InstanceTask {
     }
 
     /// Stops its process, if one runs, and ends it.
-    async fn stop(&mut self, life: Life) -> Life {
+    pub(super) async fn stop(&mut self, life: Life) -> Life {
         if let Life::Starting { mut run, .. } | Life::Serving { mut run } = life {
             self.set(|s| s.state = State::Stopping);
             self.stop_group(&mut run).await;
@@ -538,7 +221,7 @@ impl InstanceTask {
     /// After an exit on its own: a restart after a backoff, or the end
     /// (never ready and not to be restarted before, autorestart off, or a
     /// crash loop).
-    fn after_exit(&mut self, status: ExitStatus, uptime: Duration) -> Life {
+    pub(super) fn after_exit(&mut self, status: ExitStatus, uptime: Duration) -> Life {
         let how = describe_exit(status);
         if !self.status.borrow().ever_ready && !self.spec.restart_before_ready {
             let reason = self.with_tail(format!("{how} before it was ready"));
@@ -592,7 +275,7 @@ impl InstanceTask {
         }
     }
 
-    fn with_tail(&self, reason: String) -> String {
+    pub(super) fn with_tail(&self, reason: String) -> String {
         let lines = self.tail.last(REASON_LINES);
         let hint = if lines.iter().any(|l| l.contains("EADDRINUSE")) {
             format!(
@@ -609,7 +292,7 @@ impl InstanceTask {
         }
     }
 
-    fn command(&self, channel: &Channel) -> Command {
+    pub(super) fn command(&self, channel: &Channel) -> Command {
         let spec = &self.spec;
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
@@ -648,7 +331,7 @@ impl InstanceTask {
 
     /// Spawns a process: `Starting` with its readiness wait and
     /// `start_timeout` running, or the end when it cannot start.
-    fn spawn(&mut self) -> Life {
+    pub(super) fn spawn(&mut self) -> Life {
         let notify_path = self
             .ctx
             .run_dir
@@ -721,7 +404,7 @@ impl InstanceTask {
 
     /// After its process ended: nothing of its group is left behind, and
     /// it takes no traffic until a fresh process passes its check.
-    fn finish(&self, run: &Run) {
+    pub(super) fn finish(&self, run: &Run) {
         let _ = killpg(Pid::from_raw(run.pgid), Signal::SIGKILL);
         self.ctx.reaper.unregister(run.pgid);
         // Nothing listens on the port now. The route table drops this
@@ -735,7 +418,7 @@ impl InstanceTask {
     /// is still there after `kill_timeout`. The leader is often a shell
     /// wrapping the app, and exits at once on the signal while the app is
     /// still running its own shutdown: the whole group gets the time.
-    async fn stop_group(&self, run: &mut Run) {
+    pub(super) async fn stop_group(&self, run: &mut Run) {
         let child = &mut run.child;
         let group = Pid::from_raw(run.pgid);
         let deadline = tokio::time::Instant::now() + self.spec.kill_timeout;
@@ -776,7 +459,7 @@ impl InstanceTask {
     /// without passing `stop_signal` on (a shell or `npx` wrapper) gets it
     /// then, and nobody gets it twice: egg's master, for one, handles only
     /// the first and dies on a second.
-    async fn until_group_gone(
+    pub(super) async fn until_group_gone(
         &self,
         group: Pid,
         deadline: tokio::time::Instant,
@@ -826,7 +509,7 @@ impl InstanceTask {
 
 impl Life {
     /// Its process, when one runs.
-    fn run(&self) -> Option<&Run> {
+    pub(super) fn run(&self) -> Option<&Run> {
         match self {
             Life::Starting { run, .. } | Life::Serving { run } => Some(run),
             _ => None,
@@ -837,7 +520,10 @@ impl Life {
 /// The next event of `life`'s state: a control message in every state;
 /// an exit while a process runs; readiness or `start_timeout` while it
 /// starts; the end of the backoff.
-async fn next_event(ctl: &mut mpsc::UnboundedReceiver<Control>, life: &mut Life) -> Event {
+pub(super) async fn next_event(
+    ctl: &mut mpsc::UnboundedReceiver<Control>,
+    life: &mut Life,
+) -> Event {
     let exited = |status: std::io::Result<ExitStatus>| {
         Event::Exited(status.unwrap_or_else(|_| ExitStatus::from_raw(0)))
     };
@@ -866,7 +552,7 @@ async fn next_event(ctl: &mut mpsc::UnboundedReceiver<Control>, life: &mut Life)
 
 /// A future that resolves when process `pid` exits; `Ok(None)` when it is
 /// already gone, `Err` when the kernel has no pidfd.
-fn watch_exit(pid: i32) -> Result<Option<impl std::future::Future<Output = ()>>, ()> {
+pub(super) fn watch_exit(pid: i32) -> Result<Option<impl std::future::Future<Output = ()>>, ()> {
     let fd = match crate::sys::pidfd_open(pid) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
@@ -879,16 +565,16 @@ fn watch_exit(pid: i32) -> Result<Option<impl std::future::Future<Output = ()>>,
 }
 
 /// The live processes of `group` and their parents (see
-/// [`super::procfs::group_family`]); a group that no longer exists is not
+/// [`crate::procfs::group_family`]); a group that no longer exists is not
 /// looked for in /proc.
-fn live_family(group: Pid) -> Vec<super::procfs::Member> {
+pub(super) fn live_family(group: Pid) -> Vec<crate::procfs::Member> {
     if killpg(group, None).is_err() {
         return Vec::new();
     }
-    super::procfs::group_family(group.as_raw())
+    crate::procfs::group_family(group.as_raw())
 }
 
-async fn send_ipc(channel: &Channel, msg: &serde_json::Value) {
+pub(super) async fn send_ipc(channel: &Channel, msg: &serde_json::Value) {
     if let Channel::NodeIpc { writer, .. } = channel {
         let line = format!("{msg}\n");
         // A full socket buffer would block; the message is advisory.
@@ -896,7 +582,7 @@ async fn send_ipc(channel: &Channel, msg: &serde_json::Value) {
     }
 }
 
-fn kind_name(kind: ReadinessKind) -> &'static str {
+pub(super) fn kind_name(kind: ReadinessKind) -> &'static str {
     match kind {
         ReadinessKind::Http => "http",
         ReadinessKind::Tcp => "tcp",
@@ -906,7 +592,7 @@ fn kind_name(kind: ReadinessKind) -> &'static str {
     }
 }
 
-fn describe_exit(status: ExitStatus) -> String {
+pub(super) fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with code {code}"),
         (None, Some(sig)) => {
