@@ -9,7 +9,7 @@ use super::parse_percent;
 /// Deploy, reload and roll back web apps with zero failed requests.
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, about, max_term_width = 100)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The app's configuration file.
     #[arg(short, long, global = true, default_value = "baton.toml")]
     pub config: PathBuf,
@@ -30,7 +30,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the daemon: start the app and the proxy (foreground by default).
     Up {
         /// Run in the background and return once the daemon answers.
@@ -171,7 +171,7 @@ pub enum Command {
 
 /// `baton fleet ...`.
 #[derive(Debug, clap::Subcommand)]
-pub enum FleetCommand {
+pub(crate) enum FleetCommand {
     /// Deploy SOURCE (a folder or tarball, shipped to each host once
     /// packed; default: each host's app folder in place), a batch of hosts
     /// at a time: offline, wait for the balancer, deploy, online.
@@ -211,7 +211,7 @@ pub enum FleetCommand {
 
 /// How a fleet rollout goes.
 #[derive(Debug, clap::Args)]
-pub struct FleetPace {
+pub(crate) struct FleetPace {
     /// Hosts changed at once.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -226,7 +226,7 @@ pub struct FleetPace {
 
 /// Which hosts a fleet command reaches, and how.
 #[derive(Debug, clap::Args)]
-pub struct FleetHosts {
+pub(crate) struct FleetHosts {
     /// ssh destinations (`[user@]host`), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub hosts: Vec<String>,
@@ -247,7 +247,7 @@ pub struct FleetHosts {
 
 /// What `baton import` reads.
 #[derive(Debug, clap::Subcommand)]
-pub enum ImportFrom {
+pub(crate) enum ImportFrom {
     /// A pm2 ecosystem file (`ecosystem.config.js`, `.cjs`, `app.json`,
     /// `.yaml`): one baton.toml for one app; for several, a server file
     /// and a folder per app.
@@ -268,7 +268,7 @@ pub enum ImportFrom {
 
 /// What `baton deploy` takes.
 #[derive(Debug, Clone, clap::Args)]
-pub struct DeployArgs {
+pub(crate) struct DeployArgs {
     /// A directory or a .tar.gz/.tgz/.tar to release (default: the app
     /// directory in place).
     #[arg(conflicts_with = "git")]

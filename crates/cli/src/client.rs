@@ -13,14 +13,14 @@ use tokio::net::UnixStream;
 use crate::protocol::ErrorBody;
 
 /// Talks to one daemon.
-pub struct ApiClient {
+pub(crate) struct ApiClient {
     socket: PathBuf,
     state_dir: PathBuf,
 }
 
 /// What went wrong talking to the daemon.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// No daemon listens on the socket.
     #[error("no baton daemon is running for {0} (start one with `baton up`)")]
     NotRunning(String),
@@ -34,7 +34,7 @@ pub enum ClientError {
 
 impl ApiClient {
     /// A client for the daemon of `state_dir`.
-    pub fn new(state_dir: &Path) -> ApiClient {
+    pub(crate) fn new(state_dir: &Path) -> ApiClient {
         ApiClient {
             socket: crate::daemon::socket_path(state_dir),
             state_dir: state_dir.to_path_buf(),
@@ -42,7 +42,7 @@ impl ApiClient {
     }
 
     /// The state directory this client talks to.
-    pub fn state_dir(&self) -> &Path {
+    pub(crate) fn state_dir(&self) -> &Path {
         &self.state_dir
     }
 
@@ -50,7 +50,7 @@ impl ApiClient {
     ///
     /// # Errors
     /// [`ClientError`] when no daemon answers or it answers with an error.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -100,7 +100,7 @@ impl ApiClient {
     ///
     /// # Errors
     /// [`ClientError`].
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         read_json(self.send(Method::GET, path, None).await?).await
     }
 
@@ -108,7 +108,7 @@ impl ApiClient {
     ///
     /// # Errors
     /// As [`ApiClient::get`].
-    pub async fn post<T: DeserializeOwned>(
+    pub(crate) async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
         body: Option<serde_json::Value>,
@@ -120,7 +120,7 @@ impl ApiClient {
     ///
     /// # Errors
     /// [`ClientError`].
-    pub async fn stream_lines(
+    pub(crate) async fn stream_lines(
         &self,
         method: Method,
         path: &str,
@@ -150,7 +150,7 @@ impl ApiClient {
 ///
 /// # Errors
 /// [`ClientError::Transport`] when it cannot be read or decoded.
-pub async fn read_json<T: DeserializeOwned>(
+pub(crate) async fn read_json<T: DeserializeOwned>(
     res: http::Response<Incoming>,
 ) -> Result<T, ClientError> {
     let bytes = res

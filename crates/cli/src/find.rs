@@ -10,7 +10,7 @@ use crate::config::{self, Setup};
 
 /// The daemon and the app a command is for.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// The daemon's state directory (its control socket).
     pub state_dir: PathBuf,
     /// The app, by name; none: the daemon's only app, or every app.
@@ -23,7 +23,7 @@ pub struct Target {
 ///
 /// # Errors
 /// A file that does not load (its error), or no baton.toml at all.
-pub fn target(cli: &Cli) -> Result<Target, Failure> {
+pub(crate) fn target(cli: &Cli) -> Result<Target, Failure> {
     if let Some(server) = &cli.server {
         let setup = Setup::load(server).map_err(Failure::usage)?;
         let app = cli.app.clone().or_else(|| app_of(&setup, &cli.config));

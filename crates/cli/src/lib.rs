@@ -15,16 +15,16 @@ use baton_proxy as proxy;
 use baton_supervisor as supervisor;
 
 mod args;
-pub mod client;
+pub(crate) mod client;
 mod commands;
-pub mod find;
-pub mod output;
-pub mod pm2;
-pub mod progress;
-pub mod systemd;
-pub mod watch;
+pub(crate) mod find;
+pub(crate) mod output;
+pub(crate) mod pm2;
+pub(crate) mod progress;
+pub(crate) mod systemd;
+pub(crate) mod watch;
 
-pub use self::args::{Cli, Command, DeployArgs, FleetCommand, FleetHosts, FleetPace, ImportFrom};
+pub(crate) use self::args::{Cli, Command, ImportFrom};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,7 +38,7 @@ use crate::protocol::Order;
 
 /// A failure with its exit code.
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     code: u8,
     message: String,
 }
@@ -159,7 +159,7 @@ fn state_dir(cli: &Cli, file: &Path) -> Result<PathBuf, Failure> {
 ///
 /// # Errors
 /// A [`Failure`] carrying the message and exit code.
-pub fn run(cli: Cli) -> Result<(), Failure> {
+pub(crate) fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Up { detach: false } => commands::up::up_foreground(&cli),
         Command::Up { detach: true } => commands::up::up_detached(&cli),

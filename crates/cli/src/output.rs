@@ -5,7 +5,7 @@ use std::fmt::Write;
 use crate::protocol::{CertificateReport, CertificateState, ReleaseReport, StatusReport};
 
 /// `5s`, `3m`, `2h`, `4d`.
-pub fn short_duration(secs: u64) -> String {
+pub(crate) fn short_duration(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m", s / 60),
@@ -15,7 +15,7 @@ pub fn short_duration(secs: u64) -> String {
 }
 
 /// Rows as columns padded to their widest cell; the first row is the head.
-pub fn table(rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(rows: Vec<Vec<String>>) -> String {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
@@ -32,7 +32,7 @@ pub fn table(rows: Vec<Vec<String>>) -> String {
 }
 
 /// The `baton status` table.
-pub fn status_table(s: &StatusReport) -> String {
+pub(crate) fn status_table(s: &StatusReport) -> String {
     let mut out = format!(
         "{}: release {}, listening on {}, daemon pid {} up {}\n",
         s.app,
@@ -160,7 +160,7 @@ fn certificate_line(c: &CertificateReport, now: u64) -> String {
 }
 
 /// The `baton apps` table: one line per app.
-pub fn apps_table(all: &[StatusReport]) -> String {
+pub(crate) fn apps_table(all: &[StatusReport]) -> String {
     let mut rows = vec![["APP", "HOSTS", "PREFIX", "RELEASE", "READY", "STATE"]
         .map(String::from)
         .to_vec()];
@@ -192,7 +192,7 @@ pub fn apps_table(all: &[StatusReport]) -> String {
 }
 
 /// The `baton releases` table.
-pub fn releases_table(r: &[ReleaseReport]) -> String {
+pub(crate) fn releases_table(r: &[ReleaseReport]) -> String {
     let mut rows = vec![["ID", "CREATED", "STATUS", "SIZE", "SOURCE"]
         .map(String::from)
         .to_vec()];

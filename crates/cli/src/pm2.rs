@@ -12,7 +12,7 @@ use serde_json::Value;
 
 /// The files to write, and what was not carried over.
 #[derive(Debug, Default)]
-pub struct Imported {
+pub(crate) struct Imported {
     /// Path (relative to the output folder) and contents.
     pub files: Vec<(PathBuf, String)>,
     /// `app: field: why`, one per field left behind.
@@ -21,7 +21,7 @@ pub struct Imported {
 
 /// What a pm2 file holds.
 #[derive(Debug)]
-pub struct Pm2File {
+pub(crate) struct Pm2File {
     /// Its apps, as JSON values.
     pub apps: Vec<Value>,
     /// It has a `deploy` section.
@@ -32,7 +32,7 @@ pub struct Pm2File {
 ///
 /// # Errors
 /// The file does not load, or has no apps.
-pub fn read(file: &Path) -> Result<Pm2File, String> {
+pub(crate) fn read(file: &Path) -> Result<Pm2File, String> {
     let name = file.to_string_lossy();
     let value: Value = if name.ends_with(".js") || name.ends_with(".cjs") || name.ends_with(".mjs")
     {
@@ -119,7 +119,7 @@ const LEFT_BEHIND: &[(&str, &str)] = &[
 ///
 /// # Errors
 /// An app without a name or a script.
-pub fn convert(apps: &[Value], source: &str, env: Option<&str>) -> Result<Imported, String> {
+pub(crate) fn convert(apps: &[Value], source: &str, env: Option<&str>) -> Result<Imported, String> {
     let mut imported = Imported::default();
     let several = apps.len() > 1;
     let mut entries = Vec::new();
@@ -162,7 +162,7 @@ pub fn convert(apps: &[Value], source: &str, env: Option<&str>) -> Result<Import
 }
 
 /// The notes for pm2's `deploy` section (a key beside `apps`).
-pub fn deploy_note() -> String {
+pub(crate) fn deploy_note() -> String {
     "deploy: Baton ships releases itself (`baton deploy DIR|TARBALL|--git REF`, or the inbox); \
      pm2's deploy section is not carried over"
         .into()

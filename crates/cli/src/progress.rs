@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Where the steps go.
-pub enum Steps {
+pub(crate) enum Steps {
     /// A live display on a terminal.
     Live {
         /// The line that shows the running step.
@@ -25,7 +25,7 @@ pub enum Steps {
 impl Steps {
     /// Live when stdout is a terminal that can redraw a line, plain
     /// otherwise.
-    pub fn for_stdout() -> Steps {
+    pub(crate) fn for_stdout() -> Steps {
         let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
         if !std::io::stdout().is_terminal() || dumb {
             return Steps::Plain;
@@ -41,7 +41,7 @@ impl Steps {
     }
 
     /// A new step: the one before it is done.
-    pub fn step(&mut self, message: &str) {
+    pub(crate) fn step(&mut self, message: &str) {
         match self {
             Steps::Plain => println!("  {message}"),
             Steps::Live { bar, running } => {
@@ -57,7 +57,7 @@ impl Steps {
 
     /// The end: the last step is kept (marked failed unless `ok`), the
     /// live line goes.
-    pub fn end(&mut self, ok: bool) {
+    pub(crate) fn end(&mut self, ok: bool) {
         if let Steps::Live { bar, running } = self {
             if let Some((last, began)) = running.take() {
                 let mark = if ok { "✓" } else { "✗" };

@@ -12,7 +12,7 @@ use crate::config::Setup;
 /// several), run by the binary `exe` as the user running this command, with
 /// this command's `PATH` (systemd's own lacks a node installed under a home
 /// folder, as pm2 knows).
-pub fn units(setup: &Setup, exe: &Path) -> String {
+pub(crate) fn units(setup: &Setup, exe: &Path) -> String {
     let apps: Vec<&str> = setup
         .apps
         .iter()

@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
 
 /// How often the table is redrawn.
-pub const EVERY: Duration = Duration::from_secs(1);
+pub(crate) const EVERY: Duration = Duration::from_secs(1);
 
 /// The terminal's settings before, put back when the watch ends, however
 /// it ends.
@@ -39,7 +39,7 @@ impl Drop for RawInput {
 }
 
 /// Where frames go, and how the user says stop.
-pub struct Screen {
+pub(crate) struct Screen {
     /// On a terminal: its input in raw mode (put back on drop).
     terminal: Option<Option<RawInput>>,
     /// `q` (on a terminal) or Ctrl-C.
@@ -49,7 +49,7 @@ pub struct Screen {
 impl Screen {
     /// A terminal screen when stdout is one, else plain output. Call it
     /// inside the runtime: Ctrl-C is taken from here on.
-    pub fn open() -> Screen {
+    pub(crate) fn open() -> Screen {
         let (tx, quit) = tokio::sync::mpsc::unbounded_channel();
         let on_interrupt = tx.clone();
         tokio::spawn(async move {
@@ -88,7 +88,7 @@ impl Screen {
     }
 
     /// Shows one frame.
-    pub fn draw(&self, frame: &str) {
+    pub(crate) fn draw(&self, frame: &str) {
         let mut out = std::io::stdout().lock();
         if self.terminal.is_some() {
             // Home, each line over the last frame's (then the rest of that
@@ -111,7 +111,7 @@ impl Screen {
     }
 
     /// Waits for the next frame's time; false when the user asked to stop.
-    pub async fn wait(&mut self) -> bool {
+    pub(crate) async fn wait(&mut self) -> bool {
         tokio::select! {
             () = tokio::time::sleep(EVERY) => true,
             _ = self.quit.recv() => false,

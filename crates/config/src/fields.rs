@@ -29,7 +29,7 @@ impl Serialize for SignalName {
 }
 
 /// `SIGTERM`, `TERM` and `term` name the same signal.
-pub(crate) fn parse_signal(name: &str) -> Option<Signal> {
+pub fn parse_signal(name: &str) -> Option<Signal> {
     let upper = name.to_ascii_uppercase();
     let full = if upper.starts_with("SIG") {
         upper

@@ -23,7 +23,7 @@ use crate::tls::Tls;
 
 /// What every app of the daemon shares: the port pool, the reaper, and the
 /// daemon's stop; and the locks on the apps' own state directories.
-pub struct Shared {
+pub(crate) struct Shared {
     pub(super) ports: PortPool,
     pub(super) reaper: Reaper,
     pub(super) stopping: CancellationToken,
@@ -37,7 +37,7 @@ pub struct Shared {
 
 impl Shared {
     /// Lets go of the lock on a retired app's state directory.
-    pub fn release(&self, state_dir: &Path) {
+    pub(crate) fn release(&self, state_dir: &Path) {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.retain(|(dir, _)| dir != state_dir);
     }
@@ -46,7 +46,7 @@ impl Shared {
     ///
     /// # Errors
     /// When its state directory is another daemon's, or cannot be made.
-    pub fn app(&self, loaded: Loaded) -> Result<Arc<App>, StartError> {
+    pub(crate) fn app(&self, loaded: Loaded) -> Result<Arc<App>, StartError> {
         let dir = loaded.state_dir();
         if dir != self.state_dir {
             ensure_state_dir(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
@@ -86,7 +86,7 @@ pub(super) async fn follow_routes(daemon: std::sync::Weak<Daemon>, app: Arc<App>
 }
 
 /// Starts an app's release and its watchers: memory, schedules, inbox.
-pub async fn start_app(app: Arc<App>) {
+pub(crate) async fn start_app(app: Arc<App>) {
     app.clone().boot().await;
     tokio::spawn(crate::app::memory::watch(app.clone()));
     tokio::spawn(crate::schedule::keep(app.clone()));
@@ -99,7 +99,7 @@ pub async fn start_app(app: Arc<App>) {
 /// Which app each request is for: each app's hosts and path prefix, and
 /// the default app (the only one, when not at a server: it answers every
 /// host, as before servers of several apps).
-pub fn site_table(apps: &[Arc<App>], server: bool) -> SiteTable {
+pub(crate) fn site_table(apps: &[Arc<App>], server: bool) -> SiteTable {
     let mut sites = Vec::new();
     let mut default = None;
     for app in apps {
@@ -130,7 +130,7 @@ pub fn site_table(apps: &[Arc<App>], server: bool) -> SiteTable {
 ///
 /// # Errors
 /// The server file or an app's does not load; nothing changed then.
-pub async fn reload_server(daemon: &Arc<Daemon>) -> Result<ServerReloadReport, String> {
+pub(crate) async fn reload_server(daemon: &Arc<Daemon>) -> Result<ServerReloadReport, String> {
     let path = daemon
         .setup
         .lock()

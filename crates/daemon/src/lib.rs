@@ -19,13 +19,13 @@ use baton_release as release;
 use baton_supervisor as supervisor;
 use baton_tls as tls;
 
-pub mod app;
-pub mod schedule;
+pub(crate) mod app;
+pub(crate) mod schedule;
 
-pub mod api;
-pub mod apps;
+pub(crate) mod api;
+pub(crate) mod apps;
 pub mod lock;
-pub mod state;
+pub(crate) mod state;
 pub mod upgrade;
 
 use std::path::{Path, PathBuf};
@@ -44,8 +44,8 @@ use crate::tls::{Certificates, Tls};
 use std::sync::{Arc, Mutex};
 
 use apps::{acme_for, follow_routes};
-pub use apps::{reload_server, site_table, start_app, Shared};
-pub use state::Daemon;
+pub(crate) use apps::{reload_server, site_table, start_app, Shared};
+pub(crate) use state::Daemon;
 pub use upgrade::Exit;
 
 /// How long open client connections get to finish at shutdown.

@@ -10,7 +10,7 @@ use nix::fcntl::{Flock, FlockArg};
 use super::StartError;
 
 /// The held lock; dropping it releases it.
-pub struct StateLock {
+pub(crate) struct StateLock {
     _file: Flock<File>,
 }
 
@@ -27,7 +27,7 @@ impl StateLock {
     ///
     /// # Errors
     /// [`StartError::AlreadyRunning`] when another daemon holds it.
-    pub fn acquire(state_dir: &Path) -> Result<StateLock, StartError> {
+    pub(crate) fn acquire(state_dir: &Path) -> Result<StateLock, StartError> {
         let path = state_dir.join("baton.lock");
         let file = OpenOptions::new()
             .create(true)

@@ -21,7 +21,7 @@ use crate::tls::Tls;
 
 /// The daemon: the composition root. Shared as `Arc<Daemon>` by the
 /// control API and the run loop.
-pub struct Daemon {
+pub(crate) struct Daemon {
     /// What it was started with (the server file, or the one app's).
     pub setup: Mutex<Setup>,
     /// What new apps are made with.
@@ -49,7 +49,7 @@ pub struct Daemon {
 
 /// Which app a control request names.
 #[derive(Debug, thiserror::Error)]
-pub enum Pick {
+pub(crate) enum Pick {
     /// No app by that name.
     #[error("no app named {0:?} here (baton apps lists them)")]
     Unknown(String),
@@ -60,7 +60,7 @@ pub enum Pick {
 
 impl Daemon {
     /// A daemon serving `apps`, over HTTPS too with `tls`.
-    pub fn new(
+    pub(crate) fn new(
         setup: Setup,
         shared: Shared,
         apps: Vec<Arc<App>>,
@@ -88,7 +88,7 @@ impl Daemon {
     ///
     /// # Errors
     /// [`Pick`] when there is no such app, or several and none named.
-    pub fn pick(&self, name: Option<&str>) -> Result<Arc<App>, Pick> {
+    pub(crate) fn pick(&self, name: Option<&str>) -> Result<Arc<App>, Pick> {
         let apps = self.apps();
         match name {
             Some(name) => (apps.into_iter())
@@ -100,24 +100,24 @@ impl Daemon {
     }
 
     /// The app named `name`.
-    pub fn app_named(&self, name: &str) -> Option<Arc<App>> {
+    pub(crate) fn app_named(&self, name: &str) -> Option<Arc<App>> {
         self.apps().into_iter().find(|a| a.name == name)
     }
 
     /// Every app, in order.
-    pub fn apps(&self) -> Vec<Arc<App>> {
+    pub(crate) fn apps(&self) -> Vec<Arc<App>> {
         self.apps.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Replaces the list of apps (`baton reload` at a server); the proxy's
     /// sites follow.
-    pub fn set_apps(&self, apps: Vec<Arc<App>>) {
+    pub(crate) fn set_apps(&self, apps: Vec<Arc<App>>) {
         *self.apps.write().unwrap_or_else(|p| p.into_inner()) = apps;
         self.republish_sites();
     }
 
     /// Serves a site table made from the apps and their configurations now.
-    pub fn republish_sites(&self) {
+    pub(crate) fn republish_sites(&self) {
         let server = self.setup.lock().unwrap_or_else(|p| p.into_inner()).server;
         self.proxy
             .sites
@@ -126,13 +126,13 @@ impl Daemon {
 
     /// Stops the daemon to exec `exe` (see [`super::upgrade`]); `deploys`
     /// holds every app's deploys off until then.
-    pub fn upgrade_to(&self, exe: PathBuf, deploys: Vec<Hold>) {
+    pub(crate) fn upgrade_to(&self, exe: PathBuf, deploys: Vec<Hold>) {
         *self.upgrade.lock().expect("upgrade lock poisoned") = Some((exe, deploys));
         self.shutdown.cancel();
     }
 
     /// The binary `baton upgrade` asked for, if it did.
-    pub fn upgrade_target(&self) -> Option<PathBuf> {
+    pub(crate) fn upgrade_target(&self) -> Option<PathBuf> {
         let upgrade = self.upgrade.lock().expect("upgrade lock poisoned");
         upgrade.as_ref().map(|(exe, _)| exe.clone())
     }
@@ -140,13 +140,13 @@ impl Daemon {
     /// Takes this server out of (or back into) an external load balancer's
     /// rotation: the admin `/health` answers 503 while offline. Baton's own
     /// proxy keeps serving whatever still arrives.
-    pub fn set_offline(&self, offline: bool) {
+    pub(crate) fn set_offline(&self, offline: bool) {
         self.offline.store(offline, Ordering::Release);
     }
 
     /// Whether `/health` says this server can take traffic: online, and at
     /// least one instance ready.
-    pub fn healthy(&self) -> Result<usize, &'static str> {
+    pub(crate) fn healthy(&self) -> Result<usize, &'static str> {
         if self.offline.load(Ordering::Acquire) {
             return Err("offline");
         }
@@ -157,7 +157,7 @@ impl Daemon {
     }
 
     /// The status report of `app`.
-    pub fn status(&self, app: &App) -> StatusReport {
+    pub(crate) fn status(&self, app: &App) -> StatusReport {
         let loaded = app.config();
         let now = SystemTime::now();
         StatusReport {
@@ -186,7 +186,7 @@ impl Daemon {
     }
 
     /// The certificates served from files, then ACME's.
-    pub fn certificates(&self) -> Vec<CertificateReport> {
+    pub(crate) fn certificates(&self) -> Vec<CertificateReport> {
         let Some(tls) = &self.tls else {
             return Vec::new();
         };
@@ -208,15 +208,10 @@ impl Daemon {
         files.chain(acme.iter().map(|a| a.report())).collect()
     }
 
-    /// The TLS side, when HTTPS is served.
-    pub fn tls(&self) -> Option<&Arc<Tls>> {
-        self.tls.as_ref()
-    }
-
     /// Issues and renews certificates for `hosts` (an app added by a
     /// reload), when the server has ACME; the hosts another certificate
     /// already covers are left out.
-    pub fn add_acme(&self, setup: &crate::config::Setup, hosts: Vec<String>) {
+    pub(crate) fn add_acme(&self, setup: &crate::config::Setup, hosts: Vec<String>) {
         let Some(tls) = &self.tls else {
             return;
         };
@@ -236,7 +231,7 @@ impl Daemon {
 
     /// Reads the certificate files again (`baton reload`); the pairs in use
     /// stay when one cannot be used, and the log names the file.
-    pub fn reload_certificates(&self) {
+    pub(crate) fn reload_certificates(&self) {
         if let Some(tls) = &self.tls {
             if let Err(e) = tls.certificates.reload_files() {
                 tracing::error!("{e}; the certificates in use go on serving");
@@ -246,7 +241,7 @@ impl Daemon {
 
     /// [`Daemon::status`] with each instance's CPU and memory, read from
     /// /proc off the async threads.
-    pub async fn status_with_usage(self: &Arc<Self>, app: &App) -> StatusReport {
+    pub(crate) async fn status_with_usage(self: &Arc<Self>, app: &App) -> StatusReport {
         let mut report = self.status(app);
         let now = std::time::Instant::now();
         let groups: Vec<(i32, std::time::Instant)> = report

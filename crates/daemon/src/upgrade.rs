@@ -43,7 +43,7 @@ pub enum Exit {
 ///
 /// # Errors
 /// When the fd cannot be duplicated.
-pub fn keep(listener: &impl AsFd) -> std::io::Result<OwnedFd> {
+pub(crate) fn keep(listener: &impl AsFd) -> std::io::Result<OwnedFd> {
     listener.as_fd().try_clone_to_owned()
 }
 
@@ -52,7 +52,7 @@ pub fn keep(listener: &impl AsFd) -> std::io::Result<OwnedFd> {
 ///
 /// # Errors
 /// Why not, with what it printed.
-pub async fn check_binary(exe: &Path, config: &Path) -> Result<String, String> {
+pub(crate) async fn check_binary(exe: &Path, config: &Path) -> Result<String, String> {
     let version = run(exe, &[OsString::from("--version")]).await?;
     let version = version.trim().to_string();
     if !version.starts_with("baton ") {
@@ -80,7 +80,7 @@ pub async fn check_binary(exe: &Path, config: &Path) -> Result<String, String> {
 ///
 /// # Errors
 /// When the copy cannot be written.
-pub async fn keep_previous(state_dir: &Path) -> std::io::Result<PathBuf> {
+pub(crate) async fn keep_previous(state_dir: &Path) -> std::io::Result<PathBuf> {
     let kept = state_dir.join("baton.previous");
     let partial = state_dir.join("baton.previous.partial");
     // Written aside and renamed: a daemon running from the kept copy (after

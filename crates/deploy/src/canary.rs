@@ -41,7 +41,7 @@ pub struct Canary {
 /// What a canary deploy does: the shares of its steps, how long each is
 /// watched, and what counts as worse.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Buckets per step, in order; promotion follows the last.
     pub steps: Vec<u16>,
     /// How long each step is watched.
@@ -56,7 +56,7 @@ pub struct Plan {
 
 impl Plan {
     /// The plan `ask` gives, `[canary]` filling what it leaves out.
-    pub fn new(ask: &CanaryAsk, config: &CanaryConfig) -> Plan {
+    pub(crate) fn new(ask: &CanaryAsk, config: &CanaryConfig) -> Plan {
         let buckets =
             |percent: f64| (percent.clamp(0.0, 100.0) * f64::from(BUCKETS) / 100.0).round() as u16;
         let steps = if ask.steps.is_empty() {
@@ -75,7 +75,7 @@ impl Plan {
 
     /// Why `canary` is worse than `stable`, when it is (and has answered
     /// enough to say).
-    pub fn worse(&self, stable: &Score, canary: &Score) -> Option<String> {
+    pub(crate) fn worse(&self, stable: &Score, canary: &Score) -> Option<String> {
         if canary.requests < self.min_requests {
             return None;
         }

@@ -19,7 +19,7 @@ use baton_supervisor as supervisor;
 pub mod canary;
 mod drain;
 pub mod owner;
-pub mod phase;
+pub(crate) mod phase;
 mod prepare;
 mod runtime;
 mod strategies;
@@ -107,7 +107,7 @@ impl Kind {
     }
 
     /// `deploy`, `reload`, ...: for messages.
-    pub fn verb(&self) -> &'static str {
+    pub(crate) fn verb(&self) -> &'static str {
         match self {
             Kind::Deploy { .. } => "deploy",
             Kind::Reload => "reload",

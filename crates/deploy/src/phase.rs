@@ -18,7 +18,7 @@ use std::fmt;
 
 /// Where a deploy is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Reading config, copying the release.
     Preparing,
     /// New instances starting, not yet taking traffic.
@@ -39,12 +39,13 @@ pub enum Phase {
 
 impl Phase {
     /// No way out of these.
-    pub fn is_terminal(self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_terminal(self) -> bool {
         matches!(self, Phase::Done | Phase::Failed)
     }
 
     /// Whether `self → next` is a legal move.
-    pub fn can_move_to(self, next: Phase) -> bool {
+    pub(crate) fn can_move_to(self, next: Phase) -> bool {
         use Phase::*;
         matches!(
             (self, next),
@@ -90,7 +91,7 @@ impl fmt::Display for Phase {
 
 /// A deploy's phase with checked moves.
 #[derive(Debug)]
-pub struct Machine {
+pub(crate) struct Machine {
     phase: Phase,
 }
 
@@ -104,7 +105,8 @@ impl Default for Machine {
 
 impl Machine {
     /// The phase now.
-    pub fn phase(&self) -> Phase {
+    #[cfg(test)]
+    pub(crate) fn phase(&self) -> Phase {
         self.phase
     }
 
@@ -112,7 +114,7 @@ impl Machine {
     ///
     /// # Panics
     /// On an illegal move: that is a bug in the deploy code, not bad input.
-    pub fn advance(&mut self, next: Phase) {
+    pub(crate) fn advance(&mut self, next: Phase) {
         assert!(
             self.phase.can_move_to(next),
             "deploy cannot move from {} to {next}",

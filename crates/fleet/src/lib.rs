@@ -20,7 +20,7 @@
 
 use baton_protocol as protocol;
 
-pub mod ssh;
+pub(crate) mod ssh;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -94,7 +94,7 @@ pub struct HostState {
 }
 
 /// Reads `host`'s state.
-pub async fn read(ssh: &Ssh, host: &Host) -> HostState {
+pub(crate) async fn read(ssh: &Ssh, host: &Host) -> HostState {
     let mut state = HostState {
         host: host.destination.clone(),
         dir: host.dir.clone(),

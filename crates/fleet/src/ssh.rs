@@ -28,7 +28,7 @@ pub struct Ssh {
 
 /// What a remote command printed, and whether it exited 0.
 #[derive(Debug)]
-pub struct Ran {
+pub(crate) struct Ran {
     /// Its exit code; None when ssh itself failed or a signal ended it.
     pub code: Option<i32>,
     /// Its standard output.
@@ -64,7 +64,7 @@ impl Ssh {
     ///
     /// # Errors
     /// When ssh cannot be run at all.
-    pub async fn run(&self, host: &Host, args: &[&str]) -> std::io::Result<Ran> {
+    pub(crate) async fn run(&self, host: &Host, args: &[&str]) -> std::io::Result<Ran> {
         let out = self
             .ssh()
             .arg(&host.destination)
@@ -84,7 +84,7 @@ impl Ssh {
     ///
     /// # Errors
     /// When ssh cannot be run at all.
-    pub async fn stream(
+    pub(crate) async fn stream(
         &self,
         host: &Host,
         args: &[&str],
@@ -122,7 +122,7 @@ impl Ssh {
     ///
     /// # Errors
     /// When ssh cannot be run at all.
-    pub async fn remove(&self, host: &Host, path: &str) -> std::io::Result<()> {
+    pub(crate) async fn remove(&self, host: &Host, path: &str) -> std::io::Result<()> {
         self.ssh()
             .arg(&host.destination)
             .arg("--")
@@ -136,7 +136,7 @@ impl Ssh {
     ///
     /// # Errors
     /// When scp fails, with what it said.
-    pub async fn copy(&self, host: &Host, local: &Path, remote: &str) -> Result<(), String> {
+    pub(crate) async fn copy(&self, host: &Host, local: &Path, remote: &str) -> Result<(), String> {
         let mut cmd = Command::new("scp");
         if let Some(config) = &self.config {
             cmd.arg("-F").arg(config);
@@ -163,7 +163,7 @@ impl Ssh {
 }
 
 /// `word` quoted for a POSIX shell.
-pub fn quote(word: &str) -> String {
+pub(crate) fn quote(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .bytes()

@@ -188,7 +188,7 @@ pub fn client_ip(peer: SocketAddr) -> HeaderValue {
 /// ([`ConnectionOptions::names_fields`]), so that the common message,
 /// whose Connection says only keep-alive or close, is not searched once
 /// per field.
-pub(crate) fn is_dropped(name: &[u8], fields: &(impl Fields + ?Sized), names_fields: bool) -> bool {
+pub fn is_dropped(name: &[u8], fields: &(impl Fields + ?Sized), names_fields: bool) -> bool {
     is_hop_by_hop(name)
         || (names_fields && !is_written_by_baton(name) && connection_lists(fields, name))
 }
@@ -261,7 +261,7 @@ pub fn is_written_by_baton(name: &[u8]) -> bool {
 }
 
 /// Whether the comma-separated `value` has `token` (in any case).
-pub(crate) fn lists(value: &[u8], token: &[u8]) -> bool {
+pub fn lists(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))

@@ -23,7 +23,7 @@ const UNVERSIONED: &str = "#bab0ac";
 
 /// Which file `path` asks for, by its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// A page with the chart, a summary and the JSON report.
     Html,
     /// The chart alone.
@@ -35,7 +35,7 @@ impl Format {
     ///
     /// # Errors
     /// An extension that is neither `.html` (`.htm`) nor `.svg`.
-    pub fn of(path: &std::path::Path) -> Result<Format, String> {
+    pub(crate) fn of(path: &std::path::Path) -> Result<Format, String> {
         match path.extension().and_then(|e| e.to_str()) {
             Some("html" | "htm") => Ok(Format::Html),
             Some("svg") => Ok(Format::Svg),
@@ -48,7 +48,7 @@ impl Format {
 }
 
 /// The report drawn in `format`.
-pub fn render(report: &Report, format: Format) -> String {
+pub(crate) fn render(report: &Report, format: Format) -> String {
     match format {
         Format::Svg => format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}",

@@ -11,10 +11,10 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod chart;
-pub mod report;
-pub mod target;
-pub mod ws;
+pub(crate) mod chart;
+pub(crate) mod report;
+pub(crate) mod target;
+pub(crate) mod ws;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,7 +105,7 @@ fn parse_regex(s: &str) -> Result<regex::Regex, String> {
 }
 
 /// The version a body names, by `--version-prefix` or `--version-regex`.
-pub fn version_in(body: &str, args: &ProbeArgs) -> Option<String> {
+pub(crate) fn version_in(body: &str, args: &ProbeArgs) -> Option<String> {
     if let Some(re) = &args.version_regex {
         let caps = re.captures(body)?;
         return caps
@@ -184,7 +184,7 @@ impl Conn {
 ///
 /// # Errors
 /// When the URL or a header cannot be understood.
-pub async fn run(args: ProbeArgs) -> Result<Report, String> {
+pub(crate) async fn run(args: ProbeArgs) -> Result<Report, String> {
     let uri: Uri = args
         .url
         .parse()
@@ -504,7 +504,7 @@ pub async fn run_and_report(args: ProbeArgs) -> Result<(bool, u64, u64), String>
 
 /// Prints the report and decides the exit: `Ok` when failures are within
 /// `--max-failures`.
-pub fn finish(report: &Report, args: &ProbeArgs) -> bool {
+pub(crate) fn finish(report: &Report, args: &ProbeArgs) -> bool {
     if args.json {
         println!(
             "{}",

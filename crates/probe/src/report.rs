@@ -7,7 +7,7 @@ use serde::Serialize;
 
 /// How one request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// An answer with this status; `version` if one was recognised.
     Answered {
         /// HTTP status.
@@ -21,12 +21,12 @@ pub enum Outcome {
 
 impl Outcome {
     /// 2xx and 3xx answers are successes.
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         matches!(self, Outcome::Answered { status, .. } if *status < 400)
     }
 
     /// The failure kind, for the error table.
-    pub fn failure_kind(&self) -> Option<String> {
+    pub(crate) fn failure_kind(&self) -> Option<String> {
         match self {
             Outcome::Answered { status, .. } if *status >= 500 => Some("5xx".into()),
             Outcome::Answered { status, .. } if *status >= 400 => Some("4xx".into()),
@@ -38,7 +38,7 @@ impl Outcome {
 
 /// One finished request.
 #[derive(Debug, Clone)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// When it was due (open loop) or sent (closed loop), since the start.
     pub at: Duration,
     /// Latency from `at` to the end.
@@ -49,7 +49,7 @@ pub struct Sample {
 
 /// The report. Its JSON form is a stable interface (see the snapshot test).
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Report {
+pub(crate) struct Report {
     /// Target URL.
     pub url: String,
     /// Wall time of the run, in ms.
@@ -86,7 +86,7 @@ pub struct Report {
 
 /// Latency percentiles, ms.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct Latency {
+pub(crate) struct Latency {
     /// Median.
     pub p50: f64,
     /// 90th.
@@ -101,7 +101,7 @@ pub struct Latency {
 
 /// One second of the timeline: the requests that ended in it.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct Second {
+pub(crate) struct Second {
     /// Seconds since the start.
     pub second: u64,
     /// Successes that second.
@@ -116,7 +116,7 @@ pub struct Second {
 
 /// A version that answered.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct VersionSeen {
+pub(crate) struct VersionSeen {
     /// The version string.
     pub version: String,
     /// How many answers.
@@ -131,7 +131,7 @@ pub struct VersionSeen {
 
 /// The answering version changed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Switch {
+pub(crate) struct Switch {
     /// When the first answer of the new version arrived, ms since the start.
     pub at_ms: u64,
     /// When that request was sent (open loop: when it was due), ms since
@@ -149,7 +149,7 @@ fn ms(d: Duration) -> u64 {
 
 impl Latency {
     /// The percentiles of `sorted` (ascending) latencies.
-    pub fn of(sorted: &[Duration]) -> Latency {
+    pub(crate) fn of(sorted: &[Duration]) -> Latency {
         Latency {
             p50: percentile(sorted, 50.0),
             p90: percentile(sorted, 90.0),
@@ -171,7 +171,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 impl Report {
     /// Builds the report from every sample of a run of length `elapsed`.
-    pub fn build(url: &str, mut samples: Vec<Sample>, elapsed: Duration) -> Report {
+    pub(crate) fn build(url: &str, mut samples: Vec<Sample>, elapsed: Duration) -> Report {
         samples.sort_by_key(|s| s.at + s.latency);
         let requests = samples.len() as u64;
         let ok = samples.iter().filter(|s| s.outcome.ok()).count() as u64;
@@ -308,7 +308,7 @@ impl Report {
     }
 
     /// The human report.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
         let _ = writeln!(

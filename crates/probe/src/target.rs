@@ -12,12 +12,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// A connection the probe speaks HTTP or WebSocket over.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Where to connect, and with what TLS.
 #[derive(Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// `host:port` as the URL names it.
     pub authority: String,
     /// The address dialled: `--resolve`'s for this host and port, or the
@@ -32,7 +32,7 @@ impl Target {
     ///
     /// # Errors
     /// A URL, `--resolve` entry or CA file that cannot be used.
-    pub fn new(
+    pub(crate) fn new(
         url: &http::Uri,
         resolve: &[String],
         cacert: Option<&Path>,
@@ -89,7 +89,7 @@ impl Target {
     ///
     /// # Errors
     /// How it failed, in the probe's words: refused, reset, connect, tls.
-    pub async fn connect(&self) -> Result<Box<dyn Io>, &'static str> {
+    pub(crate) async fn connect(&self) -> Result<Box<dyn Io>, &'static str> {
         let stream = TcpStream::connect(self.dial.as_str())
             .await
             .map_err(|e| match e.kind() {

@@ -17,7 +17,7 @@ use super::ProbeArgs;
 
 /// The WebSocket report. Its JSON form is a stable interface.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct WsReport {
+pub(crate) struct WsReport {
     /// Target URL.
     pub url: String,
     /// Wall time, ms.
@@ -50,12 +50,12 @@ pub struct WsReport {
 
 impl WsReport {
     /// Failures for the exit code: abnormal closes, failed connects, lost echoes.
-    pub fn failures(&self) -> u64 {
+    pub(crate) fn failures(&self) -> u64 {
         self.abnormal_closes + self.failed_connects + self.lost
     }
 
     /// The human report.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let codes: Vec<String> = self
             .close_codes
             .iter()
@@ -96,7 +96,7 @@ struct Tally {
 ///
 /// # Errors
 /// A URL, `--resolve` entry or CA file that cannot be used.
-pub async fn run(args: ProbeArgs) -> Result<WsReport, String> {
+pub(crate) async fn run(args: ProbeArgs) -> Result<WsReport, String> {
     let uri: http::Uri = (args.url.parse()).map_err(|e| format!("bad url {:?}: {e}", args.url))?;
     let target = Target::new(&uri, &args.resolve, args.cacert.as_deref(), &[b"http/1.1"])?;
     let start = Instant::now();

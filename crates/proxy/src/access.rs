@@ -23,11 +23,11 @@ use crate::logs::{Rotation, LOG_HEALTH};
 /// Records waiting for the writer; past this they are dropped and counted.
 const QUEUE: usize = 65_536;
 
-pub use crate::config::AccessFormat as Format;
+pub(crate) use crate::config::AccessFormat as Format;
 
 /// What one request leaves in the log.
 #[derive(Debug)]
-pub struct Record {
+pub(crate) struct Record {
     /// When the answer ended.
     pub time: SystemTime,
     /// The client's address.
@@ -61,7 +61,7 @@ pub struct Record {
 /// What a request's head gives its record, captured while the head is at
 /// hand.
 #[derive(Debug)]
-pub struct Opening {
+pub(crate) struct Opening {
     /// When the head was read.
     pub started: std::time::Instant,
     /// The request method.
@@ -79,7 +79,7 @@ pub struct Opening {
 impl Opening {
     /// The opening of a request with these parts (bytes as sent; any that
     /// are not UTF-8 are written lossily).
-    pub fn new(
+    pub(crate) fn new(
         method: &[u8],
         target: &[u8],
         protocol: &'static str,
@@ -109,7 +109,7 @@ impl Opening {
     }
 
     /// The record, once the answer ended.
-    pub fn close(
+    pub(crate) fn close(
         self,
         client: &HeaderValue,
         status: u16,
@@ -137,19 +137,19 @@ impl Opening {
 
 /// A request on its way, and the log its record goes to.
 #[derive(Debug)]
-pub struct Pending {
+pub(crate) struct Pending {
     log: Arc<AccessLog>,
     opening: Opening,
 }
 
 impl Pending {
     /// A request for `log`.
-    pub fn new(log: Arc<AccessLog>, opening: Opening) -> Box<Pending> {
+    pub(crate) fn new(log: Arc<AccessLog>, opening: Opening) -> Box<Pending> {
         Box::new(Pending { log, opening })
     }
 
     /// Logs the request, answered.
-    pub fn finish(self, client: &HeaderValue, status: u16, bytes: u64, answered: Answered) {
+    pub(crate) fn finish(self, client: &HeaderValue, status: u16, bytes: u64, answered: Answered) {
         let record = self.opening.close(client, status, bytes, answered);
         self.log.log(record);
     }
@@ -157,7 +157,7 @@ impl Pending {
 
 /// Who answered, for a record.
 #[derive(Debug, Default)]
-pub struct Answered {
+pub(crate) struct Answered {
     /// The instance; none for Baton's own answers.
     pub instance: Option<Arc<str>>,
     /// Its release, or a static file's.
@@ -170,7 +170,7 @@ pub struct Answered {
 
 impl Answered {
     /// `upstream` answered, after `retries` other attempts.
-    pub fn by(upstream: &super::upstream::Upstream, retries: u32, held: bool) -> Answered {
+    pub(crate) fn by(upstream: &super::upstream::Upstream, retries: u32, held: bool) -> Answered {
         Answered {
             instance: Some(upstream.id.clone()),
             release: Some(upstream.release.clone()),
@@ -211,7 +211,7 @@ impl AccessLog {
     }
 
     /// Queues a record; never waits.
-    pub fn log(&self, record: Record) {
+    pub(crate) fn log(&self, record: Record) {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.queue.try_send(record)
         {
@@ -300,7 +300,7 @@ impl LogFile<'_> {
 
 /// nginx's `$time_local` of the current second, formatted once a second.
 #[derive(Default)]
-pub struct Clock {
+pub(crate) struct Clock {
     second: u64,
     text: String,
 }
@@ -334,7 +334,7 @@ fn open(path: &Path) -> Option<File> {
 }
 
 /// One line for `record`, newline included.
-pub fn render(record: &Record, format: Format, clock: &mut Clock, out: &mut String) {
+pub(crate) fn render(record: &Record, format: Format, clock: &mut Clock, out: &mut String) {
     use std::fmt::Write as _;
     match format {
         Format::Combined => {
@@ -411,7 +411,7 @@ fn escaped(out: &mut String, text: &str) {
 /// A response body that logs its request when it ends (or is dropped,
 /// when the client leaves first), with the bytes it sent: for the answers
 /// hyper writes (h2, upgrades).
-pub struct LoggedBody<B> {
+pub(crate) struct LoggedBody<B> {
     inner: B,
     sent: u64,
     ending: Option<(Box<Pending>, HeaderValue, u16, Answered)>,
@@ -419,7 +419,7 @@ pub struct LoggedBody<B> {
 
 impl<B> LoggedBody<B> {
     /// `inner`, logged as `status` for `client`, answered by `answered`.
-    pub fn new(
+    pub(crate) fn new(
         inner: B,
         pending: Box<Pending>,
         client: &HeaderValue,

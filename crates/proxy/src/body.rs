@@ -20,29 +20,29 @@ use super::h1::ResponseBody;
 use super::upstream::{ConnectionGuard, RequestGuard, Upstream};
 
 /// Any error a body can end with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type the proxy answers with.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
+pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// A small complete body, for Baton's own answers (503, 502, ...).
-pub fn full(text: impl Into<Bytes>) -> ProxyBody {
+pub(crate) fn full(text: impl Into<Bytes>) -> ProxyBody {
     Full::new(text.into())
         .map_err(|never| match never {})
         .boxed()
 }
 
 /// A client's request body, from hyper or from Baton's own HTTP/1.1 server.
-pub type RequestBody = BoxBody<Bytes, BoxError>;
+pub(crate) type RequestBody = BoxBody<Bytes, BoxError>;
 
 /// The client's request body, parked until an attempt first reads it.
 /// Most requests have none, and then nothing is allocated (the default).
 #[derive(Clone, Default)]
-pub struct Parked(Option<Arc<Mutex<Option<RequestBody>>>>);
+pub(crate) struct Parked(Option<Arc<Mutex<Option<RequestBody>>>>);
 
 impl Parked {
     /// Parks `body`.
-    pub fn new<B>(body: B) -> Parked
+    pub(crate) fn new<B>(body: B) -> Parked
     where
         B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
@@ -60,12 +60,12 @@ impl Parked {
     }
 
     /// True while no attempt has read from the body, so it can be sent again.
-    pub fn untouched(&self) -> bool {
+    pub(crate) fn untouched(&self) -> bool {
         self.slot().is_none_or(|b| b.is_some())
     }
 
     /// A body for one attempt; it takes the parked body on its first poll.
-    pub fn attempt(&self) -> TakeOnPoll {
+    pub(crate) fn attempt(&self) -> TakeOnPoll {
         TakeOnPoll {
             parked: self.clone(),
             body: None,
@@ -74,14 +74,14 @@ impl Parked {
     }
 
     /// True when the client sent no body at all.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.slot()
             .is_none_or(|b| b.as_ref().is_none_or(|b| b.is_end_stream()))
     }
 }
 
 /// See [`Parked::attempt`].
-pub struct TakeOnPoll {
+pub(crate) struct TakeOnPoll {
     parked: Parked,
     body: Option<RequestBody>,
     end: bool,
@@ -129,7 +129,7 @@ impl Body for TakeOnPoll {
 // The large variant is the common one: boxing it would cost an allocation
 // per response to save space in the rare one.
 #[allow(clippy::large_enum_variant)]
-pub enum InstanceBody {
+pub(crate) enum InstanceBody {
     /// Read by Baton's own client from a pooled connection.
     Pooled(ResponseBody),
     /// The (empty) body of an upgrade's answer, from hyper's client.
@@ -166,7 +166,7 @@ impl Body for InstanceBody {
 }
 
 /// A response body that keeps its instance's in-flight count until it ends.
-pub struct Counted<B> {
+pub(crate) struct Counted<B> {
     inner: B,
     guard: Option<RequestGuard>,
     stream: Option<LongLived>,
@@ -185,7 +185,7 @@ impl<B> Counted<B> {
     /// `event_stream` (SSE) streams for as long as it likes: it counts as
     /// one of `upstream`'s connections instead, and is ended (cleanly, so
     /// clients reconnect) when its connection drain ends.
-    pub fn new(
+    pub(crate) fn new(
         inner: B,
         guard: RequestGuard,
         upstream: &Arc<Upstream>,

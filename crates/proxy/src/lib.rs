@@ -30,21 +30,21 @@ use baton_tls as tls;
 pub mod access;
 pub mod activation;
 pub mod assets;
-pub mod body;
-pub mod edge;
+pub(crate) mod body;
+pub(crate) mod edge;
 pub(crate) mod filters;
 pub mod h1;
 pub mod listener;
-pub mod phases;
-pub mod pool;
+pub(crate) mod phases;
+pub(crate) mod pool;
 pub mod router;
 pub mod sites;
 pub mod split;
 mod sys;
 pub mod tcp;
-pub mod tunnel;
+pub(crate) mod tunnel;
 pub mod upstream;
-pub mod websocket;
+pub(crate) mod websocket;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -66,7 +66,7 @@ use self::router::Router;
 use self::sites::{Site, Sites};
 use self::upstream::Upstream;
 use crate::config::ProxyConfig;
-pub use baton_http1::{framing, headers, normalise, Proto};
+pub(crate) use baton_http1::{framing, headers, normalise, Proto};
 
 /// How a request's protocol is written in an access log.
 fn protocol_name(version: Version) -> &'static str {
@@ -155,7 +155,7 @@ impl Proxy {
     /// hold slices of hyper's read buffer, and hyper reads ahead for the next
     /// request before it first polls this future. Freed by then, the buffer
     /// is reused instead of a new one being allocated per request.
-    pub fn handle(
+    pub(crate) fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
         client: HeaderValue,
@@ -560,7 +560,7 @@ pub(crate) fn is_idempotent(method: &[u8]) -> bool {
 }
 
 /// An error with its sources, on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

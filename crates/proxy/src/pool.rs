@@ -68,7 +68,7 @@ impl IdleList {
 
     /// Puts a connection whose last exchange ended cleanly back, unless
     /// the list was closed.
-    pub fn put(&self, conn: Box<Conn>) {
+    pub(crate) fn put(&self, conn: Box<Conn>) {
         let mut idle = self.lock();
         if !idle.closed && idle.conns.len() < MAX_IDLE {
             idle.conns.push(conn);
@@ -87,12 +87,14 @@ impl IdleList {
     }
 
     /// How many connections sit idle.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().conns.len()
     }
 
     /// Whether none does.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

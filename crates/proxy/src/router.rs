@@ -32,7 +32,7 @@ pub struct RouteTable {
 
 /// Why no instance could be had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoInstance {
+pub(crate) enum NoInstance {
     /// Nothing became ready within `hold_timeout`.
     HoldTimeout,
     /// Too many requests are already waiting.
@@ -85,7 +85,7 @@ impl Router {
     }
 
     /// Wakes waiters and re-reads health flags without changing the set.
-    pub fn republish(&self) {
+    pub(crate) fn republish(&self) {
         self.version.send_modify(|v| *v += 1);
     }
 
@@ -97,7 +97,7 @@ impl Router {
     /// Picks an instance that is not down and not in `tried`; falls back to
     /// one in `tried` when nothing else is left. Allocates nothing: this
     /// runs for every request.
-    pub fn pick(&self, tried: &[Arc<str>]) -> Option<Arc<Upstream>> {
+    pub(crate) fn pick(&self, tried: &[Arc<str>]) -> Option<Arc<Upstream>> {
         let table = self.table.load();
         let instances = &table.instances;
         if instances.is_empty() {
@@ -121,7 +121,7 @@ impl Router {
 
     /// The side a request goes to, and the bucket a fresh client gets in
     /// a cookie. Without a canary: the stable side, and no cookie.
-    pub fn side(&self, ask: Ask) -> (Side, Option<u16>) {
+    pub(crate) fn side(&self, ask: Ask) -> (Side, Option<u16>) {
         match &self.table.load().split {
             Some(split) => split.side(ask),
             None => (Side::Stable, None),
@@ -131,7 +131,7 @@ impl Router {
     /// [`Router::pick`] for `side`: for the canary, its least busy instance
     /// that is not down and not tried; when it has none left, a stable one,
     /// so that its share goes back to the stable release at once.
-    pub fn pick_on(&self, side: Side, tried: &[Arc<str>]) -> Option<Arc<Upstream>> {
+    pub(crate) fn pick_on(&self, side: Side, tried: &[Arc<str>]) -> Option<Arc<Upstream>> {
         if side == Side::Canary {
             let table = self.table.load();
             let canary = (table.split.iter())
@@ -147,7 +147,7 @@ impl Router {
 
     /// Scores one attempt on `upstream` for its side, while a canary runs:
     /// `failed` for a 5xx, a reset or a timeout.
-    pub fn score(&self, upstream: &Arc<Upstream>, failed: bool, took: Duration) {
+    pub(crate) fn score(&self, upstream: &Arc<Upstream>, failed: bool, took: Duration) {
         let table = self.table.load();
         let Some(split) = &table.split else {
             return;
@@ -162,7 +162,11 @@ impl Router {
 
     /// A draining instance of `release` not tried yet, the least busy;
     /// none when that release has none left.
-    pub fn pick_draining(&self, release: &[u8], tried: &[Arc<str>]) -> Option<Arc<Upstream>> {
+    pub(crate) fn pick_draining(
+        &self,
+        release: &[u8],
+        tried: &[Arc<str>],
+    ) -> Option<Arc<Upstream>> {
         let table = self.table.load();
         (table.draining.iter())
             .filter(|(r, u)| r.as_bytes() == release && !u.is_down() && !tried.contains(&u.id))
@@ -174,7 +178,7 @@ impl Router {
     ///
     /// # Errors
     /// [`NoInstance`] when the hold queue is full or the wait timed out.
-    pub async fn pick_or_hold(
+    pub(crate) async fn pick_or_hold(
         &self,
         tried: &[Arc<str>],
         hold: Duration,

@@ -55,7 +55,7 @@ impl Site {
 
     /// The target the app gets: with the prefix cut off when
     /// `strip_prefix` (`/api/x` → `/x`, `/api` → `/`, `/api?q` → `/?q`).
-    pub fn target<'a>(&self, target: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+    pub(crate) fn target<'a>(&self, target: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
         if !self.strip_prefix || self.prefix.is_empty() {
             return target.into();
         }
@@ -117,7 +117,7 @@ impl SiteTable {
 
     /// The site for a request to `host` (a Host value: a port is ignored)
     /// and `target`.
-    pub fn route(&self, host: Option<&[u8]>, target: &[u8]) -> Option<&Arc<Site>> {
+    pub(crate) fn route(&self, host: Option<&[u8]>, target: &[u8]) -> Option<&Arc<Site>> {
         let path = target;
         let mut buf = [0u8; MAX_HOST];
         let name = host.and_then(|h| lower_name(h, &mut buf));
@@ -166,7 +166,7 @@ impl Sites {
     }
 
     /// The table now (hold it for the lookup).
-    pub fn load(&self) -> arc_swap::Guard<Arc<SiteTable>> {
+    pub(crate) fn load(&self) -> arc_swap::Guard<Arc<SiteTable>> {
         self.0.load()
     }
 }

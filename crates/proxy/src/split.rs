@@ -16,9 +16,9 @@ use super::upstream::Upstream;
 pub use crate::protocol::Score;
 
 /// The cookie that keeps a client on its side.
-pub const COOKIE: &str = "baton_canary";
+pub(crate) const COOKIE: &str = "baton_canary";
 /// The header that forces a side.
-pub const HEADER: &str = "x-baton-canary";
+pub(crate) const HEADER: &str = "x-baton-canary";
 /// Buckets a share is counted in: a share of 10 % is 100 buckets.
 pub const BUCKETS: u16 = 1000;
 
@@ -33,7 +33,7 @@ pub enum Side {
 
 /// What a request says about its side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Ask {
+pub(crate) enum Ask {
     /// Nothing: a fresh client, given a bucket now.
     #[default]
     Fresh,
@@ -48,7 +48,7 @@ pub enum Ask {
 impl Ask {
     /// What a request's `x-baton-canary` header and its Cookie lines say;
     /// the header wins.
-    pub fn of<'a>(header: Option<&[u8]>, cookies: impl Iterator<Item = &'a [u8]>) -> Ask {
+    pub(crate) fn of<'a>(header: Option<&[u8]>, cookies: impl Iterator<Item = &'a [u8]>) -> Ask {
         let word = |value: &[u8]| match value.trim_ascii() {
             b"always" => Some(Ask::Always),
             b"never" => Some(Ask::Never),
@@ -119,7 +119,7 @@ impl Split {
 
     /// The side of a request, and the bucket to give the client in a
     /// cookie when it had none.
-    pub fn side(&self, ask: Ask) -> (Side, Option<u16>) {
+    pub(crate) fn side(&self, ask: Ask) -> (Side, Option<u16>) {
         let (bucket, fresh) = match ask {
             Ask::Always => return (Side::Canary, None),
             Ask::Never => return (Side::Stable, None),
@@ -138,7 +138,7 @@ impl Split {
     }
 
     /// The scorecard of `side`.
-    pub fn score(&self, side: Side) -> &Scorecard {
+    pub(crate) fn score(&self, side: Side) -> &Scorecard {
         &self.scores[side as usize]
     }
 
@@ -157,7 +157,7 @@ impl Split {
 }
 
 /// The Set-Cookie value that keeps a client in `bucket` for a day.
-pub fn cookie(bucket: u16) -> String {
+pub(crate) fn cookie(bucket: u16) -> String {
     format!("{COOKIE}={bucket}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax")
 }
 
@@ -187,7 +187,7 @@ impl Default for Scorecard {
 impl Scorecard {
     /// One attempt: `failed` for a 5xx, a reset or a timeout; `took` to
     /// the answer's head (or the failure).
-    pub fn record(&self, failed: bool, took: Duration) {
+    pub(crate) fn record(&self, failed: bool, took: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);

@@ -154,7 +154,7 @@ fn boundary_within(tracker: &mut FrameTracker, data: &[u8]) -> usize {
 
 /// Relays a raw TCP connection (L4 mode) until either side closes or the
 /// drain ends it with a FIN both ways.
-pub async fn relay_tcp<A, B>(
+pub(crate) async fn relay_tcp<A, B>(
     mut client: A,
     mut instance: B,
     end: impl std::future::Future<Output = ()>,

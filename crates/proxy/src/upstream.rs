@@ -95,7 +95,7 @@ impl Upstream {
     }
 
     /// Passive health said it refuses connections.
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.down.load(Ordering::Acquire)
     }
 
@@ -106,7 +106,7 @@ impl Upstream {
 
     /// Counts a timeout; true when it is the `max_fails`-th within
     /// `window` (and the count starts over).
-    pub fn record_failure(&self, max_fails: u32, window: std::time::Duration) -> bool {
+    pub(crate) fn record_failure(&self, max_fails: u32, window: std::time::Duration) -> bool {
         let mut failures = self.failures.lock().expect("failures lock poisoned");
         let now = std::time::Instant::now();
         if failures
@@ -128,12 +128,12 @@ impl Upstream {
 
     /// Counts one more time out of rotation for timeouts; returns how many
     /// since its last answer.
-    pub fn bench(&self) -> u32 {
+    pub(crate) fn bench(&self) -> u32 {
         self.benched.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// It answered: it is not one that stays bad.
-    pub fn answered(&self) {
+    pub(crate) fn answered(&self) {
         // Read first: the common case writes nothing to the shared line.
         if self.benched.load(Ordering::Relaxed) != 0 {
             self.benched.store(0, Ordering::Relaxed);
@@ -141,7 +141,7 @@ impl Upstream {
     }
 
     /// A deploy took it out of rotation.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 
@@ -178,7 +178,7 @@ impl Upstream {
     }
 
     /// The port of L4 service `name`.
-    pub fn tcp_port(&self, name: &str) -> Option<u16> {
+    pub(crate) fn tcp_port(&self, name: &str) -> Option<u16> {
         self.tcp_ports
             .iter()
             .find(|(n, _)| n == name)
@@ -187,19 +187,19 @@ impl Upstream {
 
     /// Counts one request until the guard is dropped (when the response body
     /// has been sent in full, or abandoned).
-    pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
+    pub(crate) fn begin_request(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         RequestGuard(self.clone())
     }
 
     /// Counts one pooled HTTP connection until the guard is dropped.
-    pub fn begin_pooled(self: &Arc<Self>) -> PooledGuard {
+    pub(crate) fn begin_pooled(self: &Arc<Self>) -> PooledGuard {
         self.pooled.fetch_add(1, Ordering::AcqRel);
         PooledGuard(self.clone())
     }
 
     /// Counts one upgraded connection until the guard is dropped.
-    pub fn begin_connection(self: &Arc<Self>) -> ConnectionGuard {
+    pub(crate) fn begin_connection(self: &Arc<Self>) -> ConnectionGuard {
         self.connections.fetch_add(1, Ordering::AcqRel);
         ConnectionGuard(self.clone())
     }
@@ -207,7 +207,7 @@ impl Upstream {
 
 /// Holds one request in an upstream's in-flight count.
 #[derive(Debug)]
-pub struct RequestGuard(Arc<Upstream>);
+pub(crate) struct RequestGuard(Arc<Upstream>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
@@ -221,7 +221,7 @@ impl Drop for RequestGuard {
 
 /// Holds one pooled connection in an upstream's count.
 #[derive(Debug)]
-pub struct PooledGuard(Arc<Upstream>);
+pub(crate) struct PooledGuard(Arc<Upstream>);
 
 impl Drop for PooledGuard {
     fn drop(&mut self) {
@@ -231,7 +231,7 @@ impl Drop for PooledGuard {
 
 /// Holds one upgraded connection in an upstream's connection count.
 #[derive(Debug)]
-pub struct ConnectionGuard(Arc<Upstream>);
+pub(crate) struct ConnectionGuard(Arc<Upstream>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {

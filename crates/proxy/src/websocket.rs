@@ -5,14 +5,14 @@
 
 /// Tracks where frames start and end in a byte stream.
 #[derive(Debug, Default)]
-pub struct FrameTracker {
+pub(crate) struct FrameTracker {
     header: Vec<u8>,
     remaining: u64,
 }
 
 impl FrameTracker {
     /// Follows `data` as it passes.
-    pub fn feed(&mut self, mut data: &[u8]) {
+    pub(crate) fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             if self.remaining > 0 {
                 let n = (self.remaining).min(data.len() as u64) as usize;
@@ -32,7 +32,7 @@ impl FrameTracker {
     }
 
     /// True between two frames.
-    pub fn at_boundary(&self) -> bool {
+    pub(crate) fn at_boundary(&self) -> bool {
         self.remaining == 0 && self.header.is_empty()
     }
 }
@@ -68,7 +68,7 @@ fn parse_header(h: &[u8]) -> Option<(usize, u64)> {
 }
 
 /// A server-to-client close frame (unmasked) with `code` and `reason`.
-pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+pub(crate) fn close_frame(code: u16, reason: &str) -> Vec<u8> {
     let reason = &reason.as_bytes()[..reason.len().min(123)];
     let mut f = vec![0x88, (2 + reason.len()) as u8];
     f.extend_from_slice(&code.to_be_bytes());
@@ -77,7 +77,7 @@ pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
 }
 
 /// Whether an upgrade request asks for WebSocket.
-pub fn is_websocket(headers: &http::HeaderMap) -> bool {
+pub(crate) fn is_websocket(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::UPGRADE)
         .and_then(|v| v.to_str().ok())

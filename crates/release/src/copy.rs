@@ -13,7 +13,7 @@ const ALWAYS_IGNORED: [&str; 2] = [".git", ".baton"];
 
 /// What a copy leaves out besides `.git` and `.baton`.
 #[derive(Debug, Clone, Default)]
-pub struct Exclude {
+pub(crate) struct Exclude {
     /// File or folder names left out wherever they appear.
     pub names: Vec<String>,
     /// Files and folders left out by location: Baton's state folder, release
@@ -47,7 +47,7 @@ impl Exclude {
 ///
 /// # Errors
 /// Any I/O error, or a device file in the source.
-pub fn copy_dir(from: &Path, to: &Path, exclude: &Exclude) -> io::Result<String> {
+pub(crate) fn copy_dir(from: &Path, to: &Path, exclude: &Exclude) -> io::Result<String> {
     let mut hash = Sha256::new();
     walk(from, Some(to), exclude, &mut Pass::Copy(&mut hash))?;
     Ok(hex(&hash.finalize()))
@@ -57,7 +57,7 @@ pub fn copy_dir(from: &Path, to: &Path, exclude: &Exclude) -> io::Result<String>
 ///
 /// # Errors
 /// As [`copy_dir`].
-pub fn checksum_dir(from: &Path, exclude: &Exclude) -> io::Result<String> {
+pub(crate) fn checksum_dir(from: &Path, exclude: &Exclude) -> io::Result<String> {
     let mut hash = Sha256::new();
     walk(from, None, exclude, &mut Pass::Hash(&mut hash))?;
     Ok(hex(&hash.finalize()))
@@ -84,7 +84,7 @@ pub struct Survey {
 ///
 /// # Errors
 /// As [`copy_dir`].
-pub fn survey_dir(
+pub(crate) fn survey_dir(
     from: &Path,
     exclude: &Exclude,
     limit: u64,
@@ -243,7 +243,7 @@ fn copy_file(src: &Path, dst: Option<&Path>, hash: &mut Sha256) -> io::Result<()
 }
 
 /// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -16,7 +16,7 @@ use baton_config as config;
 
 pub mod build;
 pub mod copy;
-pub mod unpack;
+pub(crate) mod unpack;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,7 @@ use crate::config::{Loaded, ReleasesConfig};
 pub const META_FILE: &str = "RELEASE";
 
 /// The file in a release folder that says when it stopped serving.
-pub const RETIRED_FILE: &str = "RETIRED";
+pub(crate) const RETIRED_FILE: &str = "RETIRED";
 
 /// The source of a release that runs the app directory in place.
 pub const APP_DIR_SOURCE: &str = "app directory";
@@ -211,7 +211,7 @@ impl Store {
     }
 
     /// The `current` symlink.
-    pub fn current_link(&self) -> PathBuf {
+    pub(crate) fn current_link(&self) -> PathBuf {
         self.state_dir.join("current")
     }
 
@@ -414,7 +414,7 @@ impl Store {
     ///
     /// # Errors
     /// [`ReleaseError`]; nothing is left behind.
-    pub fn keep_copy(
+    pub(crate) fn keep_copy(
         &self,
         app_dir: &Path,
         cfg: &ReleasesConfig,
@@ -479,7 +479,7 @@ impl Store {
     /// When it cannot be read, or no copy may be kept of it: copies are off
     /// or it holds more than `max_copy_size` (that is data, not code, and
     /// copying it at each release would fill the disk).
-    pub fn survey_app_dir(
+    pub(crate) fn survey_app_dir(
         &self,
         app_dir: &Path,
         cfg: &ReleasesConfig,

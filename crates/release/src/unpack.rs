@@ -29,14 +29,14 @@ pub enum UnpackError {
 }
 
 /// Reads through to a sha256.
-pub struct Hashing<R> {
+pub(crate) struct Hashing<R> {
     inner: R,
     hash: Sha256,
 }
 
 impl<R: Read> Hashing<R> {
     /// Wraps `inner`.
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         Hashing {
             inner,
             hash: Sha256::new(),
@@ -47,7 +47,7 @@ impl<R: Read> Hashing<R> {
     ///
     /// # Errors
     /// A read error.
-    pub fn finish(mut self) -> io::Result<String> {
+    pub(crate) fn finish(mut self) -> io::Result<String> {
         io::copy(&mut self, &mut io::sink())?;
         Ok(super::copy::hex(&self.hash.finalize()))
     }
@@ -66,7 +66,7 @@ impl<R: Read> Read for Hashing<R> {
 ///
 /// # Errors
 /// When the file cannot be read.
-pub fn open_archive(path: &Path) -> io::Result<(bool, std::fs::File)> {
+pub(crate) fn open_archive(path: &Path) -> io::Result<(bool, std::fs::File)> {
     let mut f = std::fs::File::open(path)?;
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic)?;
@@ -146,7 +146,7 @@ fn check_ancestors(dest: &Path, rel: &Path) -> Result<(), UnpackError> {
 /// # Errors
 /// [`UnpackError`]; `dest` may then hold part of the archive: the caller
 /// removes it.
-pub fn unpack<R: Read>(reader: R, dest: &Path, limit: u64) -> Result<u64, UnpackError> {
+pub(crate) fn unpack<R: Read>(reader: R, dest: &Path, limit: u64) -> Result<u64, UnpackError> {
     let mut archive = tar::Archive::new(reader);
     let mut total: u64 = 0;
     for entry in archive.entries()? {

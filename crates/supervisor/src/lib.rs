@@ -26,9 +26,9 @@ pub mod limits;
 pub mod oneoff;
 pub mod ports;
 pub mod procfs;
-pub mod readiness;
+pub(crate) mod readiness;
 pub mod reaper;
-pub mod spawn;
+pub(crate) mod spawn;
 pub mod sys;
 
 pub use instance::{Context, Instance, InstanceSpec, State, Status};

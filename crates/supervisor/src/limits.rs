@@ -26,7 +26,7 @@ pub fn raise_fd_limit() {
 static ORIGINAL_SOFT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The soft limit to give a child back: the one Baton was started with.
-pub fn original_soft_fd_limit() -> Option<u64> {
+pub(crate) fn original_soft_fd_limit() -> Option<u64> {
     match ORIGINAL_SOFT.load(std::sync::atomic::Ordering::Relaxed) {
         0 => None,
         n => Some(n),

@@ -25,14 +25,14 @@ pub struct PortPool {
 }
 
 /// A reserved port; released when dropped.
-pub struct PortLease {
+pub(crate) struct PortLease {
     port: u16,
     pool: PortPool,
 }
 
 impl PortLease {
     /// The port number.
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 }
@@ -60,7 +60,7 @@ impl PortPool {
     ///
     /// # Errors
     /// When the OS gives no free port, or none in the range is free.
-    pub fn lease(&self) -> io::Result<PortLease> {
+    pub(crate) fn lease(&self) -> io::Result<PortLease> {
         if let Some(range) = &self.range {
             return self.lease_in(range);
         }

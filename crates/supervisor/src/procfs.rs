@@ -127,13 +127,13 @@ fn group_totals() -> HashMap<i32, Totals> {
 /// The live processes in group `pgid`. Zombies do not count: an orphan's
 /// zombie waits for init to reap it, and has nothing left to shut down.
 /// Blocking: it reads /proc.
-pub fn group_members(pgid: i32) -> Vec<i32> {
+pub(crate) fn group_members(pgid: i32) -> Vec<i32> {
     group_family(pgid).into_iter().map(|m| m.pid).collect()
 }
 
 /// A live process of a group, and its parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Member {
+pub(crate) struct Member {
     /// Its process id.
     pub pid: i32,
     /// Its parent's: another member's, or a process outside the group when
@@ -144,13 +144,13 @@ pub struct Member {
 impl Member {
     /// Whether its parent is outside the group: the group's leader, or a
     /// process whose parent exited.
-    pub fn is_topmost(&self, family: &[Member]) -> bool {
+    pub(crate) fn is_topmost(&self, family: &[Member]) -> bool {
         !family.iter().any(|m| m.pid == self.ppid)
     }
 }
 
 /// [`group_members`] with their parents. Blocking: it reads /proc.
-pub fn group_family(pgid: i32) -> Vec<Member> {
+pub(crate) fn group_family(pgid: i32) -> Vec<Member> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -187,7 +187,7 @@ fn state_of(stat: &str) -> Option<&str> {
 
 /// When process `pid` started, in clock ticks since boot (field 22 of its
 /// /proc/<pid>/stat). Blocking: it reads /proc.
-pub fn start_ticks(pid: i32) -> Option<u64> {
+pub(crate) fn start_ticks(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     after_name(&stat)?
         .split_whitespace()

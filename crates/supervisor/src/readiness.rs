@@ -25,13 +25,13 @@ const FIRST_PAUSE: Duration = Duration::from_millis(5);
 
 /// What an instance's channel to Baton said.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// The app says it is ready (`process.send('ready')` or `READY=1`).
     Ready,
 }
 
 /// The daemon's end of the readiness channel the child was given, if any.
-pub enum Channel {
+pub(crate) enum Channel {
     /// Nothing to hold: `http` and `tcp` checks poll the port.
     None,
     /// Node IPC: the daemon's end of the socketpair, and the child's end to
@@ -67,7 +67,7 @@ impl Channel {
     ///
     /// # Errors
     /// When the socketpair or socket cannot be made.
-    pub fn open(kind: ReadinessKind, notify_path: &Path) -> io::Result<Channel> {
+    pub(crate) fn open(kind: ReadinessKind, notify_path: &Path) -> io::Result<Channel> {
         match kind {
             ReadinessKind::Http | ReadinessKind::Tcp | ReadinessKind::None => Ok(Channel::None),
             ReadinessKind::NodeIpc => {
@@ -92,7 +92,7 @@ impl Channel {
 
     /// Starts reading what the child sends, for as long as it lives; each
     /// readiness message arrives on the returned receiver.
-    pub fn listen(&mut self) -> mpsc::UnboundedReceiver<Signal> {
+    pub(crate) fn listen(&mut self) -> mpsc::UnboundedReceiver<Signal> {
         let (tx, rx) = mpsc::unbounded_channel();
         match self {
             Channel::None => {}
@@ -149,7 +149,7 @@ async fn read_notify(socket: UnixDatagram, tx: mpsc::UnboundedSender<Signal>) {
 
 /// Resolves once the instance on `port` passes its readiness check. The
 /// caller races this with the child's exit and with `start_timeout`.
-pub async fn wait_ready(
+pub(crate) async fn wait_ready(
     check: &Readiness,
     port: u16,
     signals: &mut mpsc::UnboundedReceiver<Signal>,
@@ -209,7 +209,7 @@ fn pause_after_failure(elapsed: Duration, interval: Duration) -> Duration {
 }
 
 /// One health request: `GET path` answered with 2xx.
-pub async fn http_ok(port: u16, path: &str) -> bool {
+pub(crate) async fn http_ok(port: u16, path: &str) -> bool {
     async fn attempt(
         port: u16,
         path: &str,

@@ -164,7 +164,7 @@ impl Reaper {
     }
 
     /// The group `pgid` now exists.
-    pub fn register(&self, pgid: i32) {
+    pub(crate) fn register(&self, pgid: i32) {
         let started = super::procfs::start_ticks(pgid).unwrap_or(0);
         let mut inner = self.inner();
         inner.groups.insert(pgid, started);
@@ -173,7 +173,7 @@ impl Reaper {
     }
 
     /// The group `pgid` was stopped by the daemon.
-    pub fn unregister(&self, pgid: i32) {
+    pub(crate) fn unregister(&self, pgid: i32) {
         let mut inner = self.inner();
         inner.groups.remove(&pgid);
         inner.send(&format!("-{pgid}\n"));

@@ -15,11 +15,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use tokio::process::{Child, Command};
 
 /// The fd number the Node IPC channel gets in the child.
-pub const NODE_CHANNEL_FD: RawFd = 3;
+pub(crate) const NODE_CHANNEL_FD: RawFd = 3;
 
 /// Prepares `cmd` to run in its own process group, to die with the daemon,
 /// and, when `ipc` is given, to inherit it as fd 3 (`NODE_CHANNEL_FD`).
-pub fn prepare(cmd: &mut Command, ipc: Option<&OwnedFd>) {
+pub(crate) fn prepare(cmd: &mut Command, ipc: Option<&OwnedFd>) {
     let parent = std::process::id() as i32;
     let ipc_fd = ipc.map(AsRawFd::as_raw_fd);
     let soft_fd_limit = crate::limits::original_soft_fd_limit();
@@ -32,6 +32,6 @@ pub fn prepare(cmd: &mut Command, ipc: Option<&OwnedFd>) {
 ///
 /// # Errors
 /// The spawn error, such as a missing working directory.
-pub fn spawn(mut cmd: Command) -> io::Result<Child> {
+pub(crate) fn spawn(mut cmd: Command) -> io::Result<Child> {
     cmd.spawn()
 }

@@ -15,7 +15,7 @@ use crate::spawn::NODE_CHANNEL_FD;
 ///
 /// # Errors
 /// ESRCH when the process is gone; ENOSYS on older kernels.
-pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
     // nothing is borrowed.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -28,7 +28,7 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 
 /// Waits up to `timeout` for any of `fds` to be readable; `revents` set as
 /// poll(2) sets them. Returns how many are ready (0 at the timeout).
-pub fn poll_readable(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<usize> {
+pub(crate) fn poll_readable(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<usize> {
     let timeout = i32::try_from(timeout.as_millis())
         .unwrap_or(i32::MAX)
         .max(1);
@@ -45,7 +45,7 @@ pub fn poll_readable(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<
 ///
 /// # Errors
 /// When the runtime cannot register it.
-pub fn watch_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+pub(crate) fn watch_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: the fd is owned by the AsyncFd and closed only when it
     // drops, which deregisters it first.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }

@@ -40,7 +40,7 @@ pub struct Pair {
 impl Pair {
     /// A pair from a PEM chain and a PEM key that belong together; the
     /// error says what is wrong, for the caller to say where.
-    pub fn from_pem(chain: &[u8], key: &[u8]) -> Result<Pair, PemError> {
+    pub(crate) fn from_pem(chain: &[u8], key: &[u8]) -> Result<Pair, PemError> {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain)
             .collect::<Result<_, _>>()
             .map_err(|e| PemError::Cert(e.to_string()))?;
@@ -69,7 +69,7 @@ impl Pair {
 
     /// Reads a PEM chain and a PEM key, and checks that they belong
     /// together and that the certificate has not expired.
-    pub fn load(cert: &Path, key: &Path) -> Result<Pair, TlsError> {
+    pub(crate) fn load(cert: &Path, key: &Path) -> Result<Pair, TlsError> {
         let file_err = |path: &Path, why: String| TlsError::File {
             path: path.to_path_buf(),
             why,
@@ -99,13 +99,13 @@ impl Pair {
 
     /// Whether it is valid for `name`: an exact name, or a wildcard
     /// standing for exactly one label (RFC 6125 §6.4.3).
-    pub fn serves(&self, name: &str) -> bool {
+    pub(crate) fn serves(&self, name: &str) -> bool {
         self.names.iter().any(|n| name_matches(n, name))
     }
 
     /// When two thirds of its lifetime are over: when ACME renews it, as
     /// certbot and Caddy do (30 days before a 90-day certificate ends).
-    pub fn renew_at(&self) -> SystemTime {
+    pub(crate) fn renew_at(&self) -> SystemTime {
         let life = self
             .not_after
             .duration_since(self.not_before)
@@ -116,7 +116,7 @@ impl Pair {
 
 /// What is wrong with a PEM chain and key.
 #[derive(Debug, thiserror::Error)]
-pub enum PemError {
+pub(crate) enum PemError {
     /// The chain.
     #[error("{0}")]
     Cert(String),
@@ -129,7 +129,7 @@ pub enum PemError {
 }
 
 /// Whether certificate name `pattern` covers host `name`.
-pub fn name_matches(pattern: &str, name: &str) -> bool {
+pub(crate) fn name_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(parent) => name
             .split_once('.')
@@ -276,7 +276,7 @@ impl Certificates {
 
     /// Serves `pair` (issued by ACME) in place of any issued pair for the
     /// same first name.
-    pub fn install(&self, pair: Pair) {
+    pub(crate) fn install(&self, pair: Pair) {
         let mut issued: Vec<Pair> = (self.issued.load().iter())
             .filter(|old| old.names.first() != pair.names.first())
             .cloned()
@@ -288,7 +288,7 @@ impl Certificates {
 
     /// Names that ACME is to issue for: handshakes for the ones no pair
     /// covers wait for them.
-    pub fn expect(&self, names: &[String]) {
+    pub(crate) fn expect(&self, names: &[String]) {
         // Added to those already awaited: one ACME task per app calls this.
         let mut awaited: Vec<String> = self.awaited.load().to_vec();
         for name in names {
@@ -301,14 +301,14 @@ impl Certificates {
     }
 
     /// Whether some pair is valid for `name`.
-    pub fn covers(&self, name: &str) -> bool {
+    pub(crate) fn covers(&self, name: &str) -> bool {
         self.from_files.load().iter().any(|p| p.serves(name))
             || self.issued.load().iter().any(|p| p.serves(name))
     }
 
     /// Waits, for up to `bound`, until a pair covers `name` if it is a name
     /// whose first certificate ACME is issuing; at once otherwise.
-    pub async fn wait_for(&self, name: &str, bound: Duration) {
+    pub(crate) async fn wait_for(&self, name: &str, bound: Duration) {
         let waits = || {
             self.awaited
                 .load()

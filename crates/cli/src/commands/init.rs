@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// What was found in the folder.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Detected {
+pub(crate) struct Detected {
     /// The app's name (package.json `name`, else the folder's).
     pub name: String,
     /// The command that starts one instance.
@@ -22,7 +22,7 @@ pub struct Detected {
 }
 
 /// Reads the folder `dir`.
-pub fn detect(dir: &Path) -> Detected {
+pub(crate) fn detect(dir: &Path) -> Detected {
     let folder = (dir.canonicalize().ok())
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "app".into());
@@ -96,7 +96,7 @@ fn health_route(dir: &Path, main: &str) -> Option<String> {
 }
 
 /// The commented baton.toml for `found`.
-pub fn render(found: &Detected) -> String {
+pub(crate) fn render(found: &Detected) -> String {
     let mut out = String::new();
     out.push_str("# baton.toml, written by `baton init`; `baton check` validates it and\n");
     out.push_str("# README.md's configuration reference lists every field.\n\n");

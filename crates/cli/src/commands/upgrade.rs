@@ -21,7 +21,11 @@ const READY_WITHIN: Duration = Duration::from_secs(600);
 /// # Errors
 /// A refused binary (exit 1, nothing changed), or a daemon that does not
 /// come back ready.
-pub async fn run(client: &ApiClient, binary: Option<&Path>, json: bool) -> Result<(), Failure> {
+pub(crate) async fn run(
+    client: &ApiClient,
+    binary: Option<&Path>,
+    json: bool,
+) -> Result<(), Failure> {
     let exe = match binary {
         Some(b) => std::path::absolute(b),
         None => std::env::current_exe(),

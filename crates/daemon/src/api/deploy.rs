@@ -16,7 +16,7 @@ use crate::protocol::DeployRequest;
 use crate::Daemon;
 
 /// A deploy, reload, rollback or scale of the app.
-pub async fn deploy(
+pub(crate) async fn deploy(
     State(daemon): State<Arc<Daemon>>,
     Json(req): Json<DeployRequest>,
 ) -> Result<Response, super::ApiError> {

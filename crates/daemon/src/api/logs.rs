@@ -14,7 +14,7 @@ use crate::Daemon;
 
 /// Query parameters.
 #[derive(Debug, Deserialize)]
-pub struct LogsQuery {
+pub(crate) struct LogsQuery {
     /// How many past lines (default 50).
     lines: Option<usize>,
     /// Keep streaming new lines.
@@ -36,7 +36,7 @@ fn belongs(line: &str, wanted: Option<&str>) -> bool {
 }
 
 /// The log tail, optionally followed.
-pub async fn logs(
+pub(crate) async fn logs(
     State(daemon): State<Arc<Daemon>>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, super::ApiError> {

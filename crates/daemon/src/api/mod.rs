@@ -8,9 +8,9 @@
 //! | `GET /logs` | [`logs`] |
 //! | `POST /stop`, `/upgrade`, `/offline`, `/online`, `/canary/promote`, `/canary/abort`, `GET /health` | here |
 
-pub mod deploy;
-pub mod logs;
-pub mod status;
+pub(crate) mod deploy;
+pub(crate) mod logs;
+pub(crate) mod status;
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -32,7 +32,7 @@ use crate::protocol::{ErrorBody, Route, UpgradeReport, UpgradeRequest};
 ///
 /// # Errors
 /// When the socket cannot be bound.
-pub fn bind(path: &Path) -> io::Result<UnixListener> {
+pub(crate) fn bind(path: &Path) -> io::Result<UnixListener> {
     if path.exists() {
         // The state lock is held, so a socket here is a dead daemon's.
         std::fs::remove_file(path)?;
@@ -64,7 +64,11 @@ fn routes(daemon: Arc<Daemon>) -> Router {
 }
 
 /// Serves the control API until `shutdown`.
-pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: UnixListener,
+    daemon: Arc<Daemon>,
+    shutdown: CancellationToken,
+) {
     let app = routes(daemon);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -72,7 +76,7 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, shutdown: Cancel
 }
 
 /// Serves `GET /metrics` alone on the opt-in admin listener.
-pub async fn serve_metrics(
+pub(crate) async fn serve_metrics(
     listener: tokio::net::TcpListener,
     daemon: Arc<Daemon>,
     shutdown: CancellationToken,
@@ -201,7 +205,7 @@ async fn health(
 }
 
 /// An error answer: a status code and a message for a person.
-pub struct ApiError(pub StatusCode, pub String);
+pub(crate) struct ApiError(pub StatusCode, pub String);
 
 impl From<super::state::Pick> for ApiError {
     fn from(e: super::state::Pick) -> ApiError {
@@ -211,7 +215,7 @@ impl From<super::state::Pick> for ApiError {
 
 /// The app a request names (`?app=`); none: the only one.
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct AppQuery {
+pub(crate) struct AppQuery {
     /// The app's name.
     pub app: Option<String>,
 }

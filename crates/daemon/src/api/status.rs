@@ -21,7 +21,7 @@ use crate::supervisor::State as InstanceState;
 use crate::Daemon;
 
 /// Every instance of an app and the release serving.
-pub async fn status(
+pub(crate) async fn status(
     State(daemon): State<Arc<Daemon>>,
     Query(q): Query<AppQuery>,
 ) -> Result<Json<StatusReport>, ApiError> {
@@ -30,7 +30,7 @@ pub async fn status(
 }
 
 /// Every app's status, in the server file's order.
-pub async fn apps(State(daemon): State<Arc<Daemon>>) -> Json<Vec<StatusReport>> {
+pub(crate) async fn apps(State(daemon): State<Arc<Daemon>>) -> Json<Vec<StatusReport>> {
     let mut reports = Vec::new();
     for app in daemon.apps() {
         reports.push(daemon.status_with_usage(&app).await);
@@ -39,7 +39,7 @@ pub async fn apps(State(daemon): State<Arc<Daemon>>) -> Json<Vec<StatusReport>> 
 }
 
 /// An app's known releases.
-pub async fn releases(
+pub(crate) async fn releases(
     State(daemon): State<Arc<Daemon>>,
     Query(q): Query<AppQuery>,
 ) -> Result<Json<Vec<ReleaseReport>>, ApiError> {
@@ -101,7 +101,7 @@ fn canaries(registry: &mut Registry, statuses: &[StatusReport]) {
 
 /// Prometheus metrics (OpenMetrics text), made from the live counts at
 /// each scrape.
-pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
     let mut statuses = Vec::new();
     for app in daemon.apps() {
         statuses.push(daemon.status_with_usage(&app).await);

@@ -17,7 +17,7 @@ impl App {
     /// After a restart that is the release `current` points at, when it is a
     /// complete release folder; otherwise the app directory in place. Release
     /// folders on disk become the rollback history.
-    pub async fn boot(self: Arc<Self>) {
+    pub(crate) async fn boot(self: Arc<Self>) {
         let loaded = self.config();
         let store = crate::release::Store::new(&loaded);
         for leftover in store.recover() {

@@ -15,14 +15,14 @@ use crate::supervisor::{Instance, State};
 impl App {
     /// Runs `canary` beside the serving set, or moves it to its next step;
     /// the route table changes at once.
-    pub fn set_canary(&self, canary: Canary) {
+    pub(crate) fn set_canary(&self, canary: Canary) {
         self.fleet().canary = Some(canary);
         self.publish_routes();
     }
 
     /// Ends the canary: the split goes from the route table at once, and
     /// its instances are handed back (to be stopped, or to serve).
-    pub fn end_canary(&self) -> Vec<Instance> {
+    pub(crate) fn end_canary(&self) -> Vec<Instance> {
         *self.canary_orders.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let ended = self.fleet().canary.take();
         self.publish_routes();
@@ -31,7 +31,7 @@ impl App {
 
     /// The orders `baton promote` and `baton abort` give the canary that
     /// the caller runs.
-    pub fn canary_orders(&self) -> mpsc::UnboundedReceiver<CanaryOrder> {
+    pub(crate) fn canary_orders(&self) -> mpsc::UnboundedReceiver<CanaryOrder> {
         let (tx, rx) = mpsc::unbounded_channel();
         *self.canary_orders.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         rx
@@ -41,7 +41,7 @@ impl App {
     ///
     /// # Errors
     /// When no canary runs.
-    pub fn order_canary(&self, order: CanaryOrder) -> Result<(), String> {
+    pub(crate) fn order_canary(&self, order: CanaryOrder) -> Result<(), String> {
         let orders = self.canary_orders.lock().unwrap_or_else(|e| e.into_inner());
         match orders.as_ref().map(|tx| tx.send(order)) {
             Some(Ok(())) => Ok(()),
@@ -50,7 +50,7 @@ impl App {
     }
 
     /// The canary as `baton status` shows it.
-    pub fn canary_report(&self) -> Option<CanaryReport> {
+    pub(crate) fn canary_report(&self) -> Option<CanaryReport> {
         let fleet = self.fleet();
         let canary = fleet.canary.as_ref()?;
         Some(CanaryReport {

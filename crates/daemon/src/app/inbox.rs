@@ -42,7 +42,7 @@ fn host() -> String {
 }
 
 /// Watches `inbox` for the app's life.
-pub async fn watch(app: Arc<App>, inbox: PathBuf) {
+pub(crate) async fn watch(app: Arc<App>, inbox: PathBuf) {
     let state = app.config().state_dir();
     let taken_dir = state.join("incoming");
     let _ = std::fs::create_dir_all(&taken_dir);

@@ -22,7 +22,7 @@ const AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 /// Replaces instances past `max_memory`, one at a time, for the app's
 /// life. A deploy in progress goes first: the check comes again later.
-pub async fn watch(app: Arc<App>) {
+pub(crate) async fn watch(app: Arc<App>) {
     let mut pause = CHECK_EVERY;
     loop {
         tokio::select! {
@@ -103,7 +103,7 @@ fn watched_instances(app: &App) -> Vec<Watched> {
 /// again after `fail_timeout` out of rotation: a hung process still
 /// accepts connections), if it still serves. The deploy owner runs one
 /// replacement at a time.
-pub async fn replace_bad(app: Arc<App>, id: Arc<str>) {
+pub(crate) async fn replace_bad(app: Arc<App>, id: Arc<str>) {
     if !app.serving().iter().any(|i| i.id == id) {
         return;
     }

@@ -12,10 +12,10 @@
 //! them come from the app's deploy owner ([`crate::deploy::owner`]) and, at
 //! start, from [`boot`]; everyone else reads.
 
-pub mod boot;
+pub(crate) mod boot;
 mod canary;
-pub mod inbox;
-pub mod memory;
+pub(crate) mod inbox;
+pub(crate) mod memory;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,7 +53,7 @@ struct Fleet {
 
 /// One app. Shared as `Arc<App>` by the daemon, its deploy owner, its
 /// schedules and watchers.
-pub struct App {
+pub(crate) struct App {
     /// `[app] name`.
     pub name: String,
     /// The folder of the app's baton.toml: its home, and the repository
@@ -86,7 +86,7 @@ pub struct App {
 
 impl App {
     /// An app with nothing running yet, and its deploy owner started.
-    pub fn new(
+    pub(crate) fn new(
         config: Loaded,
         router: Arc<Router>,
         ctx: Context,
@@ -113,14 +113,14 @@ impl App {
     }
 
     /// Its route table and hold queue.
-    pub fn router(&self) -> &Arc<Router> {
+    pub(crate) fn router(&self) -> &Arc<Router> {
         &self.router
     }
 
     /// Its access log as the configuration in force has it: the one
     /// running when the file and format are the same, else a new one (the
     /// old one's thread ends once no site holds it).
-    pub fn access_log(&self) -> Option<Arc<AccessLog>> {
+    pub(crate) fn access_log(&self) -> Option<Arc<AccessLog>> {
         let loaded = self.config();
         let proxy = &loaded.config.proxy;
         let mut access = self.access.lock().expect("access log lock poisoned");
@@ -144,23 +144,23 @@ impl App {
     }
 
     /// Its static files, as the proxy answers them.
-    pub fn assets(&self) -> &Arc<Assets> {
+    pub(crate) fn assets(&self) -> &Arc<Assets> {
         &self.assets
     }
 
     /// Where deploys, reloads, rollbacks, scales and replacements of this
     /// app are sent: one runs at a time.
-    pub fn deployer(&self) -> &Deployer {
+    pub(crate) fn deployer(&self) -> &Deployer {
         self.deployer.get().expect("set in App::new")
     }
 
     /// The configuration in force.
-    pub fn config(&self) -> Loaded {
+    pub(crate) fn config(&self) -> Loaded {
         self.config.borrow().clone()
     }
 
     /// Changes of configuration, as they happen.
-    pub fn config_changes(&self) -> watch::Receiver<Loaded> {
+    pub(crate) fn config_changes(&self) -> watch::Receiver<Loaded> {
         self.config.subscribe()
     }
 
@@ -173,34 +173,34 @@ impl App {
     }
 
     /// The deploy in progress, described.
-    pub fn deploying(&self) -> Option<String> {
+    pub(crate) fn deploying(&self) -> Option<String> {
         self.fleet().deploying.clone()
     }
 
     /// The release serving traffic.
-    pub fn current_release(&self) -> Option<Release> {
+    pub(crate) fn current_release(&self) -> Option<Release> {
         self.fleet().release.clone()
     }
 
     /// The serving instances.
-    pub fn serving(&self) -> Vec<Instance> {
+    pub(crate) fn serving(&self) -> Vec<Instance> {
         self.fleet().serving.clone()
     }
 
     /// Describes the deploy in progress, for status and for refusals.
-    pub fn set_deploying(&self, what: Option<String>) {
+    pub(crate) fn set_deploying(&self, what: Option<String>) {
         self.fleet().deploying = what;
         // Requests may wait for the deploy's instances (or not, after it).
         self.publish_routes();
     }
 
     /// Replaces the configuration in force (after a successful deploy).
-    pub fn set_config(&self, loaded: Loaded) {
+    pub(crate) fn set_config(&self, loaded: Loaded) {
         self.config.send_replace(loaded);
     }
 
     /// How many instances take traffic now.
-    pub fn ready_count(&self) -> usize {
+    pub(crate) fn ready_count(&self) -> usize {
         self.router.table().instances.len()
     }
 
@@ -208,7 +208,7 @@ impl App {
     ///
     /// # Errors
     /// When no private port can be had.
-    pub fn start_instance(
+    pub(crate) fn start_instance(
         &self,
         release: &Release,
         restart_before_ready: bool,
@@ -282,14 +282,19 @@ impl App {
     }
 
     /// The singletons now running.
-    pub fn singletons(&self) -> Vec<Instance> {
+    pub(crate) fn singletons(&self) -> Vec<Instance> {
         self.fleet().singletons.clone()
     }
 
     /// Gives the singleton `old` a fresh process of `release`: `old` is
     /// stopped first, as at a deploy, so two never run at once; it is
     /// listed (as stopping) until then. Calls `report` for each step.
-    pub async fn restart_singleton(&self, release: &Release, old: &Instance, report: Report<'_>) {
+    pub(crate) async fn restart_singleton(
+        &self,
+        release: &Release,
+        old: &Instance,
+        report: Report<'_>,
+    ) {
         report(format!("{}: stopping it first (singleton)", old.id));
         old.stop().await;
         // A daemon stopping meanwhile has stopped the old one too.
@@ -316,7 +321,7 @@ impl App {
     /// not fire twice), and each new one starts as soon as its old one has
     /// exited. With a readiness check, waits for it. Calls `report` for each
     /// step.
-    pub async fn replace_singletons(&self, release: &Release, report: Report<'_>) {
+    pub(crate) async fn replace_singletons(&self, release: &Release, report: Report<'_>) {
         let old = std::mem::take(&mut self.fleet().singletons);
         let names: std::collections::BTreeSet<&str> = (old.iter())
             .map(|i| i.process.name())
@@ -370,7 +375,7 @@ impl App {
     /// Makes `instances` (of `release`) the serving set and publishes the
     /// route table at once. Returns the instances that left the set; they
     /// are listed as draining until [`App::forget_drained`].
-    pub fn swap(&self, release: Release, instances: Vec<Instance>) -> Vec<Instance> {
+    pub(crate) fn swap(&self, release: Release, instances: Vec<Instance>) -> Vec<Instance> {
         let mut left = None;
         let retired = {
             let mut serving = self.fleet();
@@ -436,7 +441,7 @@ impl App {
     /// ago, the latest to stop first. A retired release is served from its
     /// own folder under `releases/` (for a release that ran the app
     /// directory in place, the copy kept of it).
-    pub fn publish_assets(&self) {
+    pub(crate) fn publish_assets(&self) {
         let Some(serving) = self.current_release() else {
             return;
         };
@@ -471,14 +476,14 @@ impl App {
     }
 
     /// Drops drained instances from the status listing.
-    pub fn forget_drained(&self, gone: &[Instance]) {
+    pub(crate) fn forget_drained(&self, gone: &[Instance]) {
         self.fleet()
             .draining
             .retain(|(i, _)| !gone.iter().any(|g| g.id == i.id));
     }
 
     /// Publishes the serving instances that are ready.
-    pub fn publish_routes(&self) {
+    pub(crate) fn publish_routes(&self) {
         let fleet = self.fleet();
         // A Ready instance whose drain was just called off is still listed as
         // Draining until its task handles the message; it serves either way.
@@ -508,7 +513,7 @@ impl App {
     }
 
     /// Re-publishes on every instance state change, for the app's life.
-    pub async fn publish_routes_forever(self: Arc<Self>) {
+    pub(crate) async fn publish_routes_forever(self: Arc<Self>) {
         loop {
             tokio::select! {
                 _ = self.ctx.changed.notified() => self.publish_routes(),
@@ -519,19 +524,19 @@ impl App {
 
     /// Remembers a release for rollback and `baton releases` (again, when
     /// it is known: a failed one is marked so).
-    pub fn record_release(&self, release: Release) {
+    pub(crate) fn record_release(&self, release: Release) {
         let mut history = self.history();
         history.retain(|r| r.id != release.id);
         history.push(release);
     }
 
     /// Forgets a release whose folder was pruned.
-    pub fn forget_release(&self, id: &str) {
+    pub(crate) fn forget_release(&self, id: &str) {
         self.history().retain(|r| r.id != id);
     }
 
     /// A release by id, or the last good one before the current one.
-    pub fn rollback_target(&self, id: Option<&str>) -> Option<Release> {
+    pub(crate) fn rollback_target(&self, id: Option<&str>) -> Option<Release> {
         let current = self.current_release().map(|r| r.id);
         let history = self.history();
         if let Some(id) = id {
@@ -549,7 +554,7 @@ impl App {
     }
 
     /// Every known release, oldest first.
-    pub fn releases(&self) -> Vec<ReleaseReport> {
+    pub(crate) fn releases(&self) -> Vec<ReleaseReport> {
         let current = self.current_release();
         let keep_for = current
             .as_ref()
@@ -583,7 +588,7 @@ impl App {
 
     /// Every instance, serving, draining and singleton, as `status` lists
     /// them (without CPU and memory, which the daemon reads).
-    pub fn instance_reports(&self) -> Vec<InstanceReport> {
+    pub(crate) fn instance_reports(&self) -> Vec<InstanceReport> {
         let fleet = self.fleet();
         let now = SystemTime::now();
         let report = |i: &Instance, draining_since: Option<SystemTime>| {
@@ -625,7 +630,7 @@ impl App {
     /// Ends the app for good (removed from a server, and out of the
     /// proxy's sites already): waits for the requests in flight on its
     /// instances (up to `drain_timeout`), stops them all and its watchers.
-    pub async fn retire(&self) {
+    pub(crate) async fn retire(&self) {
         let deadline = tokio::time::Instant::now() + self.config().config.web.drain_timeout;
         let serving: Vec<Instance> = self.fleet().serving.clone();
         for i in &serving {
@@ -638,7 +643,7 @@ impl App {
     }
 
     /// Stops every instance, serving, draining and singleton, at once.
-    pub async fn stop_all(&self) {
+    pub(crate) async fn stop_all(&self) {
         let all: Vec<Instance> = {
             let mut fleet = self.fleet();
             let mut all = std::mem::take(&mut fleet.serving);

@@ -81,7 +81,7 @@ impl Schedule {
 /// Keeps one task per schedule of the configuration in force, for the
 /// daemon's life: a deploy that adds one starts it. A task ends once its
 /// schedule is gone.
-pub async fn keep(app: Arc<App>) {
+pub(crate) async fn keep(app: Arc<App>) {
     let mut changes = app.config_changes();
     let mut tasks: HashMap<Schedule, JoinHandle<()>> = HashMap::new();
     loop {

@@ -15,14 +15,14 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Bytes read at a time for a body that is not sent with `sendfile`.
-pub const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// Appends `len` bytes of `file` from `start` to `out`.
 ///
 /// # Errors
 /// When the read fails, or the file is shorter than it was (it changed
 /// under the answer, whose length is sent already).
-pub fn read_into(file: &File, start: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+pub(crate) fn read_into(file: &File, start: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
     let at = out.len();
     out.resize(at + len, 0);
     let read = file.read_exact_at(&mut out[at..], start);
@@ -36,7 +36,12 @@ pub fn read_into(file: &File, start: u64, len: usize, out: &mut Vec<u8>) -> io::
 ///
 /// # Errors
 /// When the socket fails, or the file is shorter than it was.
-pub async fn send_file(socket: &TcpStream, file: &File, start: u64, len: u64) -> io::Result<()> {
+pub(crate) async fn send_file(
+    socket: &TcpStream,
+    file: &File,
+    start: u64,
+    len: u64,
+) -> io::Result<()> {
     let mut offset = i64::try_from(start).map_err(io::Error::other)?;
     let mut left = len;
     while left > 0 {
@@ -58,7 +63,7 @@ pub async fn send_file(socket: &TcpStream, file: &File, start: u64, len: u64) ->
 
 /// A file's bytes as an `http_body::Body`, for hyper (h2, upgrades).
 #[derive(Debug)]
-pub struct FileBody {
+pub(crate) struct FileBody {
     file: File,
     offset: u64,
     left: u64,
@@ -66,7 +71,7 @@ pub struct FileBody {
 
 impl FileBody {
     /// `len` bytes of `file` from `start`.
-    pub fn new(file: File, start: u64, len: u64) -> FileBody {
+    pub(crate) fn new(file: File, start: u64, len: u64) -> FileBody {
         FileBody {
             file,
             offset: start,

@@ -13,10 +13,10 @@
 //! its [`Assets`] whenever the serving release changes; a request reads it
 //! without a lock.
 
-pub mod body;
-pub mod open;
-pub mod reply;
-pub mod target;
+pub(crate) mod body;
+pub(crate) mod open;
+pub(crate) mod reply;
+pub(crate) mod target;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use http::header::HeaderValue;
 use http::StatusCode;
 
 use self::open::{Folder, Found};
-pub use self::reply::Ask;
+pub(crate) use self::reply::Ask;
 use self::reply::{Chosen, Coding};
 use self::target::Refused;
 use crate::phases::{OwnAnswer as Answer, Payload};
@@ -52,7 +52,7 @@ pub struct Shelf {
 
 /// One release's served folder.
 #[derive(Debug)]
-pub struct Root {
+pub(crate) struct Root {
     /// The release id, as `x-baton-release` says it.
     release: HeaderValue,
     folder: Folder,
@@ -97,16 +97,9 @@ impl Shelf {
         }
     }
 
-    /// The folders served, with their releases (for status and tests).
-    pub fn folders(&self) -> impl Iterator<Item = (&str, &Path)> {
-        self.roots
-            .iter()
-            .map(|r| (r.release.to_str().unwrap_or(""), r.folder.path()))
-    }
-
     /// Whether `path` is under the prefix: `/static` takes `/static`,
     /// `/static/x` and `/static?q`, not `/staticx`.
-    pub fn takes(&self, path: &[u8]) -> bool {
+    pub(crate) fn takes(&self, path: &[u8]) -> bool {
         let prefix = self.prefix.as_bytes();
         path.starts_with(prefix)
             && matches!(path.get(prefix.len()), None | Some(b'/' | b'?' | b'#'))
@@ -114,7 +107,7 @@ impl Shelf {
 
     /// The answer to a request under the prefix. A HEAD gets the fields
     /// of the GET's answer and no body, Baton's own texts included.
-    pub fn answer(&self, ask: &Ask<'_>) -> Answer {
+    pub(crate) fn answer(&self, ask: &Ask<'_>) -> Answer {
         let mut answer = self.answer_get(ask);
         if ask.method == b"HEAD" {
             answer.body = Payload::Empty;
@@ -300,7 +293,7 @@ impl Assets {
     }
 
     /// The shelf in force.
-    pub fn shelf(&self) -> arc_swap::Guard<Arc<Option<Shelf>>> {
+    pub(crate) fn shelf(&self) -> arc_swap::Guard<Arc<Option<Shelf>>> {
         self.shelf.load()
     }
 }

@@ -18,14 +18,14 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 
 /// A served folder, held open so that a lookup resolves from it.
 #[derive(Debug)]
-pub struct Folder {
+pub(crate) struct Folder {
     fd: OwnedFd,
     /// Resolved (no symlinks), for the fallback's check.
     path: PathBuf,
 }
 
 /// What a path names inside a folder.
-pub enum Found {
+pub(crate) enum Found {
     /// A regular file, open for reading.
     File(Opened),
     /// A folder.
@@ -38,7 +38,7 @@ pub enum Found {
 
 /// An open file and what its answer says about it.
 #[derive(Debug)]
-pub struct Opened {
+pub(crate) struct Opened {
     /// The file, open for reading.
     pub file: File,
     /// Its length.
@@ -58,7 +58,7 @@ impl Folder {
     ///
     /// # Errors
     /// When it is not a folder that can be opened.
-    pub fn open(path: &Path) -> io::Result<Folder> {
+    pub(crate) fn open(path: &Path) -> io::Result<Folder> {
         let resolved = std::fs::canonicalize(path)?;
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -70,14 +70,9 @@ impl Folder {
         })
     }
 
-    /// The folder, resolved.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Opens `relative` (plain names only, see [`super::target`]) beneath
     /// this folder.
-    pub fn find(&self, relative: &Path) -> io::Result<Found> {
+    pub(crate) fn find(&self, relative: &Path) -> io::Result<Found> {
         let opened = if NO_OPENAT2.load(Ordering::Relaxed) {
             self.open_checked(relative)
         } else {

@@ -13,7 +13,7 @@ use crate::phases::{OwnAnswer as Answer, Payload};
 /// What a static request carries that its answer depends on. Field values
 /// are raw bytes, as either server has them.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Ask<'a> {
+pub(crate) struct Ask<'a> {
     /// The request method.
     pub method: &'a [u8],
     /// The target as the app would see it (after `strip_prefix`).
@@ -39,7 +39,7 @@ pub struct Ask<'a> {
 
 impl Ask<'_> {
     /// GET or HEAD: the only methods a file answers.
-    pub fn is_read(&self) -> bool {
+    pub(crate) fn is_read(&self) -> bool {
         self.method == b"GET" || self.method == b"HEAD"
     }
 
@@ -51,7 +51,7 @@ impl Ask<'_> {
 /// The content coding of the file chosen: the file asked for, or its
 /// precompressed sibling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coding {
+pub(crate) enum Coding {
     /// The file itself.
     Identity,
     /// Its `.br` sibling.
@@ -62,7 +62,7 @@ pub enum Coding {
 
 impl Coding {
     /// The sibling's suffix.
-    pub fn suffix(self) -> &'static str {
+    pub(crate) fn suffix(self) -> &'static str {
         match self {
             Coding::Identity => "",
             Coding::Brotli => ".br",
@@ -86,7 +86,7 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const SHORT: &str = "public, max-age=60";
 
 /// What is known of the file chosen before the request's conditions.
-pub struct Chosen<'a> {
+pub(crate) struct Chosen<'a> {
     /// The file.
     pub opened: Opened,
     /// Which of its codings it is.
@@ -102,7 +102,7 @@ pub struct Chosen<'a> {
 }
 
 /// The answer for `chosen`, after `ask`'s conditions and range.
-pub fn file_answer(ask: &Ask<'_>, chosen: Chosen<'_>) -> Answer {
+pub(crate) fn file_answer(ask: &Ask<'_>, chosen: Chosen<'_>) -> Answer {
     let Chosen {
         opened,
         coding,
@@ -323,7 +323,7 @@ fn byte_range(ask: &Ask<'_>, etag: &[u8], modified: SystemTime, size: u64) -> Sp
 
 /// The coding to answer with, of those `accept_encoding` allows (§12.5.3):
 /// `br` before `gzip`; `q=0` refuses one; `*` stands for any not named.
-pub fn acceptable(accept_encoding: Option<&[u8]>, coding: Coding) -> bool {
+pub(crate) fn acceptable(accept_encoding: Option<&[u8]>, coding: Coding) -> bool {
     let Some(list) = accept_encoding else {
         return false;
     };

@@ -17,7 +17,7 @@ use crate::normalise::escaped;
 
 /// Why a target names no file that may be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// `..`, `.`, an encoded separator, a NUL, a bad escape: 400.
     Malformed,
     /// A hidden name: 404, as if it did not exist.
@@ -28,7 +28,7 @@ pub enum Refused {
 /// path to open; `Ok(None)` when it names the folder itself.
 ///
 /// `target` must start with `prefix` (see [`super::Shelf::takes`]).
-pub fn relative(target: &[u8], prefix: &str) -> Result<Option<PathBuf>, Refused> {
+pub(crate) fn relative(target: &[u8], prefix: &str) -> Result<Option<PathBuf>, Refused> {
     let path = match target.iter().position(|&b| b == b'?' || b == b'#') {
         Some(end) => &target[..end],
         None => target,

@@ -57,12 +57,12 @@ impl Drop for Up {
 }
 
 /// Counts a request as awaiting its answer on this thread, until dropped.
-pub struct Awaiting {
+pub(crate) struct Awaiting {
     _count: Up,
 }
 
 impl Awaiting {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Awaiting {
             _count: Up::new(|here| &here.awaiting),
         }
@@ -70,7 +70,7 @@ impl Awaiting {
 }
 
 /// Waits until the answer that just arrived should be written.
-pub async fn hold_answer() {
+pub(crate) async fn hold_answer() {
     let (awaiting, held) = HERE.with(|here| (here.awaiting.load(Relaxed), here.held.load(Relaxed)));
     // Once one answer of this round is held, the later ones are held with
     // it: were they written at once, the answer that came first would go

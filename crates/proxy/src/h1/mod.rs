@@ -18,7 +18,7 @@ mod coalesce;
 pub mod fuzz;
 mod request;
 mod response;
-pub mod server;
+pub(crate) mod server;
 
 use baton_http1::decode;
 use std::future::{poll_fn, Future};
@@ -34,9 +34,9 @@ use http_body::Body;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub use self::request::RequestHead;
+pub(crate) use self::request::RequestHead;
 use self::request::{Stopped, Upload};
-pub use self::response::{Answer, Head, ResponseBody};
+pub(crate) use self::response::{Answer, Head, ResponseBody};
 use super::body::TakeOnPoll;
 use super::upstream::{PooledGuard, Upstream};
 use crate::config::ExchangeLimits;
@@ -46,7 +46,7 @@ use crate::framing::BodyFraming;
 const INSTANCE_READ_CHUNK: usize = 16 * 1024;
 
 /// One keep-alive connection to an instance.
-pub struct Conn {
+pub(crate) struct Conn {
     stream: TcpStream,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
@@ -57,7 +57,7 @@ pub struct Conn {
 
 impl Conn {
     /// A fresh connection, counted in its instance's open connections.
-    pub fn new(stream: TcpStream, counted: PooledGuard) -> Conn {
+    pub(crate) fn new(stream: TcpStream, counted: PooledGuard) -> Conn {
         Conn {
             stream,
             buf: BytesMut::new(),
@@ -69,7 +69,7 @@ impl Conn {
     /// Whether an idle connection can take another request: younger than
     /// `idle_timeout`, and the instance has neither closed it nor sent
     /// anything unasked on it.
-    pub fn is_reusable(&self, idle_timeout: Duration) -> bool {
+    pub(crate) fn is_reusable(&self, idle_timeout: Duration) -> bool {
         // No syscall unless the socket was reported readable: then a read
         // tells a close (0) or stray bytes from nothing to read.
         coarse_now().saturating_sub(self.idle_since) < idle_timeout
@@ -82,7 +82,7 @@ impl Conn {
     /// the readiness tokio last saw: a close that arrived since the reactor
     /// last polled shows here. A request that must not reach an instance
     /// twice is written only on a connection that passed this just before.
-    pub fn is_quiet_now(&self) -> bool {
+    pub(crate) fn is_quiet_now(&self) -> bool {
         use nix::sys::socket::{recv, MsgFlags};
         use std::os::fd::AsRawFd;
         let mut byte = [0u8; 1];
@@ -183,7 +183,7 @@ async fn write_head(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), Exchange
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ExchangeError {
+pub(crate) enum ExchangeError {
     /// Not one byte of the request was written: the connection was broken
     /// before it. Safe to send again, whatever the method.
     #[error("the connection was closed before the request: {0}")]
@@ -244,7 +244,7 @@ impl Silence {
 ///
 /// # Errors
 /// [`ExchangeError`] when the instance did not answer with a valid head.
-pub async fn exchange(
+pub(crate) async fn exchange(
     mut conn: Box<Conn>,
     head: &RequestHead,
     body: TakeOnPoll,

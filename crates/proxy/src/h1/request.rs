@@ -21,7 +21,7 @@ use crate::split::{self, Ask};
 
 /// A request head as written to an instance: encoded once, for every
 /// attempt.
-pub struct RequestHead {
+pub(crate) struct RequestHead {
     pub(super) bytes: Vec<u8>,
     /// The framing Baton wrote (chunked: the body's length is unknown).
     pub(super) framing: BodyFraming,
@@ -44,7 +44,7 @@ impl RequestHead {
     /// them: the client's request holds slices of hyper's read buffer,
     /// which hyper can then reuse for the next request instead of
     /// allocating a new one while this one is in flight.
-    pub fn encode(
+    pub(crate) fn encode(
         parts: request::Parts,
         rewrite: &Rewrite<'_>,
         framing: BodyFraming,
@@ -63,7 +63,7 @@ impl RequestHead {
 
     /// Encodes a request from the raw fields of a head Baton parsed itself
     /// (see `server`), with no header map in between.
-    pub fn encode_raw(
+    pub(crate) fn encode_raw(
         method: &[u8],
         target: &[u8],
         facts: &RequestFacts<'_>,

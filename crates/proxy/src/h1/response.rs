@@ -31,7 +31,7 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// stay as the instance sent them, as spans of the head's bytes: the
 /// HTTP/1.1 server writes them back out as they are, and only a response
 /// that goes out through hyper needs a header map.
-pub struct Head {
+pub(crate) struct Head {
     status: StatusCode,
     bytes: Bytes,
     /// The fields forwarded to the client: hop-by-hop ones and
@@ -51,7 +51,7 @@ struct Field {
 }
 
 /// An instance's answer: the head, and the body still on its connection.
-pub struct Answer {
+pub(crate) struct Answer {
     /// The status and fields.
     pub head: Head,
     /// The body, read from the instance as it is polled.
@@ -147,7 +147,7 @@ pub(super) fn parse_head(
 
 impl Head {
     /// The status code.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         self.status
     }
 
@@ -158,21 +158,21 @@ impl Head {
 
     /// Whether this is an event stream (SSE), which lasts as long as it
     /// likes.
-    pub fn is_event_stream(&self) -> bool {
+    pub(crate) fn is_event_stream(&self) -> bool {
         self.event_stream
     }
 
     /// Whether the fields delimit the body for the client: a length, or no
     /// body at all. Otherwise (chunked, or until close) the side that
     /// writes to the client frames it.
-    pub fn is_delimited(&self) -> bool {
+    pub(crate) fn is_delimited(&self) -> bool {
         matches!(self.framing, Decoding::Length(_) | Decoding::Done)
     }
 
     /// The Content-Length the client gets: the body's length, or for an
     /// answer without a body (to HEAD, a 304) the one the instance gave.
     /// `None` for a body the writer frames itself (chunked, until close).
-    pub fn content_length(&self) -> Option<u64> {
+    pub(crate) fn content_length(&self) -> Option<u64> {
         match self.framing {
             Decoding::Length(n) => Some(n),
             Decoding::Done => self.length,
@@ -181,7 +181,7 @@ impl Head {
     }
 
     /// Whether the instance sent a field called `name` (any case).
-    pub fn has_field(&self, name: &[u8]) -> bool {
+    pub(crate) fn has_field(&self, name: &[u8]) -> bool {
         self.fields
             .iter()
             .any(|f| self.bytes[f.name.clone()].eq_ignore_ascii_case(name))
@@ -190,7 +190,7 @@ impl Head {
     /// Writes the status line and the forwarded fields, as they came, each
     /// line ended by CRLF, then the Content-Length Baton decided; the
     /// caller adds its own fields and the blank line.
-    pub fn write_to(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
         write_status_line(out, self.status);
         // Runs of forwarded lines go out as one copy each: the bytes from a
         // name to its value are the instance's own (a colon and optional
@@ -251,7 +251,7 @@ impl Head {
 impl Answer {
     /// The answer as a response for hyper's server: the fields go into a
     /// header map, their values as slices of the head, not copies.
-    pub fn into_response(self) -> Response<ResponseBody> {
+    pub(crate) fn into_response(self) -> Response<ResponseBody> {
         let head = self.head;
         let mut headers = HeaderMap::with_capacity(head.fields.len());
         for f in &head.fields {
@@ -275,7 +275,7 @@ impl Answer {
 /// A response body read from the instance's connection as the client side
 /// asks for it. The connection goes back to its instance's idle list once
 /// the body has ended and the request body has been written in full.
-pub struct ResponseBody {
+pub(crate) struct ResponseBody {
     // Both boxed: an answer is moved several times on its way to the
     // client, and a box moves as one pointer. The connection's box lives
     // as long as the connection (the idle list keeps it); only requests

@@ -22,7 +22,7 @@ mod route;
 pub(crate) mod upstream;
 
 pub(crate) use self::log::Log;
-pub use self::own::{OwnAnswer, Payload};
+pub(crate) use self::own::{OwnAnswer, Payload};
 pub(crate) use self::respond::{own_answer, respond, AnswerHead, Answering};
 pub(crate) use self::route::{route, Routed};
 

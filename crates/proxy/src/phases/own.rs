@@ -10,7 +10,7 @@ use http::StatusCode;
 
 /// An answer Baton gives without an instance.
 #[derive(Debug)]
-pub struct OwnAnswer {
+pub(crate) struct OwnAnswer {
     /// Its status.
     pub status: StatusCode,
     /// Every field but Date and Connection, which the server writes.
@@ -23,7 +23,7 @@ pub struct OwnAnswer {
 
 /// The body of an [`OwnAnswer`].
 #[derive(Debug)]
-pub enum Payload {
+pub(crate) enum Payload {
     /// None (HEAD, 304, 416, a redirect).
     Empty,
     /// A short text (an error, an ACME key authorization).
@@ -41,7 +41,11 @@ pub enum Payload {
 
 impl OwnAnswer {
     /// `status` with `body` of `content_type`.
-    pub fn with_body(status: StatusCode, content_type: &'static str, body: Bytes) -> OwnAnswer {
+    pub(crate) fn with_body(
+        status: StatusCode,
+        content_type: &'static str,
+        body: Bytes,
+    ) -> OwnAnswer {
         OwnAnswer {
             status,
             fields: vec![
@@ -54,13 +58,13 @@ impl OwnAnswer {
     }
 
     /// Baton's own short answer: `status` with `text` as its body.
-    pub fn text(status: StatusCode, text: &'static str) -> OwnAnswer {
+    pub(crate) fn text(status: StatusCode, text: &'static str) -> OwnAnswer {
         let text = Bytes::from_static(text.as_bytes());
         OwnAnswer::with_body(status, "text/plain; charset=utf-8", text)
     }
 
     /// 405, with the methods a file answers.
-    pub fn not_allowed() -> OwnAnswer {
+    pub(crate) fn not_allowed() -> OwnAnswer {
         let mut answer = OwnAnswer::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         answer
             .fields
@@ -69,7 +73,7 @@ impl OwnAnswer {
     }
 
     /// A 308 to `location` (plain HTTP sent to HTTPS).
-    pub fn redirect(location: HeaderValue) -> OwnAnswer {
+    pub(crate) fn redirect(location: HeaderValue) -> OwnAnswer {
         OwnAnswer {
             status: StatusCode::PERMANENT_REDIRECT,
             fields: vec![
@@ -82,7 +86,7 @@ impl OwnAnswer {
     }
 
     /// The release whose file answered (its `x-baton-release`).
-    pub fn release(&self) -> Option<std::sync::Arc<str>> {
+    pub(crate) fn release(&self) -> Option<std::sync::Arc<str>> {
         (self.fields.iter())
             .find(|(name, _)| name == "x-baton-release")
             .and_then(|(_, value)| value.to_str().ok())
@@ -90,7 +94,7 @@ impl OwnAnswer {
     }
 
     /// The length of the body this answer sends (HEAD: none).
-    pub fn body_len(&self) -> u64 {
+    pub(crate) fn body_len(&self) -> u64 {
         match &self.body {
             Payload::Empty => 0,
             Payload::Text(text) => text.len() as u64,
@@ -99,7 +103,7 @@ impl OwnAnswer {
     }
 
     /// The answer for hyper to send (h2, and HTTP/1 upgrades).
-    pub fn into_response(self) -> http::Response<crate::body::ProxyBody> {
+    pub(crate) fn into_response(self) -> http::Response<crate::body::ProxyBody> {
         use http_body_util::BodyExt;
 
         let body = match self.body {

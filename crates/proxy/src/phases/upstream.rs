@@ -261,7 +261,7 @@ pub(crate) struct Forwarded<R> {
 
 /// Who answered, with the instance's in-flight count, which lasts until
 /// the answer's body ends.
-pub(crate) struct Served {
+pub struct Served {
     pub(crate) guard: RequestGuard,
     pub(crate) upstream: Arc<Upstream>,
     /// Attempts before the one that answered.

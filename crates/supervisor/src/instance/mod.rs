@@ -94,7 +94,7 @@ pub struct InstanceSpec {
 
 impl InstanceSpec {
     /// `web#3`
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         format!("{}#{}", self.process, self.number)
     }
 }

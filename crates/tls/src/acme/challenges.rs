@@ -11,7 +11,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 /// The path HTTP-01 checks ask for, before the token.
-pub const HTTP_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
+pub(crate) const HTTP_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 
 /// The challenges published now.
 #[derive(Debug, Default)]
@@ -64,7 +64,7 @@ impl ResolvesServerCert for Challenges {
 /// The TLS-ALPN-01 certificate for `name` (RFC 8737 §3): self-signed, with
 /// `name` as its one SAN and the SHA-256 of the key authorization in the
 /// critical acmeIdentifier extension.
-pub fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, String> {
+pub(crate) fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, String> {
     let mut params =
         rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| e.to_string())?;
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];

@@ -9,7 +9,7 @@
 //! plain one, TLS-ALPN-01 by the TLS one. The account and the certificate
 //! are kept under `<state_dir>/acme`, mode 0600.
 
-pub mod challenges;
+pub(crate) mod challenges;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -105,7 +105,7 @@ impl Settings {
 /// Why an issuance failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{step}: {why}")]
-pub struct AcmeError {
+pub(crate) struct AcmeError {
     /// What was being done.
     step: &'static str,
     /// What went wrong.

@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Writes `bytes` to `path` with mode 0600, through a temporary file
 /// renamed over it; creates the folder with mode 0700.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::DirBuilder::new()
         .recursive(true)

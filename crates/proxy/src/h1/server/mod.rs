@@ -73,7 +73,7 @@ const INLINE_FILE: usize = 32 * 1024;
 /// and a writing half (a request body borrows the reading half while its
 /// answer is awaited), and put back together for hyper. Plain TCP splits
 /// without a lock; a TLS stream will split with `tokio::io::split`.
-pub trait ClientStream: Send + Sized + 'static {
+pub(crate) trait ClientStream: Send + Sized + 'static {
     /// The reading half.
     type Reader: AsyncRead + Unpin + Send + 'static;
     /// The writing half.
@@ -142,7 +142,7 @@ impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
 }
 
 /// A connection for hyper to go on with, and what Baton read from it.
-pub struct Handoff<S = TcpStream> {
+pub(crate) struct Handoff<S = TcpStream> {
     /// The client's connection.
     pub stream: S,
     /// Bytes read and not handled: they come first.
@@ -152,7 +152,7 @@ pub struct Handoff<S = TcpStream> {
 /// Serves a client connection until it closes, or returns it for hyper
 /// when it sends something this server leaves to hyper. Ends after the
 /// request in progress once `shutdown` fires.
-pub async fn serve<S: ClientStream>(
+pub(crate) async fn serve<S: ClientStream>(
     proxy: Arc<Proxy>,
     stream: S,
     client: HeaderValue,
