@@ -21,6 +21,7 @@ mod fleet;
 mod framing;
 mod fuzz;
 mod import;
+mod layout;
 mod probe;
 mod proxy;
 mod releases;

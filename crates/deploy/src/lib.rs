@@ -180,10 +180,7 @@ struct Reporter {
 impl Reporter {
     fn step(&self, phase: Phase, message: String) {
         tracing::info!("{phase}: {message}");
-        let _ = self.tx.send(Progress::Step {
-            phase: phase.to_string(),
-            message,
-        });
+        let _ = self.tx.send(Progress::Step { phase, message });
     }
 }
 

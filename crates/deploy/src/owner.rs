@@ -190,7 +190,7 @@ async fn own<R: Runtime>(app: Arc<R>, mut requests: mpsc::UnboundedReceiver<Requ
                     match request {
                         Some(Request::Deploy(waiting)) if waiting.wait => {
                             let _ = waiting.progress.send(Progress::Step {
-                                phase: Phase::Preparing.to_string(),
+                                phase: Phase::Preparing,
                                 message: format!("waiting for the running deploy ({what}) to finish"),
                             });
                             queued.push_back(waiting);

@@ -14,79 +14,40 @@
 //! traffic back to the old instances, which are still running. Once the old
 //! instances are being stopped, the deploy can no longer fail.
 
-use std::fmt;
+pub(crate) use crate::protocol::Phase;
 
-/// Where a deploy is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Reading config, copying the release.
-    Preparing,
-    /// New instances starting, not yet taking traffic.
-    Starting,
-    /// New instances take a share of the clients, and are judged.
-    Canary,
-    /// The route table is being swapped.
-    Switching,
-    /// Old instances finish their requests.
-    Draining,
-    /// Old instances are being stopped.
-    Stopping,
-    /// The new release serves all traffic.
-    Done,
-    /// Nothing changed for clients; the old release serves.
-    Failed,
+/// No way out of these.
+#[cfg(test)]
+pub(crate) fn is_terminal(phase: Phase) -> bool {
+    matches!(phase, Phase::Done | Phase::Failed)
 }
 
-impl Phase {
-    /// No way out of these.
-    #[cfg(test)]
-    pub(crate) fn is_terminal(self) -> bool {
-        matches!(self, Phase::Done | Phase::Failed)
-    }
-
-    /// Whether `self → next` is a legal move.
-    pub(crate) fn can_move_to(self, next: Phase) -> bool {
-        use Phase::*;
-        matches!(
-            (self, next),
-            (Preparing, Starting)
-                | (Preparing, Switching)
-                | (Preparing, Failed)
-                | (Starting, Switching)
-                | (Starting, Failed)
-                // a canary: its steps, then promotion or rollback
-                | (Starting, Canary)
-                | (Canary, Canary)
-                | (Canary, Switching)
-                | (Canary, Failed)
-                | (Switching, Draining)
-                | (Switching, Done)
-                // rolling: a switched batch that dies within min_uptime
-                | (Switching, Failed)
-                | (Draining, Stopping)
-                | (Draining, Failed)
-                | (Stopping, Done)
-                // rolling: the next batch starts after the previous one's switch
-                | (Draining, Starting)
-                | (Switching, Starting)
-        )
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
-            Phase::Preparing => "preparing",
-            Phase::Starting => "starting",
-            Phase::Canary => "canary",
-            Phase::Switching => "switched",
-            Phase::Draining => "draining",
-            Phase::Stopping => "stopping",
-            Phase::Done => "done",
-            Phase::Failed => "failed",
-        };
-        f.write_str(s)
-    }
+/// Whether `from → next` is a legal move.
+pub(crate) fn can_move(from: Phase, next: Phase) -> bool {
+    use Phase::*;
+    matches!(
+        (from, next),
+        (Preparing, Starting)
+            | (Preparing, Switching)
+            | (Preparing, Failed)
+            | (Starting, Switching)
+            | (Starting, Failed)
+            // a canary: its steps, then promotion or rollback
+            | (Starting, Canary)
+            | (Canary, Canary)
+            | (Canary, Switching)
+            | (Canary, Failed)
+            | (Switching, Draining)
+            | (Switching, Done)
+            // rolling: a switched batch that dies within min_uptime
+            | (Switching, Failed)
+            | (Draining, Stopping)
+            | (Draining, Failed)
+            | (Stopping, Done)
+            // rolling: the next batch starts after the previous one's switch
+            | (Draining, Starting)
+            | (Switching, Starting)
+    )
 }
 
 /// A deploy's phase with checked moves.
@@ -116,7 +77,7 @@ impl Machine {
     /// On an illegal move: that is a bug in the deploy code, not bad input.
     pub(crate) fn advance(&mut self, next: Phase) {
         assert!(
-            self.phase.can_move_to(next),
+            can_move(self.phase, next),
             "deploy cannot move from {} to {next}",
             self.phase
         );
@@ -134,7 +95,7 @@ mod tests {
     #[test]
     fn no_failure_once_old_stops() {
         for p in [Stopping, Done] {
-            assert!(!p.can_move_to(Failed), "{p} -> failed must be impossible");
+            assert!(!can_move(p, Failed), "{p} -> failed must be impossible");
         }
     }
 
@@ -145,9 +106,9 @@ mod tests {
             Preparing, Starting, Switching, Draining, Stopping, Done, Failed,
         ];
         for t in [Done, Failed] {
-            assert!(t.is_terminal());
+            assert!(is_terminal(t));
             for n in all {
-                assert!(!t.can_move_to(n), "{t} -> {n} must be impossible");
+                assert!(!can_move(t, n), "{t} -> {n} must be impossible");
             }
         }
     }
@@ -156,8 +117,8 @@ mod tests {
     #[test]
     fn no_stop_before_switch() {
         for p in [Preparing, Starting] {
-            assert!(!p.can_move_to(Draining));
-            assert!(!p.can_move_to(Stopping));
+            assert!(!can_move(p, Draining));
+            assert!(!can_move(p, Stopping));
         }
     }
 

@@ -274,8 +274,8 @@ pub enum CanaryOrder {
 pub enum Progress {
     /// A step happened.
     Step {
-        /// Short phase name: starting, ready, switched, draining, stopped.
-        phase: String,
+        /// The deploy's phase.
+        phase: Phase,
         /// Human text.
         message: String,
     },
@@ -492,3 +492,42 @@ pub fn plural(n: usize) -> &'static str {
 /// This Baton's version, as `baton --version` prints it and the CLI and
 /// the daemon compare.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where a deploy is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Reading config, copying the release.
+    Preparing,
+    /// New instances starting, not yet taking traffic.
+    Starting,
+    /// New instances take a share of the clients, and are judged.
+    Canary,
+    /// The route table is being swapped.
+    #[serde(rename = "switched")]
+    Switching,
+    /// Old instances finish their requests.
+    Draining,
+    /// Old instances are being stopped.
+    Stopping,
+    /// The new release serves all traffic.
+    Done,
+    /// Nothing changed for clients; the old release serves.
+    Failed,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Phase::Preparing => "preparing",
+            Phase::Starting => "starting",
+            Phase::Canary => "canary",
+            Phase::Switching => "switched",
+            Phase::Draining => "draining",
+            Phase::Stopping => "stopping",
+            Phase::Done => "done",
+            Phase::Failed => "failed",
+        };
+        f.write_str(s)
+    }
+}
