@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
-use crate::protocol::{CertificateReport, CertificateState, ReleaseReport, StatusReport};
+use crate::protocol::{
+    CertificateReport, CertificateState, Health, InstanceReport, ReleaseReport, State, StatusReport,
+};
 
 /// `5s`, `3m`, `2h`, `4d`.
 pub(crate) fn short_duration(secs: u64) -> String {
@@ -170,7 +172,7 @@ pub(crate) fn apps_table(all: &[StatusReport]) -> String {
             .clone()
             .filter(|i| i.state == crate::protocol::State::Ready)
             .count();
-        let state = match (&s.deploying, s.health()) {
+        let state = match (&s.deploying, health(s)) {
             (Some(_), _) => "deploying",
             (None, crate::protocol::Health::Healthy) => "healthy",
             (None, crate::protocol::Health::Degraded) => "degraded",
@@ -225,6 +227,25 @@ fn size(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Whether the app is served in full, in part, or not at all (`baton
+/// status` exits 3 or 4 on the last two, as `systemctl status` does). Only
+/// the web instances of the serving release count: a singleton is no part
+/// of serving, and a draining instance is on its way out.
+pub(crate) fn health(report: &StatusReport) -> Health {
+    let web: Vec<&InstanceReport> = (report.instances.iter())
+        .filter(|i| i.process.is_web() && report.release.as_deref() == Some(i.release.as_str()))
+        .filter(|i| i.state != State::Draining)
+        .collect();
+    let ready = web.iter().filter(|i| i.state == State::Ready).count();
+    if ready == 0 {
+        Health::Down
+    } else if ready < web.len() {
+        Health::Degraded
+    } else {
+        Health::Healthy
     }
 }
 

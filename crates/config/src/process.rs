@@ -78,6 +78,55 @@ impl ProcessConfig {
     pub fn stop_signal(&self) -> nix::sys::signal::Signal {
         self.stop_signal.0
     }
+
+    /// How its process runs, for the supervisor.
+    pub fn process_spec(&self) -> ProcessSpec {
+        ProcessSpec {
+            command: self.command.get_ref().clone(),
+            cwd: self.cwd.clone(),
+            env: self.env.clone(),
+            readiness: self.readiness.clone(),
+            start_timeout: self.start_timeout,
+            stop_signal: self.stop_signal(),
+            stop_to: self.stop_to,
+            kill_timeout: self.kill_timeout,
+            min_uptime: self.min_uptime,
+            restart_window: default_restart_window(),
+            max_restarts: self.max_restarts,
+            autorestart: self.autorestart,
+        }
+    }
+}
+
+/// How one process runs, whether `[web]` or a `[process.NAME]` says it:
+/// what the supervisor needs of either, in one type (the two sections
+/// keep their own schemas, since their defaults and extra fields differ).
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// Shell command.
+    pub command: String,
+    /// Working directory, relative to the release folder.
+    pub cwd: Option<PathBuf>,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Readiness check.
+    pub readiness: Readiness,
+    /// Not ready within this means failed.
+    pub start_timeout: Duration,
+    /// Signal that asks it to stop.
+    pub stop_signal: nix::sys::signal::Signal,
+    /// Who gets `stop_signal`.
+    pub stop_to: StopTo,
+    /// SIGKILL after this.
+    pub kill_timeout: Duration,
+    /// Exits sooner than this after start are unstable.
+    pub min_uptime: Duration,
+    /// Restarts within this window count as a crash loop.
+    pub restart_window: Duration,
+    /// Unstable exits in a row before failed.
+    pub max_restarts: u32,
+    /// Restart it when it exits; off, an exit is final.
+    pub autorestart: bool,
 }
 
 /// `[tcp.<name>]`: a public address proxied to `$PORT_<NAME>` of each instance.
@@ -346,6 +395,24 @@ impl WebConfig {
     /// The stop signal.
     pub fn stop_signal(&self) -> nix::sys::signal::Signal {
         self.stop_signal.0
+    }
+
+    /// How a web instance's process runs, for the supervisor.
+    pub fn process_spec(&self) -> ProcessSpec {
+        ProcessSpec {
+            command: self.command.get_ref().clone(),
+            cwd: self.cwd.clone(),
+            env: self.env.clone(),
+            readiness: self.readiness.clone(),
+            start_timeout: self.start_timeout,
+            stop_signal: self.stop_signal(),
+            stop_to: self.stop_to,
+            kill_timeout: self.kill_timeout,
+            min_uptime: self.min_uptime,
+            restart_window: self.restart_window,
+            max_restarts: self.max_restarts,
+            autorestart: self.autorestart,
+        }
     }
 
     /// The instance count on this machine.

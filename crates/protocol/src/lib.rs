@@ -105,27 +105,6 @@ pub enum Health {
     Down,
 }
 
-impl StatusReport {
-    /// Whether the app is served in full, in part, or not at all. Only the
-    /// web instances count: a singleton is no part of serving.
-    pub fn health(&self) -> Health {
-        let web: Vec<&InstanceReport> = self
-            .instances
-            .iter()
-            .filter(|i| i.process.is_web() && self.release.as_deref() == Some(i.release.as_str()))
-            .filter(|i| i.state != State::Draining)
-            .collect();
-        let ready = web.iter().filter(|i| i.state == State::Ready).count();
-        if ready == 0 {
-            Health::Down
-        } else if ready < web.len() {
-            Health::Degraded
-        } else {
-            Health::Healthy
-        }
-    }
-}
-
 fn yes() -> bool {
     true
 }

@@ -26,7 +26,7 @@ pub(crate) async fn status(
                 println!();
             }
         }
-        return exit_for(all.iter().map(StatusReport::health).max());
+        return exit_for(all.iter().map(output::health).max());
     }
     let s: StatusReport = client.get(&Route::Status.url(app(target), &[])).await?;
     if json {
@@ -34,7 +34,7 @@ pub(crate) async fn status(
     } else {
         print!("{}", output::status_table(&s));
     }
-    exit_for(Some(s.health()))
+    exit_for(Some(output::health(&s)))
 }
 
 /// `baton apps`.

@@ -213,27 +213,13 @@ impl App {
         release: &Release,
         restart_before_ready: bool,
     ) -> std::io::Result<Instance> {
-        let web = &release.config.config.web;
-        let cwd = match &web.cwd {
-            Some(p) => release.dir.join(p),
-            None => release.dir.clone(),
-        };
+        let run = release.config.config.web.process_spec();
         let spec = InstanceSpec {
             process: Role::Web,
             number: self.next_number.fetch_add(1, Ordering::Relaxed),
             release: release.id.clone(),
-            command: web.command.get_ref().clone(),
-            cwd,
-            env: web.env.clone(),
-            readiness: web.readiness.clone(),
-            start_timeout: web.start_timeout,
-            stop_signal: web.stop_signal(),
-            stop_to: web.stop_to,
-            kill_timeout: web.kill_timeout,
-            min_uptime: web.min_uptime,
-            restart_window: web.restart_window,
-            max_restarts: web.max_restarts,
-            autorestart: web.autorestart,
+            cwd: (run.cwd.as_ref()).map_or_else(|| release.dir.clone(), |c| release.dir.join(c)),
+            run,
             tcp: release.config.config.tcp.keys().cloned().collect(),
             restart_before_ready,
         };
@@ -254,25 +240,13 @@ impl App {
     /// Starts `release`'s `[process.<name>]`; logs why when it cannot.
     fn start_singleton(&self, release: &Release, name: &str) -> Option<Instance> {
         let p = release.config.config.process.get(name)?;
+        let run = p.process_spec();
         let spec = InstanceSpec {
             process: Role::from(name),
             number: self.next_number.fetch_add(1, Ordering::Relaxed),
             release: release.id.clone(),
-            command: p.command.get_ref().clone(),
-            cwd: p
-                .cwd
-                .as_ref()
-                .map_or_else(|| release.dir.clone(), |c| release.dir.join(c)),
-            env: p.env.clone(),
-            readiness: p.readiness.clone(),
-            start_timeout: p.start_timeout,
-            stop_signal: p.stop_signal(),
-            stop_to: p.stop_to,
-            kill_timeout: p.kill_timeout,
-            min_uptime: p.min_uptime,
-            restart_window: crate::config::default_restart_window(),
-            max_restarts: p.max_restarts,
-            autorestart: p.autorestart,
+            cwd: (run.cwd.as_ref()).map_or_else(|| release.dir.clone(), |c| release.dir.join(c)),
+            run,
             tcp: Vec::new(),
             restart_before_ready: true,
         };

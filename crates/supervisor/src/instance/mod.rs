@@ -4,7 +4,6 @@
 
 mod task;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,7 +16,7 @@ use self::task::*;
 use super::logs::{LogSink, Tail};
 use super::ports::PortPool;
 use super::reaper::Reaper;
-use crate::config::{Readiness, StopTo};
+use crate::config::ProcessSpec;
 use crate::protocol::Role;
 pub use crate::protocol::State;
 use crate::proxy::upstream::Upstream;
@@ -61,30 +60,10 @@ pub struct InstanceSpec {
     pub number: u64,
     /// Release the instance runs.
     pub release: String,
-    /// Shell command.
-    pub command: String,
-    /// Working directory.
+    /// Working directory, resolved.
     pub cwd: PathBuf,
-    /// Extra environment.
-    pub env: BTreeMap<String, String>,
-    /// Readiness check.
-    pub readiness: Readiness,
-    /// Not ready within this means failed.
-    pub start_timeout: Duration,
-    /// Signal that asks it to stop.
-    pub stop_signal: Signal,
-    /// Who gets `stop_signal`.
-    pub stop_to: StopTo,
-    /// SIGKILL after this.
-    pub kill_timeout: Duration,
-    /// Exits sooner than this after start are unstable.
-    pub min_uptime: Duration,
-    /// Restarts within this window count as a crash loop.
-    pub restart_window: Duration,
-    /// Unstable exits in a row before failed.
-    pub max_restarts: u32,
-    /// Restart it when it exits; off, an exit is final.
-    pub autorestart: bool,
+    /// How its process runs.
+    pub run: ProcessSpec,
     /// Names of L4 services; each gets a port as `PORT_<NAME>`.
     pub tcp: Vec<String>,
     /// Restart an instance that exits before its first ready. A deploy says

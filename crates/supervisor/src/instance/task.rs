@@ -134,7 +134,7 @@ impl InstanceTask {
     pub(super) async fn on(&mut self, life: Life, event: Event) -> Life {
         match (life, event) {
             (Life::Starting { run, .. }, Event::Ready) => {
-                self.log(&match self.spec.readiness.kind {
+                self.log(&match self.spec.run.readiness.kind {
                     ReadinessKind::None => {
                         format!("started (no readiness check), pid {}", run.pgid)
                     }
@@ -160,8 +160,8 @@ impl InstanceTask {
                 self.finish(&run);
                 let reason = self.with_tail(format!(
                     "not ready within start_timeout ({}) by its {} check",
-                    humantime::format_duration(self.spec.start_timeout),
-                    kind_name(self.spec.readiness.kind),
+                    humantime::format_duration(self.spec.run.start_timeout),
+                    kind_name(self.spec.run.readiness.kind),
                 ));
                 self.end(Some(reason))
             }
@@ -227,7 +227,7 @@ impl InstanceTask {
             let reason = self.with_tail(format!("{how} before it was ready"));
             return self.end(Some(reason));
         }
-        if !self.spec.autorestart {
+        if !self.spec.run.autorestart {
             let reason = self.with_tail(format!("{how}; not restarted (autorestart = false)"));
             return self.end(Some(reason));
         }
@@ -235,23 +235,23 @@ impl InstanceTask {
         // within restart_window even when each run outlived min_uptime
         // (a release that dies every few seconds looped for good).
         let now = tokio::time::Instant::now();
-        let window = self.spec.restart_window;
+        let window = self.spec.run.restart_window;
         self.recent_exits
             .retain(|t| now.duration_since(*t) < window);
         self.recent_exits.push(now);
         let looping = self.recent_exits.len() >= LOOP_EXITS;
-        self.unstable = if uptime < self.spec.min_uptime || looping {
+        self.unstable = if uptime < self.spec.run.min_uptime || looping {
             self.unstable + 1
         } else {
             0
         };
         self.restarts += 1;
-        if self.unstable > self.spec.max_restarts {
+        if self.unstable > self.spec.run.max_restarts {
             let reason = self.with_tail(format!(
                 "{how}; crashed {} times in a row within min_uptime ({}) or restart_window ({}), giving up",
                 self.unstable,
-                humantime::format_duration(self.spec.min_uptime),
-                humantime::format_duration(self.spec.restart_window)
+                humantime::format_duration(self.spec.run.min_uptime),
+                humantime::format_duration(self.spec.run.restart_window)
             ));
             return self.end(Some(reason));
         }
@@ -296,9 +296,9 @@ impl InstanceTask {
         let spec = &self.spec;
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
-            .arg(&spec.command)
+            .arg(&spec.run.command)
             .current_dir(&spec.cwd)
-            .envs(&spec.env)
+            .envs(&spec.run.env)
             .env("PORT", self.upstream.addr.port().to_string())
             .env("BATON_INSTANCE", self.id())
             .env("BATON_RELEASE", &spec.release)
@@ -336,7 +336,7 @@ impl InstanceTask {
             .ctx
             .run_dir
             .join(format!("{}.{}.notify", self.spec.process, self.spec.number));
-        let mut channel = match Channel::open(self.spec.readiness.kind, &notify_path) {
+        let mut channel = match Channel::open(self.spec.run.readiness.kind, &notify_path) {
             Ok(c) => c,
             Err(e) => return self.end(Some(format!("cannot open the readiness channel: {e}"))),
         };
@@ -345,7 +345,7 @@ impl InstanceTask {
             Err(e) => {
                 let reason = format!(
                     "cannot start `{}` in {}: {e}",
-                    self.spec.command,
+                    self.spec.run.command,
                     self.spec.cwd.display()
                 );
                 return self.end(Some(reason));
@@ -385,7 +385,7 @@ impl InstanceTask {
             s.started = Some(SystemTime::now());
         });
         let mut signals = channel.listen();
-        let readiness = self.spec.readiness.clone();
+        let readiness = self.spec.run.readiness.clone();
         let port = self.upstream.addr.port();
         let ready = Box::pin(async move {
             readiness::wait_ready(&readiness, port, &mut signals).await;
@@ -398,7 +398,7 @@ impl InstanceTask {
                 started,
             },
             ready,
-            timeout: Box::pin(tokio::time::sleep(self.spec.start_timeout)),
+            timeout: Box::pin(tokio::time::sleep(self.spec.run.start_timeout)),
         }
     }
 
@@ -421,9 +421,9 @@ impl InstanceTask {
     pub(super) async fn stop_group(&self, run: &mut Run) {
         let child = &mut run.child;
         let group = Pid::from_raw(run.pgid);
-        let deadline = tokio::time::Instant::now() + self.spec.kill_timeout;
-        let signal = self.spec.stop_signal;
-        let pass_on = match self.spec.stop_to {
+        let deadline = tokio::time::Instant::now() + self.spec.run.kill_timeout;
+        let signal = self.spec.run.stop_signal;
+        let pass_on = match self.spec.run.stop_to {
             StopTo::Group => {
                 let _ = killpg(group, signal);
                 false
@@ -440,8 +440,8 @@ impl InstanceTask {
         if !group_gone {
             self.log(&format!(
                 "still running {} after {}; sending SIGKILL",
-                humantime::format_duration(self.spec.kill_timeout),
-                self.spec.stop_signal
+                humantime::format_duration(self.spec.run.kill_timeout),
+                self.spec.run.stop_signal
             ));
         }
         let _ = killpg(group, Signal::SIGKILL);
@@ -475,10 +475,12 @@ impl InstanceTask {
                 if !signalled.contains(&orphan.pid) {
                     self.log(&format!(
                         "passing {} on to process {}, whose parent exited without it",
-                        self.spec.stop_signal, orphan.pid
+                        self.spec.run.stop_signal, orphan.pid
                     ));
-                    let _ =
-                        nix::sys::signal::kill(Pid::from_raw(orphan.pid), self.spec.stop_signal);
+                    let _ = nix::sys::signal::kill(
+                        Pid::from_raw(orphan.pid),
+                        self.spec.run.stop_signal,
+                    );
                     signalled.push(orphan.pid);
                 }
             }
