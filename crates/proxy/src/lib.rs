@@ -66,7 +66,7 @@ use self::router::Router;
 use self::sites::{Site, Sites};
 use self::upstream::Upstream;
 use crate::config::ProxyConfig;
-pub(crate) use baton_http1::{framing, headers, normalise, Proto};
+pub(crate) use baton_http1::{self as http1, framing, headers, normalise, Proto};
 
 /// How a request's protocol is written in an access log.
 fn protocol_name(version: Version) -> &'static str {

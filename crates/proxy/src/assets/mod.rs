@@ -129,7 +129,7 @@ impl Shelf {
         };
         let pinned = ask
             .deployment
-            .or_else(|| query_value(ask.target, b"dpl"))
+            .or_else(|| crate::http1::query_value(ask.target, b"dpl"))
             .and_then(|id| self.roots.iter().position(|r| r.release.as_bytes() == id));
         let now = SystemTime::now();
         // A page's own release first, when it says which.
@@ -233,17 +233,6 @@ fn precompressed(
                 _ => None,
             }
         })
-}
-
-/// `name=value` in the target's query.
-pub(crate) fn query_value<'a>(target: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let start = target.iter().position(|&b| b == b'?')? + 1;
-    let query = &target[start..];
-    let query = query.split(|&b| b == b'#').next().unwrap_or(query);
-    query.split(|&b| b == b'&').find_map(|pair| {
-        let (key, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
-        (key == name).then_some(&value[1..])
-    })
 }
 
 /// A media type, and whether it is worth a precompressed sibling.

@@ -105,7 +105,7 @@ fn encode_head(
     // without `:authority`) gets an empty one (RFC 9112 §3.2).
     write_field(&mut out, b"host", host.unwrap_or_default());
     let host = host.filter(|h| !h.is_empty());
-    let mut deployment = crate::assets::query_value(target, b"dpl").map(Box::from);
+    let mut deployment = crate::http1::query_value(target, b"dpl").map(Box::from);
     let (mut forced, mut cookie) = (Ask::Fresh, Ask::Fresh);
     rewrite.for_each(fields, host, |name, value| {
         if name.eq_ignore_ascii_case(b"expect") {

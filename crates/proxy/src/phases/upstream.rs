@@ -117,7 +117,12 @@ impl Attempt for Upgrade {
 
     fn deployment(&self) -> Option<&[u8]> {
         let header = self.parts.headers.get("x-deployment-id");
-        let query = || crate::assets::query_value(self.parts.uri.query()?.as_bytes(), b"dpl");
+        let target = self
+            .parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().as_bytes());
+        let query = || crate::http1::query_value(target?, b"dpl");
         header.map(HeaderValue::as_bytes).or_else(query)
     }
 
@@ -388,6 +393,26 @@ mod tests {
             idempotent,
             timed_out_before,
         }
+    }
+
+    /// An upgrade (a WebSocket) names its page's release as any request
+    /// does: `x-deployment-id`, or `?dpl=` in its target.
+    #[test]
+    fn an_upgrade_names_its_release_by_header_or_query() {
+        let upgrade = |target: &str, header: Option<&str>| {
+            let mut request = http::Request::get(target);
+            if let Some(id) = header {
+                request = request.header("x-deployment-id", id);
+            }
+            let (parts, ()) = request.body(()).unwrap().into_parts();
+            Upgrade {
+                parts,
+                proto: Proto::Http,
+            }
+        };
+        assert_eq!(upgrade("/ws?dpl=r1", None).deployment(), Some(&b"r1"[..]));
+        assert_eq!(upgrade("/ws", Some("r2")).deployment(), Some(&b"r2"[..]));
+        assert_eq!(upgrade("/ws", None).deployment(), None);
     }
 
     fn retries(e: &AttemptError, c: Chances) -> bool {
