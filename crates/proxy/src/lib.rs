@@ -176,10 +176,6 @@ impl Proxy {
             Ok(framing) => framing,
             Err(rejection) => return ready(self.reject(rejection, parts.version)),
         };
-        let own = |answer| {
-            let answer = phases::own_answer(&self, proto, &client, Log::none(), answer);
-            answer.into_response()
-        };
         // Phases 1 and 2: the request filters, the route.
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let arrival = Arrival {
@@ -195,13 +191,10 @@ impl Proxy {
             fields: &parts.headers,
         };
         if let Some(answer) = phases::request_filters(&self, &arrival) {
-            return ready(own(answer));
+            return ready(self.own(proto, &client, Log::none(), answer));
         }
         let (site, log) = match phases::route(&self, &arrival) {
-            Routed::Own(answer, log) => {
-                let answer = phases::own_answer(&self, proto, &client, log, answer);
-                return ready(answer.into_response());
-            }
+            Routed::Own(answer, log) => return ready(self.own(proto, &client, log, answer)),
             Routed::Site { site, target, log } => {
                 if let (true, Ok(uri)) = (site.strip_prefix, Uri::try_from(target.into_owned())) {
                     parts.uri = uri;
@@ -241,11 +234,7 @@ impl Proxy {
                 let Forwarded { reply, served } =
                     match path::pass(&self, &site, &head, &body, &client).await {
                         Ok(forwarded) => forwarded,
-                        Err(refusal) => {
-                            let answer = refusal.answer();
-                            return phases::own_answer(&self, proto, &client, log, answer)
-                                .into_response();
-                        }
+                        Err(refusal) => return self.own(proto, &client, log, refusal.answer()),
                     };
                 // Phases 4 and 5: the response filters; the log when the
                 // body ends.
@@ -281,11 +270,7 @@ impl Proxy {
             let Forwarded { reply, served } =
                 match path::pass(&self, &site, &upgrade, &body, &client).await {
                     Ok(forwarded) => forwarded,
-                    Err(refusal) => {
-                        let answer = refusal.answer();
-                        return phases::own_answer(&self, proto, &client, log, answer)
-                            .into_response();
-                    }
+                    Err(refusal) => return self.own(proto, &client, log, refusal.answer()),
                 };
             let upstream = served.upstream.clone();
             let (mut parts, body) = reply.into_parts();
@@ -325,6 +310,17 @@ impl Proxy {
             }
             resp
         }))
+    }
+
+    /// Phases 4 and 5 for Baton's own answer, as hyper sends it.
+    fn own(
+        &self,
+        proto: Proto,
+        client: &HeaderValue,
+        log: Log,
+        answer: phases::OwnAnswer,
+    ) -> Response<ProxyBody> {
+        phases::own_answer(self, proto, client, log, answer).into_response()
     }
 
     /// Answers a request refused before any instance saw it; an HTTP/1
