@@ -196,8 +196,11 @@ impl Proxy {
         let (site, log) = match phases::route(&self, &arrival) {
             Routed::Own(answer, log) => return ready(self.own(proto, &client, log, answer)),
             Routed::Site { site, target, log } => {
-                if let (true, Ok(uri)) = (site.strip_prefix, Uri::try_from(target.into_owned())) {
-                    parts.uri = uri;
+                // Only a stripped prefix changes the target (no copy else).
+                if site.strip_prefix {
+                    if let Ok(uri) = Uri::try_from(target.into_owned()) {
+                        parts.uri = uri;
+                    }
                 }
                 (site, log)
             }
