@@ -245,15 +245,13 @@ impl Proxy {
                 let (mut parts, body) = reply.into_response().into_parts();
                 let body = InstanceBody::Pooled(body);
                 let status = parts.status;
-                let responding = phases::respond(
-                    &self,
-                    proto,
-                    served,
+                let reply = phases::Reply {
                     status,
-                    &mut parts.headers,
+                    head: &mut parts.headers,
                     body,
                     event_stream,
-                );
+                };
+                let responding = phases::respond(&self, proto, served, reply, &log);
                 let body = match log.into_pending() {
                     Some(pending) => access::LoggedBody::new(
                         responding.body,
@@ -279,15 +277,13 @@ impl Proxy {
             let (mut parts, body) = reply.into_parts();
             let status = parts.status;
             let body = InstanceBody::Upgrade(body);
-            let responding = phases::respond(
-                &self,
-                proto,
-                served,
+            let reply = phases::Reply {
                 status,
-                &mut parts.headers,
+                head: &mut parts.headers,
                 body,
-                false,
-            );
+                event_stream: false,
+            };
+            let responding = phases::respond(&self, proto, served, reply, &log);
             // An upgrade is logged as it switches (or is refused by the
             // instance): what follows is a tunnel, not a body.
             log.answered(&client, responding.status, 0, responding.by);

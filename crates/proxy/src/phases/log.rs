@@ -32,6 +32,11 @@ impl Log {
         }))
     }
 
+    /// Whether a record is being made.
+    pub(crate) fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Baton's own answer: counted and logged.
     pub(crate) fn own(self, proxy: &Proxy, client: &HeaderValue, answer: &OwnAnswer) {
         proxy.count(answer.status);

@@ -23,7 +23,7 @@ pub(crate) mod upstream;
 
 pub(crate) use self::log::Log;
 pub(crate) use self::own::{OwnAnswer, Payload};
-pub(crate) use self::respond::{own_answer, respond, AnswerHead, Answering};
+pub(crate) use self::respond::{own_answer, respond, AnswerHead, Answering, Reply};
 pub(crate) use self::route::{route, Routed};
 
 use http::{HeaderMap, HeaderName, HeaderValue};

@@ -80,27 +80,44 @@ pub(crate) struct Responding<B> {
     pub(crate) by: Answered,
 }
 
-/// Phase 4 for an instance's answer: the response filters add to `head`,
+/// An instance's answer as phase 4 takes it: its status, its head as the
+/// server writes it, its body.
+pub(crate) struct Reply<'h, B> {
+    pub(crate) status: StatusCode,
+    pub(crate) head: &'h mut dyn AnswerHead,
+    pub(crate) body: B,
+    /// An event stream: its body is flushed event by event.
+    pub(crate) event_stream: bool,
+}
+
+/// Phase 4 for an instance's answer: the response filters add to its head,
 /// the answer is counted, and its body holds the instance's in-flight
 /// count until it ends (a drain waits for it).
 pub(crate) fn respond<B>(
     proxy: &Proxy,
     proto: Proto,
     served: Served,
-    status: StatusCode,
-    head: &mut dyn AnswerHead,
-    body: B,
-    event_stream: bool,
+    reply: Reply<'_, B>,
+    log: &Log,
 ) -> Responding<B> {
     let answering = Answering {
         proto,
         sticky: served.sticky,
     };
-    filter(proxy, &answering, head);
-    proxy.count(status);
+    filter(proxy, &answering, reply.head);
+    proxy.count(reply.status);
     Responding {
-        by: Answered::by(&served.upstream, served.retries, served.held),
-        body: Counted::new(body, served.guard, &served.upstream, event_stream),
-        status: status.as_u16(),
+        // Who answered, for the log only: no copies when there is none.
+        by: match log.is_on() {
+            true => Answered::by(&served.upstream, served.retries, served.held),
+            false => Answered::default(),
+        },
+        body: Counted::new(
+            reply.body,
+            served.guard,
+            &served.upstream,
+            reply.event_stream,
+        ),
+        status: reply.status.as_u16(),
     }
 }

@@ -154,15 +154,13 @@ impl<S: ClientStream> Connection<S> {
             head: answer_head,
             out: &mut self.out,
         };
-        let responding = phases::respond(
-            proxy,
-            self.proto,
-            served,
-            answer_head.status(),
-            &mut written,
-            reply.body,
-            answer_head.is_event_stream(),
-        );
+        let reply = phases::Reply {
+            status: answer_head.status(),
+            head: &mut written,
+            body: reply.body,
+            event_stream: answer_head.is_event_stream(),
+        };
+        let responding = phases::respond(proxy, self.proto, served, reply, &log);
         if chunked {
             self.out
                 .extend_from_slice(b"transfer-encoding: chunked\r\n");
