@@ -33,7 +33,9 @@ HYPER_PORT=${HYPER_PORT:-18085}
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
 fi
-(cd "$ROOT" && cargo build --release -q --bin baton --example relay)
+# Apart: the example takes the dev-dependencies (the fuzz targets), the
+# binary must not.
+(cd "$ROOT" && cargo build --release -q --example relay && cargo build --release -q --bin baton)
 BATON="$ROOT/target/release/baton"
 RELAY="$ROOT/target/release/examples/relay"
 

@@ -9,6 +9,6 @@ use crate::{split, Proxy};
 pub(super) fn add(_: &Proxy, answering: &Answering, head: &mut dyn AnswerHead) {
     let cookie = (answering.sticky).and_then(|b| HeaderValue::from_str(&split::cookie(b)).ok());
     if let Some(cookie) = cookie {
-        head.add(SET_COOKIE, cookie);
+        head.add(SET_COOKIE, &cookie);
     }
 }

@@ -11,6 +11,6 @@ pub(super) fn add(proxy: &Proxy, answering: &Answering, head: &mut dyn AnswerHea
         return;
     };
     if answering.proto == Proto::Https && !head.has(&STRICT_TRANSPORT_SECURITY) {
-        head.add(STRICT_TRANSPORT_SECURITY, hsts.clone());
+        head.add(STRICT_TRANSPORT_SECURITY, hsts);
     }
 }

@@ -23,8 +23,9 @@ pub(crate) struct Answering {
 pub(crate) trait AnswerHead {
     /// Whether the head has a field `name`.
     fn has(&self, name: &HeaderName) -> bool;
-    /// Adds a field (after any of the same name).
-    fn add(&mut self, name: HeaderName, value: HeaderValue);
+    /// Adds a field (after any of the same name). The value is borrowed:
+    /// the head Baton's own server writes copies its bytes, not the value.
+    fn add(&mut self, name: HeaderName, value: &HeaderValue);
 }
 
 impl AnswerHead for HeaderMap {
@@ -32,8 +33,8 @@ impl AnswerHead for HeaderMap {
         self.contains_key(name)
     }
 
-    fn add(&mut self, name: HeaderName, value: HeaderValue) {
-        self.append(name, value);
+    fn add(&mut self, name: HeaderName, value: &HeaderValue) {
+        self.append(name, value.clone());
     }
 }
 
@@ -42,8 +43,8 @@ impl AnswerHead for Vec<(HeaderName, HeaderValue)> {
         self.iter().any(|(n, _)| n == name)
     }
 
-    fn add(&mut self, name: HeaderName, value: HeaderValue) {
-        self.push((name, value));
+    fn add(&mut self, name: HeaderName, value: &HeaderValue) {
+        self.push((name, value.clone()));
     }
 }
 

@@ -56,7 +56,7 @@ impl AnswerHead for H1Head<'_> {
         self.head.has_field(name.as_str().as_bytes())
     }
 
-    fn add(&mut self, name: HeaderName, value: HeaderValue) {
+    fn add(&mut self, name: HeaderName, value: &HeaderValue) {
         write_field(self.out, name.as_str().as_bytes(), value.as_bytes());
     }
 }
