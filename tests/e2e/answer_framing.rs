@@ -1,13 +1,8 @@
 //! What an instance's answer may say about its framing, and what the
 //! client gets: RFC 9112 cases, each with the outcome the RFC gives.
-#![allow(unused_imports)]
+
 use super::framing::*;
-use crate::common::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::time::Duration;
-use Outcome::*;
+use std::io::Write;
 
 #[test]
 fn answer_framing_cases() {

@@ -1,11 +1,8 @@
 //! The retry rule: a request that reached an instance goes again only
 //! when its method is idempotent; any goes again when none of it did.
-#![allow(unused_imports)]
+
 use super::proxy::*;
 use crate::common::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
 
 /// A POST whose body was sent and that meets a reset gets 502 and is never
 /// replayed on the other instance.

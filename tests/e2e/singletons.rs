@@ -1,6 +1,6 @@
 //! Singletons (`[process.*]`) and cron jobs across deploys: never two
 //! at once, moved at the switch, restarted alone.
-#![allow(unused_imports)]
+
 use super::deploy::*;
 use crate::common::*;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Restarts under socket activation and `baton upgrade`: the daemon
 //! replaced, its sockets kept, and no client refused.
-#![allow(unused_imports)]
+
 use super::core::*;
 use crate::common::*;
 use std::os::unix::fs::PermissionsExt;

@@ -1,7 +1,6 @@
 //! What a file must satisfy beyond its schema, each failure naming
 //! its line and field.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// HTTPS needs a certificate, and a certificate its key.

@@ -37,10 +37,8 @@ mod statics;
 mod tests;
 mod tls;
 
-#[allow(unused_imports)]
 use self::checks::*;
 pub use self::load::*;
-#[allow(unused_imports)]
 use self::load::{find_key, from_toml, line_of, load_text, read};
 pub use self::process::*;
 pub use self::proxy::*;

@@ -1,7 +1,6 @@
 //! Reading a file: the error that names its file, line and field, and
 //! [`Loaded`], a configuration with where it came from.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// A configuration error that points at the place in the file.

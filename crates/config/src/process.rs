@@ -1,7 +1,6 @@
 //! What runs: `[web]`, `[process.*]`, `[cron.*]`, `[tcp.*]`, and how an
 //! instance is started, checked, stopped and replaced.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// `[cron.<name>]`: a command run by Baton itself on a cron schedule, in the

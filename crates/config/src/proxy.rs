@@ -1,6 +1,5 @@
 //! `[proxy]`: listen addresses, timeouts, limits, balancing, access logs.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// `[proxy] access_log_format`.

@@ -1,6 +1,5 @@
 //! `[releases]`: where release folders live and how many are kept.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// `[releases]`

@@ -1,4 +1,3 @@
-#![allow(unused_imports)]
 use super::*;
 
 fn parse_err(text: &str) -> ConfigError {

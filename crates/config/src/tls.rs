@@ -1,6 +1,5 @@
 //! `[tls]`: certificate files, ACME, the redirect to HTTPS and HSTS.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// `[tls]`: the certificates HTTPS serves, chosen by SNI.

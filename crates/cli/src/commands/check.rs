@@ -1,16 +1,9 @@
 //! `baton check`: a file (an app's or a server's) loaded and validated,
 //! its errors naming file, line and field.
 
-#![allow(unused_imports)]
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use http::Method;
-
-use crate::client::ApiClient;
 use crate::config::{self, Setup};
-use crate::find::Target;
-use crate::protocol::*;
 use crate::*;
 
 pub(crate) fn check(cli: &Cli, json: bool) -> Result<(), Failure> {

@@ -1,17 +1,7 @@
 //! `baton fleet deploy|rollback|status`.
 
-#![allow(unused_imports)]
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use http::Method;
-
 use crate::args::FleetCommand;
-use crate::client::ApiClient;
-use crate::config::{self, Setup};
-use crate::find::Target;
 use crate::output;
-use crate::protocol::*;
 use crate::*;
 
 /// `baton fleet deploy|rollback|status`.

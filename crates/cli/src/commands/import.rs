@@ -1,16 +1,8 @@
 //! `baton import pm2`.
 
-#![allow(unused_imports)]
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use http::Method;
-
-use crate::client::ApiClient;
-use crate::config::{self, Setup};
-use crate::find::Target;
 use crate::pm2;
-use crate::protocol::*;
 use crate::*;
 
 /// `baton import pm2`: writes the files (none if any exists already), then

@@ -1,17 +1,12 @@
 //! `baton up`: the daemon in the foreground, or started in the
 //! background and waited for until its first start is settled.
 
-#![allow(unused_imports)]
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use http::Method;
-
 use crate::client::ApiClient;
-use crate::config::{self, Setup};
 use crate::daemon::upgrade::exec as upgrade_exec;
 use crate::daemon::Exit;
-use crate::find::Target;
 use crate::protocol::*;
 use crate::*;
 
