@@ -19,7 +19,7 @@ const SLEEPS: &[(&str, &str, &str)] = &[
     ),
     (
         "supervisor/src/instance/task.rs",
-        "sleep(self.spec.start_timeout)",
+        "sleep(self.spec.run.start_timeout)",
         "start_timeout, a deadline raced against readiness",
     ),
     (
