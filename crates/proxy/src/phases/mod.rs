@@ -26,7 +26,7 @@ pub(crate) use self::own::{OwnAnswer, Payload};
 pub(crate) use self::respond::{own_answer, respond, AnswerHead, Answering, Reply};
 pub(crate) use self::route::{route, Routed};
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 
 use super::{filters, Proto, Proxy};
 
@@ -55,7 +55,9 @@ pub(crate) trait Lookup {
 
 impl Lookup for HeaderMap {
     fn field(&self, name: &[u8]) -> Option<&[u8]> {
-        let name = HeaderName::from_bytes(name).ok()?;
+        // A `&str` is looked up as it is; a HeaderName made of it would
+        // copy a name that is not a standard one.
+        let name = std::str::from_utf8(name).ok()?;
         self.get(name).map(HeaderValue::as_bytes)
     }
 }
