@@ -128,6 +128,16 @@ pub struct ProcessSpec {
     pub autorestart: bool,
 }
 
+impl ProcessSpec {
+    /// Its working directory in the release folder `release_dir`.
+    pub fn cwd_in(&self, release_dir: &Path) -> PathBuf {
+        match &self.cwd {
+            Some(cwd) => release_dir.join(cwd),
+            None => release_dir.to_path_buf(),
+        }
+    }
+}
+
 /// `[tcp.<name>]`: a public address proxied to `$PORT_<NAME>` of each instance.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::config::{self, Setup};
-use crate::*;
+use crate::{Cli, Failure};
 
 pub(crate) fn check(cli: &Cli, json: bool) -> Result<(), Failure> {
     let path = cli.server.as_ref().unwrap_or(&cli.config);

@@ -2,7 +2,7 @@
 
 use crate::args::FleetCommand;
 use crate::output;
-use crate::*;
+use crate::Failure;
 
 /// `baton fleet deploy|rollback|status`.
 pub(crate) async fn fleet(what: &FleetCommand) -> Result<(), Failure> {

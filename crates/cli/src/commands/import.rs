@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::pm2;
-use crate::*;
+use crate::Failure;
 
 /// `baton import pm2`: writes the files (none if any exists already), then
 /// names every field left behind.

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use crate::client::ApiClient;
 use crate::daemon::upgrade::exec as upgrade_exec;
 use crate::daemon::Exit;
-use crate::protocol::*;
-use crate::*;
+use crate::protocol::{Route, StatusReport};
+use crate::{load_setup, runtime, runtime_with, Cli, Failure};
 
 pub(crate) fn up_foreground(cli: &Cli) -> Result<(), Failure> {
     let setup = load_setup(cli)?;
@@ -107,7 +107,7 @@ pub(crate) fn up_detached(cli: &Cli) -> Result<(), Failure> {
         // Started once the first instance is ready, or failed: a command
         // that does not exist must not look like a successful start.
         // Every app of a server must have started.
-        if let Ok(all) = rt.block_on(client.get::<Vec<StatusReport>>("/apps")) {
+        if let Ok(all) = rt.block_on(client.get::<Vec<StatusReport>>(&Route::Apps.url(None, &[]))) {
             let starts: Vec<(String, Option<Result<(), String>>)> = (all.iter())
                 .map(|s| (s.app.clone(), first_start(s)))
                 .collect();

@@ -10,7 +10,7 @@ use hyper::Method;
 use crate::client::ApiClient;
 use crate::protocol::plural;
 use crate::protocol::State;
-use crate::protocol::{StatusReport, UpgradeReport, UpgradeRequest};
+use crate::protocol::{Route, StatusReport, UpgradeReport, UpgradeRequest};
 use crate::Failure;
 
 /// How long the new daemon gets to have every web instance ready.
@@ -39,7 +39,9 @@ pub(crate) async fn run(
         exe: exe.to_string_lossy().into_owned(),
     };
     let body = serde_json::to_value(&request).map_err(Failure::failed)?;
-    let answer = client.send(Method::POST, "/upgrade", Some(body)).await?;
+    let answer = client
+        .send(Method::POST, &Route::Upgrade.url(None, &[]), Some(body))
+        .await?;
     let report: UpgradeReport = crate::client::read_json(answer).await?;
     if !json {
         eprintln!(
@@ -102,7 +104,7 @@ enum NotServing {
 /// The daemon as one report: the first app's, with every app's instances
 /// (a server of several apps is upgraded whole).
 async fn daemon_status(client: &ApiClient) -> Result<StatusReport, crate::client::ClientError> {
-    let mut all: Vec<StatusReport> = client.get("/apps").await?;
+    let mut all: Vec<StatusReport> = client.get(&Route::Apps.url(None, &[])).await?;
     let rest: Vec<StatusReport> = all.drain(1.min(all.len())..).collect();
     let mut first = (all.pop())
         .ok_or_else(|| crate::client::ClientError::Daemon("the daemon runs no app".into()))?;

@@ -1,15 +1,13 @@
-//! Phase 5: every answer counted by status class once, and its access
-//! log record (when the app keeps a log) finished.
+//! Phase 5: a request's access log record (when the app keeps a log),
+//! finished with its answer.
 
 use http::HeaderValue;
 
 use super::{Arrival, OwnAnswer};
 use crate::access::{Answered, Opening, Pending};
 use crate::sites::Site;
-use crate::Proxy;
 
 /// A request's access log record in the making, when its app keeps a log.
-#[derive(Default)]
 pub(crate) struct Log(Option<Box<Pending>>);
 
 impl Log {
@@ -37,9 +35,8 @@ impl Log {
         self.0.is_some()
     }
 
-    /// Baton's own answer: counted and logged.
-    pub(crate) fn own(self, proxy: &Proxy, client: &HeaderValue, answer: &OwnAnswer) {
-        proxy.count(answer.status);
+    /// Baton's own answer.
+    pub(crate) fn own(self, client: &HeaderValue, answer: &OwnAnswer) {
         if let Some(pending) = self.0 {
             let answered = Answered {
                 release: answer.release(),
@@ -56,8 +53,7 @@ impl Log {
         }
     }
 
-    /// An instance's answer (counted at its head, by `respond`), once its
-    /// body has ended after `sent` bytes.
+    /// An instance's answer, once its body has ended after `sent` bytes.
     pub(crate) fn answered(self, client: &HeaderValue, status: u16, sent: u64, by: Answered) {
         if let Some(pending) = self.0 {
             pending.finish(client, status, sent, by);

@@ -10,10 +10,11 @@
 //! 3. **Upstream** ([`upstream::pass`]): pick an instance (or hold), attempt,
 //!    decide on a retry, until an answer or a refusal.
 //! 4. **Response filters** ([`respond`], [`own_answer`]): HSTS, the
-//!    canary cookie, on every answer's head; an instance's body counted as
-//!    its in-flight request until it ends.
-//! 5. **Log** ([`Log`]): every answer counted by status class once, and
-//!    its access log record finished (an instance's when its body ends).
+//!    canary cookie, on every answer's head; the answer counted by status
+//!    class, once; an instance's body counted as its in-flight request
+//!    until it ends.
+//! 5. **Log** ([`Log`]): the access log record finished (an instance's
+//!    when its body ends).
 
 mod log;
 mod own;

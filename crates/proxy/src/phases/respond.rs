@@ -69,7 +69,8 @@ pub(crate) fn own_answer(
         sticky: None,
     };
     filter(proxy, &answering, &mut answer.fields);
-    log.own(proxy, client, &answer);
+    proxy.count(answer.status);
+    log.own(client, &answer);
     answer
 }
 
